@@ -1,0 +1,357 @@
+"""Configuration: one TOML file, one pydantic model per stage, paths relative to a work directory.
+
+Unknown keys and bad values are errors that name the key (``backbone.batch_size: ...``). Every
+stage receives its own section with paths already resolved against the work directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Device = Literal["auto", "cpu", "cuda"]
+Engine = Literal["local", "ray"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    #: names of fields holding paths that are resolved against the work directory
+    _path_fields: tuple[str, ...] = ()
+
+    def resolved(self, workdir: Path) -> Self:
+        """A copy with every path field made absolute (relative paths are under ``workdir``)."""
+        updates: dict[str, Any] = {}
+        for name in self._path_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, list):
+                updates[name] = [_under(workdir, v) for v in value]
+            else:
+                updates[name] = _under(workdir, value)
+        return self.model_copy(update=updates)
+
+
+def _under(workdir: Path, p: Path) -> Path:
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else (workdir / p)
+
+
+class SynthConfig(Section):
+    _path_fields = ("output", "packaged")
+    output: Path = Path("raw")
+    buildings: int = Field(300, ge=1)
+    seed: int = 0
+    image_size: int = Field(640, ge=64, le=2048)
+    difficulty: float = Field(0.5, ge=0.0, le=1.0)
+    buildings_per_tar: int = Field(100, ge=1)
+    packaged: Path | None = None
+    packaged_buildings: int = Field(50, ge=1)
+    jpeg_quality: int = Field(90, ge=30, le=100)
+    workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+
+
+class IngestConfig(Section):
+    _path_fields = ("inputs", "output")
+    inputs: list[Path] = Field(default_factory=lambda: [Path("raw")])
+    output: Path = Path("images")
+    workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+    engine: Engine = "local"
+
+
+class BackboneConfig(Section):
+    _path_fields = ("input", "output")
+    input: Path = Path("images")
+    output: Path = Path("backbone")
+    model: str = "efficientnet-lite0"
+    pooling: Literal["auto", "cls", "pooler", "mean", "gem"] = "auto"
+    runtime: Literal["auto", "torch", "onnx"] = "auto"
+    device: Device = "auto"
+    batch_size: int = Field(0, ge=0, description="0 = automatic")
+    dtype: Literal["float16", "float32"] = "float16"
+    decode_workers: int = Field(0, ge=0, description="threads; 0 = automatic")
+    engine: Engine = "local"
+
+
+class SplitConfig(Section):
+    _path_fields = ("input", "output")
+    input: Path = Path("backbone")
+    output: Path = Path("split")
+    identity: Literal["building", "target"] = "building"
+    group_radius_m: float = Field(15.0, gt=0)
+    normal_max_angle_deg: float = Field(30.0, gt=0, le=180)
+    cell_size_m: float = Field(500.0, gt=0)
+    train_ratio: float = Field(0.7, ge=0, le=1)
+    val_ratio: float = Field(0.15, ge=0, le=1)
+    test_ratio: float = Field(0.15, ge=0, le=1)
+    salt: str = "sbe"
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self) -> Self:
+        total = self.train_ratio + self.val_ratio + self.test_ratio
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train_ratio + val_ratio + test_ratio must be 1, got {total:g}")
+        return self
+
+
+class NeighborsConfig(Section):
+    _path_fields = ("input", "output")
+    input: Path = Path("split")
+    output: Path = Path("neighbors")
+    space: Literal["fingerprint", "embedding"] = "fingerprint"
+    pca_components: int = Field(32, ge=1)
+    k: int = Field(150, ge=1)
+    k0_local_scale: int = Field(50, ge=1)
+    band_percentiles: list[float] = Field(default_factory=lambda: [5, 10, 20, 40, 60, 85])
+    calibration_fraction: float = Field(0.03, gt=0, le=1)
+    calibration_min_anchors: int = Field(10_000, ge=1)
+    pca_fit_sample: int = Field(200_000, ge=100)
+    exact_max_rows: int = Field(200_000, ge=1, description="above this, an approximate index")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.k0_local_scale > self.k:
+            raise ValueError("k0_local_scale must not exceed k")
+        if sorted(self.band_percentiles) != list(self.band_percentiles):
+            raise ValueError("band_percentiles must be increasing")
+        return self
+
+
+class TrainConfig(Section):
+    _path_fields = ("input", "neighbors", "output")
+    input: Path = Path("split")
+    neighbors: Path | None = Path("neighbors")
+    output: Path = Path("run")
+    # projection head
+    output_dim: int = Field(256, ge=2)
+    hidden_dim: int = Field(1024, ge=2)
+    num_hidden_layers: int = Field(1, ge=0)
+    activation: Literal["gelu", "relu", "silu"] = "gelu"
+    dropout: float = Field(0.1, ge=0, lt=1)
+    layer_norm: bool = True
+    residual: bool = True
+    # loss and sampling
+    loss: Literal["triplet", "multi_similarity", "supcon"] = "multi_similarity"
+    margin: float = Field(0.2, ge=0)
+    distance: Literal["euclidean", "cosine"] = "cosine"
+    identities_per_batch: int = Field(64, ge=2)
+    images_per_identity: int = Field(4, ge=2)
+    curriculum: Literal["none", "bands"] = "none"
+    ucb_exploration: float = Field(2.0, ge=0)
+    ucb_warmup_steps: int = Field(50, ge=0)
+    # optimisation
+    epochs: int = Field(30, ge=1)
+    steps_per_epoch: int = Field(0, ge=0, description="0 = one pass over train identities")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(50, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(5, ge=0, description="epochs without val improvement; 0 = never stop")
+    val_queries: int = Field(2000, ge=1)
+    geo_weight: float = Field(0.0, ge=0)
+    device: Device = "auto"
+    seed: int = 0
+
+
+class EvaluateConfig(Section):
+    _path_fields = ("run", "landmarks")
+    run: Path = Path("run")
+    split: Literal["train", "val", "test"] = "test"
+    ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 100])
+    landmarks: Path | None = None
+
+
+class GeoConfig(Section):
+    _path_fields = ("input", "run", "output")
+    input: Path = Path("split")
+    run: Path | None = None
+    output: Path = Path("geo")
+    hidden_dim: int = Field(512, ge=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    background_centres: int = Field(800, ge=0)
+    centres_per_sample: int = Field(40, ge=1, description="K_data = unique locations / this")
+    log_kappa_min: float = 4.0
+    log_kappa_max: float = 16.0
+    location_weight: float = Field(1.0, ge=0)
+    climate_weight: float = Field(0.5, ge=0)
+    season_weight: float = Field(0.25, ge=0)
+    epochs: int = Field(40, ge=1)
+    batch_size: int = Field(512, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    device: Device = "auto"
+    seed: int = 0
+
+
+class PublishConfig(Section):
+    _path_fields = ("run", "geo", "output")
+    run: Path = Path("run")
+    geo: Path | None = None
+    output: Path = Path("model")
+    bundle_backbone: bool = False
+
+
+class EmbedConfig(Section):
+    _path_fields = ("input", "output", "model")
+    input: Path = Path("packaged_images.parquet")
+    output: Path = Path("embeddings")
+    model: Path = Path("model")
+    limit: int | None = Field(None, ge=0)
+    filter_valid: bool = True
+    batch_size: int = Field(0, ge=0, description="0 = automatic")
+    device: Device = "auto"
+    engine: Engine = "local"
+    ray_workers: int = Field(2, ge=1)
+
+
+class AggregateConfig(Section):
+    _path_fields = ("input", "output", "locations")
+    input: Path = Path("embeddings")
+    output: Path = Path("buildings")
+    locations: Path | None = None
+
+
+class IndexConfig(Section):
+    _path_fields = ("input", "output")
+    input: Path = Path("buildings")
+    output: Path = Path("index")
+    exact_max_rows: int = Field(100_000, ge=1, description="above this, an HNSW index")
+    hnsw_m: int = Field(32, ge=4)
+    ef_construction: int = Field(80, ge=8)
+    ef_search: int = Field(64, ge=8)
+
+
+class ClusterConfig(Section):
+    _path_fields = ("input", "output")
+    input: Path = Path("buildings")
+    output: Path = Path("clusters")
+    method: Literal["kmeans", "hdbscan"] = "kmeans"
+    k: int = Field(12, ge=2)
+    min_cluster_size: int = Field(5, ge=2)
+    seed: int = 0
+
+
+class ReportConfig(Section):
+    _path_fields = ("output",)
+    output: Path = Path("report")
+    gallery_queries: int = Field(8, ge=1)
+
+
+class SbeConfig(BaseModel):
+    """The whole pipeline's configuration (one TOML file, a section per stage)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    workdir: Path = Path(".")
+    synth: SynthConfig = Field(default_factory=SynthConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    neighbors: NeighborsConfig = Field(default_factory=NeighborsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    geo: GeoConfig = Field(default_factory=GeoConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
+    embed: EmbedConfig = Field(default_factory=EmbedConfig)
+    aggregate: AggregateConfig = Field(default_factory=AggregateConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    def section(self, name: str) -> Section:
+        """The named section with its paths resolved against the work directory."""
+        sec = getattr(self, name)
+        if not isinstance(sec, Section):
+            raise KeyError(name)
+        return sec.resolved(self.workdir.expanduser().resolve())
+
+
+SECTION_NAMES = tuple(n for n in SbeConfig.model_fields if n != "workdir")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{key}: {msg}")
+    return "; ".join(lines)
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> SbeConfig:
+    """Load a TOML config (or the defaults), apply per-section overrides, validate.
+
+    Args:
+        path: TOML file; a relative ``workdir`` in it is taken relative to the file's folder.
+            ``None`` means all defaults with the current directory as work directory.
+        overrides: ``{section: {key: value}}`` from CLI flags; ``None`` values are ignored.
+            Relative paths given here are resolved against the current directory (shell rules).
+
+    Raises:
+        ConfigError: unknown key or bad value, with the key named.
+    """
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        base = path.resolve().parent
+    wd = Path(data.get("workdir", ".")).expanduser()
+    data["workdir"] = wd if wd.is_absolute() else (base / wd)
+    for section, values in (overrides or {}).items():
+        sec = data.setdefault(section, {})
+        if not isinstance(sec, dict):
+            raise ConfigError(f"{section}: expected a table")
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, Path) and not value.is_absolute():
+                value = value.resolve()
+            elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+                value = [v if v.is_absolute() else v.resolve() for v in value]
+            sec[key] = value
+    try:
+        return SbeConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e)) from None
+
+
+def config_to_toml_dict(cfg: SbeConfig) -> dict[str, Any]:
+    """The effective config as plain TOML-serialisable data (paths as strings, no nulls)."""
+
+    def clean(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return {k: clean(v) for k, v in obj.items() if v is not None}
+        if isinstance(obj, list):
+            return [clean(v) for v in obj]
+        if isinstance(obj, Path):
+            return str(obj)
+        return obj
+
+    return clean(cfg.model_dump(mode="python"))
+
+
+def section_dict(sec: BaseModel) -> dict[str, Any]:
+    """A section as JSON-friendly data, for manifests and config hashes."""
+    return sec.model_dump(mode="json")

@@ -1,0 +1,45 @@
+"""The one layer that touches the filesystem layout: schemas, atomic writes, parts, manifests, locks."""
+
+from sbe.storage.arrays import fixed_size_list, to_numpy_matrix
+from sbe.storage.atomic import (
+    atomic_path,
+    clean_stale_temps,
+    write_json_atomic,
+    write_parquet_atomic,
+)
+from sbe.storage.lock import DirLock, LockedError
+from sbe.storage.manifest import (
+    Manifest,
+    SkipLog,
+    StageTimer,
+    config_hash,
+    fingerprint_file,
+    fingerprint_paths,
+    load_manifest,
+    manifest_is_current,
+    write_manifest,
+)
+from sbe.storage.parts import part_is_current, read_part_meta, write_part
+
+__all__ = [
+    "DirLock",
+    "LockedError",
+    "Manifest",
+    "SkipLog",
+    "StageTimer",
+    "atomic_path",
+    "clean_stale_temps",
+    "config_hash",
+    "fingerprint_file",
+    "fingerprint_paths",
+    "fixed_size_list",
+    "load_manifest",
+    "manifest_is_current",
+    "part_is_current",
+    "read_part_meta",
+    "to_numpy_matrix",
+    "write_json_atomic",
+    "write_manifest",
+    "write_parquet_atomic",
+    "write_part",
+]

@@ -1,0 +1,60 @@
+"""Resumable part files: each part carries, in its parquet footer, what it was made from.
+
+A rerun reads only the footer to decide whether the part is still current, so a killed run resumes
+where it stopped and a changed input (or config) redoes exactly the parts it affects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sbe.storage.atomic import write_parquet_atomic
+
+META_KEY = b"sbe"
+
+
+def write_part(
+    table: pa.Table,
+    path: str | os.PathLike[str],
+    meta: dict[str, Any],
+    *,
+    row_group_size: int | None = None,
+) -> None:
+    """Write ``table`` atomically to ``path`` with ``meta`` (JSON) stored in the schema metadata."""
+    existing = dict(table.schema.metadata or {})
+    existing[META_KEY] = json.dumps(meta, sort_keys=True, default=str).encode()
+    write_parquet_atomic(
+        table.replace_schema_metadata(existing), path, row_group_size=row_group_size
+    )
+
+
+def read_part_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``meta`` a part was written with, or ``None`` if missing/unreadable."""
+    try:
+        md = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid):
+        return None
+    raw = md.get(META_KEY)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def part_is_current(path: str | os.PathLike[str], expected: dict[str, Any]) -> bool:
+    """True if ``path`` exists and was written with metadata equal to ``expected`` on every key."""
+    if not Path(path).is_file():
+        return False
+    meta = read_part_meta(path)
+    if meta is None:
+        return False
+    expected_json = json.loads(json.dumps(expected, sort_keys=True, default=str))
+    return all(meta.get(k) == v for k, v in expected_json.items())

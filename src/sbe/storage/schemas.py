@@ -1,0 +1,130 @@
+"""One vocabulary for every column, and the Arrow schemas of each stage's output.
+
+Identifiers say what they identify:
+- ``image_id``: one crop, ``(dataset_id << 32) | patch_id``.
+- ``target_uid``: one facade point, ``(dataset_id << 32) | target_id`` (TargetID is unique only
+  within a dataset).
+- ``building_id``: one physical building, assigned by the split stage (targets grouped by
+  proximity and facade normal; equals ``target_uid`` with ``identity = "target"``).
+- ``panorama_id``: the Street View panorama (the ``d`` line's StreetViewID), per dataset.
+
+Distances say their unit or space: ``camera_distance`` is metres, ``visual_distance`` is a unitless
+distance in PCA-fingerprint (or embedding) space.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+FINGERPRINT_SIDE = 16
+FINGERPRINT_DIM = FINGERPRINT_SIDE * FINGERPRINT_SIDE * 3  # 16x16 RGB, HWC order, uint8
+
+ID_BITS = 32
+ID_MAX = (1 << 31) - 1
+
+
+def make_uid(dataset_id: np.ndarray | int, local_id: np.ndarray | int) -> np.ndarray | int:
+    """Pack a per-dataset id into one int64 that is unique across datasets."""
+    if isinstance(dataset_id, np.ndarray) or isinstance(local_id, np.ndarray):
+        return (np.asarray(dataset_id, np.int64) << ID_BITS) | np.asarray(local_id, np.int64)
+    return (int(dataset_id) << ID_BITS) | int(local_id)
+
+
+def split_uid(uid: np.ndarray | int) -> tuple[np.ndarray | int, np.ndarray | int]:
+    """Inverse of :func:`make_uid`: ``(dataset_id, local_id)``."""
+    mask = (1 << ID_BITS) - 1
+    if isinstance(uid, np.ndarray):
+        return uid >> ID_BITS, uid & mask
+    return int(uid) >> ID_BITS, int(uid) & mask
+
+
+def uid_str(uid: int) -> str:
+    """Human-readable form, e.g. ``0088_000123``."""
+    d, local = split_uid(int(uid))
+    return f"{d:04d}_{local:06d}"
+
+
+# Fields of the `d` line, kept by ingest (identity + geometry + camera).
+IDENTITY_FIELDS: list[pa.Field] = [
+    pa.field("image_id", pa.int64(), nullable=False),
+    pa.field("target_uid", pa.int64(), nullable=False),
+    pa.field("dataset_id", pa.int32(), nullable=False),
+    pa.field("target_id", pa.int64(), nullable=False),
+    pa.field("patch_id", pa.int64(), nullable=False),
+    pa.field("panorama_id", pa.int64(), nullable=False),
+]
+GEOMETRY_FIELDS: list[pa.Field] = [
+    pa.field("target_lat", pa.float64(), nullable=False),
+    pa.field("target_lon", pa.float64(), nullable=False),
+    pa.field("target_height", pa.float32(), nullable=False),
+    pa.field("normal_x", pa.float32(), nullable=False),
+    pa.field("normal_y", pa.float32(), nullable=False),
+    pa.field("normal_z", pa.float32(), nullable=False),
+    pa.field("camera_lat", pa.float64(), nullable=False),
+    pa.field("camera_lon", pa.float64(), nullable=False),
+    pa.field("camera_height", pa.float32(), nullable=False),
+    pa.field("camera_distance", pa.float32(), nullable=False),  # metres
+    pa.field("heading", pa.float32(), nullable=False),  # degrees, 0 = north
+    pa.field("pitch", pa.float32(), nullable=False),  # degrees, 0 = level
+    pa.field("capture_date", pa.date32(), nullable=True),  # only where the source has a date
+]
+SOURCE_FIELDS: list[pa.Field] = [
+    pa.field("tar_file", pa.string(), nullable=False),
+    pa.field("member_name", pa.string(), nullable=False),
+    pa.field("tar_offset", pa.int64(), nullable=False),  # byte offset of the JPEG data in the tar
+    pa.field("tar_size", pa.int64(), nullable=False),  # JPEG size in bytes
+    pa.field("image_width", pa.int32(), nullable=False),
+    pa.field("image_height", pa.int32(), nullable=False),
+]
+FINGERPRINT_FIELD = pa.field("fingerprint", pa.list_(pa.uint8(), FINGERPRINT_DIM), nullable=False)
+
+#: ingest output: ``images/<tar stem>.parquet``
+IMAGES_SCHEMA = pa.schema([*IDENTITY_FIELDS, *GEOMETRY_FIELDS, *SOURCE_FIELDS, FINGERPRINT_FIELD])
+
+#: columns the backbone stage carries forward from ingest (everything but where the bytes live)
+CARRIED_FIELDS: list[pa.Field] = [
+    *IDENTITY_FIELDS,
+    *GEOMETRY_FIELDS,
+    pa.field("tar_file", pa.string(), nullable=False),
+    FINGERPRINT_FIELD,
+]
+
+
+def embedding_field(
+    dim: int, dtype: pa.DataType = pa.float16(), name: str = "embedding"
+) -> pa.Field:
+    return pa.field(name, pa.list_(dtype, dim), nullable=False)
+
+
+def backbone_schema(dim: int, dtype: pa.DataType = pa.float16()) -> pa.Schema:
+    """backbone output: ``backbone/<tar stem>.parquet``"""
+    return pa.schema([*CARRIED_FIELDS, embedding_field(dim, dtype)])
+
+
+SPLIT_EXTRA_FIELDS: list[pa.Field] = [
+    pa.field("building_id", pa.int64(), nullable=False),
+    pa.field("cell_id", pa.int64(), nullable=False),
+]
+
+
+def split_schema(dim: int, dtype: pa.DataType = pa.float16()) -> pa.Schema:
+    """split output: ``split/{train,val,test}.parquet``"""
+    return pa.schema([*SPLIT_EXTRA_FIELDS, *CARRIED_FIELDS, embedding_field(dim, dtype)])
+
+
+SPLITS = ("train", "val", "test")
+
+
+def neighbors_schema(k: int) -> pa.Schema:
+    """neighbors output: ``neighbors/<split>.parquet``, row i = row i of the split file.
+
+    ``neighbor_rows`` are row indices into the same split (-1 = padding when fewer than k exist).
+    """
+    return pa.schema(
+        [
+            pa.field("neighbor_rows", pa.list_(pa.int32(), k), nullable=False),
+            pa.field("visual_distance", pa.list_(pa.float16(), k), nullable=False),
+            pa.field("band", pa.list_(pa.int8(), k), nullable=False),
+        ]
+    )
