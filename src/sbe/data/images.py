@@ -1,0 +1,84 @@
+"""JPEG decoding at the size a consumer needs (Pillow draft mode), fingerprints, model-input crops.
+
+Draft mode asks libjpeg for a reduced-scale DCT decode (1/2, 1/4, 1/8), so a 640x640 crop needed
+at 224 px or 16 px is never decoded at full resolution.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from sbe.storage.schemas import FINGERPRINT_SIDE
+
+# A truncated JPEG must fail loudly, never decode as a half-grey picture.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+# Refuse decompression bombs outright instead of warning.
+warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a decodable image (corrupt, truncated, not an image)."""
+
+
+def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
+    """Decode image bytes to RGB, at the smallest JPEG scale whose sides stay >= ``min_side``.
+
+    Args:
+        data: encoded image (JPEG gets reduced-scale decoding; other formats decode fully).
+        min_side: smallest side length, in pixels, the caller needs; ``None`` = full size.
+
+    Returns:
+        A loaded RGB ``PIL.Image``.
+
+    Raises:
+        ImageDecodeError: the bytes do not decode.
+    """
+    try:
+        img = Image.open(io.BytesIO(data))
+        if min_side is not None and img.format == "JPEG":
+            w, h = img.size
+            # draft() keeps both sides >= the requested size; ask with the aspect ratio preserved.
+            scale = min_side / min(w, h)
+            img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+        img = img.convert("RGB")
+        img.load()
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as e:
+        raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+    return img
+
+
+def fingerprint(img: Image.Image, side: int = FINGERPRINT_SIDE) -> np.ndarray:
+    """The visual fingerprint: a ``side`` x ``side`` RGB thumbnail, uint8, flattened HWC.
+
+    Returns:
+        Array of shape (side * side * 3,), dtype uint8.
+    """
+    thumb = img.resize((side, side), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(thumb, dtype=np.uint8).reshape(-1)
+
+
+def resize_center_crop(img: Image.Image, resize: int, crop: int) -> np.ndarray:
+    """Resize the short side to ``resize`` px (bilinear, antialiased), then centre-crop ``crop``.
+
+    Returns:
+        Array of shape (crop, crop, 3), dtype uint8 (HWC).
+    """
+    w, h = img.size
+    scale = resize / min(w, h)
+    nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = (nw - crop) // 2, (nh - crop) // 2
+    if (left, top, crop, crop) != (0, 0, nw, nh):
+        img = img.crop((left, top, left + crop, top + crop))
+    return np.asarray(img, dtype=np.uint8)
