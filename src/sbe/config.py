@@ -137,10 +137,18 @@ class TrainConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     layer_norm: bool = True
     residual: bool = True
+    residual_init: Literal["random", "pca"] = Field(
+        "pca", description="pca: residual path starts as the PCA projection, MLP output at zero"
+    )
     # loss and sampling
     loss: Literal["triplet", "multi_similarity", "supcon"] = "multi_similarity"
     margin: float = Field(0.2, ge=0)
     distance: Literal["euclidean", "cosine"] = "cosine"
+    ms_alpha: float = Field(2.0, gt=0)
+    ms_beta: float = Field(50.0, gt=0)
+    ms_base: float = Field(0.5, ge=-1, le=1)
+    ms_epsilon: float = Field(0.1, ge=0)
+    temperature: float = Field(0.1, gt=0)
     identities_per_batch: int = Field(64, ge=2)
     images_per_identity: int = Field(4, ge=2)
     curriculum: Literal["none", "bands"] = "none"
@@ -153,8 +161,10 @@ class TrainConfig(Section):
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(50, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    amp: bool = Field(True, description="bfloat16 autocast; used on GPU only")
     patience: int = Field(5, ge=0, description="epochs without val improvement; 0 = never stop")
     val_queries: int = Field(2000, ge=1)
+    log_every: int = Field(50, ge=1, description="steps between step records in metrics.jsonl")
     geo_weight: float = Field(0.0, ge=0)
     device: Device = "auto"
     seed: int = 0
@@ -166,6 +176,27 @@ class EvaluateConfig(Section):
     split: Literal["train", "val", "test"] = "test"
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 100])
     landmarks: Path | None = None
+    device: Device = "auto"
+
+
+class TuneConfig(Section):
+    """Optuna search over the head, loss and sampler settings of ``[train]``."""
+
+    _path_fields = ("input", "neighbors", "output")
+    input: Path = Path("split")
+    neighbors: Path | None = Path("neighbors")
+    output: Path = Path("tune")
+    trials: int = Field(20, ge=1, description="trials run by this worker")
+    storage: str | None = Field(None, description="Optuna storage URL; default sqlite in output")
+    study_name: str = "sbe-train"
+    epochs: int = Field(8, ge=1, description="epochs per trial")
+    seed: int = 0
+    losses: list[Literal["triplet", "multi_similarity", "supcon"]] = Field(
+        default_factory=lambda: ["triplet", "multi_similarity", "supcon"]
+    )
+    curricula: list[Literal["none", "bands"]] = Field(default_factory=lambda: ["none", "bands"])
+    pruner_warmup_epochs: int = Field(2, ge=0)
+    device: Device = "auto"
 
 
 class GeoConfig(Section):
@@ -257,6 +288,7 @@ class SbeConfig(BaseModel):
     neighbors: NeighborsConfig = Field(default_factory=NeighborsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    tune: TuneConfig = Field(default_factory=TuneConfig)
     geo: GeoConfig = Field(default_factory=GeoConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     embed: EmbedConfig = Field(default_factory=EmbedConfig)
