@@ -1,0 +1,103 @@
+"""``sbe search``: nearest neighbours from an index directory, by id, vector file or image.
+
+Not a pipeline stage (it writes nothing); it turns the CLI's query flags into one
+:class:`~sbe.index.search.SearchIndex` call and a JSON-friendly answer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from sbe.errors import SbeError
+from sbe.index.search import SearchIndex, SearchResult
+from sbe.storage import to_numpy_matrix
+
+
+def load_vectors(path: str | Path, embedding_column: str = "embedding") -> np.ndarray:
+    """Query vectors from a file.
+
+    Args:
+        path: ``.npy`` (shape (D,) or (Q, D)), ``.json`` (a list of numbers or a list of
+            lists) or ``.parquet`` (its ``embedding_column``, a fixed-size array column).
+
+    Returns:
+        float32 (Q, D).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SbeError(f"vector file not found: {p}")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif suffix == ".json":
+            arr = np.asarray(json.loads(p.read_text()), dtype=np.float32)
+        elif suffix == ".parquet":
+            arr = to_numpy_matrix(pq.read_table(p, columns=[embedding_column])[embedding_column])
+        else:
+            raise SbeError(f"{p}: vector files must be .npy, .json or .parquet")
+    except (ValueError, TypeError, KeyError, OSError) as e:
+        raise SbeError(f"{p}: cannot read query vectors: {e}") from None
+    arr = np.asarray(arr, dtype=np.float32)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise SbeError(f"{p}: expected a vector or a (Q, D) matrix, got shape {arr.shape}")
+    return arr
+
+
+def run_query(
+    index_dir: str | Path,
+    *,
+    id_value: str | None = None,
+    vector_file: str | Path | None = None,
+    images: list[Path] | None = None,
+    k: int = 10,
+    model_dir: str | Path | None = None,
+    ef_search: int | None = None,
+    exclude_self: bool = True,
+) -> tuple[SearchIndex, list[str], SearchResult]:
+    """Run exactly one kind of query.
+
+    Returns:
+        ``(index, labels, result)``: one label per query (``id=...``, ``vector i``, image path).
+    """
+    given = [x for x in (id_value, vector_file, images) if x]
+    if len(given) != 1:
+        raise SbeError("give exactly one of --id, --vector-file, --image")
+    if k < 1:
+        raise SbeError("--k must be at least 1")
+    index = SearchIndex.load(index_dir, ef_search=ef_search)
+    if id_value is not None:
+        return (
+            index,
+            [f"{index.info.id_column}={id_value}"],
+            index.search_id(id_value, k, exclude_self=exclude_self),
+        )
+    if vector_file is not None:
+        vectors = load_vectors(vector_file, index.info.embedding_column)
+        return index, [f"vector {i}" for i in range(len(vectors))], index.search(vectors, k)
+    assert images is not None
+    missing = [str(p) for p in images if not Path(p).is_file()]
+    if missing:
+        raise SbeError(f"image not found: {', '.join(missing)}")
+    result = index.search_images([str(p) for p in images], k, model_dir=model_dir)
+    return index, [str(p) for p in images], result
+
+
+def to_payload(
+    index_dir: str | Path, index: SearchIndex, labels: list[str], result: SearchResult
+) -> dict[str, Any]:
+    """The ``--json`` answer: index summary and, per query, its hits."""
+    return {
+        "index": str(index_dir),
+        "kind": index.info.kind,
+        "count": index.info.count,
+        "id_column": index.info.id_column,
+        "queries": [{"query": label, "hits": result.hits(q)} for q, label in enumerate(labels)],
+    }
