@@ -250,13 +250,19 @@ class AggregateConfig(Section):
 
 
 class IndexConfig(Section):
-    _path_fields = ("input", "output")
+    _path_fields = ("input", "output", "model")
     input: Path = Path("buildings")
     output: Path = Path("index")
-    exact_max_rows: int = Field(100_000, ge=1, description="above this, an HNSW index")
+    kind: Literal["auto", "exact", "hnsw"] = "auto"
+    exact_max_rows: int = Field(100_000, ge=1, description="auto: above this, an HNSW index")
     hnsw_m: int = Field(32, ge=4)
     ef_construction: int = Field(80, ge=8)
     ef_search: int = Field(64, ge=8)
+    id_column: str | None = Field(None, description="None = OSMID, else building_id, else image_id")
+    embedding_column: str = "embedding"
+    metadata_columns: list[str] | None = Field(None, description="None = location + known ids")
+    model: Path | None = Field(None, description="published model that made the vectors")
+    batch_rows: int = Field(65_536, ge=1)
 
 
 class ClusterConfig(Section):
@@ -265,7 +271,14 @@ class ClusterConfig(Section):
     output: Path = Path("clusters")
     method: Literal["kmeans", "hdbscan"] = "kmeans"
     k: int = Field(12, ge=2)
+    niter: int = Field(25, ge=1)
     min_cluster_size: int = Field(5, ge=2)
+    min_samples: int | None = Field(None, ge=1)
+    pca_components: int = Field(32, ge=0, description="HDBSCAN: reduce to this first; 0 = off")
+    hdbscan_max_rows: int = Field(200_000, ge=1)
+    id_column: str | None = None
+    embedding_column: str = "embedding"
+    metadata_columns: list[str] | None = None
     seed: int = 0
 
 
