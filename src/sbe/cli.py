@@ -124,6 +124,185 @@ def config_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 # ---- index / search / cluster ----
 
+index_app = typer.Typer(help="Build a faiss index over embeddings.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+
+
+def _split_names(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+@index_app.command("build")
+def index_build(
+    input_: Annotated[
+        Path | None,
+        typer.Option("--in", "--input", help="Parquet file or folder (parts/ found recursively)."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--out", "--output", help="Index folder.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="auto (exact up to --exact-max-rows), exact or hnsw.")
+    ] = None,
+    exact_max_rows: Annotated[int | None, typer.Option(help="auto: HNSW above this.")] = None,
+    hnsw_m: Annotated[int | None, typer.Option("--hnsw-m", help="HNSW graph degree M.")] = None,
+    ef_construction: Annotated[int | None, typer.Option(help="HNSW build breadth.")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW default search breadth.")] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Id column (default OSMID, building_id, image_id).")
+    ] = None,
+    embedding_column: Annotated[str | None, typer.Option(help="Embedding column.")] = None,
+    metadata: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated columns to keep (default: location and known ids)."),
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Published model that made the vectors (for --image).")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build an exact or HNSW index + id table: index.faiss, ids.parquet, index.json."""
+    from sbe.stages import index as stage
+
+    cfg = section(
+        config,
+        "index",
+        input=input_,
+        output=output,
+        kind=kind,
+        exact_max_rows=exact_max_rows,
+        hnsw_m=hnsw_m,
+        ef_construction=ef_construction,
+        ef_search=ef_search,
+        id_column=id_column,
+        embedding_column=embedding_column,
+        metadata_columns=_split_names(metadata),
+        model=model,
+    )
+    m = stage.run(cfg)
+    info = m.extra.get("index", {})
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    p = info.get("parameters", {})
+    detail = f"{info.get('kind')} {info.get('faiss_class')}, dim {info.get('dim')}"
+    if info.get("kind") == "hnsw":
+        detail += f", M {p.get('hnsw_m')}, efConstruction {p.get('ef_construction')}"
+        detail += f", efSearch {p.get('ef_search')}"
+    out.print(f"index: {detail}; built in {info.get('build_seconds', 0):.1f} s -> {cfg.output}")
+
+
+@app.command("search")
+def search_cmd(
+    index: Annotated[
+        Path | None, typer.Option(help="Index folder (default: [index] output of the config).")
+    ] = None,
+    id_value: Annotated[
+        str | None, typer.Option("--id", help="Query by id (the query itself is excluded).")
+    ] = None,
+    vector_file: Annotated[
+        Path | None, typer.Option(help="Query vectors: .npy, .json or .parquet (embedding).")
+    ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option("--image", help="Query image(s), embedded by the published model."),
+    ] = None,
+    k: Annotated[int, typer.Option("--k", "-k", help="Neighbours per query.")] = 10,
+    model: Annotated[
+        Path | None, typer.Option(help="Published model folder (default: recorded in the index).")
+    ] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW search breadth.")] = None,
+    include_self: Annotated[
+        bool, typer.Option("--include-self", help="With --id: keep the query's own rows.")
+    ] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Nearest neighbours by id, vector or image: similarity, id and location."""
+    from sbe.stages import search as stage
+
+    index_dir = index or section(config, "index").output
+    idx, labels, result = stage.run_query(
+        index_dir,
+        id_value=id_value,
+        vector_file=vector_file,
+        images=image,
+        k=k,
+        model_dir=model,
+        ef_search=ef_search,
+        exclude_self=not include_self,
+    )
+    payload = stage.to_payload(index_dir, idx, labels, result)
+    if as_json:
+        typer.echo(json.dumps(payload, default=str))
+        return
+    for q in payload["queries"]:
+        table = Table(title=f"{q['query']}: top {k}", title_justify="left")
+        for col in ("rank", "id", "similarity", "lat", "lon"):
+            table.add_column(col, justify="right" if col != "id" else "left")
+        extra = [
+            c
+            for c in (q["hits"][0] if q["hits"] else {})
+            if c not in ("rank", "id", "similarity", "lat", "lon", "row")
+        ]
+        for col in extra:
+            table.add_column(col)
+        for h in q["hits"]:
+            loc = [f"{h[c]:.6f}" if h[c] is not None else "-" for c in ("lat", "lon")]
+            table.add_row(
+                str(h["rank"]),
+                str(h["id"]),
+                f"{h['similarity']:.4f}",
+                *loc,
+                *(str(h[c]) for c in extra),
+            )
+        out.print(table)
+
+
+@app.command("cluster")
+def cluster_cmd(
+    input_: Annotated[
+        Path | None, typer.Option("--in", "--input", help="Buildings (or any embeddings).")
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--out", "--output", help="Output folder.")] = None,
+    method: Annotated[str | None, typer.Option(help="kmeans or hdbscan.")] = None,
+    k: Annotated[int | None, typer.Option("--k", "-k", help="k-means: clusters.")] = None,
+    min_cluster_size: Annotated[int | None, typer.Option(help="HDBSCAN: smallest cluster.")] = None,
+    min_samples: Annotated[int | None, typer.Option(help="HDBSCAN: core neighbourhood.")] = None,
+    pca_components: Annotated[
+        int | None, typer.Option(help="HDBSCAN: PCA dimensions first (0 = off).")
+    ] = None,
+    id_column: Annotated[str | None, typer.Option(help="Id column.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Cluster vectors: assignments.parquet, clusters.parquet (sizes, centroids)."""
+    from sbe.stages import cluster as stage
+
+    cfg = section(
+        config,
+        "cluster",
+        input=input_,
+        output=output,
+        method=method,
+        k=k,
+        min_cluster_size=min_cluster_size,
+        min_samples=min_samples,
+        pca_components=pca_components,
+        id_column=id_column,
+        seed=seed,
+    )
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    sizes = m.extra.get("sizes", [])
+    shown = ", ".join(str(s) for s in sizes[:20]) + (" ..." if len(sizes) > 20 else "")
+    out.print(f"cluster sizes: {shown} (noise {m.extra.get('noise', 0)}) -> {cfg.output}")
+
+
 # ---- report / run / demo ----
 
 
