@@ -110,6 +110,51 @@ def config_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 # ---- ingest ----
 
+
+@app.command("ingest")
+def ingest_cmd(
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help="Raw tars or folders of tars (default: [ingest] inputs).", show_default=False
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: [ingest] output).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=0, help="Processes; 0 = one per core.")
+    ] = None,
+    decode_threads: Annotated[
+        int | None, typer.Option(min=0, help="JPEG decode threads per tar; 0 = automatic.")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Raw tars -> OUT/<tar stem>.parquet (metadata, tar offsets, fingerprints), no extraction."""
+    from sbe.stages import ingest as stage
+
+    cfg = section(
+        config,
+        "ingest",
+        inputs=inputs or None,
+        output=out_dir,
+        workers=workers,
+        decode_threads=decode_threads,
+    )
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    warnings = m.extra.get("warnings") or {}
+    if warnings:
+        out.print("warnings: " + ", ".join(f"{k}: {v:,}" for k, v in warnings.items()))
+    for tar, damage in (m.extra.get("damaged_tars") or {}).items():
+        out.print(f"[yellow]damaged:[/] {tar}: {damage} (rows before the damage kept)")
+    out.print(f"-> {cfg.output}")
+
+
 # ---- backbone ----
 
 # ---- split ----

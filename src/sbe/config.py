@@ -58,10 +58,18 @@ class SynthConfig(Section):
 
 
 class IngestConfig(Section):
+    """``sbe ingest``: raw tars (or folders of tars) -> ``<output>/<tar stem>.parquet``."""
+
     _path_fields = ("inputs", "output")
-    inputs: list[Path] = Field(default_factory=lambda: [Path("raw")])
+    inputs: list[Path] = Field(default_factory=lambda: [Path("raw")], min_length=1)
     output: Path = Path("images")
-    workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+    workers: int = Field(0, ge=0, description="processes, one tar each; 0 = one per core")
+    decode_threads: int = Field(
+        0, ge=0, description="JPEG decode threads per tar; 0 = cores / processes"
+    )
+    normal_tolerance: float = Field(
+        1e-2, gt=0, lt=1, description="largest accepted | |surface normal| - 1 | in a d line"
+    )
     engine: Engine = "local"
 
 
