@@ -159,6 +159,48 @@ def ingest_cmd(
 
 # ---- split ----
 
+
+@app.command("split")
+def split_cmd(
+    in_dir: Annotated[
+        Path | None, typer.Option("--in", help="Backbone output folder (default: [split] input).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: [split] output).")
+    ] = None,
+    identity: Annotated[
+        str | None,
+        typer.Option(help="Identity unit: building (grouped targets, default) or target."),
+    ] = None,
+    cell_size_m: Annotated[
+        float | None, typer.Option(help="Side of the geographic split cells, metres.")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Backbone parts -> OUT/{train,val,test}.parquet, split by building and by geography."""
+    from sbe.stages import split as stage
+
+    cfg = section(
+        config, "split", input=in_dir, output=out_dir, identity=identity, cell_size_m=cell_size_m
+    )
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    for name, s in (m.extra.get("splits") or {}).items():
+        out.print(
+            f"{name}: {s['images']:,} images, {s['identities']:,} identities, {s['cells']:,} cells"
+        )
+    for pair, leak in (m.extra.get("leakage") or {}).items():
+        out.print(
+            f"leakage {pair}: nearest {leak['min_distance_m']} m, "
+            f"{leak['identities_within_group_radius']:,} identities within the grouping radius"
+        )
+    out.print(f"-> {cfg.output}")
+
+
 # ---- neighbors ----
 
 # ---- train / evaluate / tune ----

@@ -98,7 +98,10 @@ class SplitConfig(Section):
     train_ratio: float = Field(0.7, ge=0, le=1)
     val_ratio: float = Field(0.15, ge=0, le=1)
     test_ratio: float = Field(0.15, ge=0, le=1)
-    salt: str = "sbe"
+    salt: str = Field("sbe", description="changing it draws a different, equally stable split")
+    singletons_in_test: bool = Field(
+        True, description="keep single-image identities of test cells as gallery distractors"
+    )
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> Self:

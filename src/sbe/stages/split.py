@@ -1,0 +1,367 @@
+"""``sbe split``: merge backbone parts into ``train``/``val``/``test`` by building and by geography.
+
+Pass 1 reads only the small identity and geometry columns of every part, groups targets into
+identities (buildings or raw targets), puts each identity in the grid cell of its centroid and each
+cell in a split by a salted hash. Pass 2 streams record batches (embeddings included) from the parts
+in a fixed order into one writer per split, so memory stays bounded by a batch and the row order is
+deterministic (part name, then row).
+
+Identities with a single image cannot give an anchor/positive pair: they are dropped from train and
+val; in test they are kept as gallery distractors (``singletons_in_test``, counted either way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sbe.config import SplitConfig, section_dict
+from sbe.data.geosplit import assign_splits, cell_ids, nearest_distance_m
+from sbe.data.identity import (
+    Identities,
+    group_targets,
+    identities_from_labels,
+    identity_extent_m,
+    unit_normals,
+)
+from sbe.data.parquet_stream import StreamingPart
+from sbe.errors import SbeError
+from sbe.geo.sphere import latlon_to_unit, unit_to_latlon
+from sbe.progress import progress_bar
+from sbe.storage import (
+    DirLock,
+    Manifest,
+    SkipLog,
+    StageTimer,
+    clean_stale_temps,
+    config_hash,
+    fingerprint_paths,
+    load_manifest,
+    manifest_is_current,
+    read_part_meta,
+    write_manifest,
+)
+from sbe.storage.schemas import CARRIED_FIELDS, SPLITS, split_schema, uid_str
+
+STAGE = "split"
+PASS1_COLUMNS = [
+    "image_id",
+    "target_uid",
+    "target_lat",
+    "target_lon",
+    "normal_x",
+    "normal_y",
+    "normal_z",
+]
+READ_BATCH_ROWS = 16_384
+DROPPED = -1
+
+
+def list_parts(folder: Path) -> list[Path]:
+    """The ``*.parquet`` parts of a stage output folder, sorted (temps and ``_`` files excluded)."""
+    if not folder.is_dir():
+        raise SbeError(f"input folder not found: {folder}")
+    parts = sorted(
+        p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_"))
+    )
+    if not parts:
+        raise SbeError(f"no *.parquet parts in {folder}")
+    return parts
+
+
+def _embedding_type(parts: list[Path]) -> pa.DataType:
+    """The embedding column type shared by every part (a mixed input is an error)."""
+    seen: pa.DataType | None = None
+    needed = [f.name for f in CARRIED_FIELDS] + ["embedding"]
+    for p in parts:
+        schema = pq.read_schema(p)
+        missing = [c for c in needed if c not in schema.names]
+        if missing:
+            raise SbeError(f"{p.name}: missing columns {missing} (is this a backbone output?)")
+        t = schema.field("embedding").type
+        if not pa.types.is_fixed_size_list(t):
+            raise SbeError(f"{p.name}: embedding must be a fixed-size array, got {t}")
+        if seen is not None and t != seen:
+            raise SbeError(f"{p.name}: embedding type {t} differs from the other parts' {seen}")
+        seen = t
+    assert seen is not None
+    return seen
+
+
+def _backbone_identity(in_dir: Path, parts: list[Path]) -> dict[str, Any] | None:
+    """The backbone identity from the input manifest, checked against every part's footer."""
+    m = load_manifest(in_dir)
+    identity = m.extra.get("backbone") if m is not None else None
+    for p in parts:
+        found = (read_part_meta(p) or {}).get("backbone")
+        if found is None:
+            continue
+        if identity is None:
+            identity = found
+        elif found != identity:
+            raise SbeError(
+                f"{p.name} was embedded by a different backbone ({found.get('name')!r}) than the "
+                f"rest ({identity.get('name')!r}); rerun the backbone stage on one model"
+            )
+    return identity
+
+
+@dataclass
+class Plan:
+    """Pass-1 result: what to keep and where every target goes."""
+
+    n_rows: int
+    rows_per_part: list[int]
+    keep_row: np.ndarray  # bool (n_rows,), global row order
+    target_uid: np.ndarray  # int64 (T,) sorted
+    target_split: np.ndarray  # int8 (T,), -1 = dropped
+    target_building: np.ndarray  # int64 (T,)
+    target_cell: np.ndarray  # int64 (T,)
+    stats: dict[str, Any]
+    expected_rows: dict[str, int]
+
+
+def _read_identity_columns(parts: list[Path]) -> tuple[dict[str, np.ndarray], list[int]]:
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in PASS1_COLUMNS}
+    rows_per_part = []
+    for p in parts:
+        table = pq.read_table(p, columns=PASS1_COLUMNS)
+        rows_per_part.append(table.num_rows)
+        for c in PASS1_COLUMNS:
+            cols[c].append(table.column(c).to_numpy())
+    return {c: np.concatenate(v) for c, v in cols.items()}, rows_per_part
+
+
+def plan_split(parts: list[Path], cfg: SplitConfig, skips: SkipLog) -> Plan:
+    """Pass 1: decide identity, cell and split of every target from the small columns only."""
+    cols, rows_per_part = _read_identity_columns(parts)
+    n = len(cols["image_id"])
+    lat, lon = cols["target_lat"].astype(np.float64), cols["target_lon"].astype(np.float64)
+    valid = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    if (~valid).any():
+        bad = np.flatnonzero(~valid)
+        skips.add("bad_target_position", uid_str(cols["image_id"][bad[0]]), n=len(bad))
+    # duplicate image ids: the first occurrence (part order, then row order) wins
+    keep = valid.copy()
+    ids = cols["image_id"]
+    _, first = np.unique(np.where(valid, ids, np.iinfo(np.int64).min), return_index=True)
+    is_first = np.zeros(n, dtype=bool)
+    is_first[first] = True
+    dup = valid & ~is_first
+    if dup.any():
+        skips.add("duplicate_image_id", uid_str(ids[np.flatnonzero(dup)[0]]), n=int(dup.sum()))
+        keep &= ~dup
+
+    # one record per target: mean position and mean normal over its images
+    uids, inv = np.unique(cols["target_uid"][keep], return_inverse=True)
+    n_targets = len(uids)
+    images_per_target = np.bincount(inv, minlength=n_targets)
+    unit = latlon_to_unit(lat[keep], lon[keep])
+    raw_normals = np.stack([cols[c][keep] for c in ("normal_x", "normal_y", "normal_z")], 1)
+    # an image with a bad normal contributes nothing; a target with no good one gets NaN below
+    normals = np.nan_to_num(unit_normals(raw_normals), nan=0.0)
+    usum = np.zeros((n_targets, 3))
+    nsum = np.zeros((n_targets, 3))
+    for a in range(3):
+        usum[:, a] = np.bincount(inv, weights=unit[:, a], minlength=n_targets)
+        nsum[:, a] = np.bincount(inv, weights=normals[:, a], minlength=n_targets)
+    t_lat, t_lon = unit_to_latlon(usum) if n_targets else (np.zeros(0), np.zeros(0))
+    no_normal = int(np.isnan(unit_normals(nsum)[:, 0]).sum()) if n_targets else 0
+
+    if cfg.identity == "building":
+        labels = group_targets(t_lat, t_lon, nsum, cfg.group_radius_m, cfg.normal_max_angle_deg)
+    else:
+        labels = np.arange(n_targets, dtype=np.int64)
+    ident = identities_from_labels(uids, labels, t_lat, t_lon)
+
+    g = len(ident)
+    images_per_identity = np.bincount(
+        ident.target_identity, weights=images_per_target, minlength=g
+    ).astype(np.int64)
+    cell = cell_ids(ident.lat_deg, ident.lon_deg, cfg.cell_size_m)
+    split = assign_splits(cell, [cfg.train_ratio, cfg.val_ratio, cfg.test_ratio], cfg.salt)
+    singleton = images_per_identity == 1
+    test = SPLITS.index("test")
+    drop = singleton & ((split != test) | (not cfg.singletons_in_test))
+    if drop.any():
+        first_dropped = ident.building_id[np.flatnonzero(drop)[0]]
+        skips.add(
+            "singleton_identity", uid_str(first_dropped), n=int(images_per_identity[drop].sum())
+        )
+    ident_split = np.where(drop, DROPPED, split).astype(np.int8)
+
+    stats, expected = _split_stats(
+        ident, ident_split, cell, images_per_identity, singleton, t_lat, t_lon, cfg
+    )
+    stats["grouping"] = {
+        "identity": cfg.identity,
+        "targets": n_targets,
+        "identities": g,
+        "targets_without_normal": no_normal,
+        "largest_identity_targets": int(ident.n_targets.max()) if g else 0,
+        "largest_identity_extent_m": round(float(identity_extent_m(ident, t_lat, t_lon).max()), 1)
+        if g
+        else 0.0,
+        "mean_images_per_identity": round(float(images_per_identity.mean()), 3) if g else 0.0,
+        "singleton_identities": int(singleton.sum()),
+        "dropped_singleton_images": int(images_per_identity[drop].sum()),
+    }
+    return Plan(
+        n_rows=n,
+        rows_per_part=rows_per_part,
+        keep_row=keep,
+        target_uid=uids,
+        target_split=ident_split[ident.target_identity],
+        target_building=ident.building_id[ident.target_identity],
+        target_cell=cell[ident.target_identity],
+        stats=stats,
+        expected_rows=expected,
+    )
+
+
+def _split_stats(
+    ident: Identities,
+    ident_split: np.ndarray,
+    cell: np.ndarray,
+    images_per_identity: np.ndarray,
+    singleton: np.ndarray,
+    t_lat: np.ndarray,
+    t_lon: np.ndarray,
+    cfg: SplitConfig,
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Per-split counts and the leakage check (nearest train target to each val/test identity)."""
+    per_split: dict[str, Any] = {}
+    expected: dict[str, int] = {}
+    target_split = ident_split[ident.target_identity]
+    for s, name in enumerate(SPLITS):
+        sel = ident_split == s
+        expected[name] = int(images_per_identity[sel].sum())
+        per_split[name] = {
+            "images": expected[name],
+            "identities": int(sel.sum()),
+            "targets": int((target_split == s).sum()),
+            "cells": len(np.unique(cell[sel])),
+            "singleton_identities": int((sel & singleton).sum()),
+        }
+    train = target_split == SPLITS.index("train")
+    leakage: dict[str, Any] = {}
+    for name in ("val", "test"):
+        s = SPLITS.index(name)
+        own = target_split == s
+        d_target = nearest_distance_m(t_lat[own], t_lon[own], t_lat[train], t_lon[train])
+        # per identity: its closest target to any train target
+        d_ident = np.full(len(ident), np.inf)
+        np.minimum.at(d_ident, ident.target_identity[own], d_target)
+        d_ident = d_ident[ident_split == s]
+        finite = d_ident[np.isfinite(d_ident)]
+        leakage[f"{name}_train"] = {
+            "min_distance_m": round(float(finite.min()), 2) if len(finite) else None,
+            "median_distance_m": round(float(np.median(finite)), 2) if len(finite) else None,
+            "identities_within_group_radius": int((finite <= cfg.group_radius_m).sum()),
+            "identities": len(d_ident),
+        }
+    return {"splits": per_split, "leakage": leakage}, expected
+
+
+def _write_splits(
+    parts: list[Path], plan: Plan, out_dir: Path, schema: pa.Schema, meta: dict[str, Any]
+) -> dict[str, int]:
+    """Pass 2: stream every part once, routing each kept row to its split's writer."""
+    names = [f.name for f in schema]
+    carried = [f.name for f in CARRIED_FIELDS] + ["embedding"]
+    offset = 0
+    with contextlib.ExitStack() as stack:
+        writers = {
+            name: stack.enter_context(
+                StreamingPart(out_dir / f"{name}.parquet", schema, {**meta, "split": name})
+            )
+            for name in SPLITS
+        }
+        with progress_bar("split: writing", total=plan.n_rows) as bar:
+            for part, n_part in zip(parts, plan.rows_per_part, strict=True):
+                pf = pq.ParquetFile(part)
+                if pf.metadata.num_rows != n_part:
+                    raise SbeError(f"{part.name} changed while the split was running; rerun")
+                for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=carried):
+                    m = batch.num_rows
+                    keep = plan.keep_row[offset : offset + m]
+                    offset += m
+                    uids = batch.column("target_uid").to_numpy()
+                    if len(plan.target_uid):
+                        t = np.minimum(
+                            np.searchsorted(plan.target_uid, uids), len(plan.target_uid) - 1
+                        )
+                        row_split = np.where(keep, plan.target_split[t], DROPPED)
+                    else:
+                        t = row_split = np.full(m, DROPPED, dtype=np.int64)
+                    if batch.column("embedding").null_count:
+                        raise SbeError(f"{part.name}: null embeddings; rerun the backbone stage")
+                    for s, name in enumerate(SPLITS):
+                        idx = np.flatnonzero(row_split == s)
+                        if len(idx) == 0:
+                            continue
+                        sub = batch.take(pa.array(idx))
+                        cols = {
+                            "building_id": pa.array(plan.target_building[t[idx]]),
+                            "cell_id": pa.array(plan.target_cell[t[idx]]),
+                        }
+                        arrays = [cols[c] if c in cols else sub.column(c) for c in names]
+                        writers[name].write(pa.Table.from_arrays(arrays, names=names))
+                    bar.advance(m)
+        written = {name: w.rows for name, w in writers.items()}
+    return written
+
+
+def run(cfg: SplitConfig) -> Manifest:
+    """Split a backbone output folder into ``train``/``val``/``test`` parquet files.
+
+    Args:
+        cfg: the resolved ``split`` config section.
+
+    Returns:
+        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing changed).
+    """
+    timer = StageTimer()
+    in_dir, out_dir = Path(cfg.input), Path(cfg.output)
+    parts = list_parts(in_dir)
+    settings = section_dict(cfg)
+    h = config_hash({k: v for k, v in settings.items() if k not in ("input", "output")})
+    inputs = fingerprint_paths(parts)
+    with DirLock(out_dir):
+        clean_stale_temps(out_dir)
+        current = manifest_is_current(out_dir, STAGE, h, inputs)
+        if current is not None:
+            return current
+        emb_type = _embedding_type(parts)
+        backbone = _backbone_identity(in_dir, parts)
+        skips = SkipLog()
+        plan = plan_split(parts, cfg, skips)
+        schema = split_schema(emb_type.list_size, emb_type.value_type)
+        meta = {"stage": STAGE, "config_hash": h, "backbone": backbone}
+        written = _write_splits(parts, plan, out_dir, schema, meta)
+        if written != plan.expected_rows:
+            raise SbeError(
+                f"rows written {written} differ from the plan {plan.expected_rows}; rerun"
+            )
+        manifest = Manifest(
+            stage=STAGE,
+            config=settings,
+            config_hash=h,
+            inputs=inputs,
+            outputs=[f"{s}.parquet" for s in SPLITS],
+            rows={"input_images": plan.n_rows, **written},
+            wall_seconds=timer.seconds,
+            extra={
+                "backbone": backbone,
+                "embedding_type": str(emb_type),
+                **plan.stats,
+            },
+        ).with_skips(skips)
+        write_manifest(out_dir, manifest)
+        return manifest
