@@ -174,6 +174,7 @@ def write_tar(
         extras: additional members written first (directories, links, unsafe names...).
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     dataset = path.name.split(".")[0]
     recs = list(recs)
     members: list[tuple[str, bytes]] = []
