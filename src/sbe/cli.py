@@ -203,6 +203,46 @@ def split_cmd(
 
 # ---- neighbors ----
 
+
+@app.command("neighbors")
+def neighbors_cmd(
+    in_dir: Annotated[
+        Path | None, typer.Option("--in", help="Split folder (default: [neighbors] input).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder (default: [neighbors] output)."),
+    ] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(help="Mine in fingerprint (thumbnail) or embedding (backbone) space."),
+    ] = None,
+    k: Annotated[int | None, typer.Option("--k", min=1, help="Neighbours per image.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Split files -> OUT/<split>.parquet: k visual neighbours of other identities, with bands."""
+    from sbe.stages import neighbors as stage
+
+    cfg = section(config, "neighbors", input=in_dir, output=out_dir, space=space, k=k)
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    edges = ", ".join(f"{e:.3g}" for e in m.extra.get("band_edges", []))
+    out.print(f"band edges (distance / local scale): {edges}")
+    for name, s in (m.extra.get("splits") or {}).items():
+        idx = s.get("index") or {}
+        how = idx.get("kind", "?")
+        if how == "ivf_flat":
+            how += (
+                f" (nlist {idx['nlist']}, nprobe {idx['nprobe']}, recall {idx['measured_recall']})"
+            )
+        out.print(f"{name}: {s['rows']:,} rows, {how}")
+    out.print(f"-> {cfg.output}")
+
+
 # ---- train / evaluate / tune ----
 
 # ---- geo ----

@@ -116,22 +116,30 @@ class NeighborsConfig(Section):
     input: Path = Path("split")
     output: Path = Path("neighbors")
     space: Literal["fingerprint", "embedding"] = "fingerprint"
-    pca_components: int = Field(32, ge=1)
+    pca_components: int = Field(32, ge=0, description="0 = no PCA (search the raw features)")
     k: int = Field(150, ge=1)
-    k0_local_scale: int = Field(50, ge=1)
+    k0_local_scale: int = Field(
+        50, ge=1, description="rank of the neighbour setting the local scale (capped at k)"
+    )
     band_percentiles: list[float] = Field(default_factory=lambda: [5, 10, 20, 40, 60, 85])
     calibration_fraction: float = Field(0.03, gt=0, le=1)
     calibration_min_anchors: int = Field(10_000, ge=1)
     pca_fit_sample: int = Field(200_000, ge=100)
     exact_max_rows: int = Field(200_000, ge=1, description="above this, an approximate index")
+    ann_target_recall: float = Field(
+        0.97, gt=0, le=1, description="approximate index: nprobe is raised until this recall"
+    )
+    ann_nlist: int = Field(0, ge=0, description="approximate index lists; 0 = about 2 sqrt(N)")
+    threads: int = Field(0, ge=0, description="faiss threads; 0 = every available core")
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.k0_local_scale > self.k:
-            raise ValueError("k0_local_scale must not exceed k")
-        if sorted(self.band_percentiles) != list(self.band_percentiles):
-            raise ValueError("band_percentiles must be increasing")
+        p = list(self.band_percentiles)
+        if not p or any(p[i + 1] <= p[i] for i in range(len(p) - 1)):
+            raise ValueError("band_percentiles must be non-empty and strictly increasing")
+        if p[0] <= 0 or p[-1] >= 100:
+            raise ValueError("band_percentiles must lie strictly between 0 and 100")
         return self
 
 
