@@ -10,7 +10,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["local", "ray"]
@@ -243,9 +250,9 @@ class GeoConfig(Section):
 class PublishConfig(Section):
     _path_fields = ("run", "geo", "output")
     run: Path = Path("run")
-    geo: Path | None = None
+    geo: Path | None = Field(None, description="geo stage output whose heads ship with the model")
     output: Path = Path("model")
-    bundle_backbone: bool = False
+    bundle_backbone: bool = Field(False, description="copy the backbone weights into the folder")
 
 
 class EmbedConfig(Section):
@@ -253,19 +260,40 @@ class EmbedConfig(Section):
     input: Path = Path("packaged_images.parquet")
     output: Path = Path("embeddings")
     model: Path = Path("model")
-    limit: int | None = Field(None, ge=0)
-    filter_valid: bool = True
-    batch_size: int = Field(0, ge=0, description="0 = automatic")
+    limit: int | None = Field(None, ge=0, description="embed only the first N selected rows")
+    filter_valid: bool = Field(True, description="skip rows whose is_valid is False")
+    batch_size: int = Field(0, ge=0, description="images per forward pass; 0 = automatic")
+    chunk_rows: int = Field(1000, ge=1, description="input rows per output part")
+    decode_workers: int = Field(0, ge=0, description="decoding threads; 0 = one per core")
     device: Device = "auto"
     engine: Engine = "local"
-    ray_workers: int = Field(2, ge=1)
+    ray_workers: int = Field(2, ge=1, description="Ray actors, one model each")
+    ray_gpus_per_worker: float | None = Field(
+        None, ge=0, description="None = 1 when the cluster has GPUs, else 0"
+    )
+    shard_index: int = Field(0, ge=0, description="this job's shard (SLURM arrays)")
+    shard_count: int = Field(1, ge=1, description="chunks are dealt round-robin to shards")
+
+    @model_validator(mode="after")
+    def _check_shard(self) -> Self:
+        if self.shard_index >= self.shard_count:
+            raise ValueError(f"shard_index {self.shard_index} must be < shard_count")
+        return self
 
 
 class AggregateConfig(Section):
     _path_fields = ("input", "output", "locations")
-    input: Path = Path("embeddings")
+    input: list[Path] = Field(
+        default_factory=lambda: [Path("embeddings")],
+        description="embed output folder(s); several = shards of one run",
+    )
     output: Path = Path("buildings")
-    locations: Path | None = None
+    locations: Path | None = Field(None, description="parquet with OSMID, lat, lon")
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: object) -> object:
+        return [v] if isinstance(v, str | Path) else v
 
 
 class IndexConfig(Section):

@@ -128,3 +128,43 @@ def neighbors_schema(k: int) -> pa.Schema:
             pa.field("band", pa.list_(pa.int8(), k), nullable=False),
         ]
     )
+
+
+# ---- new data: embed / aggregate (keyed by the user's OSMID, of whatever scalar type it has) ----
+
+OSMID = "OSMID"
+ROW_INDEX_FIELD = pa.field("row_index", pa.int64(), nullable=False)  # row of the input parquet
+
+
+def embed_schema(osmid_type: pa.DataType, dim: int) -> pa.Schema:
+    """embed output: ``<out>/parts/rows-<start>-<stop>.parquet``, one row per embedded image."""
+    return pa.schema(
+        [pa.field(OSMID, osmid_type), ROW_INDEX_FIELD, embedding_field(dim, pa.float32())]
+    )
+
+
+def embed_failures_schema(osmid_type: pa.DataType) -> pa.Schema:
+    """embed failures: ``<out>/failures/rows-<start>-<stop>.parquet``, one row per bad image."""
+    return pa.schema(
+        [
+            pa.field(OSMID, osmid_type),
+            ROW_INDEX_FIELD,
+            pa.field("reason", pa.string(), nullable=False),
+        ]
+    )
+
+
+def buildings_schema(osmid_type: pa.DataType, dim: int, with_location: bool) -> pa.Schema:
+    """aggregate output: ``buildings.parquet``, one row per OSMID (mean embedding, re-normalised).
+
+    ``lat``/``lon`` (degrees, WGS84) are present when locations are known, null for buildings
+    without one.
+    """
+    fields = [
+        pa.field(OSMID, osmid_type, nullable=False),
+        pa.field("image_count", pa.int32(), nullable=False),
+        embedding_field(dim, pa.float32()),
+    ]
+    if with_location:
+        fields += [pa.field("lat", pa.float64()), pa.field("lon", pa.float64())]
+    return pa.schema(fields)

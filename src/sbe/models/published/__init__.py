@@ -6,7 +6,12 @@ trust_remote_code=True)``.
 """
 
 from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
-from sbe.models.published.embedder import Embedder, load_embedder, model_fingerprint
+from sbe.models.published.embedder import (
+    Embedder,
+    load_embedder,
+    model_fingerprint,
+    model_identity,
+)
 from sbe.models.published.modeling_sbe import SbeEmbeddingModel, SbeEmbeddingOutput
 
 __all__ = [
@@ -16,4 +21,5 @@ __all__ = [
     "SbeEmbeddingOutput",
     "load_embedder",
     "model_fingerprint",
+    "model_identity",
 ]

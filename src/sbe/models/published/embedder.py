@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sbe.data.images import ImageDecodeError, decode_rgb, resize_center_crop
+from sbe.data.images import ImageDecodeError, decode_rgb
 from sbe.errors import SbeError
 from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
-from sbe.models.published.modeling_sbe import SbeEmbeddingModel
+from sbe.models.published.modeling_sbe import SbeEmbeddingModel, apply_preprocess
 
 ImageInput = Image.Image | str | os.PathLike[str] | bytes
 
@@ -91,8 +91,8 @@ class Embedder:
         self.model_dir = model_dir
         self.device = device
         self.dim = model.config.embedding_dim
-        prep = model.config.backbone["preprocess"]
-        self.resize, self.crop = int(prep["resize"]), int(prep["crop"])
+        self.preprocess: dict[str, Any] = dict(model.config.backbone["preprocess"])
+        self.resize, self.crop = int(self.preprocess["resize"]), int(self.preprocess["crop"])
         self.batch_size = batch_size or (128 if device.type == "cuda" else 32)
         self.decode_workers = decode_workers or max(1, min(8, (os.cpu_count() or 2)))
         self._fingerprint: str | None = None
@@ -121,7 +121,7 @@ class Embedder:
             if not data:
                 raise ImageDecodeError("empty image bytes")
             img = decode_rgb(data, min_side=self.resize)
-        return resize_center_crop(img, self.resize, self.crop)
+        return apply_preprocess(img, self.preprocess)
 
     def _decode_many(self, items: Sequence[Any]) -> list[np.ndarray | str]:
         """Decode in worker threads (Pillow releases the GIL); a failure becomes its reason."""
@@ -200,15 +200,27 @@ class Embedder:
 
     def identity(self) -> dict[str, Any]:
         """What produced these embeddings: folder fingerprint, backbone identity, projector config."""
-        cfg = self.model.config
-        return {
-            "model_dir": str(self.model_dir),
-            "fingerprint": self.fingerprint,
-            "backbone": dict(cfg.backbone),
-            "projector": dict(cfg.projector),
-            "dim": self.dim,
-            "geo": cfg.geo is not None,
-        }
+        return _identity(self.model_dir, self.model.config, self.fingerprint)
+
+
+def _identity(model_dir: Path, cfg: SbeEmbeddingConfig, fingerprint: str) -> dict[str, Any]:
+    return {
+        "model_dir": str(model_dir),
+        "fingerprint": fingerprint,
+        "backbone": dict(cfg.backbone),
+        "projector": dict(cfg.projector),
+        "dim": cfg.embedding_dim,
+        "geo": cfg.geo is not None,
+    }
+
+
+def model_identity(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """:meth:`Embedder.identity` of a model folder without loading any weights."""
+    root = Path(model_dir).expanduser().resolve()
+    if not (root / "config.json").is_file():
+        raise SbeError(f"{root} is not a model folder (no config.json); make one with sbe publish")
+    cfg = SbeEmbeddingConfig.from_json_file(str(root / "config.json"))
+    return _identity(root, cfg, model_fingerprint(root))
 
 
 def load_embedder(

@@ -96,13 +96,23 @@ class SbeProjector(nn.Module):
 
 
 class EfficientNetLiteFeatures(nn.Module):
-    """EfficientNet-Lite conv features, global-average-pooled (1280-d).
+    """EfficientNet-Lite conv features, pooled (1280-d): ``mean`` (global average) or ``gem``.
 
     Input: normalised float (B, 3, H, W); the normalisation lives in ``preprocessor_config.json``.
     """
 
-    def __init__(self, name: str, bundled_weights: Path | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        pooling: str = "mean",
+        gem_p: float = 3.0,
+        bundled_weights: Path | None = None,
+    ) -> None:
         super().__init__()
+        if pooling not in ("mean", "gem", "auto"):
+            raise ValueError(f"EfficientNet-Lite pools with mean or gem, not {pooling!r}")
+        self.pooling = "mean" if pooling == "auto" else pooling
+        self.gem_p = float(gem_p)
         if name not in EFFICIENTNET_VARIANTS:
             raise ValueError(f"unknown EfficientNet-Lite variant {name!r}")
         arch, package, cls_name = EFFICIENTNET_VARIANTS[name]
@@ -117,29 +127,35 @@ class EfficientNetLiteFeatures(nn.Module):
         else:
             weights_cls = getattr(importlib.import_module(package), cls_name)
             # weights_only=True: a restricted unpickler that loads tensors and refuses code.
-            state = torch.load(weights_cls.get_model_file_path(), map_location="cpu", weights_only=True)
+            state = torch.load(
+                weights_cls.get_model_file_path(), map_location="cpu", weights_only=True
+            )
         self.net.load_state_dict(state)
         self.net._fc = nn.Identity()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(pixel_values).mean(dim=(2, 3))
+        feats = self.net.extract_features(pixel_values).float()
+        if self.pooling == "gem":
+            return feats.clamp(min=1e-6).pow(self.gem_p).mean(dim=(2, 3)).pow(1.0 / self.gem_p)
+        return feats.mean(dim=(2, 3))
 
 
 def pool_tokens(
-    outputs: Any, pooling: str, num_register_tokens: int = 0, gem_p: float = 3.0
+    outputs: Any, pooling: str, num_prefix_tokens: int = 1, gem_p: float = 3.0
 ) -> torch.Tensor:
     """One vector per image from a transformers vision model's outputs.
 
     Args:
-        outputs: the model output (``last_hidden_state`` (B, T, C), maybe ``pooler_output``).
+        outputs: the model output (``last_hidden_state`` (B, T, C) or (B, C, H, W), maybe
+            ``pooler_output``).
         pooling: ``cls`` (first token), ``pooler`` (``pooler_output``), ``mean`` or ``gem``
-            (over patch tokens, i.e. after the CLS and register tokens), ``auto`` (``pooler`` when
-            the model has one, else ``cls``).
-        num_register_tokens: register tokens between CLS and the patches (DINOv2-reg, DINOv3).
+            (over the patch tokens, after the ``num_prefix_tokens`` CLS/register tokens, or over
+            a conv map); ``auto`` = ``pooler`` when the model has one, else ``cls``.
+        num_prefix_tokens: tokens before the patch tokens (CLS + registers).
         gem_p: exponent of generalised-mean pooling.
 
     Returns:
-        float tensor (B, C).
+        float32 tensor (B, C).
     """
     hidden = outputs.last_hidden_state
     pooled = getattr(outputs, "pooler_output", None)
@@ -147,14 +163,17 @@ def pool_tokens(
         pooling = "pooler" if pooled is not None else "cls"
     if pooling == "pooler":
         if pooled is None:
-            raise ValueError("pooling='pooler' but the backbone has no pooler_output")
-        return pooled.flatten(1)
+            raise ValueError("pooling 'pooler': this model returns no pooler_output")
+        return pooled.flatten(1).float()
     if hidden.dim() == 4:  # conv models: (B, C, H, W)
+        if pooling == "cls":
+            raise ValueError("pooling 'cls': a convolutional feature map has no class token")
         tokens = hidden.flatten(2).transpose(1, 2)
     else:
-        tokens = hidden[:, 1 + num_register_tokens :]
-    if pooling == "cls":
-        return hidden[:, 0]
+        if pooling == "cls":
+            return hidden[:, 0].float()
+        tokens = hidden[:, num_prefix_tokens:]
+    tokens = tokens.float()
     if pooling == "mean":
         return tokens.mean(dim=1)
     if pooling == "gem":
@@ -163,19 +182,26 @@ def pool_tokens(
 
 
 class HFBackboneFeatures(nn.Module):
-    """A transformers vision model (``AutoModel``) with a pooling rule; input normalised float."""
+    """A transformers vision model (``AutoModel``) with a pooling rule; input normalised float.
 
-    def __init__(self, source: str, pooling: str = "auto") -> None:
+    Args:
+        source: local folder or hub id of the backbone.
+        identity: the backbone identity (``pooling``, optional ``num_prefix_tokens``, ``gem_p``).
+    """
+
+    def __init__(self, source: str, identity: dict[str, Any]) -> None:
         super().__init__()
         from transformers import AutoModel
 
         self.model = AutoModel.from_pretrained(source)
-        self.pooling = pooling
-        self.num_register_tokens = int(getattr(self.model.config, "num_register_tokens", 0) or 0)
+        self.pooling = str(identity.get("pooling", "auto"))
+        registers = int(getattr(self.model.config, "num_register_tokens", 0) or 0)
+        self.num_prefix_tokens = int(identity.get("num_prefix_tokens", 1 + registers))
+        self.gem_p = float(identity.get("gem_p", 3.0))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         outputs = self.model(pixel_values=pixel_values)
-        return pool_tokens(outputs, self.pooling, self.num_register_tokens)
+        return pool_tokens(outputs, self.pooling, self.num_prefix_tokens, self.gem_p)
 
 
 # --------------------------------------------------------------------------- the model
@@ -217,7 +243,10 @@ class SbeEmbeddingModel(PreTrainedModel):
         """
         want_info = kwargs.pop("output_loading_info", False)
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
-        bad = {k: sorted(info.get(k) or []) for k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+        bad = {
+            k: sorted(info.get(k) or [])
+            for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
+        }
         bad = {k: v for k, v in bad.items() if v}
         if bad:
             raise ValueError(f"checkpoint does not match the config: {bad}")
@@ -267,9 +296,14 @@ class SbeEmbeddingModel(PreTrainedModel):
                 weights = Path(source)
                 if weights.is_dir():
                     weights = weights / f"{name}.safetensors"
-            module: nn.Module = EfficientNetLiteFeatures(name, weights)
+            module: nn.Module = EfficientNetLiteFeatures(
+                name,
+                str(cfg.backbone.get("pooling", "mean")),
+                float(cfg.backbone.get("gem_p", 3.0)),
+                weights,
+            )
         elif name.startswith(HF_PREFIX):
-            module = HFBackboneFeatures(source, cfg.backbone.get("pooling", "auto"))
+            module = HFBackboneFeatures(source, cfg.backbone)
         else:
             raise ValueError(f"unknown backbone {name!r}")
         module.eval().requires_grad_(False)
@@ -325,15 +359,15 @@ class SbeEmbeddingModel(PreTrainedModel):
         return self.projector(feats.float()).cpu().numpy()
 
     def preprocess(self, images: Sequence[Image.Image | str | os.PathLike[str]]) -> np.ndarray:
-        """Resize the short side, centre-crop: PIL images or paths -> uint8 (B, crop, crop, 3)."""
+        """Resize and centre-crop PIL images or image paths -> uint8 (B, crop, crop, 3)."""
         prep = self.config.backbone["preprocess"]
-        resize, crop = int(prep["resize"]), int(prep["crop"])
+        crop = int(prep["crop"])
         out = np.empty((len(images), crop, crop, 3), dtype=np.uint8)
         for i, im in enumerate(images):
             if not isinstance(im, Image.Image):
                 with Image.open(im) as f:
                     im = f.convert("RGB")
-            out[i] = resize_center_crop(im.convert("RGB"), resize, crop)
+            out[i] = apply_preprocess(im, prep)
         return out
 
     def embed_images(
@@ -349,17 +383,37 @@ class SbeEmbeddingModel(PreTrainedModel):
         return np.concatenate(parts)
 
 
-def resize_center_crop(img: Image.Image, resize: int, crop: int) -> np.ndarray:
-    """Resize the short side to ``resize`` px (bilinear), centre-crop ``crop``: uint8 (crop, crop, 3).
+_FILTERS = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
-    Identical to the training pipeline's preprocessing, so embeddings match it.
+
+def apply_preprocess(img: Image.Image, prep: dict[str, Any]) -> np.ndarray:
+    """Resize and centre-crop one image as the backbone identity's ``preprocess`` says.
+
+    ``resize_mode`` ``short_side`` (default) scales the short side to ``resize`` keeping the aspect;
+    ``squash`` resizes both sides to ``resize``. Then a centre crop of ``crop``. Identical to the
+    training pipeline's preprocessing, so embeddings match it.
+
+    Returns:
+        uint8 array (crop, crop, 3), RGB.
     """
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    resize, crop = int(prep["resize"]), int(prep["crop"])
+    resample = _FILTERS[prep.get("resample", "bilinear")]
     w, h = img.size
-    scale = resize / min(w, h)
-    nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
+    if prep.get("resize_mode", "short_side") == "squash":
+        nw = nh = resize
+    else:
+        scale = resize / min(w, h)
+        nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
     if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
+        img = img.resize((nw, nh), resample)
     left, top = (nw - crop) // 2, (nh - crop) // 2
-    if (left, top, crop, crop) != (0, 0, nw, nh):
+    if (nw, nh) != (crop, crop):
         img = img.crop((left, top, left + crop, top + crop))
     return np.asarray(img, dtype=np.uint8)

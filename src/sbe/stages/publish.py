@@ -1,0 +1,275 @@
+"""Stage ``publish``: a training run (+ optional geo heads) -> a Hugging Face model folder.
+
+``MODEL_DIR`` loads offline with ``AutoModel.from_pretrained(MODEL_DIR, trust_remote_code=True)``
+and with :func:`sbe.models.published.load_embedder`::
+
+    config.json                 SbeEmbeddingConfig: auto_map, backbone identity, projector config
+    configuration_sbe.py        the config class (self-contained)
+    modeling_sbe.py             the model class (self-contained)
+    model.safetensors           the projector (``projector.*``)
+    preprocessor_config.json    resize / crop / mean / std (a BitImageProcessor config)
+    README.md                   model card: architecture, evaluation numbers, licences
+    geo/                        geo heads (config.json + model.safetensors), with --geo
+    backbone/                   the backbone weights (safetensors), only with --bundle-backbone
+    _manifest.json
+
+The architecture is the run's saved projector config (never inferred from weight shapes); the
+folder is verified (the published head must reproduce the trained projector) before it replaces
+the previous one, so a failed or killed publish leaves the old folder intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file
+
+from sbe.config import PublishConfig, section_dict
+from sbe.errors import SbeError
+from sbe.models.projector import Projector
+from sbe.models.published.card import CardInfo, render_card
+from sbe.models.published.export import (
+    CARD_NAME,
+    CODE_FILES,
+    PREPROCESSOR_NAME,
+    WEIGHTS_NAME,
+    make_config,
+    verify_projector,
+    write_folder,
+)
+from sbe.storage import (
+    DirLock,
+    Manifest,
+    StageTimer,
+    config_hash,
+    fingerprint_paths,
+    load_manifest,
+    manifest_is_current,
+    write_manifest,
+)
+from sbe.storage.manifest import MANIFEST_NAME
+
+STAGE = "publish"
+RUN_JSON = "run.json"
+BEST_DIR = "best"
+GEO_METRICS = "metrics.json"
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SbeError(f"{path} not found") from None
+    except ValueError as e:
+        raise SbeError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise SbeError(f"{path}: expected a JSON object")
+    return data
+
+
+def run_backbone(run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The backbone identity a training run recorded in ``run.json``."""
+    for key in ("backbone", "backbone_identity"):
+        ident = run.get(key)
+        if isinstance(ident, dict) and ident.get("name"):
+            return ident
+    raise SbeError(
+        f"{run_dir / RUN_JSON} records no backbone identity (key 'backbone'); "
+        "was this run made by sbe train?"
+    )
+
+
+def _split_dir(run: dict[str, Any]) -> Path | None:
+    for v in (
+        run.get("split_dir"),
+        run.get("input"),
+        (run.get("config") or {}).get("input") if isinstance(run.get("config"), dict) else None,
+    ):
+        if isinstance(v, str) and v:
+            return Path(v)
+    return None
+
+
+def data_sources(start: Path | None, max_depth: int = 8) -> list[str]:
+    """Which training data a run used, by walking the stage manifests upstream of ``start``.
+
+    Returns:
+        ``["synthetic"]`` when the chain reaches a ``synth`` output, ``["streetview"]`` when it
+        reaches an ``ingest`` whose inputs were not made by ``synth``; ``[]`` when unknown.
+    """
+    seen: set[Path] = set()
+    found: set[str] = set()
+    frontier = [start] if start is not None else []
+    for _ in range(max_depth):
+        nxt: list[Path] = []
+        for d in frontier:
+            if d in seen or not d.is_dir():
+                continue
+            seen.add(d)
+            m = load_manifest(d)
+            if m is None:
+                continue
+            if m.stage == "synth":
+                found.add("synthetic")
+                continue
+            parents = {Path(i.path).parent for i in m.inputs}
+            if m.stage == "ingest" and not any(
+                (load_manifest(p) or Manifest(stage="")).stage == "synth" for p in parents
+            ):
+                found.add("streetview")
+            nxt += sorted(parents)
+        frontier = nxt
+    return sorted(found)
+
+
+def _check_geo(geo_dir: Path, backbone: dict[str, Any], best: Path) -> dict[str, Any]:
+    """Validate a geo stage folder against the run; returns the heads' config dict."""
+    for name in ("config.json", WEIGHTS_NAME):
+        if not (geo_dir / name).is_file():
+            raise SbeError(f"--geo {geo_dir}: missing {name}; run `sbe geo train` first")
+    geo_cfg = read_json(geo_dir / "config.json")
+    geo_bb = geo_cfg.get("backbone") or {}
+    if geo_bb and (geo_bb.get("name"), geo_bb.get("dim")) != (backbone["name"], backbone["dim"]):
+        raise SbeError(
+            f"--geo {geo_dir}: heads were trained on backbone {geo_bb.get('name')} "
+            f"({geo_bb.get('dim')}-d), the run on {backbone['name']} ({backbone['dim']}-d)"
+        )
+    if geo_cfg.get("input_space") == "projector":
+        geo_proj = geo_dir / "projector" / WEIGHTS_NAME
+        if not geo_proj.is_file():
+            raise SbeError(f"--geo {geo_dir}: heads read projector outputs but have no projector/")
+        a, b = load_file(str(geo_proj)), load_file(str(best / WEIGHTS_NAME))
+        if a.keys() != b.keys() or any(not a[k].equal(b[k]) for k in a):
+            raise SbeError(
+                f"--geo {geo_dir}: heads were trained on another projector than {best}; "
+                "retrain them with --run on this run"
+            )
+    return geo_cfg
+
+
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for f in CODE_FILES:
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _replace_dir(new: Path, final: Path) -> None:
+    """Move ``new`` to ``final``, replacing an existing folder with as short a gap as possible."""
+    old = None
+    if final.exists():
+        old = final.parent / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(final, old)
+    os.replace(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def run(cfg: PublishConfig) -> Manifest:
+    """Publish ``cfg.run`` (and ``cfg.geo``) as a model folder at ``cfg.output``.
+
+    Raises:
+        SbeError: missing or inconsistent inputs, or an output path that is not a model folder.
+    """
+    timer = StageTimer()
+    run_dir, out = Path(cfg.run), Path(cfg.output)
+    best = run_dir / BEST_DIR
+    for name in ("config.json", WEIGHTS_NAME):
+        if not (best / name).is_file():
+            raise SbeError(f"{best / name} not found: publish needs a finished `sbe train` run")
+    run_info = read_json(run_dir / RUN_JSON)
+    backbone = run_backbone(run_info, run_dir)
+    geo_dir = Path(cfg.geo) if cfg.geo is not None else None
+    geo_cfg = _check_geo(geo_dir, backbone, best) if geo_dir is not None else None
+    if out.exists() and not (out / MANIFEST_NAME).is_file() and any(out.iterdir()):
+        raise SbeError(f"--out {out} exists and is not a published model folder; not replacing it")
+
+    input_files = [best / "config.json", best / WEIGHTS_NAME, run_dir / RUN_JSON]
+    if geo_dir is not None:
+        input_files += [geo_dir / "config.json", geo_dir / WEIGHTS_NAME]
+        if (geo_dir / GEO_METRICS).is_file():
+            input_files.append(geo_dir / GEO_METRICS)
+    inputs = fingerprint_paths(input_files)
+    settings = {**section_dict(cfg), "code": _code_hash()}
+    h = config_hash(settings)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with DirLock(out.parent / f".{out.name}.publish-lock"):
+        current = manifest_is_current(out, STAGE, h, inputs)
+        if current is not None:
+            return current
+        for stale in out.parent.glob(f".tmp-*{out.name}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+        # The architecture is the saved config; strict loading refuses any mismatch.
+        projector = Projector.from_pretrained(best)
+        proj_cfg = projector.config.model_dump()
+        try:
+            config = make_config(backbone, proj_cfg, geo_cfg, bundled=cfg.bundle_backbone)
+        except ValueError as e:
+            raise SbeError(f"cannot publish {run_dir}: {e}") from None
+        geo_metrics = None
+        if geo_dir is not None:
+            geo_metrics = (
+                read_json(geo_dir / GEO_METRICS) if (geo_dir / GEO_METRICS).is_file() else {}
+            )
+        card = render_card(
+            CardInfo(
+                name=out.name,
+                backbone=backbone,
+                projector=proj_cfg,
+                bundled=cfg.bundle_backbone,
+                data_sources=data_sources(_split_dir(run_info)),
+                run=run_info,
+                geo_metrics=geo_metrics,
+                provenance={"run": str(run_dir), **({"geo": str(geo_dir)} if geo_dir else {})},
+            )
+        )
+        tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            write_folder(
+                tmp,
+                config=config,
+                projector_state=projector.state_dict(),
+                card=card,
+                geo_dir=geo_dir,
+                bundle=cfg.bundle_backbone,
+            )
+            try:
+                diff = verify_projector(tmp, projector, int(proj_cfg["input_dim"]))
+            except ValueError as e:
+                raise SbeError(f"publish check failed: {e}") from None
+            outputs = ["config.json", *(f.name for f in CODE_FILES), WEIGHTS_NAME]
+            outputs += [PREPROCESSOR_NAME, CARD_NAME]
+            if geo_dir is not None:
+                outputs += ["geo/config.json", f"geo/{WEIGHTS_NAME}"]
+            if cfg.bundle_backbone:
+                outputs.append("backbone")
+            manifest = Manifest(
+                stage=STAGE,
+                config=settings,
+                config_hash=h,
+                inputs=inputs,
+                outputs=outputs,
+                rows={"projector parameters": sum(p.numel() for p in projector.parameters())},
+                wall_seconds=timer.seconds,
+                extra={
+                    "backbone": backbone,
+                    "projector": proj_cfg,
+                    "geo": geo_cfg is not None,
+                    "bundled_backbone": cfg.bundle_backbone,
+                    "head_max_abs_diff": diff,
+                },
+            )
+            write_manifest(tmp, manifest)
+            _replace_dir(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return manifest
