@@ -66,14 +66,49 @@ def _centroids(vectors: np.ndarray, labels: np.ndarray, n_clusters: int) -> np.n
     return (sums / np.where(norms > 0, norms, 1.0)).astype(np.float32)
 
 
-def kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25) -> Clustering:
-    """Spherical k-means (centroids re-normalised each iteration; cosine assignment).
+def kmeans_plus_plus(
+    vectors: np.ndarray, k: int, rng: np.random.Generator, max_points: int = 50_000
+) -> np.ndarray:
+    """k-means++ seeding on unit vectors (on a random sample of at most ``max_points``).
+
+    Each next centre is drawn with probability proportional to its squared distance to the
+    nearest centre so far, which spreads the start over all groups; faiss's default (random
+    points) often starts two centres in one group and never recovers.
+
+    Returns:
+        float32 (k, D) initial centres.
+    """
+    n = len(vectors)
+    sample = vectors if n <= max_points else vectors[np.sort(rng.choice(n, max_points, False))]
+    first = int(rng.integers(len(sample)))
+    chosen = [first]
+    # unit vectors: |x - c|^2 = 2 - 2 cos
+    d2 = np.maximum(2.0 - 2.0 * (sample @ sample[first]), 0.0).astype(np.float64)
+    for _ in range(1, k):
+        total = d2.sum()
+        nxt = (
+            int(rng.choice(len(sample), p=d2 / total))
+            if total > 0
+            else int(rng.integers(len(sample)))
+        )
+        chosen.append(nxt)
+        d2 = np.minimum(d2, np.maximum(2.0 - 2.0 * (sample @ sample[nxt]), 0.0))
+    return np.ascontiguousarray(sample[chosen], dtype=np.float32)
+
+
+def kmeans(
+    vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25, restarts: int = 3
+) -> Clustering:
+    """Spherical k-means (centroids re-normalised each iteration; cosine assignment), seeded
+    with k-means++ and restarted ``restarts`` times, keeping the run with the highest total
+    similarity.
 
     Args:
         vectors: float32 (N, D), rows L2-normalised.
         k: number of clusters, 1 < k <= N.
-        seed: seeds faiss's initialisation and sampling.
-        niter: Lloyd iterations.
+        seed: seeds the k-means++ draws and faiss's sampling.
+        niter: Lloyd iterations per run.
+        restarts: independent runs.
 
     Returns:
         :class:`Clustering` with ``score`` = cosine similarity to the assigned centroid.
@@ -82,12 +117,23 @@ def kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25) -> Cl
     n, d = x.shape
     if not 1 < k <= n:
         raise SbeError(f"k-means needs 1 < k <= number of vectors ({n}), got k={k}")
-    km = faiss.Kmeans(d, int(k), niter=int(niter), seed=int(seed), spherical=True, verbose=False)
-    km.train(x)
-    sq_dist, assign = km.index.search(x, 1)
-    labels = assign[:, 0].astype(np.int32)
-    # unit vectors: |x - c|^2 = 2 - 2 cos
-    score = (1.0 - sq_dist[:, 0] / 2.0).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    best: tuple[float, np.ndarray, np.ndarray] | None = None
+    for run in range(max(1, restarts)):
+        km = faiss.Kmeans(
+            d, int(k), niter=int(niter), seed=int(seed) + run, spherical=True, verbose=False
+        )
+        km.train(x, init_centroids=kmeans_plus_plus(x, int(k), rng))
+        centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)
+        faiss.normalize_L2(centroids)
+        assign = faiss.IndexFlatIP(d)
+        assign.add(centroids)
+        sims, labels = assign.search(x, 1)
+        total = float(sims.sum(dtype=np.float64))
+        if best is None or total > best[0]:
+            best = (total, labels[:, 0].astype(np.int32), sims[:, 0].astype(np.float32))
+    assert best is not None
+    _, labels, score = best
     sizes = np.bincount(labels, minlength=k).astype(np.int64)
     return Clustering(
         labels=labels,
@@ -95,7 +141,14 @@ def kmeans(vectors: np.ndarray, k: int, *, seed: int = 0, niter: int = 25) -> Cl
         score_name="centroid_similarity",
         centroids=_centroids(x, labels, k),
         sizes=sizes,
-        params={"method": "kmeans", "k": int(k), "niter": int(niter), "seed": int(seed)},
+        params={
+            "method": "kmeans",
+            "k": int(k),
+            "niter": int(niter),
+            "restarts": int(restarts),
+            "init": "k-means++",
+            "seed": int(seed),
+        },
     )
 
 

@@ -39,7 +39,7 @@ CLUSTERS_FILE = "clusters.parquet"
 def cluster_vectors(vectors: np.ndarray, cfg: ClusterConfig) -> Clustering:
     """Run the configured method on unit vectors (N, D)."""
     if cfg.method == "kmeans":
-        return kmeans(vectors, cfg.k, seed=cfg.seed, niter=cfg.niter)
+        return kmeans(vectors, cfg.k, seed=cfg.seed, niter=cfg.niter, restarts=cfg.restarts)
     if len(vectors) > cfg.hdbscan_max_rows:
         raise SbeError(
             f"HDBSCAN on {len(vectors):,} vectors would be very slow (limit hdbscan_max_rows="

@@ -1,0 +1,277 @@
+"""Search: the Python API (by vector, id, row, image), self-exclusion, and the ``sbe search`` CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from sbe.cli import app
+from sbe.config import IndexConfig
+from sbe.errors import SbeError
+from sbe.index import IndexParams, SearchIndex, build_index
+from sbe.index.directory import IndexInfo
+from sbe.stages import index as index_stage
+from sbe.stages.search import load_vectors
+from sbe.storage import fixed_size_list
+
+runner = CliRunner()
+
+
+def clustered(n: int, d: int, clusters: int = 10, noise: float = 0.5, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    x = centres[rng.integers(0, clusters, n)] + noise * rng.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def image_index(tmp_path: Path) -> tuple[Path, np.ndarray, np.ndarray]:
+    """An image-level index keyed by building: 60 buildings x 3 images, string OSMIDs."""
+    osmid = np.repeat(np.arange(60), 3)
+    noise = np.random.default_rng(1).normal(scale=0.1, size=(180, 16))
+    x = clustered(60, 16)[osmid] + noise
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    t = pa.table(
+        {
+            "OSMID": pa.array([f"b{i}" for i in osmid]),
+            "row_index": pa.array(np.arange(180, dtype=np.int64)),
+            "embedding": fixed_size_list(x),
+            "lat": pa.array(48.0 + osmid / 100.0),
+            "lon": pa.array(2.0 + osmid / 100.0),
+        }
+    )
+    pq.write_table(t, tmp_path / "images.parquet")
+    index_stage.run(IndexConfig(input=tmp_path / "images.parquet", output=tmp_path / "idx"))
+    return tmp_path / "idx", x, osmid
+
+
+def test_search_by_vector_finds_the_row_first(image_index) -> None:
+    idx_dir, x, _ = image_index
+    index = SearchIndex.load(idx_dir)
+    res = index.search(x[[4, 50]] * 3.0, k=5)  # scale does not matter: queries are normalised
+    assert res.rows.shape == (2, 5) and res.rows[0, 0] == 4 and res.rows[1, 0] == 50
+    np.testing.assert_allclose(res.similarity[:, 0], 1.0, atol=1e-5)
+    assert np.all(np.diff(res.similarity, axis=1) <= 1e-6)  # best first
+    np.testing.assert_allclose(res.similarity[0], x[res.rows[0]] @ x[4], atol=1e-5)
+    assert res.ids(0)[0] == "b1"  # row 4 is building 1's second image
+    assert index.search(x[4], k=1).rows.shape == (1, 1)  # a single (D,) vector works too
+    with pytest.raises(SbeError, match="dimension 16"):
+        index.search(np.ones((1, 3)), k=1)
+    with pytest.raises(SbeError, match="NaN"):
+        index.search(np.full(16, np.nan), k=1)
+
+
+def test_search_id_excludes_itself_by_default(image_index) -> None:
+    """Search by id queries with the id's mean vector and leaves out all of its rows."""
+    idx_dir, x, osmid = image_index
+    index = SearchIndex.load(idx_dir)
+    mine = np.flatnonzero(osmid == 7)
+    res = index.search_id("b7", k=10)
+    assert len(res) == 1 and not set(res.rows[0]) & set(mine)
+    assert "b7" not in res.ids(0) and len(res.ids(0)) == 10
+    centroid = x[mine].mean(0)
+    centroid /= np.linalg.norm(centroid)
+    brute = [r for r in np.argsort(-(x @ centroid)) if r not in mine][:10]
+    np.testing.assert_array_equal(res.rows[0], brute)
+
+    kept = index.search_id("b7", k=10, exclude_self=False)
+    assert set(kept.rows[0][:3]) == set(mine)  # its own images are the nearest
+    with pytest.raises(SbeError, match="not in the index"):
+        index.search_id("b999", k=3)
+
+
+def test_search_rows_excludes_only_the_query_row(image_index) -> None:
+    idx_dir, _, _ = image_index
+    index = SearchIndex.load(idx_dir)
+    res = index.search_rows([0, 1, 2], k=5)
+    for q, row in enumerate([0, 1, 2]):
+        assert row not in res.rows[q]
+        # the two other images of the same building are still found
+        assert set(range(3)) - {row} <= set(res.rows[q])
+    same = index.search_rows([5], k=1, exclude_self=False)
+    assert same.rows[0, 0] == 5
+    with pytest.raises(IndexError):
+        index.search_rows([180])
+
+
+def test_result_padding_records_and_table(image_index) -> None:
+    idx_dir, x, _ = image_index
+    index = SearchIndex.load(idx_dir)
+    res = index.search(x[:2], k=200)  # more than the 180 indexed
+    assert (res.rows[:, 180:] == -1).all() and np.isnan(res.similarity[:, 180:]).all()
+    assert len(res.hits(0)) == 180
+    table = res.to_table()
+    assert table.num_rows == 360
+    assert table.column_names == ["query", "rank", "row", "similarity", "OSMID", "lat", "lon", "row_index"]  # fmt: skip
+    assert table.schema.field("similarity").type == pa.float32()
+    hit = res.hits(1)[0]
+    assert hit == {
+        "rank": 1,
+        "id": "b0",
+        "similarity": pytest.approx(1.0, abs=1e-5),
+        "row": 1,
+        "lat": 48.0,
+        "lon": 2.0,
+        "row_index": 1,
+    }
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 60),
+    d=st.integers(2, 12),
+    k=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+)
+def test_exact_search_matches_brute_force(n: int, d: int, k: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    table = pa.table({"OSMID": pa.array(np.arange(n))})
+    info = IndexInfo(
+        build_id="t", kind="exact", faiss_class="IndexFlatIP", dim=d, count=n,
+        id_column="OSMID", id_type="int64", unique_ids=n,
+    )  # fmt: skip
+    index = SearchIndex(build_index(x, IndexParams(kind="exact")), table, info)
+    q = rng.normal(size=(3, d)).astype(np.float32)
+    res = index.search(q, k)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    expected = np.sort(qn @ x.T, axis=1)[:, ::-1][:, : min(k, n)]
+    np.testing.assert_allclose(res.similarity[:, : min(k, n)], expected, atol=1e-5)
+    assert (res.rows[:, n:] == -1).all()
+
+
+def test_load_vectors_formats(tmp_path: Path) -> None:
+    v = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.save(tmp_path / "q.npy", v)
+    (tmp_path / "q.json").write_text(json.dumps(v[0].tolist()))
+    pq.write_table(pa.table({"embedding": fixed_size_list(v.astype(np.float16))}), tmp_path / "q.parquet")  # fmt: skip
+    np.testing.assert_array_equal(load_vectors(tmp_path / "q.npy"), v)
+    np.testing.assert_array_equal(load_vectors(tmp_path / "q.json"), v[:1])
+    np.testing.assert_array_equal(load_vectors(tmp_path / "q.parquet"), v)
+    (tmp_path / "q.txt").write_text("1 2 3")
+    with pytest.raises(SbeError, match=r"\.npy, \.json or \.parquet"):
+        load_vectors(tmp_path / "q.txt")
+
+
+# ---- CLI ------------------------------------------------------------------------------------
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, (result.output, result.exception)
+    return json.loads(result.stdout)
+
+
+def test_cli_build_and_search_json(tmp_path: Path, image_index) -> None:
+    idx_dir, x, _ = image_index
+    out = _json(runner.invoke(app, ["search", "--index", str(idx_dir), "--id", "b3", "--k", "4", "--json"]))  # fmt: skip
+    assert out["id_column"] == "OSMID" and out["kind"] == "exact" and out["count"] == 180
+    (q,) = out["queries"]
+    assert q["query"] == "OSMID=b3" and [h["rank"] for h in q["hits"]] == [1, 2, 3, 4]
+    assert all(h["id"] != "b3" for h in q["hits"])
+    for h in q["hits"]:
+        b = int(h["id"][1:])
+        assert h["lat"] == pytest.approx(48.0 + b / 100) and h["lon"] == pytest.approx(
+            2.0 + b / 100
+        )
+    with_self = _json(runner.invoke(app, ["search", "--index", str(idx_dir), "--id", "b3", "--include-self", "--json"]))  # fmt: skip
+    assert with_self["queries"][0]["hits"][0]["id"] == "b3"
+
+    np.save(tmp_path / "q.npy", x[[10, 20]])
+    out = _json(runner.invoke(app, ["search", "--index", str(idx_dir), "--vector-file", str(tmp_path / "q.npy"), "-k", "2", "--json"]))  # fmt: skip
+    assert [q["hits"][0]["row"] for q in out["queries"]] == [10, 20]
+
+    table = runner.invoke(app, ["search", "--index", str(idx_dir), "--id", "b3", "--k", "2"])
+    assert table.exit_code == 0 and "similarity" in table.stdout
+    assert len(re.findall(r"48\.\d{6}", table.stdout)) == 2  # one latitude per hit
+
+    bad = runner.invoke(app, ["search", "--index", str(idx_dir), "--k", "2"])
+    assert isinstance(bad.exception, SbeError) and "exactly one" in str(bad.exception)
+
+
+def test_cli_index_build_json(tmp_path: Path) -> None:
+    x = clustered(120, 8)
+    pq.write_table(
+        pa.table({"building_id": pa.array(np.arange(120)), "embedding": fixed_size_list(x)}),
+        tmp_path / "b.parquet",
+    )
+    args = ["index", "build", "--in", str(tmp_path / "b.parquet"), "--out", str(tmp_path / "i")]
+    out = _json(runner.invoke(app, [*args, "--kind", "hnsw", "--hnsw-m", "8", "--json"]))
+    assert out["stage"] == "index" and out["rows"]["vectors"] == 120 and not out["up_to_date"]
+    assert out["extra"]["index"]["kind"] == "hnsw" and out["extra"]["index"]["id_column"] == "building_id"  # fmt: skip
+    again = _json(runner.invoke(app, [*args, "--kind", "hnsw", "--hnsw-m", "8", "--json"]))
+    assert again["up_to_date"]
+    bad = runner.invoke(app, [*args, "--kind", "ivf"])
+    assert bad.exit_code == 2 and "index.kind" in bad.stderr
+
+
+def test_image_query_without_a_model_is_a_clear_error(image_index, tmp_path: Path) -> None:
+    idx_dir, _, _ = image_index
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"\xff\xd8")
+    r = runner.invoke(app, ["search", "--index", str(idx_dir), "--image", str(img)])
+    assert isinstance(r.exception, SbeError) and "--model" in str(r.exception)
+    r = runner.invoke(app, ["search", "--index", str(idx_dir), "--image", str(img), "--model", str(tmp_path / "nomodel")])  # fmt: skip
+    assert isinstance(r.exception, SbeError) and "sbe publish" in str(r.exception)
+
+
+# ---- image queries through a published model --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def published_model(tmp_path_factory) -> Path:
+    """A model folder as ``sbe publish`` writes it: EfficientNet-Lite0 + a random projector."""
+    published = pytest.importorskip("sbe.models.published")
+    from sbe.models.backbones.efficientnet import EfficientNetLiteBackbone
+
+    identity = EfficientNetLiteBackbone("efficientnet-lite0").identity()
+    projector = {
+        "input_dim": identity["dim"], "output_dim": 32, "hidden_dim": 64, "num_hidden_layers": 1,
+        "activation": "gelu", "dropout": 0.0, "layer_norm": True, "residual": True,
+    }  # fmt: skip
+    cfg = published.SbeEmbeddingConfig(backbone=identity, projector=projector)
+    folder = tmp_path_factory.mktemp("model")
+    published.SbeEmbeddingModel(cfg).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_image_query_runs_the_published_model(
+    tmp_path: Path, landmarks_dir: Path, published_model: Path
+) -> None:
+    """Index the landmark photos with the model, then query with a photo file: it comes first."""
+    from sbe.models.published import load_embedder
+
+    with open(landmarks_dir / "labels.csv") as fh:
+        rows = list(csv.DictReader(fh))[:12]
+    paths = [str(landmarks_dir / r["path"]) for r in rows]
+    vectors = load_embedder(published_model, "cpu").embed_images(paths)
+    t = pa.table(
+        {
+            "image_id": pa.array(np.arange(len(rows), dtype=np.int64)),
+            "landmark": pa.array([r["landmark"] for r in rows]),
+            "lat": pa.array([float(r["lat"]) for r in rows]),
+            "lon": pa.array([float(r["lon"]) for r in rows]),
+            "embedding": fixed_size_list(vectors),
+        }
+    )
+    pq.write_table(t, tmp_path / "landmarks.parquet")
+    idx = tmp_path / "idx"
+    r = runner.invoke(app, ["index", "build", "--in", str(tmp_path / "landmarks.parquet"), "--out", str(idx), "--model", str(published_model), "--metadata", "landmark,lat,lon"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    out = _json(runner.invoke(app, ["search", "--index", str(idx), "--image", paths[5], "--image", paths[9], "--k", "3", "--json"]))  # fmt: skip
+    for q, want in zip(out["queries"], [5, 9], strict=True):
+        top = q["hits"][0]
+        assert top["id"] == want and top["similarity"] > 0.999
+        assert top["landmark"] == rows[want]["landmark"]
+        assert top["lat"] == pytest.approx(float(rows[want]["lat"]))
