@@ -319,6 +319,7 @@ class ClusterConfig(Section):
     method: Literal["kmeans", "hdbscan"] = "kmeans"
     k: int = Field(12, ge=2)
     niter: int = Field(25, ge=1)
+    restarts: int = Field(3, ge=1, description="k-means: k-means++ runs, best kept")
     min_cluster_size: int = Field(5, ge=2)
     min_samples: int | None = Field(None, ge=1)
     pca_components: int = Field(32, ge=0, description="HDBSCAN: reduce to this first; 0 = off")
