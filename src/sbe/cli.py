@@ -245,6 +245,160 @@ def neighbors_cmd(
 
 # ---- train / evaluate / tune ----
 
+
+def _stderr_line(message: str) -> None:
+    err.print(message, highlight=False)
+
+
+@app.command("train")
+def train_cmd(
+    in_dir: Annotated[
+        Path | None, typer.Option("--in", help="Split folder (default: \\[train] input).")
+    ] = None,
+    neighbors: Annotated[
+        Path | None,
+        typer.Option(
+            help="Neighbours folder for the band curriculum (default: \\[train] neighbors)."
+        ),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run folder (default: \\[train] output).")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="triplet | multi_similarity | supcon.")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs.")] = None,
+    curriculum: Annotated[
+        str | None, typer.Option(help="none | bands (UCB-chosen difficulty bands).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Split files -> RUN/: train the projection head, select it on val mAP@R, test it once."""
+    from sbe.stages import train as stage
+
+    cfg = section(
+        config,
+        "train",
+        input=in_dir,
+        neighbors=neighbors,
+        output=out_dir,
+        loss=loss,
+        epochs=epochs,
+        curriculum=curriculum,
+        device=device,
+    )
+    m = stage.run(cfg, resume=resume, console=None if as_json else _stderr_line)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    out.print(f"best val mAP@R {m.extra.get('best_val_map@r', float('nan')):.4f} -> {cfg.output}")
+
+
+def _print_comparison(results: dict[str, Any]) -> None:
+    r = results["retrieval"]
+    table = Table(
+        title=f"{results['split']}: {r['queries']:,} queries, gallery {r['images']:,} images",
+        title_justify="left",
+    )
+    table.add_column("metric", style="bold")
+    table.add_column("backbone", justify="right")
+    table.add_column("projector", justify="right")
+    table.add_column("delta", justify="right")
+    for key, raw in r["backbone"].items():
+        proj = r["projector"][key]
+        table.add_row(key, f"{raw:.4f}", f"{proj:.4f}", f"{proj - raw:+.4f}")
+    out.print(table)
+    lm = results.get("landmarks") or {}
+    if "skipped" in lm:
+        out.print(f"real photos: skipped ({lm['skipped']})")
+    elif lm:
+        b, p = lm["backbone"], lm["projector"]
+        out.print(
+            f"real photos ({lm['images']} images, {lm['landmarks']} landmarks, leave-one-out): "
+            f"P@1 {b['correct@1']}/{lm['images']} -> {p['correct@1']}/{lm['images']}, "
+            f"mAP {b['map']:.4f} -> {p['map']:.4f} (lost {lm['lost']}, gained {lm['gained']})"
+        )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run_dir: Annotated[
+        Path | None, typer.Option("--run", help="Run folder (default: \\[evaluate] run).")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="train | val | test.")] = None,
+    landmarks: Annotated[
+        Path | None, typer.Option(help="Folder of labelled real photos (labels.csv).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retrieval Recall@K and mAP@R of a run: raw backbone vs projector on the same queries."""
+    from sbe.stages import evaluate as stage
+
+    cfg = section(config, "evaluate", run=run_dir, split=split, landmarks=landmarks, device=device)
+    results, _ = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps(results))
+        return
+    _print_comparison(results)
+
+
+@app.command("tune")
+def tune_cmd(
+    in_dir: Annotated[
+        Path | None, typer.Option("--in", help="Split folder (default: \\[tune] input).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: \\[tune] output).")
+    ] = None,
+    trials: Annotated[int | None, typer.Option(min=1, help="Trials run by this worker.")] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Optuna storage URL shared by workers (default sqlite in --out)."),
+    ] = None,
+    neighbors: Annotated[
+        Path | None, typer.Option(help="Neighbours folder (enables the band curriculum).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs per trial.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler seed (differ per worker).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Optuna search (seeded TPE, median pruning, shared SQLite study) -> OUT/best_params.toml."""
+    from sbe.stages import tune as stage
+
+    cfg = load(
+        config,
+        tune={
+            "input": in_dir,
+            "output": out_dir,
+            "trials": trials,
+            "storage": storage,
+            "neighbors": neighbors,
+            "epochs": epochs,
+            "study_name": study,
+            "seed": seed,
+            "device": device,
+        },
+    )
+    m = stage.run(cfg.section("tune"), cfg.section("train"), console=_stderr_line)
+    if as_json:
+        typer.echo(json.dumps(m.model_dump(mode="json")))
+        return
+    print_manifest(m)
+    out.print(
+        f"best val mAP@R {m.extra['best_value']:.4f} (trial {m.extra['best_trial']}) -> "
+        f"{Path(cfg.tune.output)}/best_params.toml"
+    )
+
+
 # ---- geo ----
 
 # ---- publish / embed / aggregate ----

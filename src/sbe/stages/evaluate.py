@@ -1,0 +1,118 @@
+"""``sbe evaluate``: image-to-image retrieval of a trained run, backbone vs projector.
+
+For one split of the run's input (``test`` by default): Recall@K and mAP@R, queries = every image
+whose identity has at least two images in the split, gallery = the whole split, query excluded;
+the raw backbone embeddings and the selected projector (``RUN/best``) on the same queries.
+
+When a folder of identity-labelled real photos is available (``cfg.landmarks``, else
+``landmarks-mini`` in the shared data folder next to the repository, or ``$SBE_LANDMARKS``), its
+photos are embedded with the run's backbone and scored leave-one-out (P@1, mAP) for both.
+
+Writes ``RUN/evaluate/<split>.json`` and ``RUN/evaluate/_manifest.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sbe.config import EvaluateConfig, section_dict
+from sbe.errors import SbeError
+from sbe.models.projector import Projector
+from sbe.storage import (
+    Manifest,
+    StageTimer,
+    config_hash,
+    fingerprint_paths,
+    write_json_atomic,
+    write_manifest,
+)
+from sbe.training.data import load_split, split_path
+from sbe.training.evaluation import backbone_from_identity, compare_on_split, landmarks_check
+from sbe.training.loop import resolve_device
+
+STAGE = "evaluate"
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def default_landmarks_dir() -> Path | None:
+    """``$SBE_LANDMARKS``, else ``../shared/data/landmarks-mini`` beside the repository."""
+    env = os.environ.get("SBE_LANDMARKS")
+    candidates = [Path(env)] if env else []
+    candidates.append(_REPO_ROOT.parent / "shared" / "data" / "landmarks-mini")
+    for c in candidates:
+        if (c / "labels.csv").is_file():
+            return c
+    return None
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        raise SbeError(f"{run_dir} is not a finished training run (no run.json); run `sbe train`")
+    return json.loads(path.read_text())
+
+
+def run(cfg: EvaluateConfig) -> tuple[dict[str, Any], Manifest]:
+    """Evaluate ``cfg.run`` on ``cfg.split`` (and on real photos when available).
+
+    Returns:
+        ``(results, manifest)``; ``results`` has ``split`` (see
+        :func:`sbe.training.evaluation.compare_on_split`) and ``landmarks`` (or a ``skipped``
+        reason).
+    """
+    timer = StageTimer()
+    run_dir = Path(cfg.run)
+    info = load_run(run_dir)
+    device = resolve_device(cfg.device)
+    split_dir = Path(info["input"])
+    split_file = split_path(split_dir, cfg.split)
+    if not split_file.is_file():
+        raise SbeError(f"split file not found: {split_file}")
+    projector = Projector.from_pretrained(run_dir / "best", device=device)
+    data = load_split(split_dir, cfg.split)
+    if data.dim != projector.config.input_dim:
+        raise SbeError(
+            f"{split_file} has {data.dim}-d embeddings; the projector expects "
+            f"{projector.config.input_dim}-d"
+        )
+    results: dict[str, Any] = {
+        "run": str(run_dir),
+        "split": cfg.split,
+        "retrieval": compare_on_split(projector, data, cfg.ks, device=device),
+    }
+    lm_dir = Path(cfg.landmarks) if cfg.landmarks is not None else default_landmarks_dir()
+    identity = info.get("backbone") or {}
+    if lm_dir is None or not (lm_dir / "labels.csv").is_file():
+        results["landmarks"] = {"skipped": "no landmarks folder found"}
+    elif int(identity.get("dim", -1)) != projector.config.input_dim:
+        results["landmarks"] = {
+            "skipped": f"backbone {identity.get('name')!r} does not match the projector input"
+        }
+    else:
+        try:
+            backbone = backbone_from_identity(identity, device=str(device))
+        except (SbeError, ValueError, KeyError) as e:
+            results["landmarks"] = {"skipped": str(e)}
+        else:
+            results["landmarks"] = {
+                "folder": str(lm_dir),
+                "backbone_name": identity.get("name"),
+                **landmarks_check(lm_dir, backbone, projector.cpu()),
+            }
+    out_dir = run_dir / "evaluate"
+    write_json_atomic(out_dir / f"{cfg.split}.json", results)
+    manifest = Manifest(
+        stage=STAGE,
+        config=section_dict(cfg),
+        config_hash=config_hash(section_dict(cfg)),
+        inputs=fingerprint_paths([split_file, run_dir / "best" / "model.safetensors"]),
+        outputs=[f"{cfg.split}.json"],
+        rows={"queries": results["retrieval"]["queries"], "images": results["retrieval"]["images"]},
+        wall_seconds=timer.seconds,
+        extra={"results": results},
+    )
+    write_manifest(out_dir, manifest)
+    return results, manifest

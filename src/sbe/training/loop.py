@@ -1,0 +1,492 @@
+"""The training loop: P x K batches by index, one loss, UCB band curriculum, model selection on
+validation mAP@R, early stopping, exact resume.
+
+:class:`Trainer` is usable without the CLI (``Trainer(cfg, train, val, run_dir=...).fit()``) and
+without a run folder (``run_dir=None``: nothing is written, as in hyper-parameter search).
+
+Run folder (when given):
+
+- ``best/``: the projector with the best validation mAP@R so far (``save_pretrained``);
+- ``last/``: the latest end-of-epoch checkpoint (see :mod:`sbe.training.checkpoint`);
+- ``metrics.jsonl``: one JSON object per line; ``kind`` is ``baseline`` (raw backbone on the
+  validation queries), ``step`` (every ``log_every`` steps) or ``epoch``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sbe.config import TrainConfig
+from sbe.errors import SbeError
+from sbe.models.projector import Projector, ProjectorConfig
+from sbe.progress import progress_bar
+from sbe.training.checkpoint import (
+    load_checkpoint,
+    recover_dir,
+    save_checkpoint,
+    write_dir_atomic,
+)
+from sbe.training.data import EmbeddingSet
+from sbe.training.losses import LossSettings, build_loss, informative_triplets
+from sbe.training.metrics import retrieval_metrics, sample_queries
+from sbe.training.samplers import PKSampler, UCB1Bandit
+
+METRICS_NAME = "metrics.jsonl"
+VAL_KS = (1, 5, 10)
+#: keys of TrainConfig that may change between an interrupted run and its resume
+RESUME_FREE_KEYS = frozenset({"device", "log_every", "input", "neighbors", "output"})
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> ``cuda`` when available, else ``cpu``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SbeError("device 'cuda' requested but no CUDA device is available")
+    return torch.device(device)
+
+
+def projector_config(cfg: TrainConfig, input_dim: int) -> ProjectorConfig:
+    return ProjectorConfig(
+        input_dim=input_dim,
+        output_dim=cfg.output_dim,
+        hidden_dim=cfg.hidden_dim,
+        num_hidden_layers=cfg.num_hidden_layers,
+        activation=cfg.activation,
+        dropout=cfg.dropout,
+        layer_norm=cfg.layer_norm,
+        residual=cfg.residual,
+    )
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up from 0 to 1 over ``warmup_steps``, then cosine to 0."""
+
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(1, total_steps - warmup_steps)
+        t = min(1.0, (step - warmup_steps) / span)
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+
+    return f
+
+
+@torch.no_grad()
+def init_residual_pca(model: Projector, embeddings: torch.Tensor, seed: int) -> None:
+    """Start the head as a scaled, centred PCA projection of its input.
+
+    The residual Linear becomes the top ``output_dim`` principal directions (centred, scaled so
+    outputs have unit mean square norm) and the MLP's last Linear starts at zero. At step 0 the
+    head therefore ranks like the backbone restricted to its main directions, and training only
+    learns corrections: features the training data does not exercise are kept, which matters on
+    photos unlike the training data.
+    """
+    if model.residual is None:
+        raise ValueError("residual_init='pca' needs residual=True")
+    n, d = embeddings.shape
+    out = model.config.output_dim
+    gen = torch.Generator().manual_seed(seed)
+    take = torch.randperm(n, generator=gen)[: min(n, 50_000)]
+    x = embeddings[take.to(embeddings.device)].float().cpu()
+    mu = x.mean(0)
+    xc = x - mu
+    _, s, vt = torch.linalg.svd(xc, full_matrices=False)
+    k = min(out, vt.shape[0])
+    w = torch.zeros(out, d)
+    w[:k] = vt[:k]
+    energy = (s[:k] ** 2).sum() / max(len(x) - 1, 1)
+    w /= energy.clamp_min(1e-12).sqrt()
+    dev = model.residual.weight.device
+    model.residual.weight.copy_(w.to(dev))
+    model.residual.bias.copy_((-(w @ mu)).to(dev))
+    model.output_layer.weight.zero_()
+    model.output_layer.bias.zero_()
+
+
+@dataclass
+class FitResult:
+    best_score: float
+    best_epoch: int
+    epochs_completed: int
+    stopped_early: bool
+    baseline: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains a :class:`Projector` on one split, selects it on another.
+
+    Args:
+        cfg: the ``[train]`` settings.
+        train: training split (its neighbour table is needed for ``curriculum = "bands"``).
+        val: validation split: the fixed, seeded query set (``cfg.val_queries`` eligible rows) is
+            searched against the whole split, query excluded.
+        run_dir: where checkpoints and ``metrics.jsonl`` go; ``None`` writes nothing.
+        console: receives one summary line per epoch (``None`` = silent).
+        show_progress: live progress bar (``None`` = only when stderr is a terminal).
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        train: EmbeddingSet,
+        val: EmbeddingSet,
+        *,
+        run_dir: str | Path | None = None,
+        console: Callable[[str], None] | None = None,
+        show_progress: bool | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.console = console or (lambda _msg: None)
+        self.show_progress = show_progress
+        self.device = resolve_device(cfg.device)
+        if val.dim != train.dim:
+            raise SbeError(f"train has {train.dim}-d embeddings but val has {val.dim}-d")
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+
+        self.model = Projector(projector_config(cfg, train.dim)).to(self.device)
+        if cfg.residual and cfg.residual_init == "pca":
+            init_residual_pca(self.model, train.embeddings, cfg.seed)
+        self.embeddings = train.embeddings.to(self.device)
+
+        use_bands = cfg.curriculum == "bands"
+        if use_bands and not train.has_neighbors:
+            raise SbeError("curriculum 'bands' needs the neighbour table (--neighbors DIR)")
+        self.sampler = PKSampler(
+            train.building_ids,
+            cfg.identities_per_batch,
+            cfg.images_per_identity,
+            cfg.steps_per_epoch,
+            neighbor_rows=train.neighbor_rows if use_bands else None,
+            neighbor_band=train.neighbor_band if use_bands else None,
+        )
+        self.bandit: UCB1Bandit | None = None
+        if use_bands:
+            if self.sampler.n_bands == 0:
+                raise SbeError("the neighbour table has no banded neighbours")
+            self.bandit = UCB1Bandit(
+                self.sampler.n_bands, cfg.ucb_exploration, cfg.ucb_warmup_steps
+            )
+        self.loss_settings = LossSettings(
+            margin=cfg.margin,
+            distance=cfg.distance,
+            ms_alpha=cfg.ms_alpha,
+            ms_beta=cfg.ms_beta,
+            ms_base=cfg.ms_base,
+            ms_epsilon=cfg.ms_epsilon,
+            temperature=cfg.temperature,
+        )
+        self.loss_fn = build_loss(cfg.loss, self.loss_settings).to(self.device)
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(cfg.warmup_steps, self.total_steps)
+        )
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+
+        self.val = val
+        self.val_embeddings = val.embeddings.to(self.device)
+        self.val_queries = sample_queries(val.building_ids, cfg.val_queries, cfg.seed)
+        if len(self.val_queries) == 0:
+            raise SbeError("the validation split has no identity with 2 or more images")
+
+        self.epoch = 0
+        self.global_step = 0
+        self.best_score = -math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.stopped_early = False
+
+    # ---- evaluation --------------------------------------------------------------------------
+
+    def validate(self, use_backbone: bool = False) -> dict[str, float]:
+        """Retrieval on the fixed validation queries (gallery = the whole validation split)."""
+        z = self.val_embeddings if use_backbone else self.embed(self.val_embeddings)
+        return retrieval_metrics(
+            z, self.val.building_ids, self.val_queries, VAL_KS, device=self.device
+        )
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+        """Project a (N, D) tensor on the training device in eval mode; returns (N, out) float32."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            parts = [
+                self.model(x[s : s + batch_size].to(self.device).float())
+                for s in range(0, len(x), batch_size)
+            ]
+        finally:
+            self.model.train(was_training)
+        return torch.cat(parts)
+
+    # ---- state -------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "best_score": self.best_score if math.isfinite(self.best_score) else None,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "stopped_early": self.stopped_early,
+            "bandit": self.bandit.state_dict() if self.bandit else None,
+            "config": self.cfg.model_dump(mode="json"),
+        }
+
+    def _load_state(self, st: dict[str, Any]) -> None:
+        saved = {k: v for k, v in st["config"].items() if k not in RESUME_FREE_KEYS}
+        now = {
+            k: v for k, v in self.cfg.model_dump(mode="json").items() if k not in RESUME_FREE_KEYS
+        }
+        changed = sorted(k for k in now if saved.get(k) != now[k])
+        if changed:
+            raise SbeError(
+                "cannot resume: the training settings changed since the checkpoint "
+                f"({', '.join(changed)}); start a new run folder instead"
+            )
+        self.epoch = int(st["epoch"])
+        self.global_step = int(st["global_step"])
+        self.best_score = -math.inf if st["best_score"] is None else float(st["best_score"])
+        self.best_epoch = int(st["best_epoch"])
+        self.bad_epochs = int(st["bad_epochs"])
+        self.stopped_early = bool(st["stopped_early"])
+        if self.bandit is not None and st["bandit"] is not None:
+            self.bandit.load_state_dict(st["bandit"])
+
+    def _metrics_path(self) -> Path | None:
+        return self.run_dir / METRICS_NAME if self.run_dir is not None else None
+
+    def _log(self, record: dict[str, Any]) -> None:
+        path = self._metrics_path()
+        if path is not None:
+            with open(path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def _truncate_log(self, keep_through_epoch: int) -> None:
+        """Drop records written after the checkpoint we resume from (a killed epoch's steps)."""
+        path = self._metrics_path()
+        if path is None or not path.exists():
+            return
+        kept = []
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the kill
+            if rec.get("kind") == "baseline" or rec.get("epoch", 0) <= keep_through_epoch:
+                kept.append(line)
+        path.write_text("".join(f"{x}\n" for x in kept))
+
+    def has_checkpoint(self) -> bool:
+        return self.run_dir is not None and (self.run_dir / "last").is_dir()
+
+    # ---- training ----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        *,
+        resume: bool = False,
+        stop_after_epoch: int | None = None,
+        on_epoch_end: Callable[[int, float], None] | None = None,
+    ) -> FitResult:
+        """Train until ``cfg.epochs`` or early stopping.
+
+        Args:
+            resume: continue from ``run_dir/last`` (exactly: same weights as an uninterrupted run).
+            stop_after_epoch: return after this epoch as if interrupted (tests, time slicing).
+            on_epoch_end: called with ``(epoch, val mAP@R)``; may raise to abort (e.g. Optuna's
+                ``TrialPruned``).
+
+        Returns:
+            The best validation score and epoch, and this call's epoch records.
+        """
+        cfg = self.cfg
+        history: list[dict[str, Any]] = []
+        baseline: dict[str, float] = {}
+        if self.run_dir is not None:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            recover_dir(self.run_dir / "last")
+            recover_dir(self.run_dir / "best")
+        if resume:
+            if not self.has_checkpoint():
+                raise SbeError(f"nothing to resume: no checkpoint in {self.run_dir}/last")
+            st = load_checkpoint(
+                self.run_dir / "last",
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                rng=self.rng,
+            )
+            self._load_state(st)
+            self._truncate_log(self.epoch)
+            self.console(f"resumed after epoch {self.epoch} (best mAP@R {self.best_score:.4f})")
+        else:
+            path = self._metrics_path()
+            if path is not None:
+                path.write_text("")
+            baseline = self.validate(use_backbone=True)
+            self._log({"kind": "baseline", "epoch": 0, "val": baseline})
+            self.console(
+                f"backbone on val: mAP@R {baseline['map@r']:.4f}  R@1 {baseline['recall@1']:.4f}"
+                f"  ({baseline['queries']} queries)"
+            )
+
+        while self.epoch < cfg.epochs and not self.stopped_early:
+            if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
+                break
+            rec = self._train_epoch()
+            history.append(rec)
+            if on_epoch_end is not None:
+                on_epoch_end(self.epoch, rec["val"]["map@r"])
+        return FitResult(
+            best_score=self.best_score,
+            best_epoch=self.best_epoch,
+            epochs_completed=self.epoch,
+            stopped_early=self.stopped_early,
+            baseline=baseline,
+            history=history,
+        )
+
+    def _train_epoch(self) -> dict[str, Any]:
+        cfg = self.cfg
+        epoch = self.epoch + 1
+        t0 = time.perf_counter()
+        self.model.train()
+        self.sampler.start_epoch(self.rng)
+        steps = self.sampler.steps_per_epoch
+        n_bands = self.sampler.n_bands
+        band_counts = np.zeros(max(n_bands, 1), np.int64)
+        band_negatives = fallbacks = 0
+        loss_sum = torch.zeros((), device=self.device)
+        active_sum = 0.0
+        with progress_bar(
+            f"epoch {epoch}/{cfg.epochs}", total=steps, unit="steps", enabled=self.show_progress
+        ) as bar:
+            for _ in range(steps):
+                band = (
+                    self.bandit.select(self.rng, self.sampler.available_bands)
+                    if self.bandit
+                    else -1
+                )
+                batch = self.sampler.sample(self.rng, band)
+                rows = torch.from_numpy(batch.rows).to(self.device, non_blocking=True)
+                labels = torch.from_numpy(batch.labels).to(self.device, non_blocking=True)
+                triplets = tuple(
+                    torch.from_numpy(t).to(self.device, non_blocking=True)
+                    for t in (batch.anchors, batch.positives, batch.negatives)
+                )
+                x = self.embeddings.index_select(0, rows).float()
+                with torch.autocast(
+                    device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp
+                ):
+                    z = self.model(x)
+                loss = self.loss_fn(z, labels, triplets)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.global_step += 1
+                loss_sum += loss.detach()
+                if self.bandit is not None:
+                    active = (
+                        informative_triplets(z.detach(), triplets, cfg.margin, cfg.distance)
+                        .cpu()
+                        .numpy()
+                    )
+                    drawn = batch.from_band
+                    reward = float(active[drawn].mean()) if drawn.any() else 0.0
+                    self.bandit.update(band, reward)
+                    band_counts[band] += 1
+                    band_negatives += int(drawn.sum())
+                    fallbacks += batch.fallbacks
+                    active_sum += reward
+                if self.global_step % cfg.log_every == 0:
+                    lv = float(loss.detach())
+                    self._log(
+                        {
+                            "kind": "step",
+                            "epoch": epoch,
+                            "step": self.global_step,
+                            "loss": lv,
+                            "lr": self.scheduler.get_last_lr()[0],
+                            "band": band,
+                        }
+                    )
+                    bar.set_description(
+                        f"epoch {epoch}/{cfg.epochs} loss {lv:.4f}"
+                        + (f" band {band}" if band >= 0 else "")
+                    )
+                bar.advance(1)
+
+        val = self.validate()
+        score = val["map@r"]
+        improved = score > self.best_score
+        if improved:
+            self.best_score, self.best_epoch, self.bad_epochs = score, epoch, 0
+            if self.run_dir is not None:
+                write_dir_atomic(self.run_dir / "best", self.model.save_pretrained)
+        else:
+            self.bad_epochs += 1
+            if cfg.patience and self.bad_epochs >= cfg.patience:
+                self.stopped_early = True
+        self.epoch = epoch
+        rec: dict[str, Any] = {
+            "kind": "epoch",
+            "epoch": epoch,
+            "step": self.global_step,
+            "loss": float(loss_sum) / steps,
+            "lr": self.scheduler.get_last_lr()[0],
+            "val": val,
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "stopped_early": self.stopped_early,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        if self.bandit is not None:
+            means = self.bandit.mean_rewards()
+            rec["bands"] = {
+                "chosen_this_epoch": band_counts.tolist(),
+                "counts": self.bandit.counts.tolist(),
+                "mean_reward": [None if np.isnan(m) else round(float(m), 4) for m in means],
+                "band_negatives": band_negatives,
+                "fallback_negatives": fallbacks,
+                "mean_informative": active_sum / steps,
+            }
+        self._log(rec)
+        if self.run_dir is not None:
+            save_checkpoint(
+                self.run_dir / "last",
+                model=self.model,
+                optimizer=self.optimizer,
+                scheduler=self.scheduler,
+                rng=self.rng,
+                state=self.state_dict(),
+            )
+        msg = (
+            f"epoch {epoch:>3}/{cfg.epochs}  loss {rec['loss']:.4f}  val mAP@R {score:.4f}"
+            f"  R@1 {val['recall@1']:.4f}  best {self.best_score:.4f}@{self.best_epoch}"
+            f"  {rec['seconds']:.1f}s"
+        )
+        if self.bandit is not None:
+            fb = fallbacks / max(1, fallbacks + band_negatives)
+            msg += f"  bands {band_counts.tolist()} fallback {fb:.0%}"
+        if self.stopped_early:
+            msg += f"  (early stop: {cfg.patience} epochs without improvement)"
+        self.console(msg)
+        return rec
