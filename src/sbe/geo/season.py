@@ -1,0 +1,109 @@
+"""Season as day of year on the circle: encoding, von Mises loss, circular errors.
+
+Day of year is 0-based (1 January = 0) and the angle is ``θ = 2π · doy / 365.25``, so the last day of
+a leap year sits just before 1 January and the error between 31 December and 1 January is one day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
+
+YEAR_DAYS = 365.25
+LOG_2PI = math.log(2.0 * math.pi)
+#: first day of each month (0-based) in a non-leap year, for day -> month
+_MONTH_START = np.cumsum([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30])
+
+
+def day_of_year(dates: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """0-based day of year of an Arrow date column; NaN where the date is null.
+
+    Returns:
+        float64 (N,).
+    """
+    if isinstance(dates, pa.ChunkedArray):
+        dates = dates.combine_chunks()
+    doy = pc.subtract(pc.day_of_year(dates), 1)
+    return doy.to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+def day_of_year_of(date: dt.date) -> int:
+    """0-based day of year of one date."""
+    return date.timetuple().tm_yday - 1
+
+
+def doy_to_angle(doy: np.ndarray | Tensor) -> np.ndarray | Tensor:
+    """Angle in radians, ``2π · doy / 365.25``."""
+    return doy * (2.0 * math.pi / YEAR_DAYS)
+
+
+def angle_to_doy(theta: np.ndarray) -> np.ndarray:
+    """0-based day of year in [0, 365.25) from an angle in radians (any range)."""
+    return np.mod(np.asarray(theta, dtype=np.float64), 2.0 * math.pi) * (YEAR_DAYS / (2 * math.pi))
+
+
+def doy_to_month(doy: np.ndarray) -> np.ndarray:
+    """Month 1..12 of a 0-based day of year (non-leap calendar)."""
+    d = np.clip(np.floor(np.asarray(doy, dtype=np.float64)), 0, 364).astype(np.int64)
+    return np.searchsorted(_MONTH_START, d, side="right")
+
+
+def circular_error_days(pred_doy: np.ndarray, true_doy: np.ndarray) -> np.ndarray:
+    """Absolute difference in days on the 365.25-day circle, in [0, 182.625]."""
+    d = np.mod(np.asarray(pred_doy, dtype=np.float64) - true_doy, YEAR_DAYS)
+    return np.minimum(d, YEAR_DAYS - d)
+
+
+def log_i0(kappa: Tensor) -> Tensor:
+    """``log I₀(κ)`` for κ ≥ 0, stable for large κ: ``log(i0e(κ)) + κ``."""
+    return torch.log(torch.special.i0e(kappa)) + kappa
+
+
+def season_params(raw: Tensor) -> tuple[Tensor, Tensor]:
+    """Season head output (B, 3) -> mean angle (B,) in radians and concentration κ (B,) > 0."""
+    raw = raw.float()
+    mu = torch.atan2(raw[:, 1], raw[:, 0])
+    kappa = torch.nn.functional.softplus(raw[:, 2]) + 1e-3
+    return mu, kappa
+
+
+def von_mises_nll(raw: Tensor, theta: Tensor) -> Tensor:
+    """Per-row von Mises NLL ``-κ cos(θ - μ) + log 2π + log I₀(κ)``.
+
+    Args:
+        raw: (B, 3) head output: (cos-like, sin-like, raw concentration).
+        theta: (B,) true angles in radians.
+
+    Returns:
+        float32 (B,).
+    """
+    mu, kappa = season_params(raw)
+    return -kappa * torch.cos(theta.float() - mu) + LOG_2PI + log_i0(kappa)
+
+
+def cosine_loss(raw: Tensor, theta: Tensor) -> Tensor:
+    """Per-row ``1 - cos(θ - μ)`` (the direction only; the concentration output is ignored)."""
+    mu, _ = season_params(raw)
+    return 1.0 - torch.cos(theta.float() - mu)
+
+
+def predicted_doy(raw: Tensor) -> np.ndarray:
+    """0-based day of year of each row's mean direction, float64 (B,)."""
+    mu, _ = season_params(raw)
+    return angle_to_doy(mu.detach().cpu().numpy())
+
+
+def circular_mean_doy(doy: np.ndarray) -> float:
+    """Circular mean of days of year (NaNs ignored); NaN if none."""
+    d = np.asarray(doy, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return math.nan
+    th = doy_to_angle(d)
+    return float(angle_to_doy(np.arctan2(np.sin(th).mean(), np.cos(th).mean())))

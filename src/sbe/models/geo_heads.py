@@ -1,0 +1,300 @@
+"""Geo heads on frozen embeddings: a shared MLP trunk, an MvMF location head, a hierarchical
+Köppen-Geiger climate head and a circular season head.
+
+Saved like an HF model: ``config.json`` (:class:`GeoHeadsConfig`) + ``model.safetensors`` (weights,
+the fixed MvMF centres and the gallery of training locations used as prediction candidates).
+
+Example:
+    >>> heads = GeoHeads(GeoHeadsConfig(in_dim=256, num_centres=300, num_data_centres=100))
+    >>> out = heads(torch.randn(8, 256))
+    >>> out.location_logits.shape, out.climate_logits.shape, out.season.shape
+    (torch.Size([8, 300]), torch.Size([8, 31]), torch.Size([8, 3]))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from sbe.geo.koppen import COARSE_OF_FINE, NUM_COARSE, NUM_FINE
+from sbe.geo.mvmf import Modes, mixture_modes
+from sbe.geo.season import predicted_doy, season_params
+from sbe.storage import atomic_path, write_json_atomic
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class GeoHeadsConfig:
+    """Shape and meaning of a :class:`GeoHeads` (JSON-serialisable).
+
+    Attributes:
+        in_dim: embedding size the heads read.
+        hidden_dim: trunk width.
+        dropout: trunk dropout.
+        num_centres: MvMF components (data + background centres).
+        num_data_centres: the first this many centres come from training data (k-means).
+        num_gallery: training locations kept as extra prediction candidates.
+        log_kappa_min, log_kappa_max: clamp of the learned log-concentrations.
+        num_fine, num_coarse: climate classes (31 Phileo/Beck classes incl. water; 6 groups).
+        input_space: ``"backbone"`` (L2-normalised backbone embeddings) or ``"projector"``.
+        backbone: identity of the backbone that made the embeddings (to embed new images).
+        extra: free-form provenance (split dir, run dir, ...).
+    """
+
+    in_dim: int
+    hidden_dim: int = 512
+    dropout: float = 0.1
+    num_centres: int = 1
+    num_data_centres: int = 1
+    num_gallery: int = 0
+    log_kappa_min: float = 4.0
+    log_kappa_max: float = 16.0
+    num_fine: int = NUM_FINE
+    num_coarse: int = NUM_COARSE
+    input_space: str = "backbone"
+    backbone: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeoHeadsConfig:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class GeoOutputs:
+    """What :meth:`GeoHeads.forward` returns for a batch of B embeddings.
+
+    Attributes:
+        location_logits: (B, K) MvMF mixture logits.
+        log_kappa: (K,) clamped log-concentrations.
+        centres: (K, 3) float64 fixed centre unit vectors.
+        climate_logits: (B, 31) fine Köppen-Geiger logits.
+        season: (B, 3) season head output (direction a, b and raw concentration).
+    """
+
+    location_logits: Tensor
+    log_kappa: Tensor
+    centres: Tensor
+    climate_logits: Tensor
+    season: Tensor
+
+
+@dataclass
+class GeoPrediction:
+    """Decoded predictions for B rows (numpy).
+
+    Attributes:
+        modes: top-k locations (:class:`sbe.geo.mvmf.Modes`, arrays (B, k)).
+        fine: (B,) predicted fine climate class. fine_prob: (B,) its probability.
+        coarse: (B,) predicted coarse group. coarse_prob: (B,) its probability.
+        doy: (B,) predicted 0-based day of year. season_kappa: (B,) its von Mises concentration.
+    """
+
+    modes: Modes
+    fine: np.ndarray
+    fine_prob: np.ndarray
+    coarse: np.ndarray
+    coarse_prob: np.ndarray
+    doy: np.ndarray
+    season_kappa: np.ndarray
+
+
+def coarse_log_probs(fine_logits: Tensor, coarse_of_fine: Tensor) -> Tensor:
+    """Coarse-group log-probabilities: logsumexp of each group's fine log-softmax.
+
+    Args:
+        fine_logits: (B, F). coarse_of_fine: (F,) int64 group of each fine class.
+
+    Returns:
+        float32 (B, G) with G = max group + 1.
+    """
+    log_p = torch.log_softmax(fine_logits.float(), dim=-1)
+    groups = int(coarse_of_fine.max()) + 1
+    mask = torch.nn.functional.one_hot(coarse_of_fine, groups).T.bool()  # (G, F)
+    masked = log_p[:, None, :].masked_fill(~mask[None], float("-inf"))
+    return torch.logsumexp(masked, dim=-1)
+
+
+class GeoHeads(nn.Module):
+    """Shared trunk + location (MvMF), climate (31 fine / 6 coarse) and season heads."""
+
+    def __init__(self, config: GeoHeadsConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.trunk = nn.Sequential(
+            nn.LayerNorm(c.in_dim),
+            nn.Linear(c.in_dim, c.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(c.dropout),
+            nn.Linear(c.hidden_dim, c.hidden_dim),
+            nn.GELU(),
+        )
+        self.location = nn.Linear(c.hidden_dim, c.num_centres)
+        self.climate = nn.Linear(c.hidden_dim, c.num_fine)
+        self.season = nn.Linear(c.hidden_dim, 3)
+        self.log_kappa = nn.Parameter(torch.full((c.num_centres,), 8.0))
+        self.register_buffer("centres", _default_centres(c.num_centres))
+        self.register_buffer("gallery", torch.zeros(c.num_gallery, 3, dtype=torch.float64))
+        self.register_buffer("gallery_owner", torch.zeros(c.num_gallery, dtype=torch.int64))
+        self.register_buffer("coarse_of_fine", torch.as_tensor(COARSE_OF_FINE[: c.num_fine]))
+
+    # -- setup ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def set_centres(self, xyz: np.ndarray, log_kappa: np.ndarray) -> None:
+        """Install fixed centres (K, 3) and initial log κ (K,) (K must match the config)."""
+        if xyz.shape != (self.config.num_centres, 3):
+            raise ValueError(f"expected {self.config.num_centres} centres, got {xyz.shape}")
+        self.centres.copy_(torch.as_tensor(xyz, dtype=torch.float64))
+        lo, hi = self.config.log_kappa_min, self.config.log_kappa_max
+        self.log_kappa.copy_(torch.as_tensor(log_kappa, dtype=torch.float32).clamp(lo, hi))
+
+    @torch.no_grad()
+    def set_gallery(self, xyz: np.ndarray) -> None:
+        """Install training locations (P, 3) as extra prediction candidates, each owned by its
+        nearest centre (P must match the config)."""
+        if xyz.shape != (self.config.num_gallery, 3):
+            raise ValueError(f"expected {self.config.num_gallery} gallery points, got {xyz.shape}")
+        g = torch.as_tensor(xyz, dtype=torch.float64)
+        self.gallery.copy_(g)
+        if len(g):
+            self.gallery_owner.copy_(torch.argmax(g @ self.centres.T, dim=1))
+
+    @torch.no_grad()
+    def clamp_(self) -> None:
+        """Keep the log-concentrations inside their range (call after each optimiser step)."""
+        self.log_kappa.clamp_(self.config.log_kappa_min, self.config.log_kappa_max)
+
+    # -- forward ----------------------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> GeoOutputs:
+        """Run the heads.
+
+        Args:
+            x: (B, in_dim) embeddings (as the heads were trained on: L2-normalised backbone
+                embeddings or projector outputs).
+        """
+        h = self.trunk(x.float())
+        lo, hi = self.config.log_kappa_min, self.config.log_kappa_max
+        return GeoOutputs(
+            location_logits=self.location(h),
+            log_kappa=self.log_kappa.clamp(lo, hi),
+            centres=self.centres,
+            climate_logits=self.climate(h),
+            season=self.season(h),
+        )
+
+    @torch.no_grad()
+    def predict(
+        self,
+        x: Tensor,
+        *,
+        top_k: int = 5,
+        use_gallery: bool = True,
+        batch_size: int = 1024,
+    ) -> GeoPrediction:
+        """Decode predictions for (B, in_dim) embeddings (eval mode, no grad, batched)."""
+        was_training = self.training
+        self.eval()
+        parts: list[GeoPrediction] = []
+        try:
+            for s in range(0, x.shape[0], batch_size):
+                parts.append(self._predict_batch(x[s : s + batch_size], top_k, use_gallery))
+        finally:
+            self.train(was_training)
+        return _concat_predictions(parts, top_k)
+
+    def _predict_batch(self, x: Tensor, top_k: int, use_gallery: bool) -> GeoPrediction:
+        out = self(x)
+        gallery = self.gallery if use_gallery and len(self.gallery) else None
+        modes = mixture_modes(
+            out.location_logits,
+            out.log_kappa,
+            out.centres,
+            extra_candidates=gallery,
+            extra_owner=self.gallery_owner if gallery is not None else None,
+            top_k=top_k,
+        )
+        p_fine = torch.softmax(out.climate_logits.float(), dim=-1)
+        p_coarse = coarse_log_probs(out.climate_logits, self.coarse_of_fine).exp()
+        fine_prob, fine = p_fine.max(dim=-1)
+        coarse_prob, coarse = p_coarse.max(dim=-1)
+        _, kappa = season_params(out.season)
+        return GeoPrediction(
+            modes=modes,
+            fine=fine.cpu().numpy(),
+            fine_prob=fine_prob.cpu().numpy(),
+            coarse=coarse.cpu().numpy(),
+            coarse_prob=coarse_prob.cpu().numpy(),
+            doy=predicted_doy(out.season),
+            season_kappa=kappa.cpu().numpy(),
+        )
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt"})
+        write_json_atomic(directory / CONFIG_NAME, self.config.to_dict())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> GeoHeads:
+        """Load heads saved by :meth:`save_pretrained`."""
+        directory = Path(directory)
+        cfg_path = directory / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise FileNotFoundError(f"no geo heads in {directory} (missing {CONFIG_NAME})")
+        config = GeoHeadsConfig.from_dict(json.loads(cfg_path.read_text()))
+        model = cls(config)
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME)))
+        return model.to(device).eval()
+
+
+def _default_centres(k: int) -> Tensor:
+    from sbe.geo.mvmf import fibonacci_sphere
+
+    return torch.as_tensor(fibonacci_sphere(k), dtype=torch.float64)
+
+
+def _concat_predictions(parts: list[GeoPrediction], top_k: int) -> GeoPrediction:
+    if not parts:
+        empty = np.zeros((0, top_k))
+        e1 = np.zeros(0)
+        return GeoPrediction(Modes(empty, empty, empty, empty), e1, e1, e1, e1, e1, e1)
+
+    def cat(get: Any) -> np.ndarray:
+        return np.concatenate([get(p) for p in parts])
+
+    modes = Modes(
+        lat=cat(lambda p: p.modes.lat),
+        lon=cat(lambda p: p.modes.lon),
+        prob=cat(lambda p: p.modes.prob),
+        log_density=cat(lambda p: p.modes.log_density),
+    )
+    return GeoPrediction(
+        modes=modes,
+        fine=cat(lambda p: p.fine),
+        fine_prob=cat(lambda p: p.fine_prob),
+        coarse=cat(lambda p: p.coarse),
+        coarse_prob=cat(lambda p: p.coarse_prob),
+        doy=cat(lambda p: p.doy),
+        season_kappa=cat(lambda p: p.season_kappa),
+    )
