@@ -403,6 +403,157 @@ def tune_cmd(
 
 # ---- publish / embed / aggregate ----
 
+
+def _shard(value: str | None) -> tuple[int | None, int | None]:
+    """``K/N`` -> (K, N)."""
+    if value is None:
+        return None, None
+    try:
+        k, n = (int(v) for v in value.split("/"))
+    except ValueError:
+        _fail(f"--shard expects K/N (e.g. 3/16), got {value!r}", code=2)
+        raise  # unreachable
+    return k, n
+
+
+@app.command("publish")
+def publish_cmd(
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Training run folder (default: [publish] run).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Model folder to write (default: model).")
+    ] = None,
+    geo: Annotated[
+        Path | None, typer.Option("--geo", help="Geo stage folder whose heads ship too.")
+    ] = None,
+    bundle_backbone: Annotated[
+        bool | None,
+        typer.Option(
+            "--bundle-backbone/--reference-backbone",
+            help="Copy the backbone weights into the folder (default: reference them).",
+            show_default=False,
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Training run -> Hugging Face model folder (AutoModel + trust_remote_code, model card)."""
+    from sbe.stages import publish as stage
+
+    cfg = section(
+        config, "publish", run=run, output=out_dir, geo=geo, bundle_backbone=bundle_backbone
+    )
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    out.print(f"-> {cfg.output}")
+
+
+@app.command("embed")
+def embed_cmd(
+    input: Annotated[
+        Path | None, typer.Option("--input", "-i", help="Packaged parquet: image_bytes, OSMID.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Output dataset folder.")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", "-m", help="Published model folder.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=0, help="Embed only the first N selected rows.")
+    ] = None,
+    filter_valid: Annotated[
+        bool | None,
+        typer.Option(
+            "--filter-valid/--no-filter-valid",
+            help="Skip rows whose is_valid is False (null counts as valid).",
+            show_default=False,
+        ),
+    ] = None,
+    engine: Annotated[str | None, typer.Option(help="local or ray.")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=0, help="Images per forward pass; 0 = automatic.")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    chunk_rows: Annotated[
+        int | None, typer.Option(min=1, help="Input rows per output part.")
+    ] = None,
+    decode_workers: Annotated[
+        int | None, typer.Option(min=0, help="Decoding threads; 0 = one per core.")
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray engine: actors (one model each).")
+    ] = None,
+    ray_gpus: Annotated[
+        float | None, typer.Option(min=0, help="Ray engine: GPUs per actor (default auto).")
+    ] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="K/N: embed only shard K of N (SLURM arrays).")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Packaged parquet of new images -> per-image embeddings (resumable, per-image failures)."""
+    from sbe.stages import embed as stage
+
+    shard_index, shard_count = _shard(shard)
+    cfg = section(
+        config,
+        "embed",
+        input=input,
+        output=output,
+        model=model,
+        limit=limit,
+        filter_valid=filter_valid,
+        engine=engine,
+        batch_size=batch_size,
+        device=device,
+        chunk_rows=chunk_rows,
+        decode_workers=decode_workers,
+        ray_workers=ray_workers,
+        ray_gpus_per_worker=ray_gpus,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    out.print(f"-> {cfg.output}")
+
+
+@app.command("aggregate")
+def aggregate_cmd(
+    inputs: Annotated[
+        list[Path] | None,
+        typer.Option("--in", help="Embed output folder (repeat for the shards of one run)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (buildings.parquet).")
+    ] = None,
+    locations: Annotated[
+        Path | None, typer.Option("--locations", help="Parquet with OSMID, lat, lon.")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Per-image embeddings -> one vector per OSMID (mean, re-normalised) [+ GeoParquet]."""
+    from sbe.stages import aggregate as stage
+
+    cfg = section(config, "aggregate", input=inputs or None, output=out_dir, locations=locations)
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    out.print(f"-> {cfg.output}")
+
+
 # ---- index / search / cluster ----
 
 index_app = typer.Typer(help="Build a faiss index over embeddings.", no_args_is_help=True)
