@@ -81,16 +81,26 @@ class IngestConfig(Section):
 
 
 class BackboneConfig(Section):
+    """``sbe backbone``: ingest parts + tars -> ``<output>/<tar stem>-<first row>.parquet``."""
+
     _path_fields = ("input", "output")
     input: Path = Path("images")
     output: Path = Path("backbone")
-    model: str = "efficientnet-lite0"
+    model: str = Field(
+        "efficientnet-lite0", description="efficientnet-lite0, efficientnet-lite2 or hf:<id or path>"
+    )
     pooling: Literal["auto", "cls", "pooler", "mean", "gem"] = "auto"
-    runtime: Literal["auto", "torch", "onnx"] = "auto"
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="auto = ONNX Runtime on CPU, torch on GPU"
+    )
     device: Device = "auto"
     batch_size: int = Field(0, ge=0, description="0 = automatic")
     dtype: Literal["float16", "float32"] = "float16"
-    decode_workers: int = Field(0, ge=0, description="threads; 0 = automatic")
+    decode_workers: int = Field(0, ge=0, description="JPEG decode threads; 0 = automatic")
+    threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = every available core")
+    part_rows: int = Field(
+        8192, ge=1, description="rows per output part (a kill loses at most one part)"
+    )
     engine: Engine = "local"
 
 

@@ -1,15 +1,37 @@
-"""The ``Backbone`` interface: uint8 images in, one float vector per image out."""
+"""The ``Backbone`` interface: uint8 images in, one float vector per image out.
+
+Three pieces, each small:
+
+- :class:`Preprocess`: how a decoded image becomes a square uint8 crop (resize rule, crop side,
+  resampling filter) and the per-channel normalisation the model expects.
+- :class:`Encoder`: a ``torch.nn.Module`` from uint8 NHWC crops to (B, dim) float features with the
+  normalisation *inside* the graph, so torch and an exported ONNX graph take the same raw pixels.
+- :class:`Backbone`: a ready-to-run encoder on one runtime (torch eager or ONNX Runtime).
+
+:class:`BackboneSpec` describes a backbone without loading its weights (identity, preprocessing,
+dimension), so a stage can decide whether its output is current before paying for a model load.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import nn
 
-from sbe.data.images import resize_center_crop
+ResizeMode = Literal["short_side", "squash"]
+Resample = Literal["nearest", "bilinear", "bicubic", "lanczos"]
+
+_PIL_FILTERS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
 
 @dataclass(frozen=True)
@@ -17,32 +39,168 @@ class Preprocess:
     """How a decoded image becomes model input.
 
     Attributes:
-        resize: short side after resizing, in pixels.
-        crop: side of the centre crop fed to the model, in pixels.
+        resize: ``short_side``: the short side after resizing, in pixels (aspect kept), then a
+            centre crop of ``crop``; ``squash``: both sides are resized to ``resize`` (aspect not
+            kept, as Hugging Face processors with ``size={"height", "width"}`` do), then the
+            centre crop (a no-op when ``crop == resize``).
+        crop: side of the square crop fed to the model, in pixels.
         mean: per-channel mean subtracted, in 0-255 pixel units (RGB).
         std: per-channel divisor, in 0-255 pixel units (RGB).
+        resize_mode: ``"short_side"`` or ``"squash"`` (see ``resize``).
+        resample: Pillow filter used for the resize.
     """
 
     resize: int
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    resize_mode: ResizeMode = "short_side"
+    resample: Resample = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.crop > self.resize:
+            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
+        if self.resize_mode not in ("short_side", "squash"):
+            raise ValueError(f"unknown resize_mode {self.resize_mode!r}")
+        if self.resample not in _PIL_FILTERS:
+            raise ValueError(f"unknown resample filter {self.resample!r}")
+        # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    @property
+    def decode_side(self) -> int:
+        """The smallest image side the decoder must deliver (for JPEG draft-mode decoding)."""
+        return self.resize
+
+    def apply(self, img: Image.Image) -> np.ndarray:
+        """Resize and centre-crop one decoded image.
+
+        Args:
+            img: any size, any mode (converted to RGB).
+
+        Returns:
+            uint8 array of shape (crop, crop, 3), RGB, HWC.
+        """
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        w, h = img.size
+        if self.resize_mode == "squash":
+            nw = nh = self.resize
+        else:
+            scale = self.resize / min(w, h)
+            nw, nh = max(self.resize, round(w * scale)), max(self.resize, round(h * scale))
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), _PIL_FILTERS[self.resample])
+        left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
+        if (nw, nh) != (self.crop, self.crop):
+            img = img.crop((left, top, left + self.crop, top + self.crop))
+        return np.asarray(img, dtype=np.uint8)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        return cls(
+            resize=int(d["resize"]),
+            crop=int(d["crop"]),
+            mean=tuple(d["mean"]),
+            std=tuple(d["std"]),
+            resize_mode=d.get("resize_mode", "short_side"),
+            resample=d.get("resample", "bilinear"),
+        )
 
 
-class Backbone(ABC):
-    """A frozen image encoder.
+class Normalize(nn.Module):
+    """uint8 NHWC pixels -> float NCHW ``(x - mean) / std`` (mean and std in 0-255 units)."""
 
-    Implementations take uint8 RGB batches already resized and cropped to
-    ``preprocess.crop`` (shape (B, crop, crop, 3)) and do the normalisation themselves, so the
-    same input works for every runtime (torch, ONNX Runtime).
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, images_u8_nhwc: torch.Tensor) -> torch.Tensor:
+        x = images_u8_nhwc.permute(0, 3, 1, 2).float()
+        return (x - self.mean) / self.std
+
+
+class Encoder(nn.Module):
+    """A frozen image encoder with its input normalisation inside.
+
+    ``forward`` takes uint8 (B, crop, crop, 3) RGB and returns float32 (B, dim).
+    """
+
+    dim: int
+    preprocess: Preprocess
+    #: the module is convolutional (torch on CPU runs it faster in channels_last layout)
+    convolutional: bool = False
+    #: set by the torch runtime when it moved a convolutional encoder to channels_last
+    channels_last: bool = False
+
+
+class BackboneSpec(ABC):
+    """A backbone described without loading its weights.
+
+    Attributes:
+        name: the spec string that rebuilds it (``efficientnet-lite0``, ``hf:<id or path>``).
+        dim: embedding dimension.
+        preprocess: the input preparation the model expects.
+        pooling: the resolved pooling mode (never ``"auto"``).
     """
 
     name: str
     dim: int
     preprocess: Preprocess
+    pooling: str
+
+    @abstractmethod
+    def identity(self) -> dict[str, Any]:
+        """JSON dict that :func:`sbe.models.backbones.load_backbone` rebuilds this backbone from."""
+
+    @abstractmethod
+    def weights_fingerprint(self) -> str:
+        """A cheap string that changes when the weights change (for caches keyed on weights)."""
+
+    @abstractmethod
+    def build(self, device: torch.device, dtype: torch.dtype = torch.float32) -> Encoder:
+        """Load the weights and return the encoder in eval mode on ``device``.
+
+        Args:
+            device: where the weights go.
+            dtype: parameter dtype (float32 on CPU; bfloat16/float16 is worth it on GPU).
+        """
+
+    def num_parameters(self) -> int | None:
+        """Parameter count if known without loading (used for batch-size and ONNX decisions)."""
+        return None
+
+
+class Backbone(ABC):
+    """A frozen image encoder, ready to run.
+
+    Implementations take uint8 RGB batches already resized and cropped to ``preprocess.crop``
+    (shape (B, crop, crop, 3)) and do the normalisation themselves, so the same input works for
+    every runtime (torch, ONNX Runtime).
+
+    Attributes:
+        name: spec string (``efficientnet-lite0``, ``hf:...``).
+        dim: embedding dimension.
+        preprocess: what :meth:`Preprocess.apply` must do to an image before :meth:`embed`.
+        runtime: ``"torch"`` or ``"onnx"``.
+        device: ``"cpu"`` or ``"cuda"`` (or ``"cuda:N"``).
+        default_batch_size: a batch size that keeps this runtime busy.
+    """
+
+    name: str
+    dim: int
+    preprocess: Preprocess
+    runtime: str = "torch"
+    device: str = "cpu"
+    default_batch_size: int = 32
+    spec: BackboneSpec | None = None
 
     @abstractmethod
     def embed(self, images: np.ndarray) -> np.ndarray:
@@ -56,11 +214,15 @@ class Backbone(ABC):
         """
 
     def embed_pil(self, images: list[Image.Image]) -> np.ndarray:
-        """Embed decoded PIL images (any size): resize, centre-crop, then :meth:`embed`."""
-        p = self.preprocess
-        batch = np.stack([resize_center_crop(im.convert("RGB"), p.resize, p.crop) for im in images])
+        """Embed decoded PIL images (any size): :meth:`Preprocess.apply`, then :meth:`embed`."""
+        batch = np.stack([self.preprocess.apply(im) for im in images])
         return self.embed(batch)
 
     def identity(self) -> dict[str, Any]:
-        """What a downstream stage must know to reproduce these embeddings."""
+        """What a downstream stage must know to reproduce these embeddings.
+
+        ``load_backbone(identity)`` rebuilds the same backbone (on any runtime or device).
+        """
+        if self.spec is not None:
+            return self.spec.identity()
         return {"name": self.name, "dim": self.dim, "preprocess": self.preprocess.to_dict()}

