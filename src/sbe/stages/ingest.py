@@ -252,9 +252,13 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
         The stage manifest (``up_to_date=True`` when nothing needed redoing).
 
     Raises:
-        SbeError: an input is missing, not an uncompressed tar, or yields no valid rows.
+        SbeError: an input is missing, not an uncompressed tar, or yields no valid rows; or an
+            engine other than ``local`` is asked for.
         LockedError: another run is writing ``cfg.output``.
     """
+    if cfg.engine != "local":
+        # ingest_tar is a plain picklable function, ready for a Ray task; the driver is not yet.
+        raise SbeError("the ingest stage runs with engine 'local' only for now")
     timer = StageTimer()
     tars = discover_tars(cfg.inputs)
     _check_inputs(tars)
