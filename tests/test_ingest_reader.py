@@ -381,3 +381,18 @@ def test_skip_reasons_are_documented() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs" / "ingest.md").read_text()
     for reason in SKIP_REASONS:
         assert f"`{reason}`" in doc, reason
+
+
+def test_oversized_members_are_not_read(tmp_path: Path, monkeypatch) -> None:
+    import sbe.data.rawtar as rawtar
+
+    recs = records(4, 88)
+    recs[0].jpeg = make_jpeg(200, 200, seed=1)  # bigger than the others
+    recs[1].txt = recs[1].txt + "a " + "0.5 " * 400 + "\n"  # a long (ignored) `a` line
+    monkeypatch.setattr(rawtar, "MAX_IMAGE_BYTES", len(recs[0].jpeg) - 1)
+    monkeypatch.setattr(rawtar, "MAX_METADATA_BYTES", 1000)
+    _, rep = read(write_tar(tmp_path / "0088.tar", recs))
+    assert rep.rows == 2
+    assert rep.skipped == {"corrupt_jpeg": 1, "malformed_d_line": 1}
+    assert rep.malformed_kinds == {"too_large": 1}
+    assert "limit" in rep.skip_examples["corrupt_jpeg"][0]

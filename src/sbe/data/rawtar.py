@@ -45,6 +45,9 @@ from sbe.storage.schemas import FINGERPRINT_DIM, FINGERPRINT_SIDE, IMAGES_SCHEMA
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg")
 METADATA_EXTENSION = ".txt"
+#: Members above these sizes are not read (a 640x640 crop is ~100 KB, its .txt < 1 KB).
+MAX_IMAGE_BYTES = 64 << 20
+MAX_METADATA_BYTES = 1 << 20
 
 #: Every reason a record (or member, or archive) can be skipped for, for docs and tests.
 SKIP_REASONS = (
@@ -249,17 +252,24 @@ class _Reader:
             if (stem, kind) in self.seen:
                 self.skips.add("duplicate_member", self.where(m.name))
                 continue
-            try:
-                data = m.read()
-            except TarDamageError:
-                break
+            limit = MAX_IMAGE_BYTES if kind == "image" else MAX_METADATA_BYTES
+            data = b""
+            if m.size <= limit:  # a larger member is never read into memory
+                try:
+                    data = m.read()
+                except TarDamageError:
+                    break
             self.seen.add((stem, kind))
+            too_large = f"member is {m.size:,} bytes, over the {limit:,}-byte limit"
             if kind == "image":
                 self.report.image_members += 1
-                self.add(stem, _Image(m.name, m.offset, m.size, n, self.decode(data)))
+                outcome = self.decode(data) if m.size <= limit else too_large
+                self.add(stem, _Image(m.name, m.offset, m.size, n, outcome))
             else:
                 self.report.metadata_members += 1
                 try:
+                    if m.size > limit:
+                        raise MetadataError("too_large", too_large)
                     meta = parse_metadata(data, normal_tolerance=self.settings.normal_tolerance)
                     self.add(stem, _Meta(m.name, meta, None))
                 except MetadataError as e:

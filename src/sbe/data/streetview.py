@@ -55,6 +55,7 @@ NORMAL_TOLERANCE = 1e-2
 
 MetadataErrorKind = Literal[
     "not_text",  # bytes are not UTF-8 text
+    "too_large",  # the file is implausibly large for a .txt (not read)
     "missing_d_line",  # empty file, or the first non-blank line is not a `d` line
     "multiple_d_lines",
     "token_count",  # not exactly `d` + 17 numbers
