@@ -104,7 +104,7 @@ def init_residual_pca(model: Projector, embeddings: torch.Tensor, seed: int) -> 
     k = min(out, vt.shape[0])
     w = torch.zeros(out, d)
     w[:k] = vt[:k]
-    energy = (s[:k] ** 2).sum() / max(len(x) - 1, 1)
+    energy = (s[:k] ** 2).sum() / len(x)
     w /= energy.clamp_min(1e-12).sqrt()
     dev = model.residual.weight.device
     model.residual.weight.copy_(w.to(dev))
