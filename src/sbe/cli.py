@@ -400,6 +400,172 @@ def tune_cmd(
 
 
 # ---- geo ----
+geo_app = typer.Typer(
+    help="Geographic expert: location, climate zone and season heads on the embeddings.",
+    no_args_is_help=True,
+)
+app.add_typer(geo_app, name="geo")
+
+
+def _geo_report_table(report: dict[str, Any], title: str) -> Table:
+    """Model beside both baselines, one metric per row."""
+    predictors = {
+        "geo heads": report["model"],
+        "most common": report["baselines"]["most_common"],
+        "nearest neighbour": report["baselines"]["nearest_neighbour"],
+    }
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="bold")
+    for name in predictors:
+        table.add_column(name, justify="right")
+    rows: list[tuple[str, str, str, str]] = [
+        *(("location", f"acc_{t}km", f"within {t} km", "%") for t in (1, 25, 200, 750, 2500)),
+        ("location", "median_km", "median error (km)", "km"),
+        ("location", "mean_km", "mean error (km)", "km"),
+        ("climate", "fine_acc", "climate fine acc", "%"),
+        ("climate", "fine_macro_f1", "climate fine macro-F1", "f"),
+        ("climate", "coarse_acc", "climate coarse acc", "%"),
+        ("climate", "coarse_macro_f1", "climate coarse macro-F1", "f"),
+        ("season", "mean_error_days", "season mean error (days)", "d"),
+        ("season", "north_mean_error_days", "  northern hemisphere", "d"),
+        ("season", "south_mean_error_days", "  southern hemisphere", "d"),
+    ]
+    for group, key, label, kind in rows:
+        cells = []
+        for m in predictors.values():
+            v = m[group].get(key)
+            if v is None or (isinstance(v, float) and v != v):
+                cells.append("-")
+            elif kind == "%":
+                cells.append(f"{100 * v:.1f}%")
+            elif kind == "f":
+                cells.append(f"{v:.3f}")
+            else:
+                cells.append(f"{v:,.1f}")
+        table.add_row(label, *cells)
+    return table
+
+
+@geo_app.command("train")
+def geo_train(
+    input: Annotated[
+        Path | None, typer.Option("--in", help="split folder (train/val/test.parquet)")
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option("--run", help="train run folder: heads read its projector's outputs"),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="output folder GEO_DIR")] = None,
+    epochs: Annotated[int | None, typer.Option(help="maximum epochs")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train the location (MvMF), climate and season heads on frozen embeddings."""
+    from sbe.stages import geo as geo_stage
+
+    cfg = section(
+        config, "geo", input=input, run=run, output=output, epochs=epochs, device=device, seed=seed
+    )
+
+    def log(rec: dict[str, Any]) -> None:
+        if not as_json:
+            err.print(
+                f"epoch {rec['epoch']:3d}  train {rec['train_loss']:.3f}  val {rec['val_loss']:.3f}"
+                f"  (loc {rec['val_location']:.2f}, climate {rec['val_climate']:.2f},"
+                f" season {rec['val_season']:.2f})  {rec['seconds']:.1f} s"
+                + ("  *" if rec["best"] else ""),
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    manifest = geo_stage.train(cfg, log=log)  # type: ignore[arg-type]
+    metrics_path = Path(cfg.output) / "metrics.json"  # type: ignore[attr-defined]
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    if as_json:
+        out.print_json(json.dumps({"manifest": manifest.model_dump(mode="json"), **metrics}))
+        return
+    print_manifest(manifest)
+    if metrics.get("test"):
+        out.print(_geo_report_table(metrics["test"], f"test split ({metrics['test']['n']:,} rows)"))
+
+
+@geo_app.command("evaluate")
+def geo_evaluate(
+    run: Annotated[
+        Path | None, typer.Option("--run", "--model", help="GEO_DIR written by `sbe geo train`")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, val or test")] = "test",
+    input: Annotated[
+        Path | None, typer.Option("--in", help="split folder (default: the one trained on)")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy at 1/25/200/750/2500 km, climate and season errors, beside two baselines."""
+    from sbe.stages import geo as geo_stage
+
+    if split not in ("train", "val", "test"):
+        _fail(f"--split must be train, val or test, not {split!r}", code=2)
+    cfg = section(config, "geo")
+    geo_dir = run.resolve() if run is not None else Path(cfg.output)  # type: ignore[attr-defined]
+    report = geo_stage.evaluate(
+        geo_dir,
+        split=split,
+        split_dir=input.resolve() if input is not None else None,
+        fallback_px=cfg.coastal_fallback_px,  # type: ignore[attr-defined]
+    )
+    if as_json:
+        out.print_json(json.dumps(report))
+    else:
+        out.print(_geo_report_table(report, f"sbe geo evaluate: {split} ({report['n']:,} rows)"))
+
+
+@geo_app.command("predict")
+def geo_predict(
+    images: Annotated[list[Path] | None, typer.Argument(help="image files")] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="GEO_DIR (default: the config's geo output)")
+    ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option("--embeddings", help="parquet file with a backbone `embedding` column"),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="locations per input")] = 5,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Top-k locations with probabilities, climate class and season for images or embeddings."""
+    from sbe.stages import geo as geo_stage
+
+    geo_dir = model.resolve() if model is not None else Path(section(config, "geo").output)  # type: ignore[attr-defined]
+    rows = geo_stage.predict(
+        geo_dir, images=images or None, embeddings_file=embeddings, top_k=top_k
+    )
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title="sbe geo predict", title_justify="left")
+    for col in ("input", "rank", "lat", "lon", "prob", "climate", "season"):
+        table.add_column(col, justify="right" if col in ("rank", "lat", "lon", "prob") else "left")
+    for row in rows:
+        c, s = row["climate"], row["season"]
+        climate = f"{c['code']} ({c['name']}, p={c['prob']:.2f})"
+        season = f"day {s['day_of_year']:.0f} (month {s['month']})"
+        for j, loc in enumerate(row["locations"]):
+            first = j == 0
+            table.add_row(
+                row["source"] if first else "",
+                str(j + 1),
+                f"{loc['lat']:.4f}",
+                f"{loc['lon']:.4f}",
+                f"{loc['prob']:.3f}",
+                climate if first else "",
+                season if first else "",
+            )
+    out.print(table)
+
 
 # ---- publish / embed / aggregate ----
 

@@ -246,15 +246,30 @@ class GeoConfig(Section):
     centres_per_sample: int = Field(40, ge=1, description="K_data = unique locations / this")
     log_kappa_min: float = 4.0
     log_kappa_max: float = 16.0
+    background_log_kappa: float = 6.5
+    gallery_max: int = Field(20_000, ge=0, description="training locations kept as candidates")
+    coastal_fallback_px: int = Field(5, ge=0, le=20)
     location_weight: float = Field(1.0, ge=0)
     climate_weight: float = Field(0.5, ge=0)
     season_weight: float = Field(0.25, ge=0)
+    season_loss: Literal["von_mises", "cosine"] = "von_mises"
+    label_smoothing: float = Field(0.05, ge=0, lt=1)
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(512, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    patience: int = Field(8, ge=0, description="epochs without val improvement; 0 = never stop")
+    select_on: Literal["loss", "median_km"] = "loss"
     device: Device = "auto"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_kappa(self) -> Self:
+        if self.log_kappa_min >= self.log_kappa_max:
+            raise ValueError("log_kappa_min must be below log_kappa_max")
+        return self
 
 
 class PublishConfig(Section):

@@ -1,0 +1,512 @@
+"""``sbe geo``: train the geo heads on frozen embeddings, evaluate them beside baselines, predict.
+
+Output folder (``GEO_DIR``):
+
+- ``config.json`` + ``model.safetensors``: the heads (:class:`sbe.models.geo_heads.GeoHeads`), with
+  the fixed MvMF centres, the gallery of training locations and the backbone identity;
+- ``projector/``: a copy of the run's projector when trained with ``--run`` (so predict needs
+  nothing else);
+- ``metrics.jsonl``: one record per epoch; ``metrics.json``: val and test metrics of the heads and
+  of the two baselines; ``_manifest.json``.
+
+Training is minutes on CPU; a killed run leaves no manifest and the next run starts over.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from sbe.config import GeoConfig, section_dict
+from sbe.errors import SbeError
+from sbe.geo.koppen import FINE_CODES, FINE_NAMES, coarse_of
+from sbe.geo.labels import GeoLabels, labels_from_table
+from sbe.geo.loss import GeoLoss
+from sbe.geo.metrics import (
+    PointPredictions,
+    location_metrics,
+    most_common_baseline,
+    nearest_neighbour_baseline,
+    score,
+)
+from sbe.geo.mvmf import build_centres, dedup_locations
+from sbe.geo.season import doy_to_month
+from sbe.geo.sphere import unit_to_latlon
+from sbe.geo.trainer import FitSettings, fit, resolve_device
+from sbe.models.geo_heads import GeoHeads, GeoHeadsConfig, GeoPrediction
+from sbe.storage import (
+    DirLock,
+    Manifest,
+    StageTimer,
+    atomic_path,
+    clean_stale_temps,
+    config_hash,
+    fingerprint_paths,
+    load_manifest,
+    manifest_is_current,
+    read_part_meta,
+    to_numpy_matrix,
+    write_json_atomic,
+    write_manifest,
+)
+from sbe.storage.manifest import MANIFEST_NAME
+
+STAGE = "geo"
+COLUMNS = ["target_lat", "target_lon", "capture_date", "building_id", "cell_id", "embedding"]
+PROJECTOR_DIR = "projector"
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class SplitData:
+    """One split loaded for the geo heads.
+
+    Attributes:
+        features: (N, D) float32 features the heads read (normalised backbone or projector output).
+        labels: per-row labels. lat, lon: (N,) degrees. doy: (N,) 0-based day of year or NaN.
+    """
+
+    features: np.ndarray
+    labels: GeoLabels
+    lat: np.ndarray
+    lon: np.ndarray
+    doy: np.ndarray
+
+
+def split_file(split_dir: Path, split: str) -> Path:
+    path = Path(split_dir) / f"{split}.parquet"
+    if not path.is_file():
+        raise SbeError(f"{path} not found: run `sbe split` first (or pass --in SPLIT_DIR)")
+    return path
+
+
+def backbone_identity(split_dir: Path) -> dict[str, Any] | None:
+    """The backbone identity recorded by the split stage (manifest, else the train file footer)."""
+    m = load_manifest(split_dir)
+    if m is not None and m.extra.get("backbone"):
+        return m.extra["backbone"]
+    meta = read_part_meta(Path(split_dir) / "train.parquet") or {}
+    return meta.get("backbone")
+
+
+def load_projector(directory: Path) -> Any:
+    """``Projector.from_pretrained(directory)`` (the training engineer's module)."""
+    try:
+        from sbe.models.projector import Projector
+    except ImportError as e:  # pragma: no cover - the module ships with sbe
+        raise SbeError(f"the projector module is not available: {e}") from None
+    if not (directory / "config.json").is_file():
+        raise SbeError(f"no trained projector in {directory}")
+    return Projector.from_pretrained(directory)
+
+
+def features_of(emb: np.ndarray, projector: Any | None) -> np.ndarray:
+    """Heads input: projector output, or L2-normalised backbone embeddings. float32 (N, D)."""
+    emb = np.asarray(emb, dtype=np.float32)
+    if projector is not None:
+        return projector.project(emb)
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def load_split(
+    split_dir: Path, split: str, projector: Any | None, *, fallback_px: int = 5
+) -> SplitData:
+    """Read one split file and compute its features and labels."""
+    path = split_file(split_dir, split)
+    names = pq.read_schema(path).names
+    missing = [c for c in ("target_lat", "target_lon", "embedding") if c not in names]
+    if missing:
+        raise SbeError(f"{path}: missing column(s) {', '.join(missing)}")
+    table = pq.read_table(path, columns=[c for c in COLUMNS if c in names])
+    labels = labels_from_table(table, fallback_px=fallback_px)
+    doy = np.where(
+        labels.has_date.numpy(), labels.season_theta.numpy() * 365.25 / (2 * np.pi), np.nan
+    )
+    return SplitData(
+        features=features_of(to_numpy_matrix(table.column("embedding")), projector),
+        labels=labels,
+        lat=table.column("target_lat").to_numpy(),
+        lon=table.column("target_lon").to_numpy(),
+        doy=doy,
+    )
+
+
+# ---- train ----------------------------------------------------------------------------------
+
+
+def _inputs(cfg: GeoConfig) -> list[Path]:
+    paths = [split_file(Path(cfg.input), s) for s in ("train", "val", "test")]
+    if cfg.run is not None:
+        best = Path(cfg.run) / "best"
+        paths += [best / "config.json", best / "model.safetensors"]
+    return paths
+
+
+def _gallery(lat: np.ndarray, lon: np.ndarray, limit: int) -> np.ndarray:
+    uniq, _ = dedup_locations(lat, lon)
+    if len(uniq) > limit:
+        uniq = uniq[np.linspace(0, len(uniq) - 1, limit).astype(np.int64)]
+    return uniq
+
+
+def train(cfg: GeoConfig, *, log: Any | None = None) -> Manifest:
+    """Train the geo heads on ``cfg.input`` (optionally through the projector of ``cfg.run``).
+
+    Args:
+        cfg: the resolved ``geo`` config section.
+        log: optional callable receiving each epoch's record (for progress output).
+
+    Returns:
+        The manifest (``up_to_date`` when inputs and config did not change).
+    """
+    timer = StageTimer()
+    out_dir = Path(cfg.output)
+    settings = section_dict(cfg)
+    h = config_hash({k: v for k, v in settings.items() if k not in ("output", "device")})
+    inputs = fingerprint_paths(_inputs(cfg))
+    with DirLock(out_dir):
+        clean_stale_temps(out_dir)
+        current = manifest_is_current(out_dir, STAGE, h, inputs)
+        if current is not None:
+            return current
+        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # the folder is incomplete until the end
+        torch.manual_seed(cfg.seed)
+        projector = load_projector(Path(cfg.run) / "best") if cfg.run is not None else None
+        split_dir = Path(cfg.input)
+        fb = cfg.coastal_fallback_px
+        tr = load_split(split_dir, "train", projector, fallback_px=fb)
+        va = load_split(split_dir, "val", projector, fallback_px=fb)
+        if len(tr.lat) == 0 or len(va.lat) == 0:
+            raise SbeError(f"{split_dir}: the train and val splits must both have rows")
+        centres = build_centres(
+            tr.lat,
+            tr.lon,
+            per_sample=cfg.centres_per_sample,
+            background=cfg.background_centres,
+            background_log_kappa=cfg.background_log_kappa,
+            log_kappa_min=cfg.log_kappa_min,
+            log_kappa_max=cfg.log_kappa_max,
+            seed=cfg.seed,
+        )
+        gallery = _gallery(tr.lat, tr.lon, cfg.gallery_max)
+        head_cfg = GeoHeadsConfig(
+            in_dim=tr.features.shape[1],
+            hidden_dim=cfg.hidden_dim,
+            dropout=cfg.dropout,
+            num_centres=len(centres.xyz),
+            num_data_centres=centres.num_data,
+            num_gallery=len(gallery),
+            log_kappa_min=cfg.log_kappa_min,
+            log_kappa_max=cfg.log_kappa_max,
+            input_space="projector" if projector is not None else "backbone",
+            backbone=backbone_identity(split_dir),
+            extra={"split_dir": str(split_dir), "run": str(cfg.run) if cfg.run else None},
+        )
+        heads = GeoHeads(head_cfg)
+        heads.set_centres(centres.xyz, centres.log_kappa)
+        heads.set_gallery(gallery)
+        criterion = GeoLoss(
+            cfg.location_weight,
+            cfg.climate_weight,
+            cfg.season_weight,
+            season_loss=cfg.season_loss,
+            label_smoothing=cfg.label_smoothing,
+        )
+        records: list[dict[str, Any]] = []
+
+        def on_epoch(rec: dict[str, Any]) -> None:
+            records.append(rec)
+            with atomic_path(out_dir / "metrics.jsonl") as tmp:
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+            if log is not None:
+                log(rec)
+
+        def val_median(model: GeoHeads) -> float:
+            p = model.predict(torch.from_numpy(va.features), top_k=1)
+            return location_metrics(p.modes.lat[:, 0], p.modes.lon[:, 0], va.lat, va.lon)[
+                "median_km"
+            ]
+
+        result = fit(
+            heads,
+            torch.from_numpy(tr.features),
+            tr.labels,
+            torch.from_numpy(va.features),
+            va.labels,
+            criterion,
+            FitSettings(
+                epochs=cfg.epochs,
+                batch_size=cfg.batch_size,
+                lr=cfg.lr,
+                weight_decay=cfg.weight_decay,
+                warmup_steps=cfg.warmup_steps,
+                grad_clip=cfg.grad_clip,
+                patience=cfg.patience,
+                select_on=cfg.select_on,
+                seed=cfg.seed,
+                device=cfg.device,
+            ),
+            on_epoch=on_epoch,
+            median_km=val_median,
+        )
+        heads.cpu()
+        heads.config.extra.update(
+            best_epoch=result.best_epoch, best_score=result.best_score, select_on=cfg.select_on
+        )
+        heads.save_pretrained(out_dir)
+        outputs = ["config.json", "model.safetensors", "metrics.jsonl", "metrics.json"]
+        if projector is not None:
+            projector.save_pretrained(out_dir / PROJECTOR_DIR)
+            outputs += [f"{PROJECTOR_DIR}/config.json", f"{PROJECTOR_DIR}/model.safetensors"]
+        te = load_split(split_dir, "test", projector, fallback_px=fb)
+        metrics = {
+            "selection": {
+                "select_on": cfg.select_on,
+                "best_epoch": result.best_epoch,
+                "best_score": result.best_score,
+                "epochs_run": len(result.history),
+                "stopped_early": result.stopped_early,
+            },
+            "val": evaluate_data(heads, va, tr),
+            "test": evaluate_data(heads, te, tr) if len(te.lat) else None,
+        }
+        write_json_atomic(out_dir / "metrics.json", metrics)
+        manifest = Manifest(
+            stage=STAGE,
+            config=settings,
+            config_hash=h,
+            inputs=inputs,
+            outputs=outputs,
+            rows={"train": len(tr.lat), "val": len(va.lat), "test": len(te.lat)},
+            wall_seconds=timer.seconds,
+            extra={
+                "backbone": head_cfg.backbone,
+                "input_space": head_cfg.input_space,
+                "centres": {
+                    "data": centres.num_data,
+                    "background": len(centres.xyz) - centres.num_data,
+                },
+                "gallery": len(gallery),
+                "best_epoch": result.best_epoch,
+                "test": _headline(metrics["test"]),
+            },
+        )
+        write_manifest(out_dir, manifest)
+        return manifest
+
+
+def _headline(report: dict[str, Any] | None) -> dict[str, Any]:
+    if not report:
+        return {}
+    m = report["model"]
+    return {
+        "acc_200km": m["location"]["acc_200km"],
+        "acc_750km": m["location"]["acc_750km"],
+        "median_km": m["location"]["median_km"],
+        "climate_fine_acc": m["climate"]["fine_acc"],
+        "season_mean_error_days": m["season"]["mean_error_days"],
+    }
+
+
+# ---- evaluate -------------------------------------------------------------------------------
+
+
+def model_points(pred: GeoPrediction) -> PointPredictions:
+    """The heads' point predictions (top mode, top fine class, coarse argmax, mean day)."""
+    return PointPredictions(
+        lat=pred.modes.lat[:, 0],
+        lon=pred.modes.lon[:, 0],
+        fine=pred.fine,
+        doy=pred.doy,
+        coarse=pred.coarse,
+    )
+
+
+def evaluate_data(heads: GeoHeads, data: SplitData, train: SplitData) -> dict[str, Any]:
+    """Metrics of the heads and of both baselines on the same rows.
+
+    Returns:
+        ``{"n", "model", "baselines": {"most_common", "nearest_neighbour"}}``, each predictor with
+        ``location`` / ``climate`` / ``season`` metric dicts.
+    """
+    true_fine = data.labels.fine.numpy()
+    train_fine = train.labels.fine.numpy()
+    pred = heads.predict(torch.from_numpy(data.features), top_k=1)
+    mc = most_common_baseline(train.lat, train.lon, train_fine, train.doy, len(data.lat))
+    nn = nearest_neighbour_baseline(
+        data.features, train.features, train.lat, train.lon, train_fine, train.doy
+    )
+    args = (data.lat, data.lon, true_fine, data.doy)
+    return {
+        "n": len(data.lat),
+        "model": score(model_points(pred), *args),
+        "baselines": {"most_common": score(mc, *args), "nearest_neighbour": score(nn, *args)},
+    }
+
+
+def load_geo_dir(geo_dir: Path) -> tuple[GeoHeads, Any | None]:
+    """Heads and (when trained on projector outputs) the projector copy from a ``GEO_DIR``."""
+    heads = GeoHeads.from_pretrained(geo_dir)
+    projector = None
+    if heads.config.input_space == "projector":
+        projector = load_projector(geo_dir / PROJECTOR_DIR)
+    return heads, projector
+
+
+def evaluate(
+    geo_dir: str | Path,
+    *,
+    split: str = "test",
+    split_dir: str | Path | None = None,
+    fallback_px: int = 5,
+) -> dict[str, Any]:
+    """Evaluate saved heads on one split beside the two baselines (fit on the train split).
+
+    Args:
+        geo_dir: output of :func:`train`.
+        split: ``train``, ``val`` or ``test``.
+        split_dir: the split folder; default the one the heads were trained on.
+
+    Returns:
+        The report of :func:`evaluate_data` plus ``split`` and ``geo_dir``.
+    """
+    geo_dir = Path(geo_dir)
+    heads, projector = load_geo_dir(geo_dir)
+    sdir = (
+        Path(split_dir) if split_dir is not None else Path(heads.config.extra.get("split_dir", ""))
+    )
+    train_data = load_split(sdir, "train", projector, fallback_px=fallback_px)
+    data = (
+        train_data
+        if split == "train"
+        else load_split(sdir, split, projector, fallback_px=fallback_px)
+    )
+    report = evaluate_data(heads, data, train_data)
+    return {"split": split, "geo_dir": str(geo_dir), "split_dir": str(sdir), **report}
+
+
+# ---- predict --------------------------------------------------------------------------------
+
+
+def embed_images(
+    paths: list[Path], identity: dict[str, Any] | None, device: str = "auto"
+) -> np.ndarray:
+    """Backbone embeddings (N, dim) of image files, with the backbone the heads were trained on."""
+    from PIL import Image
+
+    if not identity or identity.get("name") in (None, "toy"):
+        raise SbeError(
+            "these geo heads were trained on embeddings without a known backbone; "
+            "pass --embeddings PARQUET instead of images"
+        )
+    try:
+        from sbe.models.backbones import load_backbone  # type: ignore[attr-defined]
+
+        backbone = load_backbone(identity, device=device)
+    except ImportError:
+        from sbe.models.backbones.efficientnet import EfficientNetLiteBackbone
+
+        backbone = EfficientNetLiteBackbone(identity["name"])  # type: ignore[call-arg]
+    images = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise SbeError(f"{p}: not a readable image ({e})") from None
+    return np.concatenate(
+        [backbone.embed_pil(images[s : s + 32]) for s in range(0, len(images), 32)]
+    )
+
+
+def predict_embeddings(
+    geo_dir: str | Path, embeddings: np.ndarray, *, top_k: int = 5
+) -> list[dict[str, Any]]:
+    """Predictions for raw (backbone) embeddings: top-k locations, climate class, season.
+
+    Returns:
+        one dict per row: ``locations`` (list of ``{lat, lon, prob}``), ``climate`` (``code``,
+        ``name``, ``prob``, ``coarse``), ``season`` (``day_of_year`` 0-based, ``month``,
+        ``kappa``).
+    """
+    heads, projector = load_geo_dir(Path(geo_dir))
+    x = features_of(embeddings, projector)
+    device = resolve_device("auto")
+    heads.to(device)
+    pred = heads.predict(torch.from_numpy(x).to(device), top_k=top_k)
+    rows = []
+    months = doy_to_month(pred.doy)
+    for i in range(len(x)):
+        locs = [
+            {
+                "lat": round(float(pred.modes.lat[i, j]), 5),
+                "lon": round(float(pred.modes.lon[i, j]), 5),
+                "prob": round(float(pred.modes.prob[i, j]), 4),
+            }
+            for j in range(top_k)
+            if np.isfinite(pred.modes.lat[i, j])
+        ]
+        f = int(pred.fine[i])
+        rows.append(
+            {
+                "locations": locs,
+                "climate": {
+                    "code": FINE_CODES[f],
+                    "name": FINE_NAMES[f],
+                    "prob": round(float(pred.fine_prob[i]), 4),
+                    "coarse": int(coarse_of(np.array([f]))[0]),
+                },
+                "season": {
+                    "day_of_year": round(float(pred.doy[i]), 1),
+                    "month": int(months[i]),
+                    "kappa": round(float(pred.season_kappa[i]), 3),
+                },
+            }
+        )
+    return rows
+
+
+def predict(
+    geo_dir: str | Path,
+    *,
+    images: list[Path] | None = None,
+    embeddings_file: Path | None = None,
+    top_k: int = 5,
+) -> list[dict[str, Any]]:
+    """Predict for image files or for the ``embedding`` column of a parquet file.
+
+    Each returned dict also has ``source`` (the image path, or the parquet row index).
+    """
+    geo_dir = Path(geo_dir)
+    if (images is None) == (embeddings_file is None):
+        raise SbeError("give image files or --embeddings PARQUET (one of the two)")
+    if images is not None:
+        heads_cfg = GeoHeads.from_pretrained(geo_dir).config
+        emb = embed_images(list(images), heads_cfg.backbone)
+        sources: list[str] = [str(p) for p in images]
+    else:
+        assert embeddings_file is not None
+        try:
+            table = pq.read_table(embeddings_file, columns=["embedding"])
+        except (OSError, pa.ArrowInvalid, KeyError) as e:
+            raise SbeError(f"{embeddings_file}: cannot read an embedding column ({e})") from None
+        emb = to_numpy_matrix(table.column("embedding"), np.float32)
+        sources = [str(i) for i in range(len(emb))]
+    rows = predict_embeddings(geo_dir, emb, top_k=top_k)
+    for src, row in zip(sources, rows, strict=True):
+        row["source"] = src
+    return rows
+
+
+def centre_latlon(heads: GeoHeads) -> tuple[np.ndarray, np.ndarray]:
+    """Lat/lon (degrees) of the heads' MvMF centres."""
+    return unit_to_latlon(heads.centres.numpy())

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from sbe.cli import app
+from sbe.config import load_config
+from sbe.errors import SbeError
+from sbe.geo.toy import write_toy_split
+from sbe.models.geo_heads import GeoHeads
+from sbe.stages import geo as geo_stage
+from sbe.storage import DirLock, LockedError, load_manifest
+
+SMALL = {
+    "epochs": 12,
+    "hidden_dim": 64,
+    "batch_size": 32,
+    "background_centres": 150,
+    "centres_per_sample": 10,
+    "patience": 0,
+    "device": "cpu",
+}
+
+
+def geo_cfg(split_dir: Path, out: Path, **kw):
+    return load_config(None, {"geo": {"input": split_dir, "output": out, **SMALL, **kw}}).section(
+        "geo"
+    )
+
+
+@pytest.fixture(scope="module")
+def toy_split(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("toy") / "split"
+    write_toy_split(d, cities=8, buildings_per_city=40, images_per_building=2, dim=32, seed=0)
+    return d
+
+
+@pytest.fixture(scope="module")
+def trained(toy_split, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("geo") / "geo"
+    geo_stage.train(geo_cfg(toy_split, out))
+    return out
+
+
+def test_toy_split_is_geography_held_out(toy_split) -> None:
+    tables = {s: pq.read_table(toy_split / f"{s}.parquet") for s in ("train", "val", "test")}
+    cells = {s: set(t.column("cell_id").to_pylist()) for s, t in tables.items()}
+    assert not cells["train"] & cells["test"] and not cells["train"] & cells["val"]
+    assert tables["train"].column("capture_date").null_count > 0
+    assert load_manifest(toy_split).extra["backbone"]["dim"] == 32
+
+
+@pytest.mark.slow
+def test_train_writes_outputs_and_beats_most_common(trained) -> None:
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "model.safetensors", "metrics.json", "metrics.jsonl"} <= names
+    assert "_manifest.json" in names and not any(n.startswith(".tmp-") for n in names)
+    metrics = json.loads((trained / "metrics.json").read_text())
+    epochs = (trained / "metrics.jsonl").read_text().splitlines()
+    assert len(epochs) == metrics["selection"]["epochs_run"] == SMALL["epochs"]
+    assert 1 <= metrics["selection"]["best_epoch"] <= SMALL["epochs"]
+    test = metrics["test"]
+    model, base = test["model"], test["baselines"]["most_common"]
+    for key in ("acc_200km", "acc_750km"):
+        assert model["location"][key] > base["location"][key] + 0.2
+    assert model["climate"]["fine_acc"] > base["climate"]["fine_acc"] + 0.2
+    assert model["season"]["mean_error_days"] < base["season"]["mean_error_days"]
+    nn = test["baselines"]["nearest_neighbour"]
+    assert nn["location"]["n"] == model["location"]["n"] == test["n"]
+    heads = GeoHeads.from_pretrained(trained)
+    assert heads.config.input_space == "backbone" and heads.config.backbone["name"] == "toy"
+    assert heads.config.num_centres > heads.config.num_data_centres  # background centres exist
+    m = load_manifest(trained)
+    assert (
+        m.rows["test"] == test["n"]
+        and m.extra["test"]["acc_750km"] == model["location"]["acc_750km"]
+    )
+
+
+@pytest.mark.slow
+def test_rerun_is_up_to_date_and_lock_is_exclusive(trained, toy_split) -> None:
+    again = geo_stage.train(geo_cfg(toy_split, trained))
+    assert again.up_to_date
+    with DirLock(trained), pytest.raises(LockedError):
+        geo_stage.train(geo_cfg(toy_split, trained))
+
+
+@pytest.mark.slow
+def test_cli_evaluate_and_predict(trained, toy_split) -> None:
+    runner = CliRunner()
+    res = runner.invoke(app, ["geo", "evaluate", "--run", str(trained), "--split", "val", "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)
+    assert (
+        report["split"] == "val"
+        and report["n"] == pq.read_metadata(toy_split / "val.parquet").num_rows
+    )
+    assert set(report["baselines"]) == {"most_common", "nearest_neighbour"}
+    assert set(report["model"]["location"]) >= {"acc_1km", "acc_2500km", "median_km", "mean_km"}
+    res = runner.invoke(app, ["geo", "evaluate", "--run", str(trained)])
+    assert (
+        res.exit_code == 0 and "within 750 km" in res.output and "nearest neighbour" in res.output
+    )
+
+    res = runner.invoke(
+        app,
+        ["geo", "predict", "--model", str(trained), "--embeddings", str(toy_split / "test.parquet"),
+         "--top-k", "3", "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    assert len(rows) == pq.read_metadata(toy_split / "test.parquet").num_rows
+    first = rows[0]
+    assert 1 <= len(first["locations"]) <= 3 and first["source"] == "0"
+    assert sum(loc["prob"] for loc in first["locations"]) <= 1.0 + 1e-6
+    assert set(first["climate"]) == {"code", "name", "prob", "coarse"}
+    assert 1 <= first["season"]["month"] <= 12
+    res = runner.invoke(
+        app,
+        ["geo", "predict", "--model", str(trained), "--embeddings", str(toy_split / "val.parquet")],
+    )
+    assert res.exit_code == 0 and "rank" in res.output
+    # the toy heads have no real backbone: images are refused with a clear message
+    res = runner.invoke(app, ["geo", "predict", "--model", str(trained), "image.jpg"])
+    assert isinstance(res.exception, SbeError) and "--embeddings" in str(res.exception)
+
+
+def test_missing_split_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(SbeError, match="sbe split"):
+        geo_stage.train(geo_cfg(tmp_path / "nope", tmp_path / "out"))
+
+
+@pytest.mark.slow
+def test_train_on_projector_outputs(toy_split, tmp_path) -> None:
+    projector_mod = pytest.importorskip("sbe.models.projector")
+    proj = projector_mod.Projector(
+        projector_mod.ProjectorConfig(input_dim=32, output_dim=16, hidden_dim=32)
+    )
+    proj.save_pretrained(tmp_path / "run" / "best")
+    out = tmp_path / "geo"
+    m = geo_stage.train(geo_cfg(toy_split, out, run=tmp_path / "run", epochs=3))
+    assert m.extra["input_space"] == "projector"
+    heads = GeoHeads.from_pretrained(out)
+    assert heads.config.in_dim == 16 and (out / "projector" / "model.safetensors").is_file()
+    rows = geo_stage.predict(out, embeddings_file=toy_split / "test.parquet", top_k=2)
+    assert len(rows) == pq.read_metadata(toy_split / "test.parquet").num_rows
