@@ -372,9 +372,18 @@ def test_tar_stream_reports_offsets_and_skips_directories(tmp_path: Path) -> Non
         assert (m.offset, m.size) == member_offset(tar, m.name)
 
 
-def test_inspect_jpeg_reports_the_original_size(tmp_path: Path) -> None:
-    w, h, fp = inspect_jpeg(make_jpeg(640, 480))
+@pytest.mark.parametrize(
+    "mode,progressive", [("RGB", False), ("RGB", True), ("L", False), ("CMYK", False)]
+)
+def test_inspect_jpeg_reports_the_original_size(mode: str, progressive: bool) -> None:
+    buf = io.BytesIO()
+    img = Image.new("RGB", (640, 480), (200, 40, 10)).convert(mode)
+    img.save(buf, "JPEG", quality=90, progressive=progressive)
+    w, h, fp = inspect_jpeg(buf.getvalue())
     assert (w, h) == (640, 480) and len(fp) == 768
+    pixels = np.frombuffer(fp, np.uint8).reshape(16, 16, 3).astype(int)
+    expected = np.asarray(img.convert("RGB"), dtype=int)[0, 0]
+    assert np.abs(pixels - expected).max() <= 6  # a flat image stays flat at 16x16
 
 
 def test_skip_reasons_are_documented() -> None:
