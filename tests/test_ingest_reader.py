@@ -405,3 +405,38 @@ def test_oversized_members_are_not_read(tmp_path: Path, monkeypatch) -> None:
     assert rep.skipped == {"corrupt_jpeg": 1, "malformed_d_line": 1}
     assert rep.malformed_kinds == {"too_large": 1}
     assert "limit" in rep.skip_examples["corrupt_jpeg"][0]
+
+
+@pytest.fixture(scope="module")
+def six_records() -> list[Record]:
+    return records(6, 88)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    perm=st.permutations(range(12)),
+    folders=st.lists(st.sampled_from(["", "a/", "a/b/", "0088/0088/"]), min_size=6, max_size=6),
+)
+def test_pairing_is_independent_of_member_order_and_folders(
+    six_records, tmp_path_factory, perm, folders
+) -> None:
+    recs = six_records
+    members = []
+    for r, folder in zip(recs, folders, strict=True):
+        members += [(folder + r.stem + ".jpg", r.jpeg), (folder + r.stem + ".txt", r.txt.encode())]
+    tar = tmp_path_factory.mktemp("perm") / "0088.tar"
+    with tarfile.open(tar, "w") as tf:
+        for i in perm:
+            name, data = members[i]
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    table, rep = read(tar)
+    assert rep.skipped == {} and rep.rows == 6
+    assert table["patch_id"].to_pylist() == list(range(6))
+    raw = tar.read_bytes()
+    for row in table.select(["member_name", "tar_offset", "tar_size"]).to_pylist():
+        rec = recs[int(Path(row["member_name"]).stem.split("_")[1])]
+        assert raw[row["tar_offset"] : row["tar_offset"] + row["tar_size"]] == rec.jpeg
