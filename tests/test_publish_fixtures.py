@@ -17,37 +17,21 @@ from PIL import Image
 from sbe.config import PublishConfig
 from sbe.models.projector import Projector, ProjectorConfig
 
-LITE_PREPROCESS = {
-    "resize": 224,
-    "crop": 224,
-    "mean": [127.0, 127.0, 127.0],
-    "std": [128.0, 128.0, 128.0],
-    "resize_mode": "short_side",
-    "resample": "bilinear",
-}
-IMAGENET_PREPROCESS = {
-    "resize": 32,
-    "crop": 28,
-    "mean": [123.675, 116.28, 103.53],
-    "std": [58.395, 57.12, 57.375],
-    "resize_mode": "short_side",
-    "resample": "bilinear",
-}
-
 
 def efficientnet_identity() -> dict[str, Any]:
-    return {
-        "name": "efficientnet-lite0",
-        "dim": 1280,
-        "preprocess": dict(LITE_PREPROCESS),
-        "pooling": "mean",
-    }
+    """The identity the backbone stage records for EfficientNet-Lite0."""
+    from sbe.models.backbones import resolve_spec
+
+    return resolve_spec("efficientnet-lite0").identity()
 
 
 def tiny_dinov2(folder: Path, seed: int = 0) -> Path:
-    """A randomly initialised 2-layer DINOv2 (hidden 32, 28 px input) saved with save_pretrained."""
+    """A randomly initialised 2-layer DINOv2 (hidden 32, 28 px input) saved with save_pretrained,
+    plus a processor config (short side 32, centre crop 28, ImageNet mean/std)."""
     from transformers import Dinov2Config, Dinov2Model
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     torch.manual_seed(seed)
     cfg = Dinov2Config(
         hidden_size=32,
@@ -58,16 +42,31 @@ def tiny_dinov2(folder: Path, seed: int = 0) -> Path:
         patch_size=14,
     )
     Dinov2Model(cfg).eval().save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "BitImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": 32},
+                "resample": 2,
+                "do_center_crop": True,
+                "crop_size": {"height": 28, "width": 28},
+                "do_rescale": True,
+                "rescale_factor": 1 / 255,
+                "do_normalize": True,
+                "image_mean": [0.485, 0.456, 0.406],
+                "image_std": [0.229, 0.224, 0.225],
+            }
+        )
+    )
     return folder
 
 
-def hf_identity(path: Path, pooling: str = "cls") -> dict[str, Any]:
-    return {
-        "name": f"hf:{path}",
-        "dim": 32,
-        "preprocess": dict(IMAGENET_PREPROCESS),
-        "pooling": pooling,
-    }
+def hf_identity(path: Path, pooling: str = "auto") -> dict[str, Any]:
+    """The identity the backbone stage records for ``hf:<path>``."""
+    from sbe.models.backbones import resolve_spec
+
+    return resolve_spec(f"hf:{path}", pooling=pooling).identity()
 
 
 def make_run(
@@ -97,12 +96,22 @@ def make_run(
         for p in proj.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     proj.eval().save_pretrained(run_dir / "best")
+    # the layout sbe train writes
     run = {
+        "config": {"output_dim": output_dim},
         "backbone": backbone,
+        "input": str(run_dir / "split"),
+        "projector": proj.config.model_dump(),
         "best_epoch": 3,
-        "best_score": 0.8125,
-        "select_on": "recall@1",
-        "test_metrics": {"recall@1": 0.7431, "recall@5": 0.9012, "map": 0.6518},
+        "best_val_map@r": 0.8125,
+        "epochs_completed": 5,
+        "stopped_early": False,
+        "test": {
+            "queries": 40,
+            "images": 120,
+            "backbone": {"recall@1": 0.5517, "map@r": 0.4021},
+            "projector": {"recall@1": 0.7431, "map@r": 0.6518},
+        },
     }
     (run_dir / "run.json").write_text(json.dumps(run))
     return proj
@@ -160,3 +169,10 @@ def packaged_parquet(
         cols["lon"] = pa.array(-73.5 - 0.001 * b, pa.float64())
     pq.write_table(pa.table(cols), path, row_group_size=row_group_size or n or 1)
     return path
+
+
+def make_tiny_model(root: Path) -> Path:
+    """A published model on a tiny random DINOv2 (16-d embeddings): fast enough for any test."""
+    dino = tiny_dinov2(root / "dino")
+    make_run(root / "run", hf_identity(dino))
+    return publish(root / "run", root / "model")

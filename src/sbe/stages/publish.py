@@ -208,7 +208,10 @@ def run(cfg: PublishConfig) -> Manifest:
             shutil.rmtree(stale, ignore_errors=True)
 
         # The architecture is the saved config; strict loading refuses any mismatch.
-        projector = Projector.from_pretrained(best)
+        try:
+            projector = Projector.from_pretrained(best)
+        except (RuntimeError, ValueError) as e:
+            raise SbeError(f"{best}: the weights do not match the saved config: {e}") from None
         proj_cfg = projector.config.model_dump()
         try:
             config = make_config(backbone, proj_cfg, geo_cfg, bundled=cfg.bundle_backbone)

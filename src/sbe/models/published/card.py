@@ -112,20 +112,17 @@ def _metrics_table(rows: list[tuple[str, float | int]]) -> list[str]:
 
 
 def _run_metrics(run: dict[str, Any]) -> list[tuple[str, float | int]]:
-    """The evaluation numbers of a run.json: test metrics first, then the selection score."""
+    """The evaluation numbers of a run.json: test metrics, then the top-level numbers."""
     rows: list[tuple[str, float | int]] = []
-    for key in ("test_metrics", "test", "metrics", "evaluation"):
+    for key in ("test", "test_metrics"):
         if isinstance(run.get(key), dict):
-            rows += [
-                (f"test {k}" if key != "evaluation" else k, v) for k, v in flatten_numbers(run[key])
-            ]
+            rows += [(f"test {k}", v) for k, v in flatten_numbers(run[key])]
             break
-    for key in ("best_epoch", "best_score", "best_metric", "epochs"):
-        v = run.get(key)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            rows.append((key, v))
-    if isinstance(run.get("select_on"), str):
-        rows.append((f"selected on: {run['select_on']}", run.get("best_score", float("nan"))))
+    rows += [
+        (k, v)
+        for k, v in run.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and v == v
+    ]
     return rows
 
 

@@ -26,6 +26,8 @@ from sbe.models.published.modeling_sbe import SbeEmbeddingModel, apply_preproces
 
 ImageInput = Image.Image | str | os.PathLike[str] | bytes
 
+GEO_DIR = "geo"
+
 #: weight files larger than this are identified by name and size instead of a content hash
 HASH_LIMIT_BYTES = 256 * 1024 * 1024
 
@@ -96,6 +98,7 @@ class Embedder:
         self.batch_size = batch_size or (128 if device.type == "cuda" else 32)
         self.decode_workers = decode_workers or max(1, min(8, (os.cpu_count() or 2)))
         self._fingerprint: str | None = None
+        self._geo: Any = None
 
     # ---- decoding ----
 
@@ -190,6 +193,46 @@ class Embedder:
         good = [d for d in decoded if not isinstance(d, str)]
         return self._embed_decoded(good), failures  # type: ignore[arg-type]
 
+    # ---- geo heads ----
+
+    @property
+    def has_geo(self) -> bool:
+        """The folder ships geo heads (published with ``--geo``)."""
+        return self.model.config.geo is not None and (self.model_dir / GEO_DIR).is_dir()
+
+    def predict_geo(self, images: Sequence[ImageInput], top_k: int = 5) -> Any:
+        """Location (top-k MvMF modes), climate zone and season of each image.
+
+        Needs sbe (the heads' decoding lives in :mod:`sbe.models.geo_heads`).
+
+        Returns:
+            :class:`sbe.models.geo_heads.GeoPrediction` for the N images.
+
+        Raises:
+            SbeError: the model has no geo heads.
+            ImageDecodeError: an image does not decode.
+        """
+        if not self.has_geo:
+            raise SbeError(f"{self.model_dir} has no geo heads (publish with --geo GEO_DIR)")
+        if self._geo is None:
+            from sbe.models.geo_heads import GeoHeads
+
+            self._geo = GeoHeads.from_pretrained(self.model_dir / GEO_DIR, device=self.device)
+        decoded = self._decode_many(list(images))
+        for i, d in enumerate(decoded):
+            if isinstance(d, str):
+                raise ImageDecodeError(f"image {i}: {d}")
+        projector_space = self._geo.config.input_space == "projector"
+        feats = []
+        with torch.inference_mode():
+            for s in range(0, len(decoded), self.batch_size):
+                x = self.model.normalize_uint8(np.stack(decoded[s : s + self.batch_size]))
+                out = self.model(pixel_values=x)
+                f = out.embeddings if projector_space else out.backbone_embeddings
+                feats.append(torch.nn.functional.normalize(f.float(), dim=-1))
+        x = torch.cat(feats) if feats else torch.zeros((0, self._geo.config.in_dim))
+        return self._geo.predict(x.to(self.device), top_k=top_k)
+
     # ---- identity ----
 
     @property
@@ -257,5 +300,12 @@ def load_embedder(
     except (ValueError, OSError) as e:
         raise SbeError(f"cannot load the model in {root}: {e}") from e
     model.to(dev).eval()
-    model.get_backbone()
+    try:
+        model.get_backbone()
+    except (ValueError, OSError, ImportError) as e:
+        raise SbeError(
+            f"cannot load the backbone of {root} from {model.backbone_source()!r}: {e}; "
+            "pass backbone_source= (CLI: use the folder where the weights are) or republish "
+            "with --bundle-backbone"
+        ) from e
     return Embedder(model, root, dev, batch_size=batch_size, decode_workers=decode_workers)

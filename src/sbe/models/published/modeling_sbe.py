@@ -182,25 +182,51 @@ def pool_tokens(
 
 
 class HFBackboneFeatures(nn.Module):
-    """A transformers vision model (``AutoModel``) with a pooling rule; input normalised float.
+    """A transformers vision model with a pooling rule; input normalised float (B, 3, H, W).
+
+    For two-tower checkpoints (CLIP, SigLIP) only the vision tower is loaded.
 
     Args:
         source: local folder or hub id of the backbone.
-        identity: the backbone identity (``pooling``, optional ``num_prefix_tokens``, ``gem_p``).
+        identity: the backbone identity (``pooling``, ``num_prefix_tokens``, ``gem_p``,
+            ``revision``, ``preprocess``).
+        pinned: ``source`` is the identity's own source, so its recorded ``revision`` applies.
     """
 
-    def __init__(self, source: str, identity: dict[str, Any]) -> None:
+    def __init__(self, source: str, identity: dict[str, Any], pinned: bool = True) -> None:
         super().__init__()
-        from transformers import AutoModel
+        import inspect
 
-        self.model = AutoModel.from_pretrained(source)
+        from transformers import AutoConfig, AutoModel
+        from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+        revision = identity.get("revision") if pinned else None
+        config = AutoConfig.from_pretrained(source, revision=revision)
+        vision_config = getattr(config, "vision_config", None) or config
+        cls = (
+            MODEL_MAPPING.get(type(vision_config), AutoModel)
+            if vision_config is not config
+            else AutoModel
+        )
+        model = cls.from_pretrained(source, revision=revision)
+        if cls is AutoModel and hasattr(model, "vision_model") and vision_config is not config:
+            model = model.vision_model
+        self.model = model
         self.pooling = str(identity.get("pooling", "auto"))
-        registers = int(getattr(self.model.config, "num_register_tokens", 0) or 0)
+        registers = int(getattr(vision_config, "num_register_tokens", 0) or 0)
         self.num_prefix_tokens = int(identity.get("num_prefix_tokens", 1 + registers))
         self.gem_p = float(identity.get("gem_p", 3.0))
+        image_size = getattr(vision_config, "image_size", None)
+        crop = int(identity.get("preprocess", {}).get("crop", image_size or 0))
+        accepts = "interpolate_pos_encoding" in inspect.signature(model.forward).parameters
+        interpolate = accepts and image_size is not None and int(image_size) != crop
+        self._kwargs = {"interpolate_pos_encoding": True} if interpolate else {}
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        outputs = self.model(pixel_values=pixel_values)
+        param = next(self.model.parameters())
+        outputs = self.model(
+            pixel_values=pixel_values.to(param.dtype), return_dict=True, **self._kwargs
+        )
         return pool_tokens(outputs, self.pooling, self.num_prefix_tokens, self.gem_p)
 
 
@@ -303,7 +329,8 @@ class SbeEmbeddingModel(PreTrainedModel):
                 weights,
             )
         elif name.startswith(HF_PREFIX):
-            module = HFBackboneFeatures(source, cfg.backbone)
+            pinned = not (cfg.backbone_source or cfg.backbone_bundled)
+            module = HFBackboneFeatures(source, cfg.backbone, pinned=pinned)
         else:
             raise ValueError(f"unknown backbone {name!r}")
         module.eval().requires_grad_(False)
@@ -365,8 +392,7 @@ class SbeEmbeddingModel(PreTrainedModel):
         out = np.empty((len(images), crop, crop, 3), dtype=np.uint8)
         for i, im in enumerate(images):
             if not isinstance(im, Image.Image):
-                with Image.open(im) as f:
-                    im = f.convert("RGB")
+                im = open_image(im, int(prep["resize"]))
             out[i] = apply_preprocess(im, prep)
         return out
 
@@ -381,6 +407,17 @@ class SbeEmbeddingModel(PreTrainedModel):
         if not parts:
             return np.empty((0, self.config.embedding_dim), dtype=np.float32)
         return np.concatenate(parts)
+
+
+def open_image(path: str | os.PathLike[str], min_side: int) -> Image.Image:
+    """Open an image file as RGB; JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8)
+    that keeps both sides >= ``min_side``, as the training pipeline decodes them."""
+    with Image.open(path) as f:
+        if f.format == "JPEG":
+            w, h = f.size
+            scale = min_side / min(w, h)
+            f.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+        return f.convert("RGB")
 
 
 _FILTERS = {

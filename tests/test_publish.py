@@ -1,0 +1,329 @@
+"""sbe publish: the model folder loads offline with AutoModel (trust_remote_code) and reproduces
+the pipeline's embeddings; the backbone is referenced (loaded once, weights intact) or bundled."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_publish_fixtures import (
+    efficientnet_identity,
+    hf_identity,
+    jpeg,
+    make_run,
+    publish,
+    tiny_dinov2,
+)
+
+from sbe.data.images import decode_rgb
+from sbe.errors import SbeError
+from sbe.models.backbones import load_backbone
+from sbe.models.projector import Projector
+from sbe.models.published import load_embedder
+from sbe.models.published.card import backbone_licence, model_licence
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def auto_model(folder: Path):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(str(folder), trust_remote_code=True)
+
+
+def pipeline_embedding(data: bytes, identity: dict, run_dir: Path) -> np.ndarray:
+    """What the pipeline computes: decode at the backbone's size, backbone (stored as float16),
+    then the run's projector."""
+    backbone = load_backbone(identity, runtime="torch", device="cpu")
+    img = decode_rgb(data, min_side=backbone.preprocess.decode_side)
+    feats = backbone.embed(backbone.preprocess.apply(img)[None]).astype(np.float16)
+    return Projector.from_pretrained(run_dir / "best").project(feats)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def photo_bytes(landmarks_dir: Path, i: int = 0) -> bytes:
+    return sorted(landmarks_dir.rglob("*.jpg"))[i].read_bytes()
+
+
+@pytest.mark.slow
+def test_efficientnet_model_matches_pipeline(tmp_path: Path, landmarks_dir: Path) -> None:
+    identity = efficientnet_identity()
+    make_run(tmp_path / "run", identity)
+    folder = publish(tmp_path / "run", tmp_path / "model")
+    names = {p.name for p in folder.iterdir()}
+    assert {
+        "config.json",
+        "configuration_sbe.py",
+        "modeling_sbe.py",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+    } <= names
+    assert "backbone" not in names  # referenced, not copied
+    cfg = json.loads((folder / "config.json").read_text())
+    assert cfg["auto_map"]["AutoModel"] == "modeling_sbe.SbeEmbeddingModel"
+    assert cfg["model_type"] == "sbe_embedding"
+
+    model = auto_model(folder)
+    assert type(model).__module__.startswith("transformers_modules")  # the folder's own code
+    # the backbone is not part of the HF state dict, so transformers never initialises it
+    assert all(k.startswith("projector.") for k in model.state_dict())
+    data = [photo_bytes(landmarks_dir, i) for i in (0, 7)]
+    want = np.concatenate([pipeline_embedding(d, identity, tmp_path / "run") for d in data])
+    paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    for p, d in zip(paths, data, strict=True):
+        p.write_bytes(d)
+    got_hf = model.embed_images(paths)  # files: decoded at reduced JPEG scale, like the pipeline
+    got_api = load_embedder(folder, "cpu").embed_images(data)
+    assert got_hf.shape == got_api.shape == (2, 16)
+    assert cosine(got_hf, want).min() >= 0.999
+    assert cosine(got_api, want).min() >= 0.999
+    np.testing.assert_allclose(np.linalg.norm(got_api, axis=1), 1.0, atol=1e-5)
+
+    # the loaded backbone's weights are the original ImageNet weights, loaded once
+    original = load_backbone(identity, runtime="torch", device="cpu")
+    loaded = model.get_backbone()
+    assert loaded is model.get_backbone()
+    ref = dict(original.encoder.net.state_dict()) if hasattr(original, "encoder") else None
+    if ref is None:
+        from sbe.models.backbones.efficientnet import load_state_dict
+
+        ref = load_state_dict("efficientnet-lite0")
+    got = loaded.net.state_dict()
+    shared = [k for k in ref if k in got]
+    assert len(shared) > 200
+    assert all(torch.equal(ref[k].cpu(), got[k].cpu()) for k in shared)
+
+
+def test_hf_dinov2_model_matches_pipeline(tmp_path: Path) -> None:
+    dino = tiny_dinov2(tmp_path / "dino")
+    identity = hf_identity(dino)
+    make_run(tmp_path / "run", identity, num_hidden_layers=2, layer_norm=False, dropout=0.0)
+    folder = publish(tmp_path / "run", tmp_path / "model")
+
+    rng = np.random.default_rng(3)
+    data = [jpeg(rng, size=60) for _ in range(4)]
+    want = np.concatenate([pipeline_embedding(d, identity, tmp_path / "run") for d in data])
+    model = auto_model(folder)
+    assert model._frozen == {}  # nothing loaded before it is needed
+    got_hf = model.embed_images([decode_rgb(d) for d in data])
+    got_api = load_embedder(folder, "cpu").embed_images(data)
+    assert cosine(got_hf, want).min() >= 0.999
+    assert cosine(got_api, want).min() >= 0.999
+
+    from transformers import Dinov2Model
+
+    original = Dinov2Model.from_pretrained(str(dino)).state_dict()
+    loaded = model.get_backbone().model.state_dict()
+    assert original.keys() == loaded.keys()
+    assert all(torch.equal(original[k], loaded[k]) for k in original)
+    assert all(k.startswith("projector.") for k in model.state_dict())
+
+
+def test_bundled_backbone_loads_without_its_source(tmp_path: Path) -> None:
+    dino = tiny_dinov2(tmp_path / "dino", seed=5)
+    identity = hf_identity(dino)
+    make_run(tmp_path / "run", identity)
+    folder = publish(tmp_path / "run", tmp_path / "model", bundle_backbone=True)
+    from transformers import Dinov2Model
+
+    original = Dinov2Model.from_pretrained(str(dino)).state_dict()
+    rng = np.random.default_rng(0)
+    data = [jpeg(rng) for _ in range(3)]
+    before = load_embedder(folder, "cpu").embed_images(data)
+    shutil.rmtree(dino)  # the referenced source is gone; the bundled copy must be used
+    assert (folder / "backbone").is_dir()
+    assert not list((folder / "backbone").rglob("*.bin"))  # safetensors only
+    model = auto_model(folder)
+    loaded = model.get_backbone().model.state_dict()
+    assert all(torch.equal(original[k], loaded[k]) for k in original)
+    np.testing.assert_allclose(load_embedder(folder, "cpu").embed_images(data), before, atol=1e-6)
+
+    # without the bundle, the missing source is a clear error
+    folder2 = publish(tmp_path / "run", tmp_path / "model2")
+    with pytest.raises(SbeError, match="cannot load"):
+        load_embedder(folder2, "cpu")
+
+
+def test_architecture_comes_from_the_saved_config(tmp_path: Path) -> None:
+    """Layer count, LayerNorm and dropout shift the parameter names; all must round-trip, and a
+    config that disagrees with the weights is refused (never patched up from shapes)."""
+    dino = tiny_dinov2(tmp_path / "dino")
+    identity = hf_identity(dino)
+    x = torch.randn(5, 32)
+    for i, kw in enumerate(
+        [
+            {"num_hidden_layers": 0},
+            {"num_hidden_layers": 3, "layer_norm": False, "dropout": 0.0},
+            {"num_hidden_layers": 2, "layer_norm": True, "dropout": 0.2, "hidden_dim": 40},
+        ]
+    ):
+        proj = make_run(tmp_path / f"run{i}", identity, **kw)
+        folder = publish(tmp_path / f"run{i}", tmp_path / f"model{i}")
+        model = load_embedder(folder, "cpu").model
+        with torch.no_grad():
+            got = model(backbone_embeddings=x).embeddings
+            want = proj.eval()(x)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert model.config.projector == proj.config.model_dump()
+
+    cfg_path = tmp_path / "run2" / "best" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["hidden_dim"] = 48  # the weights are 40 wide
+    cfg_path.write_text(json.dumps(cfg))
+    with pytest.raises(SbeError, match="do not match"):
+        publish(tmp_path / "run2", tmp_path / "model_bad")
+    assert not (tmp_path / "model_bad").exists()
+
+
+def test_card_preprocessor_rerun_and_refusals(tmp_path: Path) -> None:
+    dino = tiny_dinov2(tmp_path / "dino")
+    identity = hf_identity(dino)
+    make_run(tmp_path / "run", identity)
+    from sbe.config import PublishConfig
+    from sbe.stages import publish as stage
+
+    m1 = stage.run(PublishConfig(run=tmp_path / "run", output=tmp_path / "model"))
+    folder = tmp_path / "model"
+    card = (folder / "README.md").read_text()
+    assert card.startswith("---\nlicense: other")  # Street View data is non-commercial
+    for number in ("0.7431", "0.6518", "0.5517", "0.8125"):  # from run.json
+        assert number in card
+    assert "non-commercial" in card and "Apache-2.0" in card
+    prep = json.loads((folder / "preprocessor_config.json").read_text())
+    assert prep["size"] == {"shortest_edge": 32} and prep["crop_size"]["height"] == 28
+    np.testing.assert_allclose(prep["image_mean"], [0.485, 0.456, 0.406], atol=1e-9)
+
+    # AutoImageProcessor reads it; its pixels give (nearly) the same embedding
+    from transformers import AutoImageProcessor
+
+    proc = AutoImageProcessor.from_pretrained(str(folder))
+    model = auto_model(folder)
+    img = decode_rgb(jpeg(np.random.default_rng(1), size=64))
+    pixels = proc(images=[img], return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        via_proc = model(pixel_values=pixels).embeddings.numpy()
+    assert cosine(via_proc, model.embed_images([img]))[0] > 0.99
+
+    # unchanged inputs: nothing redone; changed weights: republished
+    m2 = stage.run(PublishConfig(run=tmp_path / "run", output=folder))
+    assert m2.up_to_date and not m1.up_to_date
+    make_run(tmp_path / "run", identity, seed=9)
+    m3 = stage.run(PublishConfig(run=tmp_path / "run", output=folder))
+    assert not m3.up_to_date
+    assert not list(tmp_path.glob(".tmp-*"))
+
+    # never replace a folder that is not a published model
+    other = tmp_path / "precious"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(SbeError, match="not a published model"):
+        publish(tmp_path / "run", other)
+    assert (other / "notes.txt").read_text() == "keep me"
+    with pytest.raises(SbeError, match="not found"):
+        publish(tmp_path / "nowhere", tmp_path / "m4")
+
+
+def test_licences() -> None:
+    assert backbone_licence("efficientnet-lite0").spdx == "apache-2.0"
+    assert backbone_licence("hf:facebook/dinov2-base").spdx == "apache-2.0"
+    dinov3 = backbone_licence("hf:facebook/dinov3-vit7b16-pretrain-lvd1689m")
+    assert dinov3.spdx == "other" and "gated" in dinov3.text
+    from sbe.models.published.card import CardInfo
+
+    info = CardInfo(name="m", backbone={"name": "efficientnet-lite0"}, projector={})
+    assert model_licence(CardInfo(**{**info.__dict__, "data_sources": ["synthetic"]})) == (
+        "apache-2.0"
+    )
+    assert model_licence(CardInfo(**{**info.__dict__, "data_sources": ["streetview"]})) == "other"
+    assert model_licence(info) == "other"  # unknown data: assume the restrictive licence
+
+
+def test_geo_heads_ship_with_the_model(tmp_path: Path) -> None:
+    from sbe.models.geo_heads import GeoHeads, GeoHeadsConfig
+
+    dino = tiny_dinov2(tmp_path / "dino")
+    identity = hf_identity(dino)
+    make_run(tmp_path / "run", identity)
+    geo_dir = tmp_path / "geo"
+    torch.manual_seed(0)
+    heads = GeoHeads(
+        GeoHeadsConfig(
+            in_dim=32, hidden_dim=16, num_centres=8, num_data_centres=4, backbone=identity
+        )
+    )
+    heads.save_pretrained(geo_dir)
+    metrics = {"test": {"model": {"location": {"median_km": 123.4, "acc_200km": 0.4567}}}}
+    (geo_dir / "metrics.json").write_text(json.dumps(metrics))
+    folder = publish(tmp_path / "run", tmp_path / "model", geo=geo_dir)
+    assert (folder / "geo" / "model.safetensors").is_file()
+    card = (folder / "README.md").read_text()
+    assert "123.4" in card and "0.4567" in card
+    emb = load_embedder(folder, "cpu")
+    assert emb.identity()["geo"] is True
+    data = [jpeg(np.random.default_rng(2)) for _ in range(3)]
+    pred = emb.predict_geo(data, top_k=2)
+    assert pred.modes.lat.shape == (3, 2)
+    assert np.all(np.abs(pred.modes.lat) <= 90)
+    # the same features through the heads directly give the same answer
+    x = torch.nn.functional.normalize(
+        emb.model(
+            pixel_values=emb.model.normalize_uint8(np.stack([emb.decode(d) for d in data]))
+        ).backbone_embeddings,
+        dim=-1,
+    )
+    direct = GeoHeads.from_pretrained(geo_dir).predict(x, top_k=2)
+    np.testing.assert_allclose(pred.modes.lat, direct.modes.lat, atol=1e-6)
+
+    # heads trained on another backbone are refused
+    other = GeoHeads(
+        GeoHeadsConfig(
+            in_dim=1280, num_centres=4, num_data_centres=2, backbone={"name": "x", "dim": 1280}
+        )
+    )
+    other.save_pretrained(tmp_path / "geo2")
+    with pytest.raises(SbeError, match="trained on backbone"):
+        publish(tmp_path / "run", tmp_path / "model2", geo=tmp_path / "geo2")
+
+
+def test_embedder_api_inputs_and_failures(tmp_path: Path, landmarks_dir: Path) -> None:
+    from PIL import Image
+
+    from sbe.data.images import ImageDecodeError
+
+    dino = tiny_dinov2(tmp_path / "dino")
+    make_run(tmp_path / "run", hf_identity(dino))
+    emb = load_embedder(publish(tmp_path / "run", tmp_path / "model"), "cpu")
+    path = sorted(landmarks_dir.rglob("*.jpg"))[3]
+    data = path.read_bytes()
+    pil = Image.open(io.BytesIO(data))
+    vecs = emb.embed_images([path, str(path), data, pil])
+    assert vecs.shape == (4, 16) and vecs.dtype == np.float32
+    # bytes and paths decode identically; a full-size PIL image differs only by draft decoding
+    np.testing.assert_allclose(vecs[0], vecs[1], atol=1e-6)
+    np.testing.assert_allclose(vecs[0], vecs[2], atol=1e-6)
+    assert cosine(vecs[0], vecs[3]) > 0.99
+
+    good, failures = emb.embed_bytes([data, b"not a jpeg", None, b"", data[: len(data) // 3], data])
+    assert [p for p, _ in failures] == [1, 2, 3, 4]
+    assert good.shape == (2, 16)
+    np.testing.assert_allclose(good[1], vecs[0], atol=1e-6)
+    with pytest.raises(ImageDecodeError, match="image 1"):
+        emb.embed_images([data, b"junk"])
+    assert emb.embed_images([]).shape == (0, 16)
+    ident = emb.identity()
+    assert ident["dim"] == 16 and ident["backbone"]["name"].startswith("hf:")
+    assert len(ident["fingerprint"]) == 32
