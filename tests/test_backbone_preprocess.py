@@ -83,7 +83,10 @@ def test_siglip_and_dinov3_style_configs_squash_without_crop():
     assert sig.mean == (127.5,) * 3 and sig.std == (127.5,) * 3
     # DINOv3's processor needs torchvision: the JSON alone must be enough.
     d3 = preprocess_from_processor_config(
-        {"image_processor_type": "DINOv3ViTImageProcessorFast", "size": {"height": 224, "width": 224}}
+        {
+            "image_processor_type": "DINOv3ViTImageProcessorFast",
+            "size": {"height": 224, "width": 224},
+        }
     )
     assert (d3.resize, d3.crop, d3.resize_mode) == (224, 224, "squash")
 

@@ -18,9 +18,11 @@ import importlib.metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from sbe.errors import SbeError
 from sbe.models.backbones.base import BackboneSpec, Encoder, Normalize, Preprocess
 from sbe.models.backbones.cache import cache_dir
 from sbe.models.backbones.eager import TorchBackbone
@@ -132,12 +134,12 @@ class EfficientNetSpec(BackboneSpec):
         preprocess: Preprocess | None = None,
     ) -> None:
         if name not in VARIANTS:
-            raise ValueError(
+            raise SbeError(
                 f"unknown EfficientNet-Lite variant {name!r}; choose from {sorted(VARIANTS)}"
             )
         pooling = "mean" if pooling == "auto" else pooling
         if pooling not in POOLINGS:
-            raise ValueError(
+            raise SbeError(
                 f"EfficientNet-Lite pools with {POOLINGS} (conv features), not {pooling!r}"
             )
         self.name = name
@@ -183,3 +185,49 @@ class EfficientNetLiteBackbone(TorchBackbone):
 
     def __init__(self, name: str = "efficientnet-lite0", device: str = "cpu") -> None:
         super().__init__(EfficientNetSpec(name), device=device)
+
+
+@torch.no_grad()
+def stem_statistics_gap(
+    name: str,
+    images: np.ndarray,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+) -> dict[str, float]:
+    """How far the stem's activations under an input scaling are from what it saw in training.
+
+    The stem BatchNorm's running mean and variance record the statistics of the stem conv's
+    output during training, i.e. under the training input scaling. Feeding photos scaled by a
+    candidate ``(x - mean) / std`` and comparing the conv output's per-channel statistics with the
+    running ones tells which scaling the weights expect (natural photos vary, so the right one
+    gives a small gap, not zero).
+
+    Args:
+        name: the EfficientNet-Lite variant.
+        images: uint8 (N, H, W, 3) RGB photos, resized and cropped as for the model.
+        mean, std: the candidate scaling, in 0-255 units.
+
+    Returns:
+        ``mean_shift``: mean over channels of |batch mean - running mean| / running std;
+        ``log_std_ratio``: mean over channels of |log(batch std / running std)|;
+        ``channels``: the live channels compared (all-zero filters are left out).
+    """
+    from efficientnet_lite_pytorch import EfficientNet
+
+    net = EfficientNet.from_name(VARIANTS[name][0])
+    net.load_state_dict(load_state_dict(name))
+    net.eval()
+    x = Normalize(mean, std)(torch.from_numpy(np.ascontiguousarray(images)))
+    y = net._conv_stem(x).double()  # (N, C, H, W), before BatchNorm
+    bn = net._bn0
+    # Some stem filters are all zero (running variance 0): they carry no information.
+    live = bn.running_var > 1e-4
+    run_mean = bn.running_mean.double()[live]
+    run_std = (bn.running_var.double()[live] + bn.eps).sqrt()
+    batch_mean = y.mean(dim=(0, 2, 3))[live]
+    batch_std = y.std(dim=(0, 2, 3))[live]
+    return {
+        "mean_shift": float(((batch_mean - run_mean).abs() / run_std).mean()),
+        "log_std_ratio": float((batch_std / run_std).log().abs().mean()),
+        "channels": int(live.sum()),
+    }
