@@ -157,6 +157,79 @@ def ingest_cmd(
 
 # ---- backbone ----
 
+
+@app.command("backbone")
+def backbone_cmd(
+    in_dir: Annotated[
+        Path | None,
+        typer.Option("--in", help="Ingest output folder (default: [backbone] input)."),
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default: [backbone] output).")
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="efficientnet-lite0 (default), efficientnet-lite2 or hf:<id|path>.",
+        ),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="auto (ONNX Runtime on CPU, torch on GPU), torch or onnx.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", "-b", min=0, help="Images per batch; 0 = auto.")
+    ] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="Stored embedding dtype: float16 (default) or float32.")
+    ] = None,
+    pooling: Annotated[
+        str | None, typer.Option(help="auto, cls, pooler, mean or gem (hf: models).")
+    ] = None,
+    decode_workers: Annotated[
+        int | None, typer.Option(min=0, help="JPEG decode threads; 0 = automatic.")
+    ] = None,
+    part_rows: Annotated[
+        int | None, typer.Option(min=1, help="Rows per output part (a kill loses one part).")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ingest parts + tars -> OUT/<tar stem>-<first row>.parquet with one embedding per image."""
+    from sbe.stages import backbone as stage
+
+    cfg = section(
+        config,
+        "backbone",
+        input=in_dir,
+        output=out_dir,
+        model=model,
+        device=device,
+        runtime=runtime,
+        batch_size=batch_size,
+        dtype=dtype,
+        pooling=pooling,
+        decode_workers=decode_workers,
+        part_rows=part_rows,
+    )
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    ident = m.extra.get("backbone") or {}
+    line = f"backbone {ident.get('name')} ({ident.get('dim')}-d, {ident.get('pooling')} pooling)"
+    if m.extra.get("images_per_second") and not m.up_to_date:
+        line += (
+            f", {m.extra['runtime']} on {m.extra['device']}: "
+            f"{m.extra['images_per_second']:,.1f} images/s"
+        )
+    out.print(line)
+    out.print(f"-> {cfg.output}")
+
+
 # ---- split ----
 
 
