@@ -59,6 +59,7 @@ def _records(path: Path) -> list[dict]:
     recs = [json.loads(x) for x in path.read_text().splitlines()]
     for r in recs:
         r.pop("seconds", None)
+        r.pop("train_seconds", None)
     return recs
 
 

@@ -36,9 +36,9 @@ from sbe.training.checkpoint import (
     write_dir_atomic,
 )
 from sbe.training.data import EmbeddingSet
-from sbe.training.losses import LossSettings, build_loss, informative_triplets
+from sbe.training.losses import LossSettings, Triplets, build_loss, informative_triplets
 from sbe.training.metrics import retrieval_metrics, sample_queries
-from sbe.training.samplers import PKSampler, UCB1Bandit
+from sbe.training.samplers import Batch, PKSampler, UCB1Bandit
 
 METRICS_NAME = "metrics.jsonl"
 VAL_KS = (1, 5, 10)
@@ -362,10 +362,36 @@ class Trainer:
             history=history,
         )
 
+    def _gather(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Triplets]:
+        """Batch indices -> float32 inputs (B, D), labels (B,) and triplet positions, on device."""
+        rows = torch.from_numpy(batch.rows).to(self.device, non_blocking=True)
+        labels = torch.from_numpy(batch.labels).to(self.device, non_blocking=True)
+        a, p, n = (
+            torch.from_numpy(t).to(self.device, non_blocking=True)
+            for t in (batch.anchors, batch.positives, batch.negatives)
+        )
+        return self.embeddings.index_select(0, rows).float(), labels, (a, p, n)
+
+    def _optimise(
+        self, x: torch.Tensor, labels: torch.Tensor, triplets: Triplets
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimiser step; returns the loss and the batch's output embeddings."""
+        with torch.autocast(
+            device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp
+        ):
+            z = self.model(x)
+        loss = self.loss_fn(z, labels, triplets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, z
+
     def _train_epoch(self) -> dict[str, Any]:
         cfg = self.cfg
         epoch = self.epoch + 1
-        t0 = time.perf_counter()
+        t_epoch = time.perf_counter()
         self.model.train()
         self.sampler.start_epoch(self.rng)
         steps = self.sampler.steps_per_epoch
@@ -374,33 +400,25 @@ class Trainer:
         band_negatives = fallbacks = 0
         loss_sum = torch.zeros((), device=self.device)
         active_sum = 0.0
+        data_s = compute_s = 0.0  # host wall time; asynchronous (indicative only) on a GPU
         with progress_bar(
             f"epoch {epoch}/{cfg.epochs}", total=steps, unit="steps", enabled=self.show_progress
         ) as bar:
+            t_loop = time.perf_counter()
             for _ in range(steps):
+                t0 = time.perf_counter()
                 band = (
                     self.bandit.select(self.rng, self.sampler.available_bands)
                     if self.bandit
                     else -1
                 )
                 batch = self.sampler.sample(self.rng, band)
-                rows = torch.from_numpy(batch.rows).to(self.device, non_blocking=True)
-                labels = torch.from_numpy(batch.labels).to(self.device, non_blocking=True)
-                triplets = tuple(
-                    torch.from_numpy(t).to(self.device, non_blocking=True)
-                    for t in (batch.anchors, batch.positives, batch.negatives)
-                )
-                x = self.embeddings.index_select(0, rows).float()
-                with torch.autocast(
-                    device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp
-                ):
-                    z = self.model(x)
-                loss = self.loss_fn(z, labels, triplets)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                self.scheduler.step()
+                x, labels, triplets = self._gather(batch)
+                t1 = time.perf_counter()
+                loss, z = self._optimise(x, labels, triplets)
+                t2 = time.perf_counter()
+                data_s += t1 - t0
+                compute_s += t2 - t1
                 self.global_step += 1
                 loss_sum += loss.detach()
                 if self.bandit is not None:
@@ -433,6 +451,7 @@ class Trainer:
                         + (f" band {band}" if band >= 0 else "")
                     )
                 bar.advance(1)
+            loop_s = time.perf_counter() - t_loop
 
         val = self.validate()
         score = val["map@r"]
@@ -456,7 +475,12 @@ class Trainer:
             "best_score": self.best_score,
             "best_epoch": self.best_epoch,
             "stopped_early": self.stopped_early,
-            "seconds": round(time.perf_counter() - t0, 3),
+            "seconds": round(time.perf_counter() - t_epoch, 3),
+            "train_seconds": {
+                "loop": round(loop_s, 3),
+                "sampling": round(data_s, 3),
+                "forward_backward": round(compute_s, 3),
+            },
         }
         if self.bandit is not None:
             means = self.bandit.mean_rewards()
