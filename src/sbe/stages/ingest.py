@@ -267,8 +267,8 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
     with DirLock(out):
         clean_stale_temps(out)
         inputs = [fingerprint_file(t) for t in tars]
-        probe = ReadSettings(normal_tolerance=cfg.normal_tolerance)
-        chash = config_hash({"format": INGEST_FORMAT, **probe.content()})
+        content = ReadSettings(normal_tolerance=cfg.normal_tolerance)  # threads do not matter
+        chash = config_hash({"format": INGEST_FORMAT, **content.content()})
         old = manifest_is_current(out, STAGE, chash, inputs)
         if old is not None:
             return old
@@ -277,7 +277,7 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
         todo: list[Path] = []
         for t in tars:
             part = out / f"{tar_stem(t)}.parquet"
-            if part_is_current(part, part_meta(t, probe)):
+            if part_is_current(part, part_meta(t, content)):
                 meta = read_part_meta(part) or {}
                 reused[str(t)] = TarReport.from_json(meta.get("report", {"tar": str(t)}))
             else:
