@@ -71,6 +71,23 @@ def test_clamp_and_forward_shapes() -> None:
         heads.set_centres(fibonacci_sphere(3), np.zeros(3))
 
 
+def test_hemisphere_probabilities_follow_the_location_head() -> None:
+    heads = small_heads()
+    south = heads.centres[:, 2] < 0
+    logits = torch.full((2, 20), -30.0, requires_grad=True)
+    with torch.no_grad():
+        logits[0, int(torch.nonzero(south)[0])] = 30.0  # all weight on one southern centre
+        logits[1, int(torch.nonzero(~south)[0])] = 30.0
+    lh = heads.hemisphere_log_probs(logits)
+    assert torch.allclose(torch.logsumexp(lh, dim=1), torch.zeros(2), atol=1e-6)
+    assert float(lh[0, 1].exp()) > 0.999 and float(lh[1, 0].exp()) > 0.999
+    assert not lh.requires_grad  # the season loss does not move the location head
+    out = heads(torch.randn(3, 16))
+    assert out.hemisphere is not None and out.hemisphere.shape == (3, 2)
+    heads.config.season_hemisphere = False
+    assert heads(torch.randn(3, 16)).hemisphere is None
+
+
 def test_gallery_owner_is_nearest_centre() -> None:
     heads = small_heads()
     owner = heads.gallery_owner

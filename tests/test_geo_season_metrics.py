@@ -21,11 +21,14 @@ from sbe.geo.metrics import (
 )
 from sbe.geo.season import (
     angle_to_doy,
+    calendar_angle,
     circular_error_days,
     circular_mean_doy,
     day_of_year,
     doy_to_angle,
     doy_to_month,
+    hemisphere_cosine_loss,
+    hemisphere_von_mises_nll,
     log_i0,
     predicted_doy,
     von_mises_nll,
@@ -79,6 +82,30 @@ def test_von_mises_nll_matches_scipy() -> None:
     ref = -stats.vonmises.logpdf(theta.numpy(), kappa, loc=mu)
     assert np.allclose(von_mises_nll(raw, theta).numpy(), ref, atol=1e-4)
     assert predicted_doy(raw)[0] == pytest.approx(0.0)
+
+
+def test_hemisphere_mixture_reduces_to_one_von_mises_and_normalises() -> None:
+    raw = torch.tensor([[1.0, 0.5, 2.0], [-0.3, 1.0, 0.0]])
+    theta = torch.tensor([0.7, -2.5])
+    north = torch.log(torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    south = north.flip(1)
+    assert torch.allclose(hemisphere_von_mises_nll(raw, theta, north), von_mises_nll(raw, theta))
+    flipped = torch.cat([-raw[:, :2], raw[:, 2:]], dim=1)  # direction + π
+    assert torch.allclose(
+        hemisphere_von_mises_nll(raw, theta, south), von_mises_nll(flipped, theta), atol=1e-6
+    )
+    # any hemisphere split is still a density on the circle
+    grid = torch.linspace(-math.pi, math.pi, 20_001)[:-1]
+    mixed = torch.log(torch.tensor([[0.3, 0.7]])).repeat(len(grid), 1)
+    dens = (-hemisphere_von_mises_nll(raw[:1].repeat(len(grid), 1), grid, mixed)).exp()
+    assert float(dens.mean() * 2 * math.pi) == pytest.approx(1.0, abs=1e-4)
+    # the calendar angle is shifted half a year where south is more likely
+    assert torch.allclose(
+        calendar_angle(raw, south) - calendar_angle(raw, north), torch.tensor(math.pi)
+    )
+    assert torch.allclose(
+        hemisphere_cosine_loss(raw, theta, north), 1 - torch.cos(theta - calendar_angle(raw, None))
+    )
 
 
 # ---- metrics ------------------------------------------------------------------------------

@@ -51,16 +51,19 @@ def _under(workdir: Path, p: Path) -> Path:
 
 
 class SynthConfig(Section):
+    """``sbe synth``: the synthetic street-view world (see docs/synth.md)."""
+
     _path_fields = ("output", "packaged")
     output: Path = Path("raw")
-    buildings: int = Field(300, ge=1)
+    buildings: int = Field(300, ge=1, description="buildings that carry targets")
     seed: int = 0
     image_size: int = Field(640, ge=64, le=2048)
     difficulty: float = Field(0.5, ge=0.0, le=1.0)
-    buildings_per_tar: int = Field(100, ge=1)
-    packaged: Path | None = None
+    buildings_per_tar: int = Field(12, ge=1, description="target buildings per map region (tar)")
+    packaged: Path | None = Field(None, description="also write this packaged_images.parquet")
     packaged_buildings: int = Field(50, ge=1)
     jpeg_quality: int = Field(90, ge=30, le=100)
+    preview: bool = Field(False, description="write preview.png (a contact sheet)")
     workers: int = Field(0, ge=0, description="processes; 0 = one per core")
 
 
@@ -87,7 +90,8 @@ class BackboneConfig(Section):
     input: Path = Path("images")
     output: Path = Path("backbone")
     model: str = Field(
-        "efficientnet-lite0", description="efficientnet-lite0, efficientnet-lite2 or hf:<id or path>"
+        "efficientnet-lite0",
+        description="efficientnet-lite0, efficientnet-lite2 or hf:<id or path>",
     )
     pooling: Literal["auto", "cls", "pooler", "mean", "gem"] = "auto"
     runtime: Literal["auto", "torch", "onnx"] = Field(
@@ -253,6 +257,9 @@ class GeoConfig(Section):
     climate_weight: float = Field(0.5, ge=0)
     season_weight: float = Field(0.25, ge=0)
     season_loss: Literal["von_mises", "cosine"] = "von_mises"
+    season_hemisphere: bool = Field(
+        True, description="season head predicts the local season, shifted 6 months in the south"
+    )
     label_smoothing: float = Field(0.05, ge=0, lt=1)
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(512, ge=1)

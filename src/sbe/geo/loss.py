@@ -16,7 +16,12 @@ from torch import Tensor, nn
 
 from sbe.geo.labels import GeoLabels
 from sbe.geo.mvmf import mvmf_nll
-from sbe.geo.season import cosine_loss, von_mises_nll
+from sbe.geo.season import (
+    cosine_loss,
+    hemisphere_cosine_loss,
+    hemisphere_von_mises_nll,
+    von_mises_nll,
+)
 from sbe.models.geo_heads import GeoOutputs, coarse_log_probs
 
 
@@ -89,8 +94,7 @@ class GeoLoss(nn.Module):
                 label_smoothing=self.label_smoothing,
             )
             kg = 0.5 * ce_f.mean() + 0.5 * ce_c.mean()
-            fn = von_mises_nll if self.season_loss == "von_mises" else cosine_loss
-            per_row = fn(out.season, labels.season_theta)
+            per_row = self._season(out, labels.season_theta)
             mask = labels.has_date.to(per_row.dtype)
             season = (per_row * mask).sum() / mask.sum().clamp(min=1.0)
             total = (
@@ -104,6 +108,13 @@ class GeoLoss(nn.Module):
             "season": season.detach(),
         }
         return total, parts
+
+    def _season(self, out: GeoOutputs, theta: Tensor) -> Tensor:
+        vm = self.season_loss == "von_mises"
+        if out.hemisphere is None:
+            return (von_mises_nll if vm else cosine_loss)(out.season, theta)
+        fn = hemisphere_von_mises_nll if vm else hemisphere_cosine_loss
+        return fn(out.season, theta, out.hemisphere)
 
 
 def _coarse_map(fine_logits: Tensor) -> Tensor:

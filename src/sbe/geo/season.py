@@ -93,10 +93,14 @@ def cosine_loss(raw: Tensor, theta: Tensor) -> Tensor:
     return 1.0 - torch.cos(theta.float() - mu)
 
 
-def predicted_doy(raw: Tensor) -> np.ndarray:
-    """0-based day of year of each row's mean direction, float64 (B,)."""
-    mu, _ = season_params(raw)
-    return angle_to_doy(mu.detach().cpu().numpy())
+def predicted_doy(raw: Tensor, log_hemi: Tensor | None = None) -> np.ndarray:
+    """0-based day of year of each row's predicted date, float64 (B,).
+
+    Args:
+        raw: (B, 3) season head output.
+        log_hemi: (B, 2) log P(north), log P(south) for a hemisphere-aware head, else ``None``.
+    """
+    return angle_to_doy(calendar_angle(raw, log_hemi).detach().cpu().numpy())
 
 
 def circular_mean_doy(doy: np.ndarray) -> float:
@@ -107,3 +111,46 @@ def circular_mean_doy(doy: np.ndarray) -> float:
         return math.nan
     th = doy_to_angle(d)
     return float(angle_to_doy(np.arctan2(np.sin(th).mean(), np.cos(th).mean())))
+
+
+# ---- hemisphere-aware season ----------------------------------------------------------------
+#
+# What a photo shows is the *local* season (leaves, snow, sun height); the calendar date is that
+# season shifted by half a year in the southern hemisphere. With ``log_hemi`` = (log P(north),
+# log P(south)) per row, the head's direction is read as the local season and the date density is
+#   p(θ) = P(north) · VM(θ; μ, κ) + P(south) · VM(θ; μ + π, κ).
+
+
+def hemisphere_von_mises_nll(raw: Tensor, theta: Tensor, log_hemi: Tensor) -> Tensor:
+    """Per-row NLL of the two-hemisphere von Mises mixture.
+
+    Args:
+        raw: (B, 3) season head output. theta: (B,) true calendar angles in radians.
+        log_hemi: (B, 2) log-probabilities of (north, south).
+
+    Returns:
+        float32 (B,).
+    """
+    mu, kappa = season_params(raw)
+    theta = theta.float()
+    base = LOG_2PI + log_i0(kappa)
+    north = kappa * torch.cos(theta - mu) - base
+    south = -kappa * torch.cos(theta - mu) - base  # cos(θ - μ - π) = -cos(θ - μ)
+    both = torch.stack([north, south], dim=1) + log_hemi.float()
+    return -torch.logsumexp(both, dim=1)
+
+
+def hemisphere_cosine_loss(raw: Tensor, theta: Tensor, log_hemi: Tensor) -> Tensor:
+    """Per-row expected ``1 - cos`` under the hemisphere probabilities: ``1 - (1 - 2 P(south)) cos(θ - μ)``."""
+    mu, _ = season_params(raw)
+    p_south = log_hemi[:, 1].float().exp()
+    return 1.0 - (1.0 - 2.0 * p_south) * torch.cos(theta.float() - mu)
+
+
+def calendar_angle(raw: Tensor, log_hemi: Tensor | None) -> Tensor:
+    """Predicted calendar angle (B,): the head's direction, plus π where south is more likely."""
+    mu, _ = season_params(raw)
+    if log_hemi is None:
+        return mu
+    south = (log_hemi[:, 1] > log_hemi[:, 0]).to(mu.dtype)
+    return mu + math.pi * south

@@ -45,6 +45,8 @@ class GeoHeadsConfig:
         num_gallery: training locations kept as extra prediction candidates.
         log_kappa_min, log_kappa_max: clamp of the learned log-concentrations.
         num_fine, num_coarse: climate classes (31 Phileo/Beck classes incl. water; 6 groups).
+        season_hemisphere: read the season head as the *local* season and shift it by half a
+            year where the location head puts the image in the southern hemisphere.
         input_space: ``"backbone"`` (L2-normalised backbone embeddings) or ``"projector"``.
         backbone: identity of the backbone that made the embeddings (to embed new images).
         extra: free-form provenance (split dir, run dir, ...).
@@ -60,6 +62,7 @@ class GeoHeadsConfig:
     log_kappa_max: float = 16.0
     num_fine: int = NUM_FINE
     num_coarse: int = NUM_COARSE
+    season_hemisphere: bool = True
     input_space: str = "backbone"
     backbone: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +86,9 @@ class GeoOutputs:
         centres: (K, 3) float64 fixed centre unit vectors.
         climate_logits: (B, 31) fine Köppen-Geiger logits.
         season: (B, 3) season head output (direction a, b and raw concentration).
+        hemisphere: (B, 2) log P(north), log P(south) from the location head's mixture weights
+            (detached: the season loss does not train the location head), or ``None`` when the
+            season head is not hemisphere-aware.
     """
 
     location_logits: Tensor
@@ -90,6 +96,7 @@ class GeoOutputs:
     centres: Tensor
     climate_logits: Tensor
     season: Tensor
+    hemisphere: Tensor | None = None
 
 
 @dataclass
@@ -190,12 +197,27 @@ class GeoHeads(nn.Module):
         """
         h = self.trunk(x.float())
         lo, hi = self.config.log_kappa_min, self.config.log_kappa_max
+        logits = self.location(h)
         return GeoOutputs(
-            location_logits=self.location(h),
+            location_logits=logits,
             log_kappa=self.log_kappa.clamp(lo, hi),
             centres=self.centres,
             climate_logits=self.climate(h),
             season=self.season(h),
+            hemisphere=self.hemisphere_log_probs(logits) if self.config.season_hemisphere else None,
+        )
+
+    def hemisphere_log_probs(self, location_logits: Tensor) -> Tensor:
+        """(B, 2) log P(north), log P(south): the mixture weight of centres on each side."""
+        log_w = torch.log_softmax(location_logits.detach().float(), dim=-1)
+        south = (self.centres[:, 2] < 0)[None, :]
+        neg_inf = float("-inf")
+        return torch.stack(
+            [
+                torch.logsumexp(log_w.masked_fill(south, neg_inf), dim=-1),
+                torch.logsumexp(log_w.masked_fill(~south, neg_inf), dim=-1),
+            ],
+            dim=1,
         )
 
     @torch.no_grad()
@@ -240,7 +262,7 @@ class GeoHeads(nn.Module):
             fine_prob=fine_prob.cpu().numpy(),
             coarse=coarse.cpu().numpy(),
             coarse_prob=coarse_prob.cpu().numpy(),
-            doy=predicted_doy(out.season),
+            doy=predicted_doy(out.season, out.hemisphere),
             season_kappa=kappa.cpu().numpy(),
         )
 

@@ -207,6 +207,7 @@ def train(cfg: GeoConfig, *, log: Any | None = None) -> Manifest:
             num_gallery=len(gallery),
             log_kappa_min=cfg.log_kappa_min,
             log_kappa_max=cfg.log_kappa_max,
+            season_hemisphere=cfg.season_hemisphere,
             input_space="projector" if projector is not None else "backbone",
             backbone=backbone_identity(split_dir),
             extra={"split_dir": str(split_dir), "run": str(cfg.run) if cfg.run else None},
@@ -408,14 +409,9 @@ def embed_images(
             "these geo heads were trained on embeddings without a known backbone; "
             "pass --embeddings PARQUET instead of images"
         )
-    try:
-        from sbe.models.backbones import load_backbone  # type: ignore[attr-defined]
+    from sbe.models.backbones import load_backbone
 
-        backbone = load_backbone(identity, device=device)
-    except ImportError:
-        from sbe.models.backbones.efficientnet import EfficientNetLiteBackbone
-
-        backbone = EfficientNetLiteBackbone(identity["name"])  # type: ignore[call-arg]
+    backbone = load_backbone(identity, device=device)
     images = []
     for p in paths:
         try:
