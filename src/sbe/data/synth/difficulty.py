@@ -1,0 +1,75 @@
+"""The difficulty dial: one number in [0, 1] mapped to every knob of the world and the camera.
+
+Higher difficulty means more near-duplicate neighbour buildings (a terrace built from one plan),
+more homogeneous neighbourhoods, heavier occlusion and stronger nuisance variation (viewpoint,
+zoom, weather, exposure). Identity always stays in the facade itself; only its visibility changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+def _lerp(lo: float, hi: float, t: float) -> float:
+    return lo + (hi - lo) * t
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Everything the difficulty dial controls.
+
+    Attributes:
+        duplicate_prob: probability that a building copies a nearby building's plan (then mutates
+            a few details).
+        duplicate_mutations: mean number of details changed in such a copy.
+        theme_prob: probability that a building's palette comes from its neighbourhood's theme
+            instead of the whole city's.
+        tree_density: multiplier on the city's street-tree density.
+        cars_per_10m: parked cars per 10 m of kerb.
+        pedestrians_per_view: mean number of pedestrians in front of the facade.
+        max_view_angle_deg: largest angle between a camera ray to the target and the facade normal.
+        fov_range_deg: horizontal field of view range (zoom nuisance), degrees.
+        weather_severity: multiplier on the odds of rain, fog and snow.
+        exposure_range: +- relative exposure change.
+        colour_cast: +- per-channel white-balance gain.
+        blur_prob: probability of a soft (defocused / motion-blurred) capture.
+        crop_jitter: +- principal-point shift, fraction of the image side.
+    """
+
+    duplicate_prob: float
+    duplicate_mutations: float
+    theme_prob: float
+    tree_density: float
+    cars_per_10m: float
+    pedestrians_per_view: float
+    max_view_angle_deg: float
+    fov_range_deg: tuple[float, float]
+    weather_severity: float
+    exposure_range: float
+    colour_cast: float
+    blur_prob: float
+    crop_jitter: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def knobs_for(difficulty: float) -> Knobs:
+    """The knob values at ``difficulty`` in [0, 1] (0.5 is the calibrated default)."""
+    d = min(1.0, max(0.0, float(difficulty)))
+    return Knobs(
+        duplicate_prob=_lerp(0.02, 0.75, d),
+        duplicate_mutations=_lerp(4.0, 1.2, d),
+        theme_prob=_lerp(0.1, 0.9, d),
+        tree_density=_lerp(0.4, 1.6, d),
+        cars_per_10m=_lerp(0.15, 1.0, d),
+        pedestrians_per_view=_lerp(0.1, 2.5, d),
+        max_view_angle_deg=_lerp(28.0, 62.0, d),
+        fov_range_deg=(_lerp(58.0, 42.0, d), _lerp(66.0, 82.0, d)),
+        weather_severity=_lerp(0.4, 2.0, d),
+        exposure_range=_lerp(0.08, 0.35, d),
+        colour_cast=_lerp(0.02, 0.12, d),
+        blur_prob=_lerp(0.05, 0.45, d),
+        crop_jitter=_lerp(0.0, 0.05, d),
+    )

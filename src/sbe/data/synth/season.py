@@ -1,0 +1,164 @@
+"""Dates, seasons, the sun, and the weather a panorama was captured in.
+
+Everything here is a pure function of a date, a latitude and a random generator, so the same
+panorama always gets the same light and weather.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from sbe.data.synth.cities import WEATHERS, City
+
+SEASONS: tuple[str, ...] = ("winter", "spring", "summer", "autumn")
+
+#: meteorological seasons of the northern hemisphere by month (1-12)
+_NORTH_SEASON = {12: 0, 1: 0, 2: 0, 3: 1, 4: 1, 5: 1, 6: 2, 7: 2, 8: 2, 9: 3, 10: 3, 11: 3}
+
+
+def day_of_year(date: dt.date) -> int:
+    """0-based day of the year (1 January = 0)."""
+    return date.timetuple().tm_yday - 1
+
+
+def season_of(date: dt.date, lat_deg: float) -> str:
+    """Meteorological season at ``date`` in the hemisphere of ``lat_deg`` (south is shifted 6 months)."""
+    idx = _NORTH_SEASON[date.month]
+    if lat_deg < 0:
+        idx = (idx + 2) % 4
+    return SEASONS[idx]
+
+
+def winterness(date: dt.date, lat_deg: float) -> float:
+    """1 at mid-winter, 0 at mid-summer, smooth in between (hemisphere-aware).
+
+    Mid-winter is taken as 15 January in the north and 15 July in the south.
+    """
+    mid_winter = 14 if lat_deg >= 0 else 195
+    phase = 2.0 * math.pi * (day_of_year(date) - mid_winter) / 365.25
+    return 0.5 + 0.5 * math.cos(phase)
+
+
+def sun_position(lat_deg: float, doy: int, solar_hour: float) -> tuple[float, float]:
+    """Solar elevation and azimuth (simple declination model, accurate to about a degree).
+
+    Args:
+        lat_deg: latitude, degrees.
+        doy: 0-based day of the year.
+        solar_hour: local solar time in hours (12 = solar noon).
+
+    Returns:
+        ``(elevation_deg, azimuth_deg)``; azimuth clockwise from north in [0, 360).
+    """
+    decl = math.radians(23.44) * math.sin(2.0 * math.pi * (284 + doy + 1) / 365.0)
+    phi = math.radians(lat_deg)
+    hour_angle = math.radians(15.0 * (solar_hour - 12.0))
+    sin_el = math.sin(phi) * math.sin(decl) + math.cos(phi) * math.cos(decl) * math.cos(hour_angle)
+    el = math.asin(max(-1.0, min(1.0, sin_el)))
+    # azimuth measured from south, positive westward; +180 turns it into a bearing from north
+    az_south = math.atan2(
+        math.sin(hour_angle),
+        math.cos(hour_angle) * math.sin(phi) - math.tan(decl) * math.cos(phi),
+    )
+    return math.degrees(el), (math.degrees(az_south) + 180.0) % 360.0
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Light and weather of one capture (one drive down a street on one day).
+
+    Attributes:
+        date: capture date.
+        season: meteorological season in the city's hemisphere.
+        weather: one of :data:`sbe.data.synth.cities.WEATHERS`, or ``"snowfall"``.
+        snow_cover: the ground (and ledges) are snow-covered.
+        solar_hour: local solar time, hours.
+        sun_elevation_deg: degrees above the horizon.
+        sun_azimuth_deg: bearing of the sun, degrees clockwise from north.
+        winterness: 1 at mid-winter, 0 at mid-summer.
+    """
+
+    date: dt.date
+    season: str
+    weather: str
+    snow_cover: bool
+    solar_hour: float
+    sun_elevation_deg: float
+    sun_azimuth_deg: float
+    winterness: float
+
+    @property
+    def sunny(self) -> bool:
+        """Direct sunlight reaches the scene (clear or partly cloudy, sun above the horizon)."""
+        return self.weather in ("clear", "partly_cloudy") and self.sun_elevation_deg > 2.0
+
+
+def random_date(rng: np.random.Generator, first_year: int = 2009, last_year: int = 2023) -> dt.date:
+    """A uniformly random day between 1 January ``first_year`` and 31 December ``last_year``."""
+    start = dt.date(first_year, 1, 1).toordinal()
+    end = dt.date(last_year, 12, 31).toordinal()
+    return dt.date.fromordinal(int(rng.integers(start, end + 1)))
+
+
+def sample_conditions(
+    city: City, date: dt.date, rng: np.random.Generator, severity: float = 1.0
+) -> Conditions:
+    """Draw the weather and time of day of a capture in ``city`` on ``date``.
+
+    Args:
+        city: where.
+        date: when.
+        rng: random generator (consumed).
+        severity: scales the odds of rain, fog and snow (1 = the city's climate).
+
+    Returns:
+        The capture's :class:`Conditions`.
+    """
+    w = winterness(date, city.lat)
+    odds = (1.0 - w) * np.asarray(city.weather_summer) + w * np.asarray(city.weather_winter)
+    odds = odds * np.array([1.0, 1.0, 1.0, severity, severity])
+    weather = WEATHERS[int(rng.choice(len(WEATHERS), p=odds / odds.sum()))]
+    # snow lies only in the colder half of the year, most often near mid-winter
+    p_snow = city.snow_winter * max(0.0, (w - 0.45) / 0.55) ** 1.5
+    snow_cover = bool(rng.random() < min(1.0, p_snow * (0.5 + 0.5 * severity)))
+    if snow_cover and weather in ("overcast", "fog") and rng.random() < 0.35:
+        weather = "snowfall"
+    if snow_cover and weather == "rain":
+        weather = "overcast"
+    solar_hour = float(rng.uniform(8.5, 17.0))
+    el, az = sun_position(city.lat, day_of_year(date), solar_hour)
+    return Conditions(
+        date=date,
+        season=season_of(date, city.lat),
+        weather=weather,
+        snow_cover=snow_cover,
+        solar_hour=solar_hour,
+        sun_elevation_deg=el,
+        sun_azimuth_deg=az,
+        winterness=w,
+    )
+
+
+def foliage_state(kind: str, date: dt.date, lat_deg: float) -> str:
+    """What a tree of ``kind`` looks like on ``date``.
+
+    Args:
+        kind: ``"deciduous"``, ``"evergreen"``, ``"palm"`` or ``"conifer"``.
+
+    Returns:
+        ``"bare"``, ``"bud"``, ``"green"``, ``"autumn"`` (deciduous), else ``"green"``.
+    """
+    if kind != "deciduous":
+        return "green"
+    month = date.month if lat_deg >= 0 else (date.month + 5) % 12 + 1
+    if month in (12, 1, 2, 3):
+        return "bare"
+    if month == 4:
+        return "bud"
+    if month in (10, 11):
+        return "autumn" if month == 10 or date.day < 15 else "bare"
+    return "green"

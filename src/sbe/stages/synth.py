@@ -1,0 +1,246 @@
+"""``sbe synth``: write a synthetic street-view world in the raw 3D Street View format.
+
+Output folder (``cfg.output``):
+
+- ``NNNN.tar``: one per map region (DatasetID ``NNNN``), ``<stem>.jpg`` + ``<stem>.txt`` pairs;
+- ``truth.parquet``: ground truth per image (building, facade, city, style, conditions), not part
+  of the raw format;
+- ``_truth/NNNN.parquet``: the same per tar, with the tar's key in the footer (resume bookkeeping);
+- ``preview.png`` with ``--preview``; ``_manifest.json``.
+
+With ``cfg.packaged`` it also writes ``packaged_images.parquet`` of *new* buildings (the input of
+``sbe embed``). Everything is deterministic for a seed, independent of the number of workers; a
+rerun skips every tar that is already current and redoes the rest.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sbe.config import SynthConfig, section_dict
+from sbe.data.synth import RENDER_VERSION
+from sbe.data.synth.difficulty import knobs_for
+from sbe.data.synth.preview import contact_sheet, save_preview
+from sbe.data.synth.scene import RenderSettings
+from sbe.data.synth.world import plan_world
+from sbe.data.synth.writers import (
+    TRUTH_DIR,
+    TRUTH_SCHEMA,
+    DatasetTask,
+    PackagedTask,
+    assemble_packaged,
+    dataset_is_current,
+    nested_layout,
+    render_packaged,
+    tar_name,
+    truth_path,
+    write_dataset,
+)
+from sbe.errors import SbeError
+from sbe.progress import progress_bar
+from sbe.storage import (
+    DirLock,
+    Manifest,
+    StageTimer,
+    clean_stale_temps,
+    config_hash,
+    manifest_is_current,
+    part_is_current,
+    write_manifest,
+    write_parquet_atomic,
+    write_part,
+)
+
+STAGE = "synth"
+_TAR_RE = re.compile(r"^\d{4,}\.tar$")
+#: fields that change the tars' bytes (output paths, workers and the preview flag do not)
+WORLD_FIELDS = (
+    "buildings",
+    "seed",
+    "image_size",
+    "difficulty",
+    "buildings_per_tar",
+    "jpeg_quality",
+)
+
+
+def _workers(cfg: SynthConfig, n_tasks: int) -> int:
+    n = cfg.workers or (os.cpu_count() or 1)
+    return max(1, min(n, n_tasks))
+
+
+def _run_tasks(fn, tasks: list, workers: int, on_done) -> list:
+    """Run ``fn`` over ``tasks`` in ``workers`` processes (in-process for one), in any order."""
+    if workers <= 1 or len(tasks) <= 1:
+        out = []
+        for t in tasks:
+            r = fn(t)
+            on_done(t, r)
+            out.append(r)
+        return out
+    results = []
+    # spawn: the parent may hold threads (progress bar), which fork would copy mid-state
+    with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, t): t for t in tasks}
+        for fut in cf.as_completed(futures):
+            r = fut.result()
+            on_done(futures[fut], r)
+            results.append(r)
+    return results
+
+
+def _world_key(cfg: SynthConfig) -> dict[str, Any]:
+    d = section_dict(cfg)
+    return {**{k: d[k] for k in WORLD_FIELDS}, "render_version": RENDER_VERSION}
+
+
+def run(cfg: SynthConfig) -> Manifest:
+    """Generate the synthetic world described by ``cfg``.
+
+    Returns:
+        The stage manifest (rows: images, targets, buildings, tars, tars_written, tars_skipped,
+        and packaged_rows when a packaged parquet is written).
+    """
+    timer = StageTimer()
+    out = Path(cfg.output)
+    full = {k: v for k, v in section_dict(cfg).items() if k != "workers"}
+    full["render_version"] = RENDER_VERSION
+    chash = config_hash(full)
+    with DirLock(out):
+        clean_stale_temps(out)
+        old = manifest_is_current(out, STAGE, chash, [])
+        if old is not None and (cfg.packaged is None or Path(cfg.packaged).is_file()):
+            return old
+        knobs = knobs_for(cfg.difficulty)
+        world = plan_world(cfg.buildings, cfg.seed, knobs, cfg.buildings_per_tar)
+        if world.n_target_buildings != cfg.buildings:
+            raise SbeError(
+                f"synth: planned {world.n_target_buildings} buildings instead of {cfg.buildings}"
+            )
+        settings = RenderSettings(cfg.image_size, cfg.jpeg_quality, knobs)
+        wkey = _world_key(cfg)
+        keys = {
+            p.dataset_id: config_hash({**wkey, "dataset_id": p.dataset_id}) for p in world.datasets
+        }
+        _remove_stale(out, set(keys))
+        todo = [
+            p
+            for p in world.datasets
+            if not dataset_is_current(out, p.dataset_id, keys[p.dataset_id])
+        ]
+        todo.sort(key=lambda p: -len(p.views))  # biggest first: better load balance
+        tasks = [DatasetTask(p, settings, str(out), keys[p.dataset_id]) for p in todo]
+        total_images = sum(len(p.views) for p in todo)
+        with progress_bar("synth", total_images, unit="images") as bar:
+            _run_tasks(
+                write_dataset,
+                tasks,
+                _workers(cfg, len(tasks)),
+                lambda t, r: bar.advance(r["images"]),
+            )
+        truth = pa.concat_tables(
+            [
+                pq.read_table(truth_path(out, p.dataset_id), schema=TRUTH_SCHEMA)
+                for p in world.datasets
+            ]
+        )
+        write_parquet_atomic(truth, out / "truth.parquet")
+        outputs = [tar_name(p.dataset_id) for p in world.datasets] + ["truth.parquet"]
+        extra: dict[str, Any] = {
+            "difficulty": cfg.difficulty,
+            "knobs": knobs.to_dict(),
+            "render_version": RENDER_VERSION,
+            "cities": dict(sorted(Counter(truth.column("city").to_pylist()).items())),
+            "nested_tars": [
+                tar_name(p.dataset_id) for p in world.datasets if nested_layout(p.dataset_id)
+            ],
+            "txt_format": "line 1: d + 17 numbers; line 2: t YYYY-MM-DD (capture date, synthetic extension)",
+        }
+        rows = {
+            "images": truth.num_rows,
+            "targets": sum(len(p.targets) for p in world.datasets),
+            "buildings": world.n_target_buildings,
+            "tars": len(world.datasets),
+            "tars_written": len(tasks),
+            "tars_skipped": len(world.datasets) - len(tasks),
+        }
+        if cfg.packaged is not None:
+            info = _write_packaged(cfg, settings)
+            rows["packaged_rows"] = info["rows"]
+            extra["packaged"] = info
+        if cfg.preview:
+            save_preview(
+                contact_sheet(out, truth, tile=min(150, cfg.image_size)), out / "preview.png"
+            )
+            outputs.append("preview.png")
+        manifest = Manifest(
+            stage=STAGE,
+            config=full,
+            config_hash=chash,
+            outputs=outputs,
+            rows=rows,
+            wall_seconds=timer.seconds,
+            extra=extra,
+        )
+        write_manifest(out, manifest)
+        return manifest
+
+
+def _remove_stale(out: Path, dataset_ids: set[int]) -> None:
+    """Delete tars and truth parts of regions that are not in this world (a smaller rerun)."""
+    for p in out.glob("*.tar"):
+        if _TAR_RE.match(p.name) and int(p.name[:-4]) not in dataset_ids:
+            p.unlink()
+    for p in (out / TRUTH_DIR).glob("*.parquet") if (out / TRUTH_DIR).is_dir() else ():
+        if p.stem.isdigit() and int(p.stem) not in dataset_ids:
+            p.unlink()
+
+
+def _write_packaged(cfg: SynthConfig, settings: RenderSettings) -> dict[str, Any]:
+    """Write the packaged parquet of new buildings (skipped when current)."""
+    path = Path(cfg.packaged)
+    key = config_hash({**_world_key(cfg), "packaged_buildings": cfg.packaged_buildings})
+    meta_key = {"synth_packaged_key": key}
+    if part_is_current(path, meta_key):
+        meta = pq.read_schema(path).metadata or {}
+        import json
+
+        return json.loads(meta.get(b"sbe", b"{}")).get("info", {})
+    world = plan_world(
+        cfg.packaged_buildings,
+        cfg.seed,
+        settings.knobs,
+        cfg.buildings_per_tar,
+        stream=1,
+        first_dataset_id=9001,
+    )
+    tasks = [PackagedTask(p, settings) for p in world.datasets]
+    results: dict[int, list] = {}
+    with progress_bar("packaged", len(tasks), unit="regions") as bar:
+        _run_tasks(
+            render_packaged,
+            tasks,
+            _workers(cfg, len(tasks)),
+            lambda t, r: (results.__setitem__(t.plan.dataset_id, r), bar.advance(1)),
+        )
+    rows = [r for did in sorted(results) for r in results[did]]
+    table, info = assemble_packaged(rows, cfg.seed)
+    info = {
+        "path": str(path),
+        "rows": table.num_rows,
+        "buildings": len(set(table.column("OSMID").to_pylist())),
+        "invalid_rows": table.column("is_valid").to_pylist().count(False),
+        "null_valid_rows": table.column("is_valid").null_count,
+        **info,
+    }
+    write_part(table, path, {**meta_key, "info": info})
+    return info
