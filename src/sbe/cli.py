@@ -108,6 +108,74 @@ def config_show(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
 
 # ---- synth ----
 
+
+@app.command("synth")
+def synth_cmd(
+    out_dir: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Output folder for the tars (default: [synth] output).", show_default=False
+        ),
+    ] = None,
+    buildings: Annotated[
+        int | None, typer.Option("--buildings", "-n", min=1, help="Buildings that carry targets.")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed", "-s", help="World seed.")] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", min=64, max=2048, help="Image side in pixels.")
+    ] = None,
+    difficulty: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, max=1.0, help="0 = easy, 1 = hard (near-duplicates, occlusion, nuisances)."
+        ),
+    ] = None,
+    packaged: Annotated[
+        Path | None,
+        typer.Option(help="Also write a packaged_images.parquet of new buildings to this path."),
+    ] = None,
+    packaged_buildings: Annotated[
+        int | None, typer.Option(min=1, help="Buildings in the packaged parquet.")
+    ] = None,
+    preview: Annotated[
+        bool | None, typer.Option("--preview/--no-preview", help="Write OUT/preview.png.")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-w", min=0, help="Processes; 0 = one per core.")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate a synthetic street-view world: OUT/NNNN.tar (raw format), truth.parquet."""
+    from sbe.stages import synth as stage
+
+    cfg = section(
+        config,
+        "synth",
+        output=out_dir,
+        buildings=buildings,
+        seed=seed,
+        image_size=image_size,
+        difficulty=difficulty,
+        packaged=packaged,
+        packaged_buildings=packaged_buildings,
+        preview=preview,
+        workers=workers,
+    )
+    m = stage.run(cfg)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    pk = m.extra.get("packaged")
+    if pk:
+        out.print(
+            f"packaged: {pk['rows']:,} rows of {pk['buildings']:,} buildings -> {pk['path']} "
+            f"(corrupt rows {pk['corrupt_rows']})"
+        )
+    out.print(f"-> {cfg.output}")
+
+
 # ---- ingest ----
 
 
