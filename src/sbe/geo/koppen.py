@@ -222,20 +222,29 @@ def climate_classes(
     row, col = row.ravel(), col.ravel()
     fine = np.asarray(grid[row, col], dtype=np.int64)
     todo = np.flatnonzero(fine == WATER)
+    if todo.size == 0 or fallback_px <= 0:
+        return fine.reshape(lat.shape)
+    # one gather of the largest window; smaller windows are its centre slices
+    offsets = np.arange(-fallback_px, fallback_px + 1)
+    rows = np.clip(row[todo, None] + offsets[None], 0, HEIGHT - 1)  # (n, w)
+    cols = (col[todo, None] + offsets[None]) % WIDTH
+    window = np.asarray(grid[rows[:, :, None], cols[:, None, :]])  # (n, w, w) uint8
+    has_land = window.reshape(len(todo), -1).max(axis=1) > WATER
+    todo, window = todo[has_land], window[has_land]  # open water stays water
+    c = fallback_px
     for radius in range(1, fallback_px + 1):
         if todo.size == 0:
             break
-        offsets = np.arange(-radius, radius + 1)
-        dr, dc = np.meshgrid(offsets, offsets, indexing="ij")
-        rows = np.clip(row[todo, None] + dr.ravel()[None], 0, HEIGHT - 1)
-        cols = (col[todo, None] + dc.ravel()[None]) % WIDTH
-        window = np.asarray(grid[rows, cols], dtype=np.int64)  # (n, (2r+1)^2)
-        counts = np.zeros((todo.size, NUM_FINE), dtype=np.int64)
-        np.add.at(counts, (np.arange(todo.size)[:, None], window), 1)
+        sub = window[:, c - radius : c + radius + 1, c - radius : c + radius + 1]
+        sub = sub.reshape(len(todo), -1).astype(np.int64)
+        n = len(todo)
+        counts = np.bincount(
+            (np.arange(n)[:, None] * NUM_FINE + sub).ravel(), minlength=n * NUM_FINE
+        ).reshape(n, NUM_FINE)
         counts[:, WATER] = 0
         found = counts.max(axis=1) > 0
         fine[todo[found]] = counts[found].argmax(axis=1)
-        todo = todo[~found]
+        todo, window = todo[~found], window[~found]
     return fine.reshape(lat.shape)
 
 
