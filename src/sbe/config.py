@@ -146,11 +146,11 @@ class NeighborsConfig(Section):
     calibration_fraction: float = Field(0.03, gt=0, le=1)
     calibration_min_anchors: int = Field(10_000, ge=1)
     pca_fit_sample: int = Field(200_000, ge=100)
-    exact_max_rows: int = Field(200_000, ge=1, description="above this, an approximate index")
+    exact_max_rows: int = Field(100_000, ge=1, description="above this, an approximate index")
     ann_target_recall: float = Field(
         0.97, gt=0, le=1, description="approximate index: nprobe is raised until this recall"
     )
-    ann_nlist: int = Field(0, ge=0, description="approximate index lists; 0 = about 2 sqrt(N)")
+    ann_nlist: int = Field(0, ge=0, description="approximate index lists; 0 = about 4 sqrt(N)")
     threads: int = Field(0, ge=0, description="faiss threads; 0 = every available core")
     seed: int = 0
 

@@ -1,9 +1,9 @@
 """k nearest neighbours of *other identities*, with faiss on all cores.
 
 Small sets use exact search (``IndexFlatL2``). Above ``exact_max_rows`` an inverted-file index
-(``IndexIVFFlat``) is trained on a seeded sample, and its ``nprobe`` is the smallest power of two
-whose measured recall against exact search, on a seeded sample of queries, reaches
-``target_recall``; the recall is recorded so the approximation is never silent.
+(``IndexIVFFlat``) is trained on a seeded sample, and its ``nprobe`` is the smallest value of the
+ladder 1, 2, 3, 4, 6, 8, 12, ... whose measured recall against exact search, on a seeded sample of
+queries, reaches ``target_recall``; the recall is recorded so the approximation is never silent.
 
 Excluding the anchor's own identity is exact without a per-anchor loop: an anchor whose identity
 has ``s`` images in the set can lose at most ``s`` results (itself included), so searching
@@ -57,6 +57,15 @@ class IndexInfo:
         return asdict(self)
 
 
+def nprobe_ladder(nlist: int) -> list[int]:
+    """Candidate ``nprobe`` values: 1, 2, 3, 4, 6, 8, 12, ... (steps of about sqrt 2), ending at nlist."""
+    out, p = [], 1
+    while p < nlist:
+        out.append(p)
+        p = p + max(1, p // 2) if p & (p - 1) == 0 else (p // 3) * 4
+    return [*out, nlist]
+
+
 def recall_at_k(found_dist: np.ndarray, exact_dist: np.ndarray) -> float:
     """Share of returned neighbours that lie within the exact k-th neighbour distance.
 
@@ -79,7 +88,7 @@ class VectorIndex:
         exact_max_rows: at most this many rows: exact search.
         target_recall: recall the approximate index is tuned to reach.
         tune_k: k used when measuring recall (use the k you will search with).
-        nlist: inverted lists for the approximate index (0 = about 2 sqrt(N)).
+        nlist: inverted lists for the approximate index (0 = about 4 sqrt(N)).
         recall_queries: sampled queries used to measure recall.
         seed: seeds the training sample, the k-means and the recall queries.
     """
@@ -88,7 +97,7 @@ class VectorIndex:
         self,
         x: np.ndarray,
         *,
-        exact_max_rows: int = 200_000,
+        exact_max_rows: int = 100_000,
         target_recall: float = 0.97,
         tune_k: int = 200,
         nlist: int = 0,
@@ -103,7 +112,7 @@ class VectorIndex:
             self.info = IndexInfo(kind="flat", rows=n, dim=d)
             return
         rng = np.random.default_rng(seed)
-        nlist = nlist or max(1, round(2 * math.sqrt(n)))
+        nlist = nlist or max(1, round(4 * math.sqrt(n)))
         quantizer = faiss.IndexFlatL2(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_L2)
         index.cp.seed = seed
@@ -116,15 +125,14 @@ class VectorIndex:
         tune_k = min(tune_k, n)
         exact_d, _ = faiss.knn(x[q_rows], x, tune_k)
         exact_d = np.sqrt(np.maximum(exact_d, 0))
-        nprobe, recall = 1, 0.0
-        while True:
+        recall = 0.0
+        for nprobe in nprobe_ladder(nlist):
             index.nprobe = nprobe
             found_d, _ = index.search(x[q_rows], tune_k)
             found_d = np.sqrt(np.maximum(np.where(found_d < 0, np.inf, found_d), 0))
             recall = recall_at_k(found_d, exact_d)
-            if recall >= target_recall or nprobe >= nlist:
+            if recall >= target_recall:
                 break
-            nprobe = min(nlist, nprobe * 2)
         self.info = IndexInfo(
             kind="ivf_flat",
             rows=n,
