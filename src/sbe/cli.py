@@ -786,6 +786,9 @@ def embed_cmd(
         int | None, typer.Option(min=0, help="Images per forward pass; 0 = automatic.")
     ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    runtime: Annotated[
+        str | None, typer.Option(help="Backbone runtime: auto (ONNX on CPU), torch or onnx.")
+    ] = None,
     chunk_rows: Annotated[
         int | None, typer.Option(min=1, help="Input rows per output part.")
     ] = None,
@@ -819,6 +822,7 @@ def embed_cmd(
         engine=engine,
         batch_size=batch_size,
         device=device,
+        runtime=runtime,
         chunk_rows=chunk_rows,
         decode_workers=decode_workers,
         ray_workers=ray_workers,

@@ -298,6 +298,9 @@ class EmbedConfig(Section):
     chunk_rows: int = Field(1000, ge=1, description="input rows per output part")
     decode_workers: int = Field(0, ge=0, description="decoding threads; 0 = one per core")
     device: Device = "auto"
+    runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto", description="backbone runtime; auto = ONNX Runtime on CPU, torch on GPU"
+    )
     engine: Engine = "local"
     ray_workers: int = Field(2, ge=1, description="Ray actors, one model each")
     ray_gpus_per_worker: float | None = Field(

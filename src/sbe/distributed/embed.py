@@ -39,7 +39,7 @@ class RowGroupEmbedder:
         input_path: the packaged parquet (readable from every node).
         input_fingerprint: the driver's view of the input; the actor refuses a changed file.
         writer: the driver's :class:`ChunkWriter` (output folder, schema, part provenance).
-        filter_valid, batch_size, decode_workers, device: as for the local engine.
+        filter_valid, batch_size, decode_workers, device, runtime: as for the local engine.
     """
 
     def __init__(
@@ -52,6 +52,7 @@ class RowGroupEmbedder:
         batch_size: int,
         decode_workers: int,
         device: str,
+        runtime: str = "auto",
     ) -> None:
         from sbe.models.published import load_embedder
 
@@ -67,7 +68,11 @@ class RowGroupEmbedder:
         if filter_valid and self.info.has_valid:
             self.columns.append(IS_VALID)
         self.embedder = load_embedder(
-            model_dir, device, batch_size=batch_size, decode_workers=decode_workers or 2
+            model_dir,
+            device,
+            runtime=runtime,
+            batch_size=batch_size,
+            decode_workers=decode_workers or 2,
         )
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -102,6 +107,7 @@ def ray_embed_chunks(
     device: str,
     workers: int,
     gpus_per_worker: float | None,
+    runtime: str = "auto",
     address: str | None = None,
 ) -> Iterator[ChunkResult]:
     """Embed ``chunks`` on Ray; yields each chunk's result as its part lands (any order).
@@ -136,6 +142,7 @@ def ray_embed_chunks(
                 "batch_size": batch_size,
                 "decode_workers": decode_workers,
                 "device": device if gpus else "cpu",
+                "runtime": runtime,
             },
         )
         for row in ds.iter_rows():

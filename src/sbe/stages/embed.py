@@ -261,11 +261,16 @@ def _run_engine(cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: Ch
             batch_size=cfg.batch_size,
             decode_workers=cfg.decode_workers,
             device=cfg.device,
+            runtime=cfg.runtime,
             workers=cfg.ray_workers,
             gpus_per_worker=cfg.ray_gpus_per_worker,
         )
     embedder = load_embedder(
-        cfg.model, cfg.device, batch_size=cfg.batch_size, decode_workers=cfg.decode_workers
+        cfg.model,
+        cfg.device,
+        runtime=cfg.runtime,
+        batch_size=cfg.batch_size,
+        decode_workers=cfg.decode_workers,
     )
     columns = [IMAGE_BYTES, OSMID] + ([IS_VALID] if cfg.filter_valid and info.has_valid else [])
     tables = read_chunks(pq.ParquetFile(info.path), info, todo, columns)

