@@ -55,6 +55,7 @@ from sbe.storage import (
     config_hash,
     manifest_is_current,
     part_is_current,
+    read_part_meta,
     write_manifest,
     write_parquet_atomic,
     write_part,
@@ -118,7 +119,11 @@ def run(cfg: SynthConfig) -> Manifest:
     with DirLock(out):
         clean_stale_temps(out)
         old = manifest_is_current(out, STAGE, chash, [])
-        if old is not None and (cfg.packaged is None or Path(cfg.packaged).is_file()):
+        if (
+            old is not None
+            and _tars_intact(out, old)
+            and (cfg.packaged is None or Path(cfg.packaged).is_file())
+        ):
             return old
         knobs = knobs_for(cfg.difficulty)
         world = plan_world(cfg.buildings, cfg.seed, knobs, cfg.buildings_per_tar)
@@ -193,6 +198,18 @@ def run(cfg: SynthConfig) -> Manifest:
         )
         write_manifest(out, manifest)
         return manifest
+
+
+def _tars_intact(out: Path, manifest: Manifest) -> bool:
+    """Every tar the manifest lists still has the size recorded in its truth part."""
+    for name in manifest.outputs:
+        if _TAR_RE.match(name) and not dataset_is_current(
+            out,
+            int(name[:-4]),
+            (read_part_meta(truth_path(out, int(name[:-4]))) or {}).get("synth_key", ""),
+        ):
+            return False
+    return True
 
 
 def _remove_stale(out: Path, dataset_ids: set[int]) -> None:

@@ -606,9 +606,10 @@ def _choice(rng: np.random.Generator, items: Sequence):
 
 
 def _weighted(rng: np.random.Generator, weights: Mapping[str, float]) -> str:
+    """A key of ``weights`` drawn with probability proportional to its weight."""
     keys = list(weights)
-    p = np.asarray([weights[k] for k in keys], dtype=np.float64)
-    return keys[int(rng.choice(len(keys), p=p / p.sum()))]
+    cum = np.cumsum([weights[k] for k in keys])
+    return keys[min(len(keys) - 1, int(np.searchsorted(cum, rng.random() * cum[-1], side="right")))]
 
 
 def _jitter(rgb: RGB, rng: np.random.Generator, amount: float) -> RGB:

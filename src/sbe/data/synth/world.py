@@ -484,7 +484,7 @@ def _plan_drives(plan: DatasetPlan, city: City, rng: np.random.Generator, knobs:
                 id=did,
                 street=sid,
                 conditions=cond,
-                lane_offset_m=float(rng.uniform(-0.25, 0.25)) * st.width,
+                lane_offset_m=float(rng.uniform(-0.18, 0.18)) * st.width,
                 spacing_m=float(rng.uniform(6.0, 10.0)),
                 start_m=float(rng.uniform(0.0, 10.0)),
                 car_seed=int(rng.integers(2**31)),
@@ -524,7 +524,7 @@ def _pick_targets(plan: DatasetPlan, n_targets: int, rng: np.random.Generator) -
             if f not in centres:
                 centres[f] = (fac.u0 + fac.u1) / 2 + float(rng.uniform(-0.15, 0.15)) * fac.width
             r = min(TARGET_RADIUS_M, fac.width / 2 - 1.0)
-            d_min = max(3.0, street.width * 0.25)  # nearest camera to the facade, roughly
+            d_min = max(3.0, street.width * 0.32)  # nearest camera to the facade, roughly
             v_hi = min(
                 bld.genome.wall_height - 0.8, CAMERA_HEIGHT_M + d_min * math.tan(math.radians(38))
             )
@@ -594,19 +594,28 @@ def _plan_views(plan: DatasetPlan, rng: np.random.Generator, knobs: Knobs) -> No
         st = plan.streets[line.street]
         p_t = line.point(t.u, t.v)
         n = np.asarray(line.normal)
+        # candidate panoramas within the view-angle limit; narrow streets may need a wider one
         by_drive: dict[int, list[tuple[int, int]]] = {}
-        for d in drives_by_street[line.street]:
-            pos_all, height_all = drive_positions(d, st)
-            rel = pos_all - p_t[:2]
-            dist = np.linalg.norm(rel, axis=1)
-            front = rel @ n
-            with np.errstate(invalid="ignore", divide="ignore"):
+        for widen in (0.0, 10.0, 20.0, 30.0):
+            limit = max_angle + math.radians(widen)
+            by_drive = {}
+            for d in drives_by_street[line.street]:
+                pos_all, height_all = drive_positions(d, st)
+                rel = pos_all - p_t[:2]
+                dist = np.linalg.norm(rel, axis=1)
+                front = rel @ n
                 ang = np.arccos(np.clip(front / np.maximum(dist, 1e-9), -1.0, 1.0))
-            ok = np.flatnonzero((dist >= 4.0) & (front > 1.0) & (ang <= max_angle))
-            for k in ok:
-                key = (d.id, int(k))
-                pano_pos[key] = (float(pos_all[k, 0]), float(pos_all[k, 1]), float(height_all[k]))
-                by_drive.setdefault(d.id, []).append(key)
+                ok = np.flatnonzero((dist >= 4.0) & (front > 1.0) & (ang <= limit))
+                for k in ok:
+                    key = (d.id, int(k))
+                    pano_pos[key] = (
+                        float(pos_all[k, 0]),
+                        float(pos_all[k, 1]),
+                        float(height_all[k]),
+                    )
+                    by_drive.setdefault(d.id, []).append(key)
+            if sum(len(v) for v in by_drive.values()) >= MIN_VIEWS + 1:
+                break
         avoid = used_by_building.get(t.building, set())
         n_views = MIN_VIEWS + int(rng.choice(len(_VIEW_COUNT_P), p=_VIEW_COUNT_P))
         total = sum(len(v) for v in by_drive.values())
@@ -675,11 +684,9 @@ def _region_centres(city: City, n: int, rng: np.random.Generator) -> list[tuple[
         for _attempt in range(60):
             r = 1000.0 * city.radius_km * math.sqrt(float(rng.uniform(0.02, 1.0)))
             th = float(rng.uniform(0, 2 * math.pi))
-            p = np.array([r * math.cos(th), r * math.sin(th)])
-            if all(np.linalg.norm(p - q) >= 700.0 for q in out):
-                best = p
+            best = np.array([r * math.cos(th), r * math.sin(th)])
+            if not out or float(np.min(np.linalg.norm(np.asarray(out) - best, axis=1))) >= 700.0:
                 break
-            best = p
         out.append(best)
     res = []
     for p in out:
@@ -732,7 +739,7 @@ def plan_world(
     next_id = first_dataset_id
     for city, want in zip(cities, per_city, strict=True):
         n_regions = max(1, math.ceil(want / buildings_per_tar))
-        centres = _region_centres(city, n_regions + 4, rng)
+        centres = _region_centres(city, n_regions + 12, rng)
         remaining, r = want, 0
         while remaining > 0 and r < len(centres):
             quota = math.ceil(remaining / max(1, n_regions - r)) if r < n_regions else remaining
