@@ -2,8 +2,10 @@
 
 Data: clustered synthetic vectors (not PCA'd fingerprints of real images): ``--n`` vectors of
 ``--dim`` dimensions, a variance spectrum that decays like a PCA'd fingerprint space
-(sigma_j ~ j^-0.5), 2,000 "style" clusters, buildings of 4 images around a building centre. Every
-vector's identity is its building.
+(sigma_j ~ j^-0.5), "style" clusters of ``--per-style`` images on average (default 150, about k, so
+an anchor's k neighbours spill over into neighbouring clusters as in a continuous image space;
+with much larger clusters an inverted-file index gets an easy ride), buildings of 4 images around
+a building centre. Every vector's identity is its building.
 
 - stage: ``sbe.mining.knn`` (faiss on all cores; exact up to ``exact_max_rows``, above it an
   IVF-Flat index tuned to 0.97 recall), k nearest of *other* identities for every anchor, then local
@@ -35,12 +37,13 @@ from pathlib import Path
 import numpy as np
 
 
-def make_data(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def make_data(n: int, dim: int, seed: int, per_style: int = 150) -> tuple[np.ndarray, np.ndarray]:
     """Clustered float32 (n, dim) vectors and int64 (n,) identities (4 images per building)."""
     rng = np.random.default_rng(seed)
     sigma = (np.arange(1, dim + 1) ** -0.5).astype(np.float32)
     n_build = (n + 3) // 4
-    styles = rng.normal(size=(2000, dim)).astype(np.float32) * sigma
+    n_styles = max(1, n // per_style)
+    styles = rng.normal(size=(n_styles, dim)).astype(np.float32) * sigma
     style_of = rng.integers(0, len(styles), n_build)
     buildings = styles[style_of] + 0.5 * sigma * rng.normal(size=(n_build, dim)).astype(np.float32)
     ident = np.arange(n, dtype=np.int64) // 4
@@ -130,7 +133,7 @@ def _spawn(role: str, args: argparse.Namespace, tmp: Path) -> None:
         str(args.seed),
     ]
     cmd += ["--threads", str(args.threads), "--ref-queries", str(args.ref_queries)]
-    cmd += ["--recall-queries", str(args.recall_queries)]
+    cmd += ["--recall-queries", str(args.recall_queries), "--per-style", str(args.per_style)]
     env = dict(os.environ)
     if role == "reference":  # the reference method is single-threaded; keep BLAS out of the way
         env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -153,6 +156,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="stage threads; 0 = all cores")
     p.add_argument("--ref-queries", type=int, default=200, help="BallTree anchors timed")
     p.add_argument("--recall-queries", type=int, default=1000)
+    p.add_argument("--per-style", type=int, default=150, help="mean images per style cluster")
     p.add_argument("--role", choices=["main", "stage", "reference"], default="main")
     p.add_argument("--tmp", type=Path, default=None)
     args = p.parse_args()
@@ -166,10 +170,13 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="sbe-bench-") as d:
         tmp = Path(d)
-        x, ident = make_data(args.n, args.dim, args.seed)
+        x, ident = make_data(args.n, args.dim, args.seed, args.per_style)
         np.save(tmp / "x.npy", x)
         np.save(tmp / "ident.npy", ident)
-        print(f"data: clustered synthetic, N={args.n:,} x {args.dim}-d float32, k={args.k}")
+        print(
+            f"data: clustered synthetic, N={args.n:,} x {args.dim}-d float32, "
+            f"{args.per_style} images per style cluster, k={args.k}"
+        )
         _spawn("stage", args, tmp)
         _spawn("reference", args, tmp)
         stage = json.loads((tmp / "stage.json").read_text())

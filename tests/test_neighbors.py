@@ -18,7 +18,7 @@ from sbe.cli import app
 from sbe.config import NeighborsConfig, SplitConfig
 from sbe.errors import SbeError
 from sbe.mining.bands import assign_bands, calibrate_band_edges, distance_ratios, local_scale
-from sbe.mining.knn import VectorIndex, knn_other_identities, recall_at_k
+from sbe.mining.knn import VectorIndex, knn_other_identities, nprobe_ladder, recall_at_k
 from sbe.mining.pca import Pca
 from sbe.stages import neighbors as neighbors_stage
 from sbe.stages import split as split_stage
@@ -92,6 +92,21 @@ def test_exact_knn_excludes_own_identity(
     assert (ident[rows[valid]] != np.broadcast_to(ident[:, None], rows.shape)[valid]).all()
     np.testing.assert_allclose(dist[valid], ref_dist[valid], rtol=1e-4, atol=1e-4)
     assert np.isnan(dist[~valid]).all()
+
+
+def test_nprobe_ladder() -> None:
+    for nlist in (1, 2, 5, 100, 4000):
+        ladder = np.asarray(nprobe_ladder(nlist))
+        assert ladder[0] == 1 and ladder[-1] == nlist
+        assert (np.diff(ladder) > 0).all()
+        # steps of at most 1.5x, so tuning never overshoots the needed nprobe by 2x
+        assert (ladder[2:-1] <= 1.5 * ladder[1:-2]).all()
+
+
+def test_recall_at_k_counts_by_distance() -> None:
+    exact = np.array([[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]])
+    found = np.array([[1.0, 3.0, 4.0], [1.0, 1.0, np.nan]])
+    assert recall_at_k(found, exact) == pytest.approx(4 / 6)
 
 
 def test_approximate_index_reaches_its_recall() -> None:

@@ -420,3 +420,24 @@ def test_cli_split(gen, tmp_path: Path) -> None:
         app, ["split", "--in", str(gen.folder), "--out", str(out), "--identity", "x"]
     )
     assert res.exit_code == 2
+
+
+def test_streaming_part_is_atomic(tmp_path: Path) -> None:
+    from sbe.data.parquet_stream import StreamingPart
+
+    schema = pa.schema([pa.field("a", pa.int64(), nullable=False)])
+    path = tmp_path / "p.parquet"
+    with (
+        pytest.raises(RuntimeError),
+        StreamingPart(path, schema, {"x": 1}, row_group_rows=4) as part,
+    ):
+        part.write(pa.table({"a": np.arange(10)}, schema=schema))
+        raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    with StreamingPart(path, schema, {"x": 2}, row_group_rows=4) as part:
+        for s in range(0, 10, 3):
+            part.write(pa.table({"a": np.arange(s, min(s + 3, 10))}, schema=schema))
+    pf = pq.ParquetFile(path)
+    assert pf.metadata.num_row_groups == 3  # 4 + 4 + 2 rows
+    assert pq.read_table(path)["a"].to_pylist() == list(range(10))
+    assert read_part_meta(path) == {"x": 2}
