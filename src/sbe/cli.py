@@ -663,6 +663,9 @@ def geo_evaluate(
         out.print(_geo_report_table(report, f"sbe geo evaluate: {split} ({report['n']:,} rows)"))
 
 
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
 @geo_app.command("predict")
 def geo_predict(
     images: Annotated[list[Path] | None, typer.Argument(help="image files")] = None,
@@ -692,12 +695,12 @@ def geo_predict(
         table.add_column(col, justify="right" if col in ("rank", "lat", "lon", "prob") else "left")
     for row in rows:
         c, s = row["climate"], row["season"]
-        climate = f"{c['code']} ({c['name']}, p={c['prob']:.2f})"
-        season = f"day {s['day_of_year']:.0f} (month {s['month']})"
+        climate = f"{c['code']} p={c['prob']:.2f}"
+        season = f"day {s['day_of_year']:.0f} ({_MONTHS[s['month'] - 1]})"
         for j, loc in enumerate(row["locations"]):
             first = j == 0
             table.add_row(
-                row["source"] if first else "",
+                Path(row["source"]).name if first else "",
                 str(j + 1),
                 f"{loc['lat']:.4f}",
                 f"{loc['lon']:.4f}",

@@ -411,14 +411,14 @@ def embed_images(
         )
     from sbe.models.backbones import load_backbone
 
-    backbone = load_backbone(identity, device=device)
-    images = []
+    images = []  # decode first: a bad path fails before the model loads
     for p in paths:
         try:
             with Image.open(p) as im:
                 images.append(im.convert("RGB"))
         except (OSError, ValueError) as e:
             raise SbeError(f"{p}: not a readable image ({e})") from None
+    backbone = load_backbone(identity, device=device)
     return np.concatenate(
         [backbone.embed_pil(images[s : s + 32]) for s in range(0, len(images), 32)]
     )
