@@ -299,7 +299,8 @@ def test_provenance_follows_buildings_back_to_the_embed_stage(tmp_path: Path) ->
         )
     )
     write_manifest(emb, Manifest(stage="embed", config={"model": "/models/m1"}))
-    write_manifest(bld, Manifest(stage="aggregate", config={"input": str(emb)}))
+    # aggregate takes a list of embed folders (shards); the index follows the first back
+    write_manifest(bld, Manifest(stage="aggregate", config={"input": [str(emb)]}))
     x = clustered(20, 8)
     pq.write_table(buildings_table(x, pa.array(np.arange(20))), bld / "buildings.parquet")
     got = source_provenance(bld / "buildings.parquet")

@@ -121,7 +121,14 @@ def kmeans(
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     for run in range(max(1, restarts)):
         km = faiss.Kmeans(
-            d, int(k), niter=int(niter), seed=int(seed) + run, spherical=True, verbose=False
+            d,
+            int(k),
+            niter=int(niter),
+            seed=int(seed) + run,
+            spherical=True,
+            verbose=False,
+            # small inputs are fine to cluster; skip faiss's "provide more points" warning
+            min_points_per_centroid=1,
         )
         km.train(x, init_centroids=kmeans_plus_plus(x, int(k), rng))
         centroids = np.ascontiguousarray(km.centroids, dtype=np.float32)

@@ -319,6 +319,8 @@ def source_provenance(path: str | Path, max_hops: int = 3) -> dict[str, Any]:
         if all(v is not None for v in found.values()) or manifest is None:
             break
         nxt = manifest.config.get("input")
+        if isinstance(nxt, list):  # e.g. aggregate over several embed shards
+            nxt = nxt[0] if nxt else None
         folder = Path(nxt) if isinstance(nxt, str) else None
     return found
 
