@@ -985,7 +985,7 @@ def search_cmd(
     for q in payload["queries"]:
         table = Table(title=f"{q['query']}: top {k}", title_justify="left")
         for col in ("rank", "id", "similarity", "lat", "lon"):
-            table.add_column(col, justify="right" if col != "id" else "left")
+            table.add_column(col, justify="left" if col == "id" else "right", overflow="fold")
         extra = [
             c
             for c in (q["hits"][0] if q["hits"] else {})
