@@ -16,6 +16,7 @@ uninterrupted run. A resume against a changed input or a different model is refu
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -208,14 +209,20 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
             )
 
         save_state("running" if todo else "complete")
+        load_s = embed_s = 0.0
+        images_this_run = 0
         if todo:
+            t0 = time.perf_counter()
             results = _run_engine(cfg, info, todo, writer)
+            load_s = time.perf_counter() - t0
             total = sum(c.selected for c in todo)
             with progress_bar("embed", total=total, unit="images", enabled=progress) as bar:
                 for r in results:
                     counters.add(r)
+                    images_this_run += r.embedded + r.failed
                     save_state("running")
                     bar.advance(r.embedded + r.failed)
+            embed_s = time.perf_counter() - t0 - load_s
             if counters.chunks_done != counters.chunks_total:
                 raise SbeError(
                     f"embedding stopped early: {counters.chunks_done} of "
@@ -240,7 +247,15 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
                 "parts": counters.chunks_total,
             },
             wall_seconds=timer.seconds,
-            extra={"model": model, "engine": cfg.engine, "state": STATE_NAME},
+            extra={
+                "model": model,
+                "engine": cfg.engine,
+                "state": STATE_NAME,
+                "images_this_run": images_this_run,
+                "load_seconds": round(load_s, 3),
+                "embed_seconds": round(embed_s, 3),
+                "images_per_second": round(images_this_run / embed_s, 1) if embed_s else None,
+            },
         ).with_skips(skips)
         manifest.up_to_date = not todo
         write_manifest(out_dir, manifest)
