@@ -148,3 +148,47 @@ def test_train_on_projector_outputs(toy_split, tmp_path) -> None:
     assert heads.config.in_dim == 16 and (out / "projector" / "model.safetensors").is_file()
     rows = geo_stage.predict(out, embeddings_file=toy_split / "test.parquet", top_k=2)
     assert len(rows) == pq.read_metadata(toy_split / "test.parquet").num_rows
+
+
+@pytest.mark.slow
+def test_predict_images_through_the_recorded_backbone(trained, tmp_path, monkeypatch) -> None:
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    import sbe.models.backbones as backbones
+    from sbe.models.backbones import Backbone, Preprocess
+
+    class FakeBackbone(Backbone):
+        name, dim = "fake", 32
+        preprocess = Preprocess(resize=40, crop=32, mean=(0, 0, 0), std=(1, 1, 1))
+
+        def embed(self, images: np.ndarray) -> np.ndarray:
+            flat = images.reshape(len(images), -1)[:, : self.dim].astype(np.float32)
+            return flat + 1.0
+
+    seen: list[dict] = []
+
+    def fake_load(identity, **kw):
+        seen.append(identity)
+        return FakeBackbone()
+
+    monkeypatch.setattr(backbones, "load_backbone", fake_load)
+    geo_dir = tmp_path / "geo"
+    shutil.copytree(trained, geo_dir)
+    cfg = json.loads((geo_dir / "config.json").read_text())
+    cfg["backbone"] = {"name": "fake", "dim": 32}
+    (geo_dir / "config.json").write_text(json.dumps(cfg))
+    paths = []
+    for i, colour in enumerate([(200, 30, 30), (20, 90, 220)]):
+        p = tmp_path / f"img{i}.png"
+        Image.new("RGB", (64, 48), colour).save(p)
+        paths.append(p)
+    rows = geo_stage.predict(geo_dir, images=paths, top_k=2)
+    assert seen == [{"name": "fake", "dim": 32}]
+    assert [r["source"] for r in rows] == [str(p) for p in paths]
+    assert all(1 <= len(r["locations"]) <= 2 for r in rows)
+    with pytest.raises(SbeError, match="not a readable image"):
+        geo_stage.predict(geo_dir, images=[tmp_path / "missing.jpg"])
+    assert len(seen) == 1  # a bad path fails before the model loads
