@@ -184,3 +184,26 @@ def test_optimizer_groups_and_schedule() -> None:
     assert warmup_cosine(0, 10, 100) == pytest.approx(0.1)
     assert warmup_cosine(10, 10, 100) == pytest.approx(1.0)
     assert warmup_cosine(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_heads_and_loss_from_config() -> None:
+    from sbe.config import GeoConfig
+    from sbe.geo.build import heads_from_config, loss_from_config
+
+    rng = np.random.default_rng(0)
+    lat = np.r_[52.37 + rng.normal(0, 0.02, 200), -33.87 + rng.normal(0, 0.02, 200)]
+    lon = np.r_[4.90 + rng.normal(0, 0.03, 200), 151.21 + rng.normal(0, 0.03, 200)]
+    cfg = GeoConfig(
+        background_centres=60, centres_per_sample=10, gallery_max=50, hidden_dim=32, seed=3
+    )
+    heads = heads_from_config(cfg, lat, lon, in_dim=16, input_space="projector")
+    c = heads.config
+    assert c.in_dim == 16 and c.hidden_dim == 32 and c.input_space == "projector"
+    assert 16 <= c.num_data_centres < c.num_centres and c.num_gallery == 50
+    data_lat = np.degrees(np.arcsin(heads.centres[: c.num_data_centres, 2].numpy()))
+    assert set(np.round(data_lat).astype(int)) <= {52, -34}  # data centres sit on the data
+    crit = loss_from_config(cfg.model_copy(update={"season_weight": 0.0}))
+    assert crit.season_weight == 0.0 and crit.location_weight == cfg.location_weight
+    labels = make_labels(lat[:8], lon[:8], np.arange(8.0))
+    loss, _ = crit(heads(torch.randn(8, 16)), labels)
+    assert torch.isfinite(loss)

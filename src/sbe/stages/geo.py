@@ -26,9 +26,9 @@ import torch
 
 from sbe.config import GeoConfig, section_dict
 from sbe.errors import SbeError
+from sbe.geo.build import heads_from_config, loss_from_config
 from sbe.geo.koppen import FINE_CODES, FINE_NAMES, coarse_of
 from sbe.geo.labels import GeoLabels, labels_from_table
-from sbe.geo.loss import GeoLoss
 from sbe.geo.metrics import (
     PointPredictions,
     location_metrics,
@@ -36,11 +36,10 @@ from sbe.geo.metrics import (
     nearest_neighbour_baseline,
     score,
 )
-from sbe.geo.mvmf import build_centres, dedup_locations
 from sbe.geo.season import doy_to_month
 from sbe.geo.sphere import unit_to_latlon
 from sbe.geo.trainer import FitSettings, fit, resolve_device
-from sbe.models.geo_heads import GeoHeads, GeoHeadsConfig, GeoPrediction
+from sbe.models.geo_heads import GeoHeads, GeoPrediction
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -151,13 +150,6 @@ def _inputs(cfg: GeoConfig) -> list[Path]:
     return paths
 
 
-def _gallery(lat: np.ndarray, lon: np.ndarray, limit: int) -> np.ndarray:
-    uniq, _ = dedup_locations(lat, lon)
-    if len(uniq) > limit:
-        uniq = uniq[np.linspace(0, len(uniq) - 1, limit).astype(np.int64)]
-    return uniq
-
-
 def train(cfg: GeoConfig, *, log: Any | None = None) -> Manifest:
     """Train the geo heads on ``cfg.input`` (optionally through the projector of ``cfg.run``).
 
@@ -187,41 +179,17 @@ def train(cfg: GeoConfig, *, log: Any | None = None) -> Manifest:
         va = load_split(split_dir, "val", projector, fallback_px=fb)
         if len(tr.lat) == 0 or len(va.lat) == 0:
             raise SbeError(f"{split_dir}: the train and val splits must both have rows")
-        centres = build_centres(
+        heads = heads_from_config(
+            cfg,
             tr.lat,
             tr.lon,
-            per_sample=cfg.centres_per_sample,
-            background=cfg.background_centres,
-            background_log_kappa=cfg.background_log_kappa,
-            log_kappa_min=cfg.log_kappa_min,
-            log_kappa_max=cfg.log_kappa_max,
-            seed=cfg.seed,
-        )
-        gallery = _gallery(tr.lat, tr.lon, cfg.gallery_max)
-        head_cfg = GeoHeadsConfig(
-            in_dim=tr.features.shape[1],
-            hidden_dim=cfg.hidden_dim,
-            dropout=cfg.dropout,
-            num_centres=len(centres.xyz),
-            num_data_centres=centres.num_data,
-            num_gallery=len(gallery),
-            log_kappa_min=cfg.log_kappa_min,
-            log_kappa_max=cfg.log_kappa_max,
-            season_hemisphere=cfg.season_hemisphere,
+            tr.features.shape[1],
             input_space="projector" if projector is not None else "backbone",
             backbone=backbone_identity(split_dir),
             extra={"split_dir": str(split_dir), "run": str(cfg.run) if cfg.run else None},
         )
-        heads = GeoHeads(head_cfg)
-        heads.set_centres(centres.xyz, centres.log_kappa)
-        heads.set_gallery(gallery)
-        criterion = GeoLoss(
-            cfg.location_weight,
-            cfg.climate_weight,
-            cfg.season_weight,
-            season_loss=cfg.season_loss,
-            label_smoothing=cfg.label_smoothing,
-        )
+        head_cfg = heads.config
+        criterion = loss_from_config(cfg)
         records: list[dict[str, Any]] = []
 
         def on_epoch(rec: dict[str, Any]) -> None:
@@ -293,10 +261,10 @@ def train(cfg: GeoConfig, *, log: Any | None = None) -> Manifest:
                 "backbone": head_cfg.backbone,
                 "input_space": head_cfg.input_space,
                 "centres": {
-                    "data": centres.num_data,
-                    "background": len(centres.xyz) - centres.num_data,
+                    "data": head_cfg.num_data_centres,
+                    "background": head_cfg.num_centres - head_cfg.num_data_centres,
                 },
-                "gallery": len(gallery),
+                "gallery": head_cfg.num_gallery,
                 "best_epoch": result.best_epoch,
                 "test": _headline(metrics["test"]),
             },

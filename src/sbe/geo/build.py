@@ -1,0 +1,90 @@
+"""Build the geo heads and their loss from a ``GeoConfig`` and the training coordinates.
+
+One entry point for ``sbe geo train`` and for any other training loop (e.g. joint training with
+the projector):
+
+    geo_cfg = GeoConfig()                                   # or the [geo] section of a config
+    heads = heads_from_config(geo_cfg, train_lat, train_lon, in_dim=256)
+    criterion = loss_from_config(geo_cfg)
+    labels = labels_from_table(train_table)                 # sbe.geo.labels
+    loss, parts = criterion(heads(features[idx]), labels[idx])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from sbe.config import GeoConfig
+from sbe.geo.loss import GeoLoss
+from sbe.geo.mvmf import build_centres, dedup_locations
+from sbe.models.geo_heads import GeoHeads, GeoHeadsConfig
+
+
+def gallery_locations(lat_deg: np.ndarray, lon_deg: np.ndarray, limit: int) -> np.ndarray:
+    """Deduplicated training locations (100 m grid), evenly thinned to at most ``limit``.
+
+    Returns:
+        float64 (P, 3) unit vectors.
+    """
+    uniq, _ = dedup_locations(lat_deg, lon_deg)
+    if len(uniq) > limit:
+        uniq = uniq[np.linspace(0, len(uniq) - 1, limit).astype(np.int64)]
+    return uniq
+
+
+def heads_from_config(
+    cfg: GeoConfig,
+    train_lat: np.ndarray,
+    train_lon: np.ndarray,
+    in_dim: int,
+    **config_fields: Any,
+) -> GeoHeads:
+    """Geo heads with centres (k-means + background), initial log κ and gallery installed.
+
+    Args:
+        cfg: the ``geo`` config (sizes, centre settings, κ range, seed).
+        train_lat, train_lon: (N,) training coordinates in degrees.
+        in_dim: size of the features the heads will read.
+        config_fields: extra :class:`GeoHeadsConfig` fields (``input_space``, ``backbone``, ``extra``).
+    """
+    centres = build_centres(
+        train_lat,
+        train_lon,
+        per_sample=cfg.centres_per_sample,
+        background=cfg.background_centres,
+        background_log_kappa=cfg.background_log_kappa,
+        log_kappa_min=cfg.log_kappa_min,
+        log_kappa_max=cfg.log_kappa_max,
+        seed=cfg.seed,
+    )
+    gallery = gallery_locations(train_lat, train_lon, cfg.gallery_max)
+    heads = GeoHeads(
+        GeoHeadsConfig(
+            in_dim=in_dim,
+            hidden_dim=cfg.hidden_dim,
+            dropout=cfg.dropout,
+            num_centres=len(centres.xyz),
+            num_data_centres=centres.num_data,
+            num_gallery=len(gallery),
+            log_kappa_min=cfg.log_kappa_min,
+            log_kappa_max=cfg.log_kappa_max,
+            season_hemisphere=cfg.season_hemisphere,
+            **config_fields,
+        )
+    )
+    heads.set_centres(centres.xyz, centres.log_kappa)
+    heads.set_gallery(gallery)
+    return heads
+
+
+def loss_from_config(cfg: GeoConfig) -> GeoLoss:
+    """The weighted geo loss of a ``geo`` config."""
+    return GeoLoss(
+        cfg.location_weight,
+        cfg.climate_weight,
+        cfg.season_weight,
+        season_loss=cfg.season_loss,
+        label_smoothing=cfg.label_smoothing,
+    )
