@@ -292,7 +292,9 @@ def test_changed_part_size_replaces_old_parts(tmp_path, tiny_vit):
     ingest = make_ingest(tmp_path, 11)
     out = tmp_path / "bb"
     stage.run(_vit_cfg(ingest, out, tiny_vit, part_rows=4))
+    pq.write_table(pa.table({"x": [1]}), out / "notes.parquet")  # not ours: must survive
     m = stage.run(_vit_cfg(ingest, out, tiny_vit, part_rows=5))
+    (out / "notes.parquet").unlink()
     assert (
         sorted(p.name for p in out.glob("*.parquet"))
         == m.outputs

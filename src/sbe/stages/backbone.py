@@ -352,9 +352,13 @@ def _check_columns(part: Path) -> int:
 
 
 def _remove_stale_parts(out: Path, keep: set[str]) -> list[str]:
+    """Delete backbone parts that no longer belong to the plan (other files are left alone)."""
     removed = []
     for p in sorted(out.glob("*.parquet")):
-        if p.name not in keep:
+        if p.name in keep:
+            continue
+        meta = read_part_meta(p)
+        if meta is not None and meta.get("stage") == STAGE:
             p.unlink()
             removed.append(p.name)
     return removed

@@ -53,6 +53,15 @@ AUTO_POOLING: dict[str, str] = {
 #: families whose token sequence has no class token
 NO_CLS_TOKEN = frozenset({"siglip", "siglip_vision_model", "siglip2", "siglip2_vision_model"})
 
+
+def _dtype_kwarg() -> str:
+    """``from_pretrained`` takes ``dtype`` since transformers 4.56 (``torch_dtype`` before)."""
+    import transformers
+
+    major, minor = (int(v) for v in transformers.__version__.split(".")[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
 # PIL.Image.Resampling codes as stored in processor configs.
 _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bilinear"}
 
@@ -336,8 +345,8 @@ class HFSpec(BackboneSpec):
                 model, info = cls.from_pretrained(
                     self.source,
                     revision=self.revision,
-                    dtype=dtype,
                     output_loading_info=True,
+                    **{_dtype_kwarg(): dtype},
                 )
         except (OSError, ValueError) as e:
             raise SbeError(f"cannot load hf:{self.source}: {e}") from None
