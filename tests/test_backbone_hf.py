@@ -39,11 +39,13 @@ def _offline_and_cache(tmp_path_factory):
         yield
 
 
-def _save(root: Path, name: str, model, processor: dict | None) -> Path:
+def _save(root: Path, name: str, model, processor) -> Path:
     d = root / name
     model.save_pretrained(d)
-    if processor is not None:
+    if isinstance(processor, dict):
         (d / "preprocessor_config.json").write_text(json.dumps(processor))
+    elif processor is not None:  # a transformers image processor: its own saved format
+        processor.save_pretrained(d)
     return d
 
 
@@ -63,7 +65,16 @@ def tiny(tmp_path_factory) -> dict[str, Path]:
         models = {
             # image_size 70 != crop 56: the position embeddings are interpolated, as for real
             # DINOv2 checkpoints (518 px native, 224 px crop).
-            "dinov2": (tf.Dinov2Model(tf.Dinov2Config(**SMALL, image_size=70, patch_size=14)), BIT),
+            "dinov2": (
+                tf.Dinov2Model(tf.Dinov2Config(**SMALL, image_size=70, patch_size=14)),
+                tf.BitImageProcessorPil(
+                    size={"shortest_edge": 64},
+                    crop_size={"height": 56, "width": 56},
+                    do_center_crop=True,
+                    resample=3,
+                    **IMAGENET,
+                ),
+            ),
             "dinov2reg": (
                 tf.Dinov2WithRegistersModel(
                     tf.Dinov2WithRegistersConfig(
