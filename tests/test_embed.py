@@ -100,6 +100,17 @@ def test_outputs_schema_failures_and_values(tmp_path: Path, model: Path) -> None
     assert again.up_to_date
 
 
+def test_all_failed_chunk_keeps_the_osmid_type(tmp_path: Path, model: Path) -> None:
+    """A chunk whose every image fails still gets a (typed, empty) part: done, and readable with
+    the others (the reference wrote int64 marker parts that broke string OSMIDs)."""
+    inp = packaged_parquet(tmp_path / "in.parquet", 6, osmid="string", bad={2: b"x", 3: None})
+    run(inp, tmp_path / "out", model, chunk_rows=2)
+    empty = pq.read_table(tmp_path / "out" / "parts" / "rows-000000000002-000000000004.parquet")
+    assert empty.num_rows == 0 and empty.schema.field("OSMID").type == pa.string()
+    assert read_parts(tmp_path / "out")["row_index"].to_pylist() == [0, 1, 4, 5]
+    assert ds.dataset(tmp_path / "out" / "parts").to_table().num_rows == 4
+
+
 def test_is_valid_filter(tmp_path: Path, model: Path) -> None:
     valid = [None if i % 3 else False for i in range(30)]
     valid[1] = True
