@@ -327,3 +327,19 @@ def test_embedder_api_inputs_and_failures(tmp_path: Path, landmarks_dir: Path) -
     ident = emb.identity()
     assert ident["dim"] == 16 and ident["backbone"]["name"].startswith("hf:")
     assert len(ident["fingerprint"]) == 32
+
+
+def test_cli_publish(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sbe.cli import app
+
+    dino = tiny_dinov2(tmp_path / "dino")
+    make_run(tmp_path / "run", hf_identity(dino))
+    args = ["publish", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "m"), "--json"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["stage"] == "publish" and not out["up_to_date"]
+    assert out["extra"]["head_max_abs_diff"] <= 1e-5
+    assert json.loads(CliRunner().invoke(app, args).output)["up_to_date"]
