@@ -656,6 +656,7 @@ def geo_evaluate(
         split=split,
         split_dir=input.resolve() if input is not None else None,
         fallback_px=cfg.coastal_fallback_px,  # type: ignore[attr-defined]
+        threads=cfg.threads,  # type: ignore[attr-defined]
     )
     if as_json:
         out.print_json(json.dumps(report))
@@ -683,9 +684,14 @@ def geo_predict(
     """Top-k locations with probabilities, climate class and season for images or embeddings."""
     from sbe.stages import geo as geo_stage
 
-    geo_dir = model.resolve() if model is not None else Path(section(config, "geo").output)  # type: ignore[attr-defined]
+    cfg = section(config, "geo")
+    geo_dir = model.resolve() if model is not None else Path(cfg.output)  # type: ignore[attr-defined]
     rows = geo_stage.predict(
-        geo_dir, images=images or None, embeddings_file=embeddings, top_k=top_k
+        geo_dir,
+        images=images or None,
+        embeddings_file=embeddings,
+        top_k=top_k,
+        threads=cfg.threads,  # type: ignore[attr-defined]
     )
     if as_json:
         out.print_json(json.dumps(rows))

@@ -270,6 +270,7 @@ class GeoConfig(Section):
     patience: int = Field(8, ge=0, description="epochs without val improvement; 0 = never stop")
     select_on: Literal["loss", "median_km"] = "loss"
     device: Device = "auto"
+    threads: int = Field(1, ge=0, description="CPU threads for the heads; 0 = torch default")
     seed: int = 0
 
     @model_validator(mode="after")

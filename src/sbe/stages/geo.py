@@ -38,7 +38,7 @@ from sbe.geo.metrics import (
 )
 from sbe.geo.season import doy_to_month
 from sbe.geo.sphere import unit_to_latlon
-from sbe.geo.trainer import FitSettings, fit, resolve_device
+from sbe.geo.trainer import FitSettings, fit, resolve_device, torch_threads
 from sbe.models.geo_heads import GeoHeads, GeoPrediction
 from sbe.storage import (
     DirLock,
@@ -165,7 +165,7 @@ def train(cfg: GeoConfig, *, log: Any | None = None) -> Manifest:
     settings = section_dict(cfg)
     h = config_hash({k: v for k, v in settings.items() if k not in ("output", "device")})
     inputs = fingerprint_paths(_inputs(cfg))
-    with DirLock(out_dir):
+    with DirLock(out_dir), torch_threads(cfg.threads):
         clean_stale_temps(out_dir)
         current = manifest_is_current(out_dir, STAGE, h, inputs)
         if current is not None:
@@ -337,6 +337,7 @@ def evaluate(
     split: str = "test",
     split_dir: str | Path | None = None,
     fallback_px: int = 5,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Evaluate saved heads on one split beside the two baselines (fit on the train split).
 
@@ -344,6 +345,8 @@ def evaluate(
         geo_dir: output of :func:`train`.
         split: ``train``, ``val`` or ``test``.
         split_dir: the split folder; default the one the heads were trained on.
+        fallback_px: coastal fallback of the climate labels, in raster pixels.
+        threads: CPU threads for the heads (0 = torch default).
 
     Returns:
         The report of :func:`evaluate_data` plus ``split`` and ``geo_dir``.
@@ -359,7 +362,8 @@ def evaluate(
         if split == "train"
         else load_split(sdir, split, projector, fallback_px=fallback_px)
     )
-    report = evaluate_data(heads, data, train_data)
+    with torch_threads(threads):
+        report = evaluate_data(heads, data, train_data)
     return {"split": split, "geo_dir": str(geo_dir), "split_dir": str(sdir), **report}
 
 
@@ -393,7 +397,7 @@ def embed_images(
 
 
 def predict_embeddings(
-    geo_dir: str | Path, embeddings: np.ndarray, *, top_k: int = 5
+    geo_dir: str | Path, embeddings: np.ndarray, *, top_k: int = 5, threads: int = 1
 ) -> list[dict[str, Any]]:
     """Predictions for raw (backbone) embeddings: top-k locations, climate class, season.
 
@@ -406,7 +410,8 @@ def predict_embeddings(
     x = features_of(embeddings, projector)
     device = resolve_device("auto")
     heads.to(device)
-    pred = heads.predict(torch.from_numpy(x).to(device), top_k=top_k)
+    with torch_threads(threads):
+        pred = heads.predict(torch.from_numpy(x).to(device), top_k=top_k)
     rows = []
     months = doy_to_month(pred.doy)
     for i in range(len(x)):
@@ -445,6 +450,7 @@ def predict(
     images: list[Path] | None = None,
     embeddings_file: Path | None = None,
     top_k: int = 5,
+    threads: int = 1,
 ) -> list[dict[str, Any]]:
     """Predict for image files or for the ``embedding`` column of a parquet file.
 
@@ -465,7 +471,7 @@ def predict(
             raise SbeError(f"{embeddings_file}: cannot read an embedding column ({e})") from None
         emb = to_numpy_matrix(table.column("embedding"), np.float32)
         sources = [str(i) for i in range(len(emb))]
-    rows = predict_embeddings(geo_dir, emb, top_k=top_k)
+    rows = predict_embeddings(geo_dir, emb, top_k=top_k, threads=threads)
     for src, row in zip(sources, rows, strict=True):
         row["source"] = src
     return rows
