@@ -28,6 +28,7 @@ identities_per_batch = 6
 images_per_identity = 3
 warmup_steps = 3
 ucb_warmup_steps = 3
+min_steps_per_epoch = 1
 lr = 0.003
 device = "cpu"
 

@@ -14,8 +14,10 @@ from sbe.errors import SbeError
 from sbe.models.projector import Projector
 from sbe.training.checkpoint import recover_dir, write_dir_atomic
 from sbe.training.data import EmbeddingSet, load_split
-from sbe.training.loop import Trainer, init_residual_pca, warmup_cosine
+from sbe.training.loop import Trainer, init_residual, param_groups, warmup_cosine
+from sbe.training.metrics import retrieval_metrics
 from sbe.training.toydata import ToySpec, write_toy_dataset
+from sbe.training.whitening import learned_whitening, pca_projection
 
 TINY = ToySpec(identities=60, dim=16, families=6, identity_dims=6, nuisance_dims=4, seed=3)
 
@@ -51,6 +53,7 @@ def tiny_cfg(**kw: object) -> TrainConfig:
         warmup_steps=3,
         patience=0,
         log_every=2,
+        min_steps_per_epoch=1,
     )
     return TrainConfig(**{**base, **kw})
 
@@ -101,32 +104,48 @@ def test_resume_refuses_changed_settings(toy: dict[str, EmbeddingSet], tmp_path:
         Trainer(tiny_cfg(), toy["train"], toy["val"], run_dir=tmp_path / "x").fit(resume=True)
 
 
-def test_early_stopping_on_validation_map(
-    toy: dict[str, EmbeddingSet], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    scores = iter([0.5, 0.6, 0.55, 0.58, 0.59, 0.9, 0.95])
-    trainer = Trainer(tiny_cfg(epochs=7, patience=3), toy["train"], toy["val"], run_dir=tmp_path)
+def _scripted(trainer: Trainer, scores: list[float], snapshot_at: float) -> dict:
+    """Replace validation by a script of mAP@R values (the first one scores the initial head)."""
     baseline = trainer.validate(use_backbone=True)
-    best_weights: dict[str, torch.Tensor] = {}
+    it = iter(scores)
+    snap: dict[str, torch.Tensor] = {}
 
     def fake_validate(use_backbone: bool = False) -> dict[str, float]:
         if use_backbone:
             return baseline
-        s = next(scores)
-        if s == 0.6:
-            best_weights.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        s = next(it)
+        if s == snapshot_at:
+            snap.update({k: v.clone() for k, v in trainer.model.state_dict().items()})
         return {**baseline, "map@r": s}
 
-    monkeypatch.setattr(trainer, "validate", fake_validate)
+    trainer.validate = fake_validate  # type: ignore[method-assign]
+    return snap
+
+
+def test_early_stopping_on_validation_map(toy: dict[str, EmbeddingSet], tmp_path: Path) -> None:
+    trainer = Trainer(tiny_cfg(epochs=7, patience=3), toy["train"], toy["val"], run_dir=tmp_path)
+    best_weights = _scripted(trainer, [0.4, 0.5, 0.6, 0.55, 0.58, 0.59, 0.9, 0.95], 0.6)
     res = trainer.fit()
     assert res.stopped_early and res.epochs_completed == 5
     assert res.best_epoch == 2 and res.best_score == 0.6
     saved = Projector.from_pretrained(tmp_path / "best").state_dict()
     for k, v in best_weights.items():
         assert torch.equal(saved[k], v)
-    epochs = [r for r in _records(tmp_path / "metrics.jsonl") if r["kind"] == "epoch"]
+    recs = _records(tmp_path / "metrics.jsonl")
+    assert [r["kind"] for r in recs[:2]] == ["baseline", "init"]
+    epochs = [r for r in recs if r["kind"] == "epoch"]
     assert [r["best_epoch"] for r in epochs] == [1, 2, 2, 2, 2]
     assert epochs[-1]["stopped_early"]
+
+
+def test_initial_head_can_win_selection(toy: dict[str, EmbeddingSet], tmp_path: Path) -> None:
+    trainer = Trainer(tiny_cfg(epochs=5, patience=2), toy["train"], toy["val"], run_dir=tmp_path)
+    init_weights = _scripted(trainer, [0.9, 0.5, 0.6, 0.7], 0.9)
+    res = trainer.fit()
+    assert res.best_epoch == 0 and res.epochs_completed == 2 and res.stopped_early
+    saved = Projector.from_pretrained(tmp_path / "best").state_dict()
+    for k, v in init_weights.items():
+        assert torch.equal(saved[k], v)
 
 
 def test_band_curriculum_logs_counts_and_rewards(
@@ -158,18 +177,53 @@ def test_bands_need_neighbors(toy: dict[str, EmbeddingSet]) -> None:
         Trainer(tiny_cfg(curriculum="bands"), toy["val"], toy["val"])
 
 
-def test_pca_init_starts_as_centred_projection(toy: dict[str, EmbeddingSet]) -> None:
-    cfg = tiny_cfg()
-    trainer = Trainer(cfg, toy["train"], toy["val"])
-    x = toy["train"].embeddings.float()
+@pytest.mark.parametrize("kind", ["pca", "whitening"])
+def test_closed_form_projections_centre_and_scale(toy: dict[str, EmbeddingSet], kind: str) -> None:
+    x = toy["train"].embeddings
+    if kind == "pca":
+        w, b = pca_projection(x, 8)
+    else:
+        w, b = learned_whitening(x, toy["train"].building_ids, 8, shrinkage=0.1)
+    assert w.shape == (8, x.shape[1]) and b.shape == (8,)
+    y = x.float() @ w.T + b
+    torch.testing.assert_close(y.mean(0), torch.zeros(8), atol=1e-3, rtol=0)
+    assert float((y**2).sum(1).mean()) == pytest.approx(1.0, rel=1e-3)
+
+
+def test_learned_whitening_removes_shared_nuisance(toy: dict[str, EmbeddingSet]) -> None:
+    # the toy world hides identities under large nuisance directions shared by all of them
+    tr, va = toy["train"], toy["val"]
+    w, b = learned_whitening(tr.embeddings, tr.building_ids, 8, shrinkage=0.1)
+    raw = retrieval_metrics(va.embeddings, va.building_ids, ks=[1])
+    lw = retrieval_metrics(va.embeddings.float() @ w.T + b, va.building_ids, ks=[1])
+    pw, pb = pca_projection(tr.embeddings, 8)
+    pca = retrieval_metrics(va.embeddings.float() @ pw.T + pb, va.building_ids, ks=[1])
+    assert lw["map@r"] > raw["map@r"] + 0.2 and lw["map@r"] > pca["map@r"] + 0.2
+
+
+def test_residual_init_makes_the_head_that_projection(toy: dict[str, EmbeddingSet]) -> None:
+    trainer = Trainer(tiny_cfg(), toy["train"], toy["val"])
     head = Projector(trainer.model.config)
-    init_residual_pca(head, toy["train"].embeddings, seed=0)
-    head.eval()
-    y = head.residual(x)  # type: ignore[misc]
-    torch.testing.assert_close(y.mean(0), torch.zeros(cfg.output_dim), atol=1e-3, rtol=0)
-    assert float((y**2).sum(1).mean().detach()) == pytest.approx(1.0, rel=1e-3)
-    # MLP branch starts at zero: the head's output is the normalised PCA projection
-    torch.testing.assert_close(head(x), torch.nn.functional.normalize(y, dim=1))
+    w, b = learned_whitening(toy["train"].embeddings, toy["train"].building_ids, 8)
+    init_residual(head, w, b)
+    x = toy["val"].embeddings.float()
+    torch.testing.assert_close(head.eval()(x), torch.nn.functional.normalize(x @ w.T + b, dim=1))
+    # the trainer did the same from its config (default init: whitening)
+    torch.testing.assert_close(trainer.model.eval()(x), head(x))
+
+
+def test_residual_learning_rate_scale(toy: dict[str, EmbeddingSet]) -> None:
+    head = Projector(Trainer(tiny_cfg(), toy["train"], toy["val"]).model.config)
+    groups = param_groups(head, 1e-3, 0.1)
+    assert [g["lr"] for g in groups] == [1e-3, pytest.approx(1e-4)]
+    assert groups[1]["params"] == list(head.residual.parameters())  # type: ignore[union-attr]
+    frozen = param_groups(head, 1e-3, 0.0)
+    assert len(frozen) == 1 and not any(p.requires_grad for p in head.residual.parameters())  # type: ignore[union-attr]
+    # a frozen residual path stays exactly at its initialisation through training
+    trainer = Trainer(tiny_cfg(residual_lr_scale=0.0, epochs=2), toy["train"], toy["val"])
+    before = trainer.model.residual.weight.clone()  # type: ignore[union-attr]
+    trainer.fit()
+    assert torch.equal(trainer.model.residual.weight, before)  # type: ignore[union-attr]
 
 
 def test_warmup_cosine_schedule() -> None:

@@ -177,8 +177,14 @@ class TrainConfig(Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     layer_norm: bool = True
     residual: bool = True
-    residual_init: Literal["random", "pca"] = Field(
-        "pca", description="pca: residual path starts as the PCA projection, MLP output at zero"
+    residual_init: Literal["random", "pca", "whitening"] = Field(
+        "whitening",
+        description="residual path starts as this projection (MLP output at zero): "
+        "supervised whitening, PCA, or random",
+    )
+    whitening_shrinkage: float = Field(0.1, ge=0, description="whitening regulariser")
+    residual_lr_scale: float = Field(
+        0.1, ge=0, description="learning rate of the residual path relative to lr; 0 = frozen"
     )
     # loss and sampling
     loss: Literal["triplet", "multi_similarity", "supcon"] = "multi_similarity"
@@ -196,7 +202,10 @@ class TrainConfig(Section):
     ucb_warmup_steps: int = Field(50, ge=0)
     # optimisation
     epochs: int = Field(30, ge=1)
-    steps_per_epoch: int = Field(0, ge=0, description="0 = one pass over train identities")
+    steps_per_epoch: int = Field(
+        0, ge=0, description="0 = one pass over the train images, at least min_steps_per_epoch"
+    )
+    min_steps_per_epoch: int = Field(50, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(50, ge=0)

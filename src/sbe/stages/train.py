@@ -98,8 +98,6 @@ def run(
         )
         trainer = Trainer(cfg, train, val, run_dir=out, console=say, show_progress=show_progress)
         result = trainer.fit(resume=resume)
-        if trainer.best_epoch == 0:
-            raise SbeError("training finished without a single validated epoch")
 
         device = resolve_device(cfg.device)
         best = Projector.from_pretrained(out / "best", device=device)

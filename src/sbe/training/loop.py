@@ -9,7 +9,11 @@ Run folder (when given):
 - ``best/``: the projector with the best validation mAP@R so far (``save_pretrained``);
 - ``last/``: the latest end-of-epoch checkpoint (see :mod:`sbe.training.checkpoint`);
 - ``metrics.jsonl``: one JSON object per line; ``kind`` is ``baseline`` (raw backbone on the
-  validation queries), ``step`` (every ``log_every`` steps) or ``epoch``.
+  validation queries), ``init`` (the head before training, epoch 0), ``step`` (every
+  ``log_every`` steps) or ``epoch``.
+
+Model selection considers the initial head (epoch 0) and every epoch; the best validation mAP@R
+wins.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sbe.training.data import EmbeddingSet
 from sbe.training.losses import LossSettings, Triplets, build_loss, informative_triplets
 from sbe.training.metrics import retrieval_metrics, sample_queries
 from sbe.training.samplers import Batch, PKSampler, UCB1Bandit
+from sbe.training.whitening import learned_whitening, pca_projection
 
 METRICS_NAME = "metrics.jsonl"
 VAL_KS = (1, 5, 10)
@@ -82,35 +87,41 @@ def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]
 
 
 @torch.no_grad()
-def init_residual_pca(model: Projector, embeddings: torch.Tensor, seed: int) -> None:
-    """Start the head as a scaled, centred PCA projection of its input.
+def init_residual(model: Projector, weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """Start the head as the linear map ``weight @ x + bias`` on its residual path.
 
-    The residual Linear becomes the top ``output_dim`` principal directions (centred, scaled so
-    outputs have unit mean square norm) and the MLP's last Linear starts at zero. At step 0 the
-    head therefore ranks like the backbone restricted to its main directions, and training only
-    learns corrections: features the training data does not exercise are kept, which matters on
-    photos unlike the training data.
+    The MLP's last Linear starts at zero, so at step 0 the head *is* that (closed-form) projection
+    and training learns corrections on top of it. Starting from a projection of the backbone
+    (rather than a random one) keeps features the training data does not exercise, which matters
+    on photos unlike the training data.
     """
     if model.residual is None:
-        raise ValueError("residual_init='pca' needs residual=True")
-    n, d = embeddings.shape
-    out = model.config.output_dim
-    gen = torch.Generator().manual_seed(seed)
-    take = torch.randperm(n, generator=gen)[: min(n, 50_000)]
-    x = embeddings[take.to(embeddings.device)].float().cpu()
-    mu = x.mean(0)
-    xc = x - mu
-    _, s, vt = torch.linalg.svd(xc, full_matrices=False)
-    k = min(out, vt.shape[0])
-    w = torch.zeros(out, d)
-    w[:k] = vt[:k]
-    energy = (s[:k] ** 2).sum() / len(x)
-    w /= energy.clamp_min(1e-12).sqrt()
+        raise ValueError("a residual initialisation needs residual=True")
     dev = model.residual.weight.device
-    model.residual.weight.copy_(w.to(dev))
-    model.residual.bias.copy_((-(w @ mu)).to(dev))
+    model.residual.weight.copy_(weight.to(dev))
+    model.residual.bias.copy_(bias.to(dev))
     model.output_layer.weight.zero_()
     model.output_layer.bias.zero_()
+
+
+def param_groups(model: Projector, lr: float, residual_lr_scale: float) -> list[dict[str, Any]]:
+    """The MLP at ``lr``; the residual path at ``lr * residual_lr_scale`` (frozen at 0).
+
+    Adam moves every weight by about ``lr`` per step whatever the gradient's size, which quickly
+    erases a closed-form residual initialisation whose weights are small; a smaller rate there
+    keeps it while the MLP learns corrections.
+    """
+    residual = list(model.residual.parameters()) if model.residual is not None else []
+    ids = {id(p) for p in residual}
+    groups: list[dict[str, Any]] = [
+        {"params": [p for p in model.parameters() if id(p) not in ids], "lr": lr}
+    ]
+    if residual:
+        for p in residual:
+            p.requires_grad_(residual_lr_scale > 0)
+        if residual_lr_scale > 0:
+            groups.append({"params": residual, "lr": lr * residual_lr_scale})
+    return groups
 
 
 @dataclass
@@ -157,8 +168,18 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
 
         self.model = Projector(projector_config(cfg, train.dim)).to(self.device)
-        if cfg.residual and cfg.residual_init == "pca":
-            init_residual_pca(self.model, train.embeddings, cfg.seed)
+        if cfg.residual and cfg.residual_init != "random":
+            if cfg.residual_init == "pca":
+                w, b = pca_projection(train.embeddings, cfg.output_dim, cfg.seed)
+            else:
+                w, b = learned_whitening(
+                    train.embeddings,
+                    train.building_ids,
+                    cfg.output_dim,
+                    cfg.whitening_shrinkage,
+                    cfg.seed,
+                )
+            init_residual(self.model, w, b)
         self.embeddings = train.embeddings.to(self.device)
 
         use_bands = cfg.curriculum == "bands"
@@ -169,6 +190,7 @@ class Trainer:
             cfg.identities_per_batch,
             cfg.images_per_identity,
             cfg.steps_per_epoch,
+            cfg.min_steps_per_epoch,
             neighbor_rows=train.neighbor_rows if use_bands else None,
             neighbor_band=train.neighbor_band if use_bands else None,
         )
@@ -190,7 +212,9 @@ class Trainer:
         )
         self.loss_fn = build_loss(cfg.loss, self.loss_settings).to(self.device)
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+            param_groups(self.model, cfg.lr, cfg.residual_lr_scale),
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
         )
         self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -344,6 +368,16 @@ class Trainer:
             self.console(
                 f"backbone on val: mAP@R {baseline['map@r']:.4f}  R@1 {baseline['recall@1']:.4f}"
                 f"  ({baseline['queries']} queries)"
+            )
+            # the initial head (a closed-form projection, or random) is the first candidate
+            init = self.validate()
+            self.best_score, self.best_epoch = init["map@r"], 0
+            if self.run_dir is not None:
+                write_dir_atomic(self.run_dir / "best", self.model.save_pretrained)
+            self._log({"kind": "init", "epoch": 0, "val": init, "init": cfg.residual_init})
+            self.console(
+                f"initial head ({cfg.residual_init if cfg.residual else 'random'}): "
+                f"mAP@R {init['map@r']:.4f}  R@1 {init['recall@1']:.4f}"
             )
 
         while self.epoch < cfg.epochs and not self.stopped_early:

@@ -136,16 +136,19 @@ class PKSampler:
     """Draws P identities x K images per step by index; optional band-chosen negatives.
 
     Identities with at least two images are *eligible* as anchors; every row (singletons
-    included) can serve as a negative. An epoch is a shuffled pass over the eligible identities in
-    chunks of P (``steps_per_epoch`` overrides its length and then cycles through fresh
-    permutations). Within an identity, its K images are K consecutive entries (with wrap-around)
+    included) can serve as a negative. Identities are drawn in chunks of P from shuffled passes over
+    the eligible identities (a batch never repeats an identity). An epoch is ``steps_per_epoch``
+    steps; by default as many as one pass over the eligible images takes
+    (``ceil(images / (P*K))``), but at least ``min_steps_per_epoch`` so that small datasets still
+    get enough updates between two validations. Within an identity, its K images are K consecutive entries (with wrap-around)
     of a per-epoch shuffle of its images, so they are distinct whenever it has K or more.
 
     Args:
         labels: (N,) identity of each row (any integers).
         identities_per_batch: P.
         images_per_identity: K.
-        steps_per_epoch: 0 = ``n_eligible // P``.
+        steps_per_epoch: 0 = automatic (see above).
+        min_steps_per_epoch: lower bound of the automatic epoch length.
         neighbor_rows, neighbor_band: (N, k) neighbour table for the band curriculum, or None.
     """
 
@@ -155,6 +158,7 @@ class PKSampler:
         identities_per_batch: int,
         images_per_identity: int,
         steps_per_epoch: int = 0,
+        min_steps_per_epoch: int = 1,
         neighbor_rows: np.ndarray | None = None,
         neighbor_band: np.ndarray | None = None,
     ) -> None:
@@ -166,7 +170,9 @@ class PKSampler:
             raise ValueError("training needs at least 2 identities with 2 or more images each")
         self.P = min(int(identities_per_batch), len(self.eligible))
         self.K = int(images_per_identity)
-        self.steps_per_epoch = int(steps_per_epoch) or max(1, len(self.eligible) // self.P)
+        n_eligible_rows = int(counts[self.eligible].sum())
+        auto = max(int(min_steps_per_epoch), math.ceil(n_eligible_rows / (self.P * self.K)))
+        self.steps_per_epoch = int(steps_per_epoch) or auto
         # group g's rows live at member_order[starts[g] : starts[g] + counts[g]]
         self.counts = counts
         self._starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)

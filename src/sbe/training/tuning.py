@@ -40,7 +40,16 @@ def suggest_params(
         p["layer_norm"] = trial.suggest_categorical("layer_norm", [True, False])
     p["residual"] = trial.suggest_categorical("residual", [True, False])
     if p["residual"]:
-        p["residual_init"] = trial.suggest_categorical("residual_init", ["pca", "random"])
+        p["residual_init"] = trial.suggest_categorical(
+            "residual_init", ["whitening", "pca", "random"]
+        )
+        if p["residual_init"] == "whitening":
+            p["whitening_shrinkage"] = trial.suggest_float(
+                "whitening_shrinkage", 0.01, 3.0, log=True
+            )
+        p["residual_lr_scale"] = trial.suggest_categorical(
+            "residual_lr_scale", [0.0, 0.01, 0.1, 1.0]
+        )
     p["loss"] = trial.suggest_categorical("loss", list(losses))
     if p["loss"] == "triplet":
         p["margin"] = trial.suggest_float("margin", 0.05, 0.6)
@@ -56,7 +65,7 @@ def suggest_params(
     if p["curriculum"] == "bands":
         p["ucb_exploration"] = trial.suggest_float("ucb_exploration", 0.05, 3.0, log=True)
         p["ucb_warmup_steps"] = trial.suggest_int("ucb_warmup_steps", 0, 300, step=50)
-    p["lr"] = trial.suggest_float("lr", 1e-4, 5e-3, log=True)
+    p["lr"] = trial.suggest_float("lr", 1e-5, 3e-3, log=True)
     p["weight_decay"] = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
     return p
 
