@@ -145,8 +145,8 @@ def spatial_mode(lat: np.ndarray, lon: np.ndarray, radius_km: float = 25.0) -> t
     cand = np.unique(np.linspace(0, n - 1, min(n, 2000)).astype(np.int64))
     cos_r = math.cos(radius_km / 6371.0)
     counts = np.zeros(len(cand), dtype=np.int64)
-    for s in range(0, n, 50_000):
-        counts += ((xyz[s : s + 50_000] @ xyz[cand].T) >= cos_r).sum(axis=0)
+    for s in range(0, n, 8192):  # 8192 x 2000 float64 blocks: ~130 MB
+        counts += ((xyz[s : s + 8192] @ xyz[cand].T) >= cos_r).sum(axis=0)
     best = cand[int(np.argmax(counts))]
     return float(lat[best]), float(lon[best])
 
@@ -168,17 +168,19 @@ def most_common_baseline(
     )
 
 
-def nearest_rows(query: np.ndarray, gallery: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """Index of the most similar gallery row (cosine) for each query row.
+def nearest_rows(query: np.ndarray, gallery: np.ndarray, max_block: int = 32_000_000) -> np.ndarray:
+    """Index of the most similar gallery row (cosine) for each query row (exact).
 
     Args:
         query: (Q, D) float. gallery: (G, D) float (both normalised inside).
+        max_block: similarities computed at once (query rows x gallery rows), bounds memory.
 
     Returns:
         int64 (Q,).
     """
     g = _normalise(np.asarray(gallery, np.float32))
     q = _normalise(np.asarray(query, np.float32))
+    chunk = max(1, min(4096, max_block // max(1, len(g))))
     out = np.empty(len(q), dtype=np.int64)
     for s in range(0, len(q), chunk):
         out[s : s + chunk] = np.argmax(q[s : s + chunk] @ g.T, axis=1)

@@ -100,7 +100,7 @@ def evaluate_loss(
     x: Tensor,
     labels: GeoLabels,
     criterion: GeoLoss,
-    batch_size: int = 4096,
+    batch_size: int = 1024,
 ) -> dict[str, float]:
     """Mean loss and parts over a whole set, plus the median error of the top-weight centre."""
     heads.eval()
