@@ -4,6 +4,8 @@ Small sets use exact search (``IndexFlatL2``). Above ``exact_max_rows`` an inver
 (``IndexIVFFlat``) is trained on a seeded sample, and its ``nprobe`` is the smallest value of the
 ladder 1, 2, 3, 4, 6, 8, 12, ... whose measured recall against exact search, on a seeded sample of
 queries, reaches ``target_recall``; the recall is recorded so the approximation is never silent.
+If that would mean scanning more than ``max_scan_fraction`` of the lists (data without cluster
+structure, where no inverted file helps), exact search is used instead and the reason recorded.
 
 Excluding the anchor's own identity is exact without a per-anchor loop: an anchor whose identity
 has ``s`` images in the set can lose at most ``s`` results (itself included), so searching
@@ -52,6 +54,7 @@ class IndexInfo:
     measured_recall: float = 1.0  # vs exact search, on ``recall_queries`` sampled rows
     recall_queries: int = 0
     recall_k: int = 0
+    fallback: str = ""  # why an approximate index was given up for exact search
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -90,6 +93,8 @@ class VectorIndex:
         tune_k: k used when measuring recall (use the k you will search with).
         nlist: inverted lists for the approximate index (0 = about 4 sqrt(N)).
         recall_queries: sampled queries used to measure recall.
+        max_scan_fraction: if reaching ``target_recall`` needs ``nprobe`` above this share of
+            ``nlist``, the inverted file saves too little over exact search, so exact it is.
         seed: seeds the training sample, the k-means and the recall queries.
     """
 
@@ -102,14 +107,13 @@ class VectorIndex:
         tune_k: int = 200,
         nlist: int = 0,
         recall_queries: int = 1000,
+        max_scan_fraction: float = 0.25,
         seed: int = 0,
     ) -> None:
         x = np.ascontiguousarray(x, dtype=np.float32)
         n, d = x.shape
         if n <= exact_max_rows:
-            self.index: faiss.Index = faiss.IndexFlatL2(d)
-            self.index.add(x)
-            self.info = IndexInfo(kind="flat", rows=n, dim=d)
+            self._exact(x)
             return
         rng = np.random.default_rng(seed)
         nlist = nlist or max(1, round(4 * math.sqrt(n)))
@@ -126,13 +130,22 @@ class VectorIndex:
         exact_d, _ = faiss.knn(x[q_rows], x, tune_k)
         exact_d = np.sqrt(np.maximum(exact_d, 0))
         recall = 0.0
-        for nprobe in nprobe_ladder(nlist):
+        ladder = [p for p in nprobe_ladder(nlist) if p <= max(1.0, max_scan_fraction * nlist)]
+        for nprobe in ladder:
             index.nprobe = nprobe
             found_d, _ = index.search(x[q_rows], tune_k)
             found_d = np.sqrt(np.maximum(np.where(found_d < 0, np.inf, found_d), 0))
             recall = recall_at_k(found_d, exact_d)
             if recall >= target_recall:
                 break
+        if recall < target_recall:
+            del self.index, self._quantizer, index, quantizer
+            self._exact(x)
+            self.info.fallback = (
+                f"ivf_flat reached recall {recall:.3f} < {target_recall} at nprobe {nprobe} "
+                f"of {nlist} lists"
+            )
+            return
         self.info = IndexInfo(
             kind="ivf_flat",
             rows=n,
@@ -143,6 +156,11 @@ class VectorIndex:
             recall_queries=len(q_rows),
             recall_k=tune_k,
         )
+
+    def _exact(self, x: np.ndarray) -> None:
+        self.index = faiss.IndexFlatL2(x.shape[1])
+        self.index.add(x)
+        self.info = IndexInfo(kind="flat", rows=len(x), dim=x.shape[1])
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` nearest rows of each query.
