@@ -380,6 +380,8 @@ def neighbors_cmd(
             how += (
                 f" (nlist {idx['nlist']}, nprobe {idx['nprobe']}, recall {idx['measured_recall']})"
             )
+        if idx.get("fallback"):
+            how += f" (exact: {idx['fallback']})"
         out.print(f"{name}: {s['rows']:,} rows, {how}")
     out.print(f"-> {cfg.output}")
 
