@@ -19,7 +19,7 @@ from sbe.config import NeighborsConfig, SplitConfig
 from sbe.errors import SbeError
 from sbe.mining.bands import assign_bands, calibrate_band_edges, distance_ratios, local_scale
 from sbe.mining.knn import VectorIndex, knn_other_identities, nprobe_ladder, recall_at_k
-from sbe.mining.pca import Pca
+from sbe.mining.pca import CovarianceAccumulator, Pca
 from sbe.stages import neighbors as neighbors_stage
 from sbe.stages import split as split_stage
 from sbe.storage import read_part_meta, to_numpy_matrix
@@ -44,6 +44,13 @@ def test_pca_matches_sklearn_and_roundtrips(tmp_path: Path) -> None:
     signs = np.sign((ours * theirs).sum(axis=0))
     np.testing.assert_allclose(ours, theirs * signs, rtol=1e-3, atol=1e-2)
     np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(6), atol=1e-5)
+    # streaming in uneven batches gives the same PCA (data far from the origin: shift matters)
+    acc = CovarianceAccumulator(20)
+    for a, b in [(0, 1), (1, 700), (700, 701), (701, 3000)]:
+        acc.update(x[a:b] + 1000.0)
+    streamed = acc.pca(6)
+    np.testing.assert_allclose(streamed.components, pca.components, atol=1e-4)
+    np.testing.assert_allclose(streamed.mean, pca.mean + 1000.0, rtol=1e-6)
     pca.save(tmp_path / "p.safetensors", {"stamp": "x"})
     back = Pca.load(tmp_path / "p.safetensors")
     np.testing.assert_array_equal(back.transform(x[:10]), ours[:10])
@@ -268,6 +275,11 @@ def test_neighbors_rerun_skips_and_resumes_per_split(split_dir: Path, tmp_path: 
     m3 = neighbors_stage.run(_cfg(split_dir, out))
     assert all(m3.extra["splits"][s]["reused"] for s in ("train", "val", "test"))
     assert m3.extra["band_edges"] == m1.extra["band_edges"]
+    # a damaged PCA file is refitted, not trusted
+    (out / "pca.safetensors").write_bytes(b"garbage")
+    (out / "_manifest.json").unlink()
+    m3b = neighbors_stage.run(_cfg(split_dir, out))
+    assert Pca.load(out / "pca.safetensors").out_dim == 8 and m3b.rows == m1.rows
     # a changed val input redoes val only
     val = split_dir / "val.parquet"
     st_ = val.stat()

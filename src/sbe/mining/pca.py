@@ -1,4 +1,4 @@
-"""Principal component analysis in numpy: fit on a sample, apply in chunks, save as safetensors."""
+"""Principal component analysis in numpy: fit in one streaming pass, apply in chunks, save as safetensors."""
 
 from __future__ import annotations
 
@@ -38,36 +38,16 @@ class Pca:
 
     @classmethod
     def fit(cls, x: np.ndarray, n_components: int) -> Pca:
-        """Exact PCA from the covariance matrix, accumulated in float64 over row chunks.
+        """Exact PCA of an in-memory matrix (see :class:`CovarianceAccumulator` for streams).
 
         Args:
             x: (n, D) features (any float dtype), n >= 2.
             n_components: d <= D.
-
-        Returns:
-            The fitted :class:`Pca`.
         """
-        n, dim = x.shape
-        if n < 2:
-            raise ValueError("PCA needs at least 2 rows")
-        d = min(n_components, dim)
-        mean = np.zeros(dim)
-        for s in range(0, n, _CHUNK_ROWS):
-            mean += x[s : s + _CHUNK_ROWS].sum(axis=0, dtype=np.float64)
-        mean /= n
-        cov = np.zeros((dim, dim))
-        for s in range(0, n, _CHUNK_ROWS):
-            c = x[s : s + _CHUNK_ROWS].astype(np.float64) - mean
-            cov += c.T @ c
-        cov /= n - 1
-        evals, evecs = np.linalg.eigh(cov)  # ascending
-        order = np.argsort(evals)[::-1][:d]
-        comps = evecs[:, order].T
-        flip = np.sign(comps[np.arange(d), np.argmax(np.abs(comps), axis=1)])
-        comps *= np.where(flip == 0, 1.0, flip)[:, None]
-        total = float(np.clip(evals, 0, None).sum())
-        ratio = np.clip(evals[order], 0, None) / total if total > 0 else np.zeros(d)
-        return cls(mean.astype(np.float32), comps.astype(np.float32), ratio)
+        acc = CovarianceAccumulator(x.shape[1])
+        for s in range(0, len(x), _CHUNK_ROWS):
+            acc.update(x[s : s + _CHUNK_ROWS])
+        return acc.pca(n_components)
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Project (n, D) features to float32 (n, d), chunk by chunk."""
@@ -93,12 +73,58 @@ class Pca:
         return cls(t["mean"], t["components"], t["explained_variance_ratio"])
 
 
+class CovarianceAccumulator:
+    """Mean and covariance of rows seen batch by batch, in float64, in O(D^2) memory.
+
+    Sums are taken around a shift (the first batch's mean), which keeps the one-pass formula
+    ``cov = (S2 - S1 S1^T / n) / (n - 1)`` accurate.
+
+    Args:
+        dim: feature dimension D.
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self.n = 0
+        self._shift: np.ndarray | None = None
+        self._s1 = np.zeros(dim)
+        self._s2 = np.zeros((dim, dim))
+
+    def update(self, x: np.ndarray) -> None:
+        """Add (m, D) rows (any numeric dtype)."""
+        if len(x) == 0:
+            return
+        c = np.asarray(x, dtype=np.float64)
+        if self._shift is None:
+            self._shift = c.mean(axis=0)
+        c = c - self._shift
+        self._s1 += c.sum(axis=0)
+        self._s2 += c.T @ c
+        self.n += len(c)
+
+    def pca(self, n_components: int) -> Pca:
+        """The top ``n_components`` principal components of everything added so far."""
+        if self.n < 2 or self._shift is None:
+            raise ValueError("PCA needs at least 2 rows")
+        d = min(n_components, self.dim)
+        mean = self._shift + self._s1 / self.n
+        cov = (self._s2 - np.outer(self._s1, self._s1) / self.n) / (self.n - 1)
+        evals, evecs = np.linalg.eigh((cov + cov.T) / 2)  # ascending
+        order = np.argsort(evals)[::-1][:d]
+        comps = evecs[:, order].T
+        flip = np.sign(comps[np.arange(d), np.argmax(np.abs(comps), axis=1)])
+        comps *= np.where(flip == 0, 1.0, flip)[:, None]
+        total = float(np.clip(evals, 0, None).sum())
+        ratio = np.clip(evals[order], 0, None) / total if total > 0 else np.zeros(d)
+        return Pca(mean.astype(np.float32), comps.astype(np.float32), ratio)
+
+
 def safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The string metadata of a safetensors file (``{}`` when missing or unreadable)."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as f:
             return dict(f.metadata() or {})
-    except (OSError, ValueError, RuntimeError):
+    except (OSError, ValueError, RuntimeError, SafetensorError):
         return {}

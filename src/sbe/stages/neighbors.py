@@ -26,7 +26,7 @@ from sbe.data.parquet_stream import StreamingPart
 from sbe.errors import SbeError
 from sbe.mining.bands import assign_bands, calibrate_band_edges, distance_ratios, local_scale
 from sbe.mining.knn import VectorIndex, knn_other_identities, set_threads
-from sbe.mining.pca import Pca, safetensors_metadata
+from sbe.mining.pca import CovarianceAccumulator, Pca, safetensors_metadata
 from sbe.progress import progress_bar
 from sbe.storage import (
     DirLock,
@@ -65,21 +65,6 @@ def _prepare(raw: np.ndarray, space: str) -> np.ndarray:
     return x / np.maximum(norm, np.float32(1e-12))
 
 
-def _sample_features(path: Path, space: str, rows: np.ndarray) -> np.ndarray:
-    """Prepared features of the given (sorted) rows, read batch by batch."""
-    col = _feature_column(space)
-    out: list[np.ndarray] = []
-    offset = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=READ_BATCH_ROWS, columns=[col]):
-        m = batch.num_rows
-        lo, hi = np.searchsorted(rows, [offset, offset + m])
-        if hi > lo:
-            raw = to_numpy_matrix(batch.column(col))
-            out.append(_prepare(raw[rows[lo:hi] - offset], space))
-        offset += m
-    return np.concatenate(out)
-
-
 def _load_features(path: Path, space: str, pca: Pca | None) -> tuple[np.ndarray, np.ndarray]:
     """All rows of a split: (float32 (N, d) features, int64 (N,) building_id)."""
     pf = pq.ParquetFile(path)
@@ -114,7 +99,21 @@ def _fit_or_load_pca(cfg: NeighborsConfig, train: Path, out_dir: Path, stamp: st
         raise SbeError(f"{train}: needs at least 2 rows to fit the PCA")
     rng = np.random.default_rng(cfg.seed)
     rows = np.sort(rng.choice(n, size=min(n, cfg.pca_fit_sample), replace=False))
-    pca = Pca.fit(_sample_features(train, cfg.space, rows), cfg.pca_components)
+    # stream the train file once, adding only the sampled rows: memory stays O(D^2)
+    col = _feature_column(cfg.space)
+    acc: CovarianceAccumulator | None = None
+    offset = 0
+    for batch in pq.ParquetFile(train).iter_batches(batch_size=READ_BATCH_ROWS, columns=[col]):
+        m = batch.num_rows
+        lo, hi = np.searchsorted(rows, [offset, offset + m])
+        if hi > lo:
+            raw = to_numpy_matrix(batch.column(col))[rows[lo:hi] - offset]
+            x = _prepare(raw, cfg.space)
+            acc = acc or CovarianceAccumulator(x.shape[1])
+            acc.update(x)
+        offset += m
+    assert acc is not None
+    pca = acc.pca(cfg.pca_components)
     pca.save(path, {"stamp": stamp, "space": cfg.space, "fit_rows": str(len(rows))})
     return pca
 
