@@ -154,6 +154,7 @@ def test_evaluate_json_and_table(world: Path, tmp_path: Path) -> None:
     assert "run.json" in error_of(invoke("evaluate", "--run", tmp_path / "nope"))
 
 
+@pytest.mark.slow
 def test_tune_shared_study_and_best_params(world: Path, tmp_path: Path) -> None:
     out = tmp_path / "tune"
     args = [

@@ -390,7 +390,7 @@ def neighbors_cmd(
 
 
 def _stderr_line(message: str) -> None:
-    err.print(message, highlight=False)
+    err.print(message, highlight=False, soft_wrap=True)
 
 
 @app.command("train")

@@ -333,8 +333,8 @@ class Trainer:
         Args:
             resume: continue from ``run_dir/last`` (exactly: same weights as an uninterrupted run).
             stop_after_epoch: return after this epoch as if interrupted (tests, time slicing).
-            on_epoch_end: called with ``(epoch, val mAP@R)``; may raise to abort (e.g. Optuna's
-                ``TrialPruned``).
+            on_epoch_end: called with ``(epoch, val mAP@R)`` for the initial head (epoch 0) and
+                after every epoch; may raise to abort (e.g. Optuna's ``TrialPruned``).
 
         Returns:
             The best validation score and epoch, and this call's epoch records.
@@ -379,6 +379,8 @@ class Trainer:
                 f"initial head ({cfg.residual_init if cfg.residual else 'random'}): "
                 f"mAP@R {init['map@r']:.4f}  R@1 {init['recall@1']:.4f}"
             )
+            if on_epoch_end is not None:
+                on_epoch_end(0, init["map@r"])
 
         while self.epoch < cfg.epochs and not self.stopped_early:
             if stop_after_epoch is not None and self.epoch >= stop_after_epoch:
