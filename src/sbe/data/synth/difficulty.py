@@ -35,6 +35,8 @@ class Knobs:
         colour_cast: +- per-channel white-balance gain.
         blur_prob: probability of a soft (defocused / motion-blurred) capture.
         crop_jitter: +- principal-point shift, fraction of the image side.
+        camera_strength: how strongly the camera generation of a capture year shows (0 = all
+            cameras alike, 1 = the full :data:`sbe.data.synth.capture.CAMERA_MODELS` looks).
     """
 
     duplicate_prob: float
@@ -50,6 +52,7 @@ class Knobs:
     colour_cast: float
     blur_prob: float
     crop_jitter: float
+    camera_strength: float
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,17 +62,18 @@ def knobs_for(difficulty: float) -> Knobs:
     """The knob values at ``difficulty`` in [0, 1] (0.5 is the calibrated default)."""
     d = min(1.0, max(0.0, float(difficulty)))
     return Knobs(
-        duplicate_prob=_lerp(0.02, 0.75, d),
+        duplicate_prob=_lerp(0.02, 0.8, d),
         duplicate_mutations=_lerp(4.0, 1.2, d),
-        theme_prob=_lerp(0.1, 0.9, d),
-        tree_density=_lerp(0.4, 1.6, d),
-        cars_per_10m=_lerp(0.15, 1.0, d),
-        pedestrians_per_view=_lerp(0.1, 2.5, d),
-        max_view_angle_deg=_lerp(28.0, 62.0, d),
-        fov_range_deg=(_lerp(58.0, 42.0, d), _lerp(66.0, 82.0, d)),
-        weather_severity=_lerp(0.4, 2.0, d),
-        exposure_range=_lerp(0.08, 0.35, d),
-        colour_cast=_lerp(0.02, 0.12, d),
-        blur_prob=_lerp(0.05, 0.45, d),
-        crop_jitter=_lerp(0.0, 0.05, d),
+        theme_prob=_lerp(0.1, 0.95, d),
+        tree_density=_lerp(0.4, 1.7, d),
+        cars_per_10m=_lerp(0.15, 1.1, d),
+        pedestrians_per_view=_lerp(0.1, 3.0, d),
+        max_view_angle_deg=_lerp(30.0, 65.0, d),
+        fov_range_deg=(_lerp(58.0, 38.0, d), _lerp(66.0, 88.0, d)),
+        weather_severity=_lerp(0.4, 2.2, d),
+        exposure_range=_lerp(0.1, 0.45, d),
+        colour_cast=_lerp(0.03, 0.16, d),
+        blur_prob=_lerp(0.05, 0.5, d),
+        crop_jitter=_lerp(0.0, 0.08, d),
+        camera_strength=_lerp(0.3, 1.6, d),
     )

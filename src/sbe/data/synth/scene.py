@@ -23,9 +23,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 from sbe.data.synth.camera import Camera, pil_perspective_coeffs, texture_to_plane
+from sbe.data.synth.capture import camera_model_for
 from sbe.data.synth.difficulty import Knobs
 from sbe.data.synth.facade import FacadeTexture, mix, render_facade, shade, with_snow
 from sbe.data.synth.metadata import ViewGeometry, view_geometry
@@ -323,7 +324,7 @@ class SceneRenderer:
         occ = Image.new("L", (size, size), 0)
         self._props(img, occ, cam, line, view, drive, cond, target.u, u_lo, u_hi, main_lut, rng)
         img = self._weather(img, geom, cond, rng)
-        img = self._camera_effects(img.convert("RGB"), rng, knobs, weather)
+        img = self._camera_effects(img.convert("RGB"), rng, knobs, weather, cond.date.year)
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=self.settings.jpeg_quality)
         c0, c1 = int(size * 0.3), int(size * 0.7)
@@ -622,39 +623,53 @@ class SceneRenderer:
         return img
 
     def _camera_effects(
-        self, img: Image.Image, rng: np.random.Generator, knobs: Knobs, weather: str
+        self, img: Image.Image, rng: np.random.Generator, knobs: Knobs, weather: str, year: int
     ) -> Image.Image:
-        """Exposure, white balance, saturation, tone curve, defocus, vignetting and sensor noise."""
+        """The camera: its generation's look, exposure and white balance of the moment,
+        saturation, tone curve, softness or sharpening, vignetting, compression, sensor noise."""
         s = self.size
+        cm = camera_model_for(year)
+        k = knobs.camera_strength
+
+        def toward(neutral: float, value: float) -> float:
+            return neutral + k * (value - neutral)
+
         er, cc = knobs.exposure_range, knobs.colour_cast
         exposure = float(np.exp(rng.uniform(-er, er)))
-        wb = exposure * (1.0 + rng.uniform(-cc, cc, 3))
-        sat = float(rng.uniform(0.8, 1.2)) * (
-            0.85 if weather in ("overcast", "fog", "rain", "snowfall") else 1.0
+        wb = (
+            exposure
+            * (1.0 + rng.uniform(-cc, cc, 3))
+            * np.array([toward(1.0, g) for g in cm.gains])
         )
+        sat = float(rng.uniform(0.85, 1.15)) * toward(1.0, cm.saturation)
+        if weather in ("overcast", "fog", "rain", "snowfall"):
+            sat *= 0.85
         # one colour matrix: saturation around the luma axis, then per-channel gains
         luma = np.array([0.299, 0.587, 0.114])
-        m = sat * np.eye(3) + (1.0 - sat) * np.tile(luma, (3, 1))
-        m = wb[:, None] * m
+        m = wb[:, None] * (sat * np.eye(3) + (1.0 - sat) * np.tile(luma, (3, 1)))
         img = img.convert(
             "RGB",
             tuple(float(v) for v in np.concatenate([m, np.zeros((3, 1))], axis=1).reshape(-1)),
         )
-        img = img.point(
-            _lut(
-                (1.0, 1.0, 1.0),
-                gamma=round(float(rng.uniform(0.9, 1.1)), 2),
-                contrast=round(float(rng.uniform(0.88, 1.12)), 2),
-            )
-        )
+        gamma = round(float(rng.uniform(0.92, 1.08)) * toward(1.0, cm.gamma), 2)
+        contrast = round(float(rng.uniform(0.9, 1.1)) * toward(1.0, cm.contrast), 2)
+        img = img.point(_lut((1.0, 1.0, 1.0), gamma=gamma, contrast=contrast))
+        soft = toward(1.0, cm.softness)
         if rng.random() < knobs.blur_prob:
-            k = float(rng.uniform(1.4, 2.6))
-            small = max(8, round(s / k))
+            soft *= float(rng.uniform(1.3, 2.2))
+        if soft > 1.05:
+            small = max(8, round(s / soft))
             img = img.resize((small, small), Image.Resampling.BILINEAR).resize(
                 (s, s), Image.Resampling.BILINEAR
             )
-        if rng.random() < 0.5:
+        elif cm.sharpen and k > 0.5:
+            img = img.filter(ImageFilter.SHARPEN)
+        if rng.random() < toward(0.25, cm.vignette):
             img = ImageChops.multiply(img, _vignette(s))
+        if cm.jpeg_quality is not None and k > 0.3:
+            buf = io.BytesIO()
+            img.save(buf, "JPEG", quality=round(toward(95, cm.jpeg_quality)))
+            img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
         return ImageChops.add(
             img, _crop_bank(_overlay_bank("noise", s), s, rng), scale=1.0, offset=-128
         )

@@ -258,8 +258,11 @@ class _RegionBuilder:
 
     def _genome(self) -> tuple[Genome, int]:
         rng, k = self.rng, self.knobs
-        if self.recent and rng.random() < k.duplicate_prob:
+        if self.recent and rng.random() < 0.5 * k.duplicate_prob:
+            # terraces: a copy of a recent neighbour's plan with a few details changed
             src = self.recent[-int(rng.integers(1, min(4, len(self.recent)) + 1))]
+            root = self.buildings[src].duplicate_of
+            src = root if root >= 0 else src
             n = max(1, int(rng.poisson(k.duplicate_mutations)))
             return mutate(self.buildings[src].genome, rng, n), src
         return sample_genome(self.city, rng, self.theme, k.theme_prob), -1
@@ -433,7 +436,7 @@ def _plan_region(
     plan.facades = facades
     plan.buildings = rb.buildings
     _plan_drives(plan, city, rng, knobs)
-    _pick_targets(plan, n_targets, rng)
+    _pick_targets(plan, n_targets, rng, knobs)
     _plan_views(plan, rng, knobs)
     return plan
 
@@ -491,13 +494,16 @@ def _plan_drives(plan: DatasetPlan, city: City, rng: np.random.Generator, knobs:
             )
 
 
-def _pick_targets(plan: DatasetPlan, n_targets: int, rng: np.random.Generator) -> None:
+def _pick_targets(
+    plan: DatasetPlan, n_targets: int, rng: np.random.Generator, knobs: Knobs
+) -> None:
     """Choose target buildings greedily, keeping other buildings' targets 20 m away."""
     accepted: list[np.ndarray] = []  # (east, north) of accepted targets
     order = rng.permutation(sorted(plan.buildings))
     tid = 0
     targets: list[Target] = []
     chosen: set[int] = set()
+    chosen_order: list[int] = []
     for b in order:
         if len(chosen) >= n_targets:
             break
@@ -544,6 +550,7 @@ def _pick_targets(plan: DatasetPlan, n_targets: int, rng: np.random.Generator) -
                 continue
         accepted.extend(pts)
         chosen.add(b)
+        chosen_order.append(b)
         for c in cand:
             targets.append(Target(tid, c.building, c.facade, c.line, c.u, c.v))
             tid += 1
@@ -553,9 +560,23 @@ def _pick_targets(plan: DatasetPlan, n_targets: int, rng: np.random.Generator) -
         int(i): Target(int(i), t.building, t.facade, t.line, t.u, t.v)
         for i, t in zip(ids, targets, strict=True)
     }
-    for b in chosen:
+    # near-duplicate target buildings: some targets are variants of another target building's
+    # plan in the same region (a development built from one design), the retrieval distractors
+    # the difficulty dial is about
+    done: list[int] = []
+    for b in chosen_order:
         old = plan.buildings[b]
-        plan.buildings[b] = Building(old.index, old.genome, old.facades, True, old.duplicate_of)
+        genome, dup = old.genome, old.duplicate_of
+        if done and rng.random() < knobs.duplicate_prob:
+            src = done[int(rng.integers(len(done)))]
+            root = plan.buildings[src].duplicate_of
+            src = root if root >= 0 else src
+            genome = mutate(
+                plan.buildings[src].genome, rng, max(1, int(rng.poisson(knobs.duplicate_mutations)))
+            )
+            dup = src
+        plan.buildings[b] = Building(old.index, genome, old.facades, True, dup)
+        done.append(b)
 
 
 def drive_positions(drive: Drive, street: Street) -> tuple[np.ndarray, np.ndarray]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from sbe.data.synth.capture import camera_model_for
 from sbe.data.synth.metadata import metadata_text
 from sbe.data.synth.scene import RenderSettings, SceneRenderer
 from sbe.data.synth.world import DatasetPlan, View
@@ -54,6 +55,7 @@ TRUTH_SCHEMA = pa.schema(
         pa.field("capture_date", pa.date32(), nullable=False),
         pa.field("season", pa.string(), nullable=False),
         pa.field("weather", pa.string(), nullable=False),
+        pa.field("camera_model", pa.string(), nullable=False),
         pa.field("snow_cover", pa.bool_(), nullable=False),
         pa.field("sun_on_facade", pa.bool_(), nullable=False),
         pa.field("sun_elevation", pa.float32(), nullable=False),
@@ -191,6 +193,7 @@ def render_views(
                 "capture_date": cond.date,
                 "season": cond.season,
                 "weather": cond.weather,
+                "camera_model": camera_model_for(cond.date.year).name,
                 "snow_cover": cond.snow_cover,
                 "sun_on_facade": rv.sun_on_facade,
                 "sun_elevation": cond.sun_elevation_deg,
