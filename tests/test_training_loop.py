@@ -202,9 +202,12 @@ def test_learned_whitening_removes_shared_nuisance(toy: dict[str, EmbeddingSet])
 
 
 def test_residual_init_makes_the_head_that_projection(toy: dict[str, EmbeddingSet]) -> None:
-    trainer = Trainer(tiny_cfg(), toy["train"], toy["val"])
+    cfg = tiny_cfg()
+    trainer = Trainer(cfg, toy["train"], toy["val"])
     head = Projector(trainer.model.config)
-    w, b = learned_whitening(toy["train"].embeddings, toy["train"].building_ids, 8)
+    w, b = learned_whitening(
+        toy["train"].embeddings, toy["train"].building_ids, 8, cfg.whitening_shrinkage
+    )
     init_residual(head, w, b)
     x = toy["val"].embeddings.float()
     torch.testing.assert_close(head.eval()(x), torch.nn.functional.normalize(x @ w.T + b, dim=1))

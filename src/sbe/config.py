@@ -182,14 +182,14 @@ class TrainConfig(Section):
         description="residual path starts as this projection (MLP output at zero): "
         "supervised whitening, PCA, or random",
     )
-    whitening_shrinkage: float = Field(0.1, ge=0, description="whitening regulariser")
+    whitening_shrinkage: float = Field(0.5, ge=0, description="whitening regulariser")
     residual_lr_scale: float = Field(
-        0.1, ge=0, description="learning rate of the residual path relative to lr; 0 = frozen"
+        1.0, ge=0, description="learning rate of the residual path relative to lr; 0 = frozen"
     )
     # loss and sampling
-    loss: Literal["triplet", "multi_similarity", "supcon"] = "multi_similarity"
-    margin: float = Field(0.2, ge=0)
-    distance: Literal["euclidean", "cosine"] = "cosine"
+    loss: Literal["triplet", "multi_similarity", "supcon"] = "supcon"
+    margin: float = Field(0.45, ge=0)
+    distance: Literal["euclidean", "cosine"] = "euclidean"
     ms_alpha: float = Field(2.0, gt=0)
     ms_beta: float = Field(50.0, gt=0)
     ms_base: float = Field(0.5, ge=-1, le=1)
@@ -206,7 +206,7 @@ class TrainConfig(Section):
         0, ge=0, description="0 = one pass over the train images, at least min_steps_per_epoch"
     )
     min_steps_per_epoch: int = Field(50, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-5, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(50, ge=0)
     grad_clip: float = Field(1.0, gt=0)

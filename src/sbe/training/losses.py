@@ -38,8 +38,8 @@ class LossSettings:
         temperature: supervised-contrastive temperature.
     """
 
-    margin: float = 0.2
-    distance: Distance = "cosine"
+    margin: float = 0.45
+    distance: Distance = "euclidean"
     ms_alpha: float = 2.0
     ms_beta: float = 50.0
     ms_base: float = 0.5
