@@ -198,6 +198,7 @@ def split_dir(tmp_path_factory) -> Path:
 
 def _cfg(split_dir: Path, out: Path, **kw) -> NeighborsConfig:
     base = {"k": 12, "k0_local_scale": 4, "calibration_min_anchors": 50, "pca_components": 8}
+    base["threads"] = 1  # small data: one thread avoids OpenMP barrier spinning on a busy CPU
     return NeighborsConfig(input=split_dir, output=out, **{**base, **kw})
 
 

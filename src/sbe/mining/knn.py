@@ -15,6 +15,7 @@ many exist; the kept results are then packed left in one vectorised pass.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Iterator
@@ -40,6 +41,16 @@ def set_threads(threads: int = 0) -> int:
     n = threads or available_cores()
     faiss.omp_set_num_threads(n)
     return n
+
+
+@contextlib.contextmanager
+def faiss_threads(threads: int = 0) -> Iterator[int]:
+    """:func:`set_threads` for the duration of a block, then restore the previous setting."""
+    previous = faiss.omp_get_max_threads()
+    try:
+        yield set_threads(threads)
+    finally:
+        faiss.omp_set_num_threads(previous)
 
 
 @dataclass

@@ -25,7 +25,7 @@ from sbe.config import NeighborsConfig, section_dict
 from sbe.data.parquet_stream import StreamingPart
 from sbe.errors import SbeError
 from sbe.mining.bands import assign_bands, calibrate_band_edges, distance_ratios, local_scale
-from sbe.mining.knn import VectorIndex, knn_other_identities, set_threads
+from sbe.mining.knn import VectorIndex, faiss_threads, knn_other_identities
 from sbe.mining.pca import CovarianceAccumulator, Pca, safetensors_metadata
 from sbe.progress import progress_bar
 from sbe.storage import (
@@ -233,12 +233,11 @@ def run(cfg: NeighborsConfig) -> Manifest:
     settings = section_dict(cfg)
     h = config_hash({k: v for k, v in settings.items() if k not in ("input", "output", "threads")})
     inputs = [fingerprint_file(files[s]) for s in SPLITS]
-    with DirLock(out_dir):
+    with DirLock(out_dir), faiss_threads(cfg.threads) as threads:
         clean_stale_temps(out_dir)
         current = manifest_is_current(out_dir, STAGE, h, inputs)
         if current is not None:
             return current
-        threads = set_threads(cfg.threads)
         k0 = min(cfg.k0_local_scale, cfg.k)
         fp = {s: inp.model_dump() for s, inp in zip(SPLITS, inputs, strict=True)}
         stamp = config_hash({"config_hash": h, "train": fp["train"]})
