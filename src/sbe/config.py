@@ -182,7 +182,7 @@ class TrainConfig(Section):
         description="residual path starts as this projection (MLP output at zero): "
         "supervised whitening, PCA, or random",
     )
-    whitening_shrinkage: float = Field(0.5, ge=0, description="whitening regulariser")
+    whitening_shrinkage: float = Field(0.1, ge=0, description="whitening regulariser")
     residual_lr_scale: float = Field(
         1.0, ge=0, description="learning rate of the residual path relative to lr; 0 = frozen"
     )
