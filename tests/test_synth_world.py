@@ -179,3 +179,32 @@ def test_camera_projection_and_homography_agree(heading, pitch, fov, u, v) -> No
     assert math.isclose((c[0] * px + c[1] * py + c[2]) / den, tx, abs_tol=1e-4)
     assert math.isclose((c[3] * px + c[4] * py + c[5]) / den, ty, abs_tol=1e-4)
     del fwd
+
+
+def test_weather_follows_climate_and_season() -> None:
+    from sbe.data.synth.cities import CITY_BY_KEY
+    from sbe.data.synth.season import sample_conditions
+
+    rng = np.random.default_rng(0)
+
+    def snow_share(city: str, month: int) -> float:
+        c = CITY_BY_KEY[city]
+        return float(
+            np.mean(
+                [sample_conditions(c, dt.date(2015, month, 10), rng).snow_cover for _ in range(150)]
+            )
+        )
+
+    assert snow_share("moscow", 1) > 0.5
+    assert snow_share("moscow", 7) == 0.0
+    assert snow_share("singapore", 1) == 0.0 and snow_share("las_vegas", 1) == 0.0
+    assert snow_share("sydney", 7) == 0.0  # a southern winter without snow
+    vegas = [
+        sample_conditions(CITY_BY_KEY["las_vegas"], dt.date(2015, 7, 1), rng).weather
+        for _ in range(300)
+    ]
+    ams = [
+        sample_conditions(CITY_BY_KEY["amsterdam"], dt.date(2015, 1, 1), rng).weather
+        for _ in range(300)
+    ]
+    assert vegas.count("clear") > 2 * ams.count("clear")

@@ -226,7 +226,7 @@ def _window(ctx: _Ctx, uc: float, v_sill: float, w: float, h: float, ground: boo
     if style == "arch":
         p.rect(u0 + t, straight_top - bar / 2, u1 - t, straight_top + bar / 2, fill=frame)
     # sill (a ledge for snow)
-    if (g.window != "french" and not ground) or ground:
+    if ground or g.window != "french":
         p.rect(u0 - 0.09, v0 - 0.1, u1 + 0.09, v0 + 0.01, fill=shade(g.trim, 0.95))
         p.rect(u0 - 0.09, v0 - 0.13, u1 + 0.09, v0 - 0.1, fill=shade(g.wall, 0.6, 160))
         p.ledge(u0 - 0.09, u1 + 0.09, v0 + 0.01)

@@ -104,7 +104,6 @@ def _heading_str(h: float) -> str:
 def d_line(plan: DatasetPlan, view: View, geom: ViewGeometry) -> str:
     """The `d` line: ``d`` + the 17 numbers of :data:`D_FIELDS`, space-separated."""
     nx, ny, nz = geom.normal
-    t = plan.targets[view.target_id]
     vals = [
         str(plan.dataset_id), str(view.target_id), str(view.patch_id), str(view.panorama_id),
         f"{geom.target_lat:.8f}", f"{geom.target_lon:.8f}", f"{geom.target_enu[2]:.3f}",
@@ -112,7 +111,6 @@ def d_line(plan: DatasetPlan, view: View, geom: ViewGeometry) -> str:
         f"{geom.camera_lat:.8f}", f"{geom.camera_lon:.8f}", f"{geom.camera_enu[2]:.3f}",
         f"{geom.distance_m:.3f}", _heading_str(geom.heading_deg), f"{geom.pitch_deg:.4f}", "0",
     ]  # fmt: skip
-    del t
     return "d " + " ".join(vals)
 
 

@@ -16,6 +16,8 @@ from PIL import Image, ImageDraw
 
 from sbe.data.synth.facade import font
 
+_SHORT = {"partly_cloudy": "cloudy", "snowfall": "snowing"}
+
 
 def _read_members(tar_path: Path, names: set[str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
@@ -103,9 +105,13 @@ def contact_sheet(
                 .resize((tile, tile), Image.Resampling.LANCZOS)
             )
             sheet.paste(img, (x, y))
-            snow = " snow" if r["snow_cover"] else ""
-            d.text((x + 2, y + tile + 1), f"{r['capture_date']} {r['weather'].replace('_', ' ')}{snow}",
-                   fill=(40, 40, 40), font=f_small)  # fmt: skip
+            weather = _SHORT.get(r["weather"], r["weather"]) + (", snow" if r["snow_cover"] else "")
+            d.text(
+                (x + 2, y + tile + 1),
+                f"{r['capture_date']} {weather}",
+                fill=(40, 40, 40),
+                font=f_small,
+            )
     return sheet
 
 

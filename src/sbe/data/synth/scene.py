@@ -375,12 +375,21 @@ class SceneRenderer:
             (s, s), Image.Resampling.NEAREST
         )
         if cond.weather in ("partly_cloudy", "overcast"):
+            # cumulus: two noise scales with crisp edges, grey undersides; overcast: a textured deck
             partly = cond.weather == "partly_cloudy"
-            cloud = smooth_noise(s, s, rng, blobs=5)
-            a = np.clip((cloud - (0.1 if partly else -0.4)) * (2.5 if partly else 0.8), 0.0, 0.85)
-            white = (240, 242, 245) if partly else (180, 183, 190)
-            mask = Image.fromarray((a * 255).astype(np.uint8), "L")
-            img = Image.composite(Image.new("RGB", (s, s), white), img, mask)
+            big = smooth_noise(s, s, rng, blobs=4)
+            fine = smooth_noise(s, s, rng, blobs=16)
+            c = 0.7 * big + 0.3 * fine
+            if partly:
+                a = np.clip((c - float(rng.uniform(0.0, 0.3))) * 5.0, 0.0, 1.0)
+                tone = np.clip(235.0 + 22.0 * fine, 195.0, 250.0)
+            else:
+                a = np.clip((c + 0.6) * 0.9, 0.0, 0.9)
+                tone = np.clip(182.0 + 14.0 * fine, 160.0, 200.0)
+            sky = np.asarray(img, dtype=np.float32)
+            cloud = np.stack([tone, tone + 1.5, tone + 4.0], axis=-1)
+            sky = sky * (1.0 - a[..., None]) + cloud * a[..., None]
+            img = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8), "RGB")
         return img
 
     def _ground(self, img: Image.Image, cam: Camera, line: Line, drive, cond: Conditions,

@@ -158,11 +158,9 @@ def render_views(
         jpegs[view.patch_id] = rv.jpeg
         bld = plan.buildings[target.building]
         fac = plan.facades[target.facade]
-        front = (
-            plan.facades[next(f for f in bld.facades if not plan.facades[f].side)]
-            if any(not plan.facades[f].side for f in bld.facades)
-            else fac
-        )
+        # the building's location: the middle of its front facade
+        fronts = [plan.facades[f] for f in bld.facades if not plan.facades[f].side]
+        front = fronts[0] if fronts else fac
         line = plan.lines[front.line]
         centre = line.point((front.u0 + front.u1) / 2)
         blat, blon = plan.latlon(float(centre[0]), float(centre[1]))
