@@ -16,4 +16,4 @@ Modules, one concept each:
 """
 
 #: bumped whenever rendering changes the bytes of the output (invalidates existing tars)
-RENDER_VERSION = 2
+RENDER_VERSION = 3

@@ -7,6 +7,7 @@ appears with the right parallax in every view of a street, while its foliage fol
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -79,18 +80,27 @@ def tree_sprite(
         d.line(pts, fill=bark, width=max(2, round(0.3 * ppm)))
         top = pts[-1]
         cols = _FOLIAGE["tropical"]
-        for k in range(11):
-            ang = math.pi * (0.05 + 0.9 * k / 10) + float(rng.normal(0, 0.08))
-            length = float(rng.uniform(0.38, 0.5)) * crown_w
-            end = (
-                top[0] + math.cos(ang) * length * ppm,
-                top[1] - math.sin(ang) * length * ppm * 0.35 + length * ppm * 0.35,
-            )
-            mid = ((top[0] + end[0]) / 2, (top[1] + end[1]) / 2 - 0.25 * length * ppm)
+        for k in range(13):
+            # fronds rise from the crown and arch over, drooping at the tips
+            ang = math.pi * (0.02 + 0.96 * k / 12) + float(rng.normal(0, 0.06))
+            length = float(rng.uniform(0.42, 0.52)) * crown_w * ppm
+            rise = math.sin(ang)
+            pts = []
+            for f in np.linspace(0.0, 1.0, 6):
+                x = top[0] + math.cos(ang) * length * f
+                y = top[1] - length * (0.55 * rise * f - (0.45 + 0.3 * (1 - rise)) * f * f)
+                pts.append((x, y))
             col = cols[k % len(cols)]
-            d.line([top, mid, end], fill=col, width=max(2, round(0.28 * ppm)))
+            for (a, b), wdt in zip(
+                itertools.pairwise(pts), (0.34, 0.3, 0.25, 0.18, 0.1), strict=True
+            ):
+                d.line([a, b], fill=col, width=max(1, round(wdt * ppm)))
             if snow:
-                d.line([top, mid], fill=SNOW, width=max(1, round(0.06 * ppm)))
+                d.line(pts[:3], fill=SNOW, width=max(1, round(0.06 * ppm)))
+        d.ellipse(
+            (top[0] - 0.25 * ppm, top[1] - 0.2 * ppm, top[0] + 0.25 * ppm, top[1] + 0.3 * ppm),
+            fill=(96, 84, 60),
+        )
         return Sprite(img, W / ppm, H / ppm)
     if kind == "conifer":
         d.rectangle((X(-trunk_w / 2), Y(1.2), X(trunk_w / 2), Y(0)), fill=bark)
@@ -154,13 +164,15 @@ def tree_sprite(
         density = {"bud": 0.35, "autumn": 0.8}.get(state, 1.0)
         cy, ry = (height_m + crown_base) / 2 + 0.4, (height_m - crown_base) / 2
         rx = crown_w / 2
-        n = int(70 * density)
+        n = int(70 * density) if density >= 0.8 else 45
+        # young leaves: many small clusters with the branches showing through
+        size_k = 1.0 if density >= 0.8 else 0.45
         for _ in range(n):
             t = float(rng.uniform(0, 2 * math.pi))
             r = math.sqrt(float(rng.uniform(0, 1)))
             cx = rx * 0.78 * r * math.cos(t)
             cyy = cy + ry * 0.78 * r * math.sin(t)
-            s = float(rng.uniform(0.35, 0.75)) * (rx * 0.55)
+            s = float(rng.uniform(0.35, 0.75)) * (rx * 0.55) * size_k
             # lighter clusters on the upper side (sky light), darker below
             shade_k = (
                 0
@@ -174,7 +186,7 @@ def tree_sprite(
             )
             d.ellipse(
                 (X(cx - s), Y(cyy + s * 0.85), X(cx + s), Y(cyy - s * 0.85)),
-                fill=(*col, 255 if density >= 0.8 else 200),
+                fill=(*col, 255),
             )
         if snow:
             for _ in range(12):
