@@ -129,7 +129,8 @@ def run(cfg: SynthConfig) -> Manifest:
         world = plan_world(cfg.buildings, cfg.seed, knobs, cfg.buildings_per_tar)
         if world.n_target_buildings != cfg.buildings:
             raise SbeError(
-                f"synth: planned {world.n_target_buildings} buildings instead of {cfg.buildings}"
+                f"synth: could only place {world.n_target_buildings} of {cfg.buildings} buildings; "
+                "lower buildings_per_tar"
             )
         settings = RenderSettings(cfg.image_size, cfg.jpeg_quality, knobs)
         wkey = _world_key(cfg)

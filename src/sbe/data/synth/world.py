@@ -762,7 +762,9 @@ def plan_world(
         n_regions = max(1, math.ceil(want / buildings_per_tar))
         centres = _region_centres(city, n_regions + 12, rng)
         remaining, r = want, 0
-        while remaining > 0 and r < len(centres):
+        while remaining > 0 and r < 50 * (n_regions + 12):
+            if r == len(centres):  # regions came out smaller than planned: open more
+                centres += _region_centres(city, n_regions + 12, rng)
             quota = math.ceil(remaining / max(1, n_regions - r)) if r < n_regions else remaining
             quota = min(quota, buildings_per_tar)
             drng = np.random.default_rng([seed, stream, next_id])
