@@ -198,7 +198,9 @@ class TrainConfig(Section):
     identities_per_batch: int = Field(64, ge=2)
     images_per_identity: int = Field(4, ge=2)
     curriculum: Literal["none", "bands"] = "none"
-    ucb_exploration: float = Field(2.0, ge=0)
+    ucb_exploration: float = Field(
+        0.05, ge=0, description="UCB bonus scale, in reward units (share of informative triplets)"
+    )
     ucb_warmup_steps: int = Field(50, ge=0)
     # optimisation
     epochs: int = Field(30, ge=1)
