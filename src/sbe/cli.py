@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -1058,6 +1059,62 @@ def cluster_cmd(
 
 
 # ---- report / run / demo ----
+
+
+def _print_key_numbers(cfg: SbeConfig) -> None:
+    from sbe.pipeline import key_numbers
+
+    table = Table(title="key numbers", title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_column("compared with")
+    for what, value, versus in key_numbers(cfg):
+        table.add_row(what, value, versus)
+    out.print(table)
+
+
+def _run_pipeline(cfg: SbeConfig) -> None:
+    from sbe.pipeline import run_pipeline
+
+    workdir = cfg.workdir.expanduser().resolve()
+    out.print(f"workdir: {workdir}")
+    t0 = time.perf_counter()
+    from sbe.progress import log_line
+
+    run_pipeline(cfg, log=log_line)
+    out.print(f"pipeline finished in {time.perf_counter() - t0:.1f} s")
+    _print_key_numbers(cfg)
+
+
+@app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML config file.")],
+    workdir: Annotated[
+        Path | None, typer.Option(help="Override the config's work directory.")
+    ] = None,
+) -> None:
+    """Run the whole pipeline (synth or ingest -> ... -> report), skipping up-to-date stages."""
+    cfg = load(config)
+    if workdir is not None:
+        cfg.workdir = workdir.resolve()
+    _run_pipeline(cfg)
+
+
+@app.command("demo")
+def demo_cmd(
+    workdir: Annotated[
+        Path, typer.Option(help="Where every output goes (created if missing).")
+    ] = Path("work/demo"),
+) -> None:
+    """The whole pipeline on built-in synthetic data with the offline backbone (what `make demo` runs)."""
+    from sbe.pipeline import demo_config
+
+    try:
+        cfg = demo_config(workdir)
+    except ConfigError as e:
+        _fail(f"config: {e}", code=2)
+        raise
+    _run_pipeline(cfg)
 
 
 if __name__ == "__main__":

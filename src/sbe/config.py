@@ -383,12 +383,57 @@ class ReportConfig(Section):
     gallery_queries: int = Field(8, ge=1)
 
 
+PIPELINE_STAGES = (
+    "synth",
+    "ingest",
+    "backbone",
+    "split",
+    "neighbors",
+    "train",
+    "evaluate",
+    "geo",
+    "publish",
+    "embed",
+    "aggregate",
+    "index",
+    "cluster",
+    "report",
+)
+PipelineStage = Literal[
+    "synth",
+    "ingest",
+    "backbone",
+    "split",
+    "neighbors",
+    "train",
+    "evaluate",
+    "geo",
+    "publish",
+    "embed",
+    "aggregate",
+    "index",
+    "cluster",
+    "report",
+]
+
+
+class PipelineConfig(Section):
+    """What ``sbe run`` runs: the stages in order, from synthetic data or from raw tars."""
+
+    source: Literal["synth", "tars"] = Field(
+        "synth", description="synth: generate the world first; tars: ingest [ingest] inputs"
+    )
+    skip: list[PipelineStage] = Field(default_factory=list, description="stages not to run")
+    threads: int = Field(0, ge=0, description="torch/BLAS threads; 0 = one per core")
+
+
 class SbeConfig(BaseModel):
     """The whole pipeline's configuration (one TOML file, a section per stage)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     workdir: Path = Path(".")
+    pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
@@ -471,6 +516,14 @@ def load_config(
             elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
                 value = [v if v.is_absolute() else v.resolve() for v in value]
             sec[key] = value
+    try:
+        return SbeConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e)) from None
+
+
+def load_config_data(data: dict[str, Any]) -> SbeConfig:
+    """Validate already-parsed config data (e.g. a packaged TOML); errors name the key."""
     try:
         return SbeConfig.model_validate(data)
     except ValidationError as e:

@@ -26,6 +26,7 @@ from sbe.storage import (
     StageTimer,
     config_hash,
     fingerprint_paths,
+    manifest_is_current,
     write_json_atomic,
     write_manifest,
 )
@@ -71,6 +72,12 @@ def run(cfg: EvaluateConfig) -> tuple[dict[str, Any], Manifest]:
     split_file = split_path(split_dir, cfg.split)
     if not split_file.is_file():
         raise SbeError(f"split file not found: {split_file}")
+    out_dir = run_dir / "evaluate"
+    inputs = fingerprint_paths([split_file, run_dir / "best" / "model.safetensors"])
+    chash = config_hash(section_dict(cfg))
+    current = manifest_is_current(out_dir, STAGE, chash, inputs)
+    if current is not None:
+        return current.extra["results"], current
     projector = Projector.from_pretrained(run_dir / "best", device=device)
     data = load_split(split_dir, cfg.split)
     if data.dim != projector.config.input_dim:
@@ -102,13 +109,12 @@ def run(cfg: EvaluateConfig) -> tuple[dict[str, Any], Manifest]:
                 "backbone_name": identity.get("name"),
                 **landmarks_check(lm_dir, backbone, projector.cpu()),
             }
-    out_dir = run_dir / "evaluate"
     write_json_atomic(out_dir / f"{cfg.split}.json", results)
     manifest = Manifest(
         stage=STAGE,
         config=section_dict(cfg),
-        config_hash=config_hash(section_dict(cfg)),
-        inputs=fingerprint_paths([split_file, run_dir / "best" / "model.safetensors"]),
+        config_hash=chash,
+        inputs=inputs,
         outputs=[f"{cfg.split}.json"],
         rows={"queries": results["retrieval"]["queries"], "images": results["retrieval"]["images"]},
         wall_seconds=timer.seconds,

@@ -67,7 +67,7 @@ _RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "biline
 
 
 @contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """Silence transformers' info/warning chatter and progress bars during a load."""
     from transformers.utils import logging as hf_logging
 
@@ -101,7 +101,7 @@ def _processor_class_defaults(processor_type: str | None) -> dict[str, Any]:
         if cls is None:
             continue
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 proc = cls()
         except Exception:  # needs torchvision or other extras: try the next candidate
             continue
@@ -251,7 +251,7 @@ class HFSpec(BackboneSpec):
         self.source = str(Path(source).expanduser().resolve()) if self.local else source
         self.revision = None if self.local else revision
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 config = AutoConfig.from_pretrained(self.source, revision=self.revision)
         except (OSError, ValueError) as e:
             raise SbeError(f"cannot load the model config of hf:{source}: {e}") from None
@@ -341,7 +341,7 @@ class HFSpec(BackboneSpec):
         if self.vision_config is not self.config:
             cls = MODEL_MAPPING.get(type(self.vision_config), AutoModel)
         try:
-            with _quiet_transformers():
+            with quiet_transformers():
                 model, info = cls.from_pretrained(
                     self.source,
                     revision=self.revision,

@@ -23,6 +23,7 @@ from PIL import Image
 from sbe.data.images import ImageDecodeError, decode_rgb
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone
+from sbe.models.backbones.hf import quiet_transformers
 from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
 from sbe.models.published.modeling_sbe import HF_PREFIX, SbeEmbeddingModel
 
@@ -335,7 +336,8 @@ def load_embedder(
     if backbone_source is not None:
         kwargs["backbone_source"] = backbone_source
     try:
-        model = SbeEmbeddingModel.from_pretrained(str(root), **kwargs)
+        with quiet_transformers():
+            model = SbeEmbeddingModel.from_pretrained(str(root), **kwargs)
     except (ValueError, OSError) as e:
         raise SbeError(f"cannot load the model in {root}: {e}") from e
     model.to(dev).eval()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from sbe.models.backbones.hf import quiet_transformers
 from sbe.models.published import configuration_sbe, modeling_sbe
 from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
 from sbe.models.published.modeling_sbe import (
@@ -170,7 +171,8 @@ def verify_projector(folder: Path, reference: torch.nn.Module, input_dim: int) -
     Raises:
         ValueError: the folder does not load strictly or its head computes something else.
     """
-    model = SbeEmbeddingModel.from_pretrained(str(folder))
+    with quiet_transformers():
+        model = SbeEmbeddingModel.from_pretrained(str(folder))
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((16, input_dim)).astype("f4"))
     with torch.no_grad():
         got = model(backbone_embeddings=x).embeddings
