@@ -165,6 +165,17 @@ def _pool_ingest(task: TarTask) -> TarReport:
     return ingest_tar(task.tar, task.part, task.settings, cb)
 
 
+def _run_on_ray(tasks: list[TarTask], advance_mb: Callable[[float], None]) -> list[TarReport]:
+    """One Ray task per tar, each running the same pure per-tar function as the local engine."""
+    from sbe.distributed import ray_map
+
+    reports: list[TarReport] = []
+    for _, report in ray_map(_pool_ingest, tasks):
+        reports.append(report)
+        advance_mb(Path(report.tar).stat().st_size / 1e6)
+    return reports
+
+
 def _run_tasks(
     tasks: list[TarTask], processes: int, advance: Callable[[int, int], None]
 ) -> list[TarReport]:
@@ -252,13 +263,9 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
         The stage manifest (``up_to_date=True`` when nothing needed redoing).
 
     Raises:
-        SbeError: an input is missing, not an uncompressed tar, or yields no valid rows; or an
-            engine other than ``local`` is asked for.
+        SbeError: an input is missing, not an uncompressed tar, or yields no valid rows.
         LockedError: another run is writing ``cfg.output``.
     """
-    if cfg.engine != "local":
-        # ingest_tar is a plain picklable function, ready for a Ray task; the driver is not yet.
-        raise SbeError("the ingest stage runs with engine 'local' only for now")
     timer = StageTimer()
     tars = discover_tars(cfg.inputs)
     _check_inputs(tars)
@@ -294,7 +301,10 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
             def advance(nbytes: int, members: int) -> None:
                 bar.advance(nbytes / 1e6)
 
-            fresh = _run_tasks(tasks, processes, advance)
+            if cfg.engine == "ray":
+                fresh = _run_on_ray(tasks, bar.advance)
+            else:
+                fresh = _run_tasks(tasks, processes, advance)
 
         reports = sorted([*reused.values(), *fresh], key=lambda r: r.tar)
         failures = [f"{r.error}" for r in reports if r.error]
