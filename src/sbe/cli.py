@@ -197,6 +197,10 @@ def ingest_cmd(
     decode_threads: Annotated[
         int | None, typer.Option(min=0, help="JPEG decode threads per tar; 0 = automatic.")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="local (a process per core) or ray (a Ray task per tar, $RAY_ADDRESS)."),
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -210,6 +214,7 @@ def ingest_cmd(
         output=out_dir,
         workers=workers,
         decode_threads=decode_threads,
+        engine=engine,
     )
     m = stage.run(cfg)
     if as_json:
