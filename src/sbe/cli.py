@@ -1066,6 +1066,51 @@ def cluster_cmd(
 # ---- report / run / demo ----
 
 
+@app.command("report")
+def report_cmd(
+    workdir: Annotated[
+        Path | None, typer.Option(help="Work directory whose stage outputs are reported.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", "--output", help="Output folder (report.html).")
+    ] = None,
+    gallery_queries: Annotated[
+        int | None, typer.Option(help="Test queries in the retrieval gallery.")
+    ] = None,
+    landmarks: Annotated[
+        Path | None, typer.Option(help="Real-photo folder with labels.csv (default: auto).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the gallery and map samples.")] = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One self-contained HTML page (no network needed) over the other stages' outputs."""
+    from sbe.pipeline import wire
+    from sbe.stages import report as stage
+
+    cfg = load(
+        config,
+        report={
+            "output": output,
+            "gallery_queries": gallery_queries,
+            "landmarks": landmarks,
+            "seed": seed,
+        },
+    )
+    if workdir is not None:
+        cfg.workdir = workdir.resolve()
+    sec = wire(cfg).section("report")
+    m = stage.run(sec)
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return
+    print_manifest(m)
+    missing = {k: v for k, v in m.extra.get("sections", {}).items() if v}
+    for name, reasons in missing.items():
+        out.print(f"[yellow]{name}[/]: not available: {'; '.join(reasons)}", highlight=False)
+    out.print(f"report: {Path(sec.output) / stage.REPORT_FILE}")
+
+
 def _print_key_numbers(cfg: SbeConfig) -> None:
     from sbe.pipeline import key_numbers
 

@@ -378,9 +378,51 @@ class ClusterConfig(Section):
 
 
 class ReportConfig(Section):
-    _path_fields = ("output",)
+    """``sbe report``: one self-contained HTML page over the other stages' outputs.
+
+    Every input is optional: a missing one turns its section into a "not available" note.
+    """
+
+    _path_fields = (
+        "raw",
+        "images",
+        "backbone",
+        "split",
+        "neighbors",
+        "run",
+        "geo",
+        "model",
+        "embeddings",
+        "buildings",
+        "clusters",
+        "index",
+        "landmarks",
+        "output",
+    )
+    raw: Path | None = Field(Path("raw"), description="synth output (world, preview.png)")
+    images: Path = Field(Path("images"), description="ingest output (tar offsets)")
+    backbone: Path = Path("backbone")
+    split: Path = Path("split")
+    neighbors: Path = Path("neighbors")
+    run: Path = Field(Path("run"), description="training run (best/, metrics.jsonl, evaluate/)")
+    geo: Path = Path("geo")
+    model: Path = Field(Path("model"), description="published model folder")
+    embeddings: Path = Field(Path("embeddings"), description="embed output (state.json)")
+    buildings: Path = Path("buildings")
+    clusters: Path = Path("clusters")
+    index: Path = Path("index")
+    landmarks: Path | None = Field(
+        None, description="real-photo folder; None = the one evaluate used, else auto-detect"
+    )
     output: Path = Path("report")
-    gallery_queries: int = Field(8, ge=1)
+    gallery_queries: int = Field(8, ge=1, description="test queries in the retrieval gallery")
+    gallery_k: int = Field(5, ge=1, le=20, description="results shown per query")
+    cluster_samples: int = Field(4, ge=1, le=20, description="most central buildings per cluster")
+    max_clusters: int = Field(24, ge=1, description="clusters shown with samples")
+    map_points: int = Field(600, ge=1, description="test images drawn on the world map, at most")
+    thumb_px: int = Field(112, ge=32, le=512, description="thumbnail size (longest side), pixels")
+    jpeg_quality: int = Field(80, ge=30, le=95)
+    seed: int = Field(0, description="draws the gallery queries and the map sample")
 
 
 PIPELINE_STAGES = (

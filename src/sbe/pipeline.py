@@ -58,6 +58,20 @@ def wire(cfg: SbeConfig) -> SbeConfig:
     c.aggregate.input = [c.embed.output]
     c.index.input = c.aggregate.output
     c.cluster.input = c.aggregate.output
+    c.report.raw = c.synth.output if c.pipeline.source == "synth" else None
+    c.report.images = c.ingest.output
+    c.report.backbone = c.backbone.output
+    c.report.split = c.split.output
+    c.report.neighbors = c.neighbors.output
+    c.report.run = c.train.output
+    c.report.geo = c.geo.output
+    c.report.model = c.publish.output
+    c.report.embeddings = c.embed.output
+    c.report.buildings = c.aggregate.output
+    c.report.clusters = c.cluster.output
+    c.report.index = c.index.output
+    if c.report.landmarks is None and c.evaluate.landmarks is not None:
+        c.report.landmarks = c.evaluate.landmarks
     return c
 
 

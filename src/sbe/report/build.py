@@ -1,0 +1,207 @@
+"""Assemble the report: gather every section (each may be unavailable on its own), render the page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from sbe import __version__
+from sbe.errors import SbeError
+from sbe.report import gather as g
+from sbe.report import html as h
+from sbe.report.thumbs import png_data_uri
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: errors that turn a section into a "not available" note instead of failing the whole report
+SECTION_ERRORS: tuple[type[BaseException], ...] = (
+    g.Unavailable,
+    SbeError,
+    OSError,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    pa.ArrowException,
+)
+
+
+@dataclass
+class ReportOptions:
+    """How much the report shows (see ``[report]`` in the config)."""
+
+    gallery_queries: int = 8
+    gallery_k: int = 5
+    cluster_samples: int = 4
+    max_clusters: int = 24
+    map_points: int = 600
+    thumb: g.ThumbSettings = field(default_factory=g.ThumbSettings)
+    seed: int = 0
+    title: str = "sbe report"
+    subtitle: str = ""
+
+
+@dataclass
+class BuiltReport:
+    """The rendered page and, per section id, ``"ok"`` or the reasons parts were unavailable."""
+
+    html: str
+    status: dict[str, list[str]]
+
+    @property
+    def available(self) -> list[str]:
+        return [k for k, v in self.status.items() if not v]
+
+
+def attempt(fn: Callable[[], T], problems: list[str]) -> T | str:
+    """``fn()``, or the reason it could not run (also appended to ``problems``)."""
+    try:
+        return fn()
+    except SECTION_ERRORS as e:
+        reason = str(e) if isinstance(e, g.Unavailable) else f"{type(e).__name__}: {e}"
+        problems.append(reason)
+        return reason
+
+
+def _map_background(problems: list[str]) -> str | None:
+    from sbe.report.worldmap import koppen_background
+
+    bg = attempt(lambda: png_data_uri(koppen_background()), problems)
+    return bg if isinstance(bg, str) and bg.startswith("data:") else None
+
+
+def _legend(points: list[Any]) -> list[tuple[str, str, str]]:
+    from sbe.geo.koppen import climate_classes
+    from sbe.report.worldmap import koppen_legend_classes
+
+    if not points:
+        return []
+    lat = np.array([p.true_lat for p in points])
+    lon = np.array([p.true_lon for p in points])
+    return koppen_legend_classes(climate_classes(lat, lon).tolist())
+
+
+def build_report(
+    inputs: g.ReportInputs,
+    options: ReportOptions | None = None,
+    *,
+    geo_predict: g.GeoPredictor | None = None,
+) -> BuiltReport:
+    """Gather every section from the stage outputs and render one self-contained HTML page.
+
+    Args:
+        inputs: where each stage's output is (missing ones become "not available" notes).
+        options: sizes and seeds.
+        geo_predict: predictions of the geo heads for backbone embeddings (the geo stage's
+            ``predict_embeddings``); ``None`` leaves the map out with a note.
+
+    Returns:
+        The page and the per-section status.
+    """
+    o = options or ReportOptions()
+    status: dict[str, list[str]] = {}
+
+    def problems(section: str) -> list[str]:
+        return status.setdefault(section, [])
+
+    # 1. dataset
+    p = problems("dataset")
+    split = attempt(lambda: g.split_summary(inputs.split), p)
+    ingest = attempt(lambda: g.stage_counts(inputs.images, "ingest output", "ingest"), p)
+    backbone = attempt(lambda: g.stage_counts(inputs.backbone, "backbone output", "backbone"), p)
+    world = attempt(lambda: g.synth_world(inputs.raw), p)
+    dataset_html = h.dataset_section(split, ingest, backbone, world)
+    # 2. training
+    curves = attempt(lambda: g.training_curves(inputs.run), problems("training"))
+    training_html = h.training_section(curves)
+    # 3. metrics
+    p = problems("metrics")
+    metrics = attempt(lambda: g.retrieval_metrics(inputs.run), p)
+    photos = attempt(lambda: g.landmark_photos(inputs.landmarks, o.thumb), p)
+    metrics_html = h.metrics_section(metrics, photos)
+    # 4. gallery
+    gallery = attempt(
+        lambda: g.retrieval_gallery(
+            inputs.split,
+            inputs.run,
+            inputs.images,
+            queries=o.gallery_queries,
+            k=o.gallery_k,
+            seed=o.seed,
+            thumb=o.thumb,
+        ),
+        problems("gallery"),
+    )
+    gallery_html = h.gallery_section(gallery)
+    # 5. geolocation
+    p = problems("geolocation")
+    if geo_predict is None:
+        geo: g.Geolocation | str = "no geo predictor given"
+        p.append(geo)
+    else:
+        predict = geo_predict
+        geo = attempt(
+            lambda: g.geolocation(
+                inputs.split, inputs.geo, predict, max_points=o.map_points, seed=o.seed
+            ),
+            p,
+        )
+    geo_metrics = attempt(lambda: g.geo_metrics(inputs.geo).get("test") or {}, p)
+    geo_curves = attempt(lambda: g.geo_curves(inputs.geo), p)
+    background = _map_background(p) if isinstance(geo, g.Geolocation) else None
+    legend = attempt(lambda: _legend(geo.points), p) if isinstance(geo, g.Geolocation) else []
+    geo_html = h.geo_section(
+        geo, geo_metrics, geo_curves, background, legend if isinstance(legend, list) else []
+    )
+    # 6. clusters
+    clusters = attempt(
+        lambda: g.cluster_samples(
+            inputs.clusters,
+            inputs.embeddings,
+            inputs.images,
+            per_cluster=o.cluster_samples,
+            max_clusters=o.max_clusters,
+            thumb=o.thumb,
+        ),
+        problems("clusters"),
+    )
+    clusters_html = h.clusters_section(clusters)
+    # 7. run facts
+    facts = attempt(lambda: g.run_facts(inputs), problems("run"))
+    run_html = h.run_section(facts)
+
+    headline = h.headline_cards(
+        metrics if isinstance(metrics, g.RetrievalMetrics) else None,
+        geo_metrics if isinstance(geo_metrics, dict) else None,
+        facts if isinstance(facts, g.RunFacts) else None,
+    )
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    subtitle = escape(o.subtitle) + (" &middot; " if o.subtitle else "") + f"generated {now}"
+    page = h.page(
+        o.title,
+        subtitle,
+        [
+            ("dataset", "1. Dataset", dataset_html),
+            ("training", "2. Training curves", training_html),
+            ("metrics", "3. Backbone vs projector", metrics_html),
+            ("gallery", "4. Retrieval gallery", gallery_html),
+            ("geolocation", "5. Geolocation", geo_html),
+            ("clusters", "6. Clusters", clusters_html),
+            ("run", "7. Run facts", run_html),
+        ],
+        headline=headline,
+        thumb_px=o.thumb.max_px,
+        footer=f"sbe {escape(__version__)} &middot; one self-contained file: no network needed",
+    )
+    for section, reasons in status.items():
+        for r in reasons:
+            log.info("report: %s: not available: %s", section, r)
+    return BuiltReport(html=page, status=status)

