@@ -790,8 +790,10 @@ def run_facts(inputs: ReportInputs) -> RunFacts:
 def input_files(inputs: ReportInputs) -> list[Path]:
     """Every file the report reads whose change should redo it (existing ones only)."""
     candidates: list[Path] = []
-    for _stage, folder in stage_dirs(inputs):
-        if folder is not None:
+    for stage, folder in stage_dirs(inputs):
+        # embed rewrites its manifest and state.json on every rerun, even an up-to-date one:
+        # its finished parts stand for it instead
+        if folder is not None and stage != "embed":
             candidates.append(Path(folder) / "_manifest.json")
     if inputs.raw is not None:
         candidates.append(Path(inputs.raw) / "preview.png")
@@ -807,7 +809,7 @@ def input_files(inputs: ReportInputs) -> list[Path]:
     if inputs.clusters is not None:
         candidates.append(Path(inputs.clusters) / "assignments.parquet")
     if inputs.embeddings is not None:
-        candidates.append(Path(inputs.embeddings) / "state.json")
+        candidates += sorted((Path(inputs.embeddings) / "parts").glob("*.parquet"))
     if inputs.landmarks is not None:
         candidates.append(Path(inputs.landmarks) / "labels.csv")
     return [p for p in candidates if p.is_file()]

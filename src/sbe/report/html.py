@@ -449,15 +449,12 @@ def metrics_section(m: g.RetrievalMetrics | str, photos: list[g.LandmarkPhoto] |
     if isinstance(photos, str):
         out.append(na(photos))
     else:
-        groups: dict[str, list[g.LandmarkPhoto]] = {}
-        for p in photos:
-            groups.setdefault(p.landmark, []).append(p)
-        for _name, ps in groups.items():
-            tiles = "".join(
-                f'<figure class="tile" title="{escape(p.path)}">{img(p.uri, p.path)}</figure>'
-                for p in ps
-            )
-            out.append(f'<p>{escape(ps[0].name)}</p><div class="row">{tiles}</div>')
+        tiles = "".join(
+            f'<figure class="tile" title="{escape(p.name)}: {escape(p.path)}">'
+            f"{img(p.uri, p.path)}<figcaption>{escape(p.landmark)}</figcaption></figure>"
+            for p in photos
+        )
+        out.append(f'<div class="row">{tiles}</div>')
     return "".join(out)
 
 

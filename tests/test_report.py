@@ -1,0 +1,393 @@
+"""``sbe report``: data gathering, graceful degradation, gallery marks, tar offsets, no network."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import os
+import re
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from typer.testing import CliRunner
+
+from sbe.cli import app
+from sbe.config import ReportConfig
+from sbe.geo import koppen
+from sbe.models.projector import Projector
+from sbe.pipeline import wire
+from sbe.report import gather as g
+from sbe.report.build import build_report
+from sbe.report.svg import Series, line_chart, nice_ticks
+from sbe.report.thumbs import ImageReadError, image_locations, read_tar_member
+from sbe.report.worldmap import great_circle, koppen_background
+from sbe.stages import report as stage
+from sbe.storage import to_numpy_matrix
+
+SECTIONS = ["dataset", "training", "metrics", "gallery", "geolocation", "clusters", "run"]
+# a src/href attribute whose value is a network URL (http:, https: or protocol-relative)
+NETWORK_REF = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+def _jpeg(colour: tuple[int, int, int], size: int = 40) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _tar_with_jpegs(path: Path, blobs: dict[str, bytes]) -> dict[str, tuple[int, int]]:
+    """Write a plain tar; return member name -> (data offset, size) as tarfile reports them."""
+    with tarfile.open(path, "w") as tf:
+        for name, data in blobs.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    with tarfile.open(path) as tf:
+        return {m.name: (m.offset_data, m.size) for m in tf.getmembers()}
+
+
+def _ingest_part(path: Path, tar: Path, ids: list[int], locs: list[tuple[int, int]]) -> None:
+    pq.write_table(
+        pa.table(
+            {
+                "image_id": pa.array(ids, pa.int64()),
+                "tar_file": pa.array([str(tar)] * len(ids)),
+                "tar_offset": pa.array([o for o, _ in locs], pa.int64()),
+                "tar_size": pa.array([s for _, s in locs], pa.int64()),
+            }
+        ),
+        path,
+    )
+
+
+# ---- tar offsets -------------------------------------------------------------------------------
+
+
+def test_offsets_read_the_exact_bytes_of_each_member(tmp_path: Path) -> None:
+    blobs = {f"d/{i:03d}.jpg": _jpeg((40 * i, 255 - 30 * i, 7 * i), 24 + 8 * i) for i in range(6)}
+    blobs["d/readme.txt"] = b"not an image"
+    tar = tmp_path / "0001.tar"
+    locs = _tar_with_jpegs(tar, blobs)
+    names = [n for n in blobs if n.endswith(".jpg")]
+    images = tmp_path / "images"
+    images.mkdir()
+    ids = [100 + i for i in range(len(names))]
+    _ingest_part(images / "0001.parquet", tar, ids, [locs[n] for n in names])
+    table = image_locations(images, [ids[4], ids[1], 999])
+    assert sorted(table.column("image_id").to_pylist()) == [ids[1], ids[4]]
+    got = g.image_bytes_by_id(images, [ids[1], ids[4], 999])
+    assert got[ids[1]] == blobs[names[1]] and got[ids[4]] == blobs[names[4]]
+    assert got[999] == "not in the ingest output"
+    offset, size = locs[names[5]]
+    assert read_tar_member(tar, offset, size) == blobs[names[5]]
+    with pytest.raises(ImageReadError, match="ends early"):
+        read_tar_member(tar, os.path.getsize(tar) - 10, 100)
+    with pytest.raises(ImageReadError, match="cannot open"):
+        read_tar_member(tmp_path / "gone.tar", 0, 10)
+
+
+def test_unreadable_images_are_reasons_not_crashes(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    _ingest_part(images / "0001.parquet", tmp_path / "moved.tar", [1], [(512, 100)])
+    got = g.image_bytes_by_id(images, [1])
+    assert isinstance(got[1], str) and "cannot open" in got[1]
+    assert g.image_bytes_by_id(tmp_path / "none", [1]) == {
+        1: f"ingest output not found at {tmp_path / 'none'}"
+    }
+
+
+# ---- gallery -----------------------------------------------------------------------------------
+
+
+@given(
+    n=st.integers(2, 40),
+    d=st.integers(2, 8),
+    q=st.integers(1, 10),
+    k=st.integers(1, 8),
+    seed=st.integers(0, 2**16),
+)
+@settings(max_examples=40, deadline=None)
+def test_top_k_excludes_the_query_and_matches_brute_force(
+    n: int, d: int, q: int, k: int, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    queries = rng.choice(n, size=min(q, n), replace=False)
+    rows, sims = g.top_k_excluding_self(v, queries, k)
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    assert rows.shape == (len(queries), min(k, n - 1))
+    for i, qr in enumerate(queries):
+        assert qr not in rows[i]
+        assert len(set(rows[i].tolist())) == rows.shape[1]
+        expect = unit[rows[i]] @ unit[qr]
+        np.testing.assert_allclose(sims[i], expect, atol=1e-5)
+        assert np.all(np.diff(sims[i]) <= 1e-6)
+        others = np.delete(unit @ unit[qr], [qr, *rows[i].tolist()])
+        if len(others):
+            assert others.max() <= sims[i, -1] + 1e-5
+
+
+def test_pick_queries_only_draws_buildings_with_two_rows() -> None:
+    building = np.array([5, 5, 6, 7, 7, 7, 8, 9, 9])
+    drawn = g.pick_queries(building, 100, seed=3)
+    assert set(drawn.tolist()) == {0, 1, 3, 4, 5, 7, 8}
+    a, b = g.pick_queries(building, 3, seed=1), g.pick_queries(building, 3, seed=1)
+    assert a.tolist() == b.tolist() and len(a) == 3
+    assert len(g.pick_queries(np.array([1, 2, 3]), 5, seed=0)) == 0
+
+
+def _gallery_world(tmp_path: Path) -> tuple[Path, Path, Path, dict[int, int]]:
+    """A 3-building test split with real JPEGs in a tar, an ingest part and a projector."""
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((3, 16)).astype(np.float32)
+    building, emb, blobs = [], [], {}
+    for b in range(3):
+        for j in range(4):
+            building.append(1000 + b)
+            emb.append(centres[b] + 0.05 * rng.standard_normal(16))
+            blobs[f"{b}_{j}.jpg"] = _jpeg((80 * b, 60 * j, 120))
+    ids = list(range(1, 13))
+    tar = tmp_path / "0001.tar"
+    locs = _tar_with_jpegs(tar, blobs)
+    images = tmp_path / "images"
+    images.mkdir()
+    _ingest_part(images / "0001.parquet", tar, ids, [locs[n] for n in blobs])
+    split = tmp_path / "split"
+    split.mkdir()
+    arr = np.asarray(emb, dtype=np.float16)
+    pq.write_table(
+        pa.table(
+            {
+                "building_id": pa.array(building, pa.int64()),
+                "image_id": pa.array(ids, pa.int64()),
+                "embedding": pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1)), 16),
+            }
+        ),
+        split / "test.parquet",
+    )
+    from sbe.models.projector import ProjectorConfig
+
+    run = tmp_path / "run"
+    Projector(ProjectorConfig(input_dim=16, output_dim=8, hidden_dim=16)).save_pretrained(
+        run / "best"
+    )
+    return split, run, images, dict(zip(ids, building, strict=True))
+
+
+def test_gallery_marks_right_answers_by_building(tmp_path: Path) -> None:
+    split, run, images, building_of = _gallery_world(tmp_path)
+    gal = g.retrieval_gallery(
+        split, run, images, queries=5, k=4, seed=0, thumb=g.ThumbSettings(48, 80)
+    )
+    assert len(gal.queries) == 5 and gal.missing_images == 0
+    table = pq.read_table(split / "test.parquet")
+    projected = Projector.from_pretrained(run / "best").project(
+        to_numpy_matrix(table.column("embedding"), np.float32)
+    )
+    row_of = {iid: i for i, iid in enumerate(table.column("image_id").to_pylist())}
+    for q in gal.queries:
+        assert q.query.building_id == building_of[q.query.image_id]
+        assert q.query.uri and q.query.uri.startswith("data:image/jpeg;base64,")
+        assert [t.rank for t in q.results] == [1, 2, 3, 4]
+        assert q.query.image_id not in [t.image_id for t in q.results]
+        sims = (
+            projected[[row_of[t.image_id] for t in q.results]] @ projected[row_of[q.query.image_id]]
+        )
+        np.testing.assert_allclose([t.similarity for t in q.results], sims, atol=1e-5)
+        for t in q.results:
+            assert t.correct == (building_of[t.image_id] == q.query.building_id)
+            assert t.uri is not None
+
+
+def test_gallery_html_colours_follow_the_marks(tmp_path: Path) -> None:
+    from sbe.report.html import gallery_section
+
+    split, run, images, _ = _gallery_world(tmp_path)
+    gal = g.retrieval_gallery(split, run, images, queries=3, k=5, seed=1, thumb=g.ThumbSettings())
+    html = gallery_section(gal)
+    right = sum(t.correct is True for q in gal.queries for t in q.results)
+    wrong = sum(t.correct is False for q in gal.queries for t in q.results)
+    assert html.count('class="tile ok"') == right and html.count('class="tile bad"') == wrong
+    assert html.count('class="tile query"') == 3 and right + wrong == 15
+
+
+# ---- degradation -------------------------------------------------------------------------------
+
+
+def test_every_section_says_why_when_nothing_exists(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing"
+    inputs = g.ReportInputs(**{f: missing / f for f in g.ReportInputs.__dataclass_fields__})
+    built = build_report(inputs, geo_predict=lambda d, e: [])
+    assert set(built.status) == set(SECTIONS)
+    assert built.available == []
+    for sid in SECTIONS:
+        body = built.html.split(f'<section id="{sid}">')[1].split("</section>")[0]
+        assert "not available:" in body, sid
+    assert "split output not found at" in built.html
+    assert built.html.startswith("<!DOCTYPE html>") and built.html.rstrip().endswith("</html>")
+
+
+def test_corrupt_inputs_become_notes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("not json\n")
+    (tmp_path / "split").mkdir()
+    (tmp_path / "split" / "_manifest.json").write_text("{broken")
+    (tmp_path / "clusters").mkdir()
+    (tmp_path / "clusters" / "_manifest.json").write_text(
+        json.dumps({"stage": "cluster", "extra": {"id_column": "OSMID"}})
+    )
+    (tmp_path / "clusters" / "assignments.parquet").write_bytes(b"PAR1 garbage")
+    inputs = g.ReportInputs(run=run, split=tmp_path / "split", clusters=tmp_path / "clusters")
+    built = build_report(inputs)
+    assert any("no epoch records" in r for r in built.status["training"])
+    assert any("no valid _manifest.json" in r for r in built.status["dataset"])
+    assert built.status["clusters"] and "ArrowInvalid" in built.status["clusters"][0]
+
+
+# ---- charts and map ----------------------------------------------------------------------------
+
+
+@given(
+    lo=st.floats(-1e6, 1e6, allow_nan=False),
+    span=st.floats(1e-6, 1e6, allow_nan=False),
+)
+@settings(max_examples=100, deadline=None)
+def test_nice_ticks_cover_the_range(lo: float, span: float) -> None:
+    hi = lo + span
+    t = nice_ticks(lo, hi, 5)
+    assert t[0] <= lo + 1e-9 * max(1, abs(lo)) and t[-1] >= hi - 1e-9 * max(1, abs(hi))
+    assert all(b > a for a, b in itertools.pairwise(t))
+    assert 2 <= len(t) <= 13
+
+
+def test_line_chart_breaks_on_missing_values_and_escapes_names() -> None:
+    svg = line_chart(
+        [Series("a<b", [0, 1, 2, 3], [1.0, float("nan"), 2.0, 3.0])],
+        title="t",
+        x_label="x",
+        y_label="y",
+    )
+    assert svg.count("<polyline") == 1  # the first point is a run of one: no line
+    assert "a&lt;b" in svg and "a<b" not in svg
+
+
+def test_great_circle_splits_at_the_antimeridian() -> None:
+    runs = great_circle(10.0, 170.0, -10.0, -170.0)
+    assert len(runs) == 2
+    for run in runs:
+        lons = [lon for _, lon in run]
+        assert max(lons) - min(lons) < 30
+    assert runs[0][0] == pytest.approx((10.0, 170.0))
+    assert runs[-1][-1] == pytest.approx((-10.0, -170.0))
+
+
+def test_map_background_is_the_koppen_raster_subsampled() -> None:
+    w, h = 360, 180
+    img = koppen_background(w, h)
+    assert img.size == (w, h) and img.mode == "P"
+    classes = np.asarray(img)
+    rng = np.random.default_rng(0)
+    r, c = rng.integers(0, h, 300), rng.integers(0, w, 300)
+    lat, lon = 90 - (r + 0.5) * 180 / h, -180 + (c + 0.5) * 360 / w
+    rr, cc = koppen.pixel_of(lat, lon)
+    assert np.array_equal(classes[r, c], koppen.load_raster()[rr, cc])
+    assert (classes == 0).mean() > 0.5  # mostly water
+
+
+# ---- the stage on a real (tiny) pipeline -------------------------------------------------------
+
+
+def _report_cfg(cfg, out: Path | None = None) -> ReportConfig:
+    c = wire(cfg)
+    if out is not None:
+        c.report.output = out
+    return c.section("report")
+
+
+def test_pipeline_report_has_every_section_and_no_network_refs(tiny_pipeline) -> None:
+    cfg, _ = tiny_pipeline
+    path = cfg.workdir / "report" / "report.html"
+    html = path.read_text()
+    manifest = json.loads((cfg.workdir / "report" / "_manifest.json").read_text())
+    assert manifest["extra"]["sections"] == {s: [] for s in SECTIONS}
+    assert manifest["rows"]["bytes"] == path.stat().st_size < 5_000_000
+    assert NETWORK_REF.search(html) is None
+    assert "@import" not in html and "url(" not in html
+    assert html.count('<section id="') == len(SECTIONS)
+    for sid in SECTIONS:
+        assert f'href="#{sid}"' in html
+    assert html.count('class="tile query"') == 8
+
+
+def test_network_ref_pattern_catches_remote_resources() -> None:
+    for bad in (
+        '<img src="https://x.org/a.png">',
+        "<link href='http://cdn/x.css'>",
+        '<script src="//cdn.example/x.js">',
+    ):
+        assert NETWORK_REF.search(bad), bad
+    assert NETWORK_REF.search('<img src="data:image/jpeg;base64,AAAA"><a href="#gallery">') is None
+
+
+def test_stage_skips_when_current_and_redoes_on_change(tiny_pipeline, tmp_path: Path) -> None:
+    cfg, _ = tiny_pipeline
+    sec = _report_cfg(cfg, tmp_path / "rep")
+    first = stage.run(sec)
+    assert not first.up_to_date and (tmp_path / "rep" / "report.html").is_file()
+    assert stage.run(sec).up_to_date
+    metrics = cfg.workdir / "run" / "metrics.jsonl"
+    st_ = metrics.stat()
+    os.utime(metrics, ns=(st_.st_atime_ns, st_.st_mtime_ns + 1_000_000))
+    try:
+        assert not stage.run(sec).up_to_date
+    finally:
+        os.utime(metrics, ns=(st_.st_atime_ns, st_.st_mtime_ns))
+    changed = sec.model_copy(update={"gallery_queries": 3})
+    assert not stage.run(changed).up_to_date
+    assert (tmp_path / "rep" / "report.html").read_text().count('class="tile query"') == 3
+
+
+def test_missing_stages_degrade_in_a_copied_workdir(tiny_pipeline, tmp_path: Path) -> None:
+    cfg, _ = tiny_pipeline
+    work = tmp_path / "w"
+    shutil.copytree(cfg.workdir, work, ignore=shutil.ignore_patterns("report"))
+    shutil.rmtree(work / "geo")
+    shutil.rmtree(work / "clusters")
+    shutil.rmtree(work / "images")  # the gallery's pictures are gone, its rankings are not
+    c = cfg.model_copy(deep=True)
+    c.workdir = work
+    m = stage.run(_report_cfg(c))
+    sections = m.extra["sections"]
+    assert sections["geolocation"] and all(
+        "geo output not found" in r for r in sections["geolocation"]
+    )
+    assert sections["clusters"] == [f"cluster output not found at {work / 'clusters'}"]
+    assert sections["training"] == [] and sections["metrics"] == []
+    html = (work / "report" / "report.html").read_text()
+    gallery = html.split('<section id="gallery">')[1].split("</section>")[0]
+    assert "could not be read from the raw tars" in gallery
+    assert sections["dataset"] == [f"ingest output not found at {work / 'images'}"]
+    assert 'class="tile ok"' in gallery  # marks still computed without pictures
+
+
+def test_report_cli_json(tiny_pipeline, tmp_path: Path) -> None:
+    cfg, _ = tiny_pipeline
+    out = tmp_path / "cli-rep"
+    res = CliRunner().invoke(
+        app, ["report", "--workdir", str(cfg.workdir), "--out", str(out), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert data["stage"] == "report" and data["outputs"] == ["report.html"]
+    assert (out / "report.html").stat().st_size == data["rows"]["bytes"]
