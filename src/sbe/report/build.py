@@ -126,6 +126,12 @@ def build_report(
     p = problems("metrics")
     metrics = attempt(lambda: g.retrieval_metrics(inputs.run), p)
     photos = attempt(lambda: g.landmark_photos(inputs.landmarks, o.thumb), p)
+    if isinstance(metrics, g.RetrievalMetrics):
+        lm = metrics.landmarks or {}
+        if not lm:
+            p.append("no real-photo check in the evaluation (run `sbe evaluate`)")
+        elif "skipped" in lm:
+            p.append(f"real-photo check skipped: {lm['skipped']}")
     metrics_html = h.metrics_section(metrics, photos)
     # 4. gallery
     gallery = attempt(

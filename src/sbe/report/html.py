@@ -424,9 +424,9 @@ def metrics_section(m: g.RetrievalMetrics | str, photos: list[g.LandmarkPhoto] |
     ]
     lm = m.landmarks
     if not lm:
-        out.append(na("no landmarks result in the evaluation (run `sbe evaluate`)"))
+        out.append(na("no real-photo check in the evaluation (run `sbe evaluate`)"))
     elif "skipped" in lm:
-        out.append(na(str(lm["skipped"])))
+        out.append(na(f"real-photo check skipped: {lm['skipped']}"))
     else:
         n = lm.get("images")
         rows = []
