@@ -391,3 +391,41 @@ def test_report_cli_json(tiny_pipeline, tmp_path: Path) -> None:
     data = json.loads(res.output)
     assert data["stage"] == "report" and data["outputs"] == ["report.html"]
     assert (out / "report.html").stat().st_size == data["rows"]["bytes"]
+
+
+def test_band_curriculum_table_and_unexpected_records() -> None:
+    from sbe.report.html import training_section
+
+    curves = g.TrainingCurves(
+        epochs=[1, 2],
+        loss=[1.0, 0.9],
+        val=[{"map@r": 0.4}, {"map@r": 0.5}],
+        baseline={"map@r": 0.3},
+        init={"map@r": 0.35},
+        best_epoch=2,
+        steps=[50, 100],
+        step_loss=[1.1, 0.95],
+        bands=[
+            {
+                "epoch": 1,
+                "chosen_this_epoch": [26, 4, 8],
+                "mean_reward": [0.036, None, 0.014],
+                "band_negatives": 900,
+                "fallback_negatives": 12,
+            }
+        ],
+    )
+    html = training_section(curves)
+    assert "26, 4, 8" in html and "0.036, -, 0.014" in html and "Band curriculum" in html
+
+
+def test_a_section_the_renderer_cannot_show_costs_only_that_section(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    # an epoch record whose bands block is not what this version writes
+    (run / "metrics.jsonl").write_text(
+        json.dumps({"kind": "epoch", "epoch": 1, "loss": 1.0, "bands": {"mean_reward": 5}}) + "\n"
+    )
+    built = build_report(g.ReportInputs(run=run))
+    assert built.status["training"] and "cannot show this section" in built.status["training"][0]
+    assert '<section id="run">' in built.html

@@ -112,16 +112,25 @@ def build_report(
     def problems(section: str) -> list[str]:
         return status.setdefault(section, [])
 
+    def render(fn: Callable[[], str], section: str) -> str:
+        # data the renderer did not expect (an older stage's format) costs one section, not the page
+        try:
+            return fn()
+        except SECTION_ERRORS as e:
+            reason = f"cannot show this section: {type(e).__name__}: {e}"
+            problems(section).append(reason)
+            return h.na(reason)
+
     # 1. dataset
     p = problems("dataset")
     split = attempt(lambda: g.split_summary(inputs.split), p)
     ingest = attempt(lambda: g.stage_counts(inputs.images, "ingest output", "ingest"), p)
     backbone = attempt(lambda: g.stage_counts(inputs.backbone, "backbone output", "backbone"), p)
     world = attempt(lambda: g.synth_world(inputs.raw), p)
-    dataset_html = h.dataset_section(split, ingest, backbone, world)
+    dataset_html = render(lambda: h.dataset_section(split, ingest, backbone, world), "dataset")
     # 2. training
     curves = attempt(lambda: g.training_curves(inputs.run), problems("training"))
-    training_html = h.training_section(curves)
+    training_html = render(lambda: h.training_section(curves), "training")
     # 3. metrics
     p = problems("metrics")
     metrics = attempt(lambda: g.retrieval_metrics(inputs.run), p)
@@ -132,7 +141,7 @@ def build_report(
             p.append("no real-photo check in the evaluation (run `sbe evaluate`)")
         elif "skipped" in lm:
             p.append(f"real-photo check skipped: {lm['skipped']}")
-    metrics_html = h.metrics_section(metrics, photos)
+    metrics_html = render(lambda: h.metrics_section(metrics, photos), "metrics")
     # 4. gallery
     gallery = attempt(
         lambda: g.retrieval_gallery(
@@ -146,7 +155,7 @@ def build_report(
         ),
         problems("gallery"),
     )
-    gallery_html = h.gallery_section(gallery)
+    gallery_html = render(lambda: h.gallery_section(gallery), "gallery")
     # 5. geolocation
     p = problems("geolocation")
     if geo_predict is None:
@@ -164,8 +173,11 @@ def build_report(
     geo_curves = attempt(lambda: g.geo_curves(inputs.geo), p)
     background = _map_background(p) if isinstance(geo, g.Geolocation) else None
     legend = attempt(lambda: _legend(geo.points), p) if isinstance(geo, g.Geolocation) else []
-    geo_html = h.geo_section(
-        geo, geo_metrics, geo_curves, background, legend if isinstance(legend, list) else []
+    geo_html = render(
+        lambda: h.geo_section(
+            geo, geo_metrics, geo_curves, background, legend if isinstance(legend, list) else []
+        ),
+        "geolocation",
     )
     # 6. clusters
     clusters = attempt(
@@ -179,10 +191,10 @@ def build_report(
         ),
         problems("clusters"),
     )
-    clusters_html = h.clusters_section(clusters)
+    clusters_html = render(lambda: h.clusters_section(clusters), "clusters")
     # 7. run facts
     facts = attempt(lambda: g.run_facts(inputs), problems("run"))
-    run_html = h.run_section(facts)
+    run_html = render(lambda: h.run_section(facts), "run")
 
     headline = h.headline_cards(
         metrics if isinstance(metrics, g.RetrievalMetrics) else None,

@@ -316,6 +316,10 @@ def dataset_section(
     return "".join(out)
 
 
+def _reward(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
 def training_section(curves: g.TrainingCurves | str) -> str:
     if isinstance(curves, str):
         return na(curves)
@@ -370,7 +374,7 @@ def training_section(curves: g.TrainingCurves | str) -> str:
                         if isinstance(chosen, list)
                         else str(chosen)
                     ),
-                    escape(", ".join(f"{x:.3f}" for x in b.get("mean_reward", []) or [])),
+                    escape(", ".join(_reward(x) for x in b.get("mean_reward") or [])),
                     fmt(b.get("band_negatives")),
                     fmt(b.get("fallback_negatives")),
                 ]
