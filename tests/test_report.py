@@ -429,3 +429,9 @@ def test_a_section_the_renderer_cannot_show_costs_only_that_section(tmp_path: Pa
     built = build_report(g.ReportInputs(run=run))
     assert built.status["training"] and "cannot show this section" in built.status["training"][0]
     assert '<section id="run">' in built.html
+
+
+def test_a_workdir_without_any_output_is_an_error(tmp_path: Path) -> None:
+    res = CliRunner().invoke(app, ["report", "--workdir", str(tmp_path / "typo")])
+    assert res.exit_code == 1 and "nothing to report" in str(res.exception)
+    assert not (tmp_path / "typo" / "report" / "report.html").exists()

@@ -219,6 +219,7 @@ def build_report(
         thumb_px=o.thumb.max_px,
         footer=f"sbe {escape(__version__)} &middot; one self-contained file: no network needed",
     )
+    status = {k: list(dict.fromkeys(v)) for k, v in status.items()}
     for section, reasons in status.items():
         for r in reasons:
             log.info("report: %s: not available: %s", section, r)

@@ -8,12 +8,14 @@ nothing.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sbe.config import ReportConfig, section_dict
+from sbe.errors import SbeError
 from sbe.report.build import ReportOptions, build_report
 from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
 from sbe.storage import (
@@ -76,6 +78,9 @@ def run(cfg: ReportConfig) -> Manifest:
     Returns:
         The manifest (``up_to_date`` when inputs and settings did not change); ``rows`` has the
         report's size in bytes and the number of sections, ``extra.sections`` what was unavailable.
+
+    Raises:
+        SbeError: not a single input exists (a wrong work directory).
     """
     timer = StageTimer()
     out_dir = Path(cfg.output)
@@ -83,7 +88,13 @@ def run(cfg: ReportConfig) -> Manifest:
     settings = section_dict(cfg)
     settings["landmarks"] = str(inputs.landmarks) if inputs.landmarks is not None else None
     chash = config_hash({k: v for k, v in settings.items() if k != "output"})
-    fingerprints = fingerprint_paths(input_files(inputs))
+    files = input_files(inputs)
+    if not input_files(replace(inputs, landmarks=None)):
+        raise SbeError(
+            f"nothing to report: no stage output found (split at {cfg.split}, run at {cfg.run}); "
+            "check --workdir or the config"
+        )
+    fingerprints = fingerprint_paths(files)
     out_dir.mkdir(parents=True, exist_ok=True)
     with DirLock(out_dir):
         clean_stale_temps(out_dir)
