@@ -18,3 +18,39 @@ def landmarks_dir() -> Path:
     if not LANDMARKS.is_dir():
         pytest.skip(f"landmarks-mini not found at {LANDMARKS}")
     return LANDMARKS
+
+
+TINY_CONFIG = """
+workdir = "w"
+[synth]
+buildings = 40
+image_size = 96
+packaged = "packaged_images.parquet"
+packaged_buildings = 6
+[split]
+cell_size_m = 150
+[train]
+epochs = 3
+[geo]
+epochs = 3
+[cluster]
+k = 3
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """A whole pipeline run on a tiny synthetic world (about 20-40 s), shared by the session.
+
+    Returns:
+        ``(config, outcomes)``: the loaded :class:`sbe.config.SbeConfig` and the stage outcomes.
+    """
+    from sbe.config import load_config
+    from sbe.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("tiny-pipeline")
+    path = root / "tiny.toml"
+    path.write_text(TINY_CONFIG)
+    cfg = load_config(path)
+    outcomes = run_pipeline(cfg, show_progress=False)
+    return cfg, outcomes
