@@ -41,3 +41,21 @@ def test_ingest_engine_ray_matches_local(tmp_path: Path, local_ray) -> None:
         assert a[name].equals(b[name]), name
     # a rerun with either engine finds the other's output current
     assert ingest.run(IngestConfig(inputs=[raw], output=tmp_path / "ray", workers=1)).up_to_date
+
+
+def test_backbone_engine_ray_matches_local(tmp_path: Path, local_ray) -> None:
+    from sbe.config import BackboneConfig
+    from sbe.stages import backbone
+
+    raw = tmp_path / "raw"
+    for ds in (21, 22):
+        write_tar(raw / f"{ds:04d}.tar", records(5, dataset_id=ds, size=64))
+    ingest.run(IngestConfig(inputs=[raw], output=tmp_path / "images", workers=1))
+    common = {"input": tmp_path / "images", "runtime": "torch", "threads": 1, "part_rows": 4}
+    local = backbone.run(BackboneConfig(output=tmp_path / "local", **common))
+    on_ray = backbone.run(BackboneConfig(output=tmp_path / "ray", engine="ray", **common))
+    assert on_ray.rows == local.rows == {"images": 10, "embedded": 10, "parts": 4}
+    a, b = _tables(tmp_path / "local"), _tables(tmp_path / "ray")
+    assert list(a) == list(b) and len(a) == 4
+    for name in a:
+        assert a[name].equals(b[name]), name

@@ -76,6 +76,15 @@ def print_manifest(m: Manifest, title: str | None = None) -> None:
     out.print(table)
 
 
+def show_manifest(m: Manifest, as_json: bool) -> bool:
+    """Print a stage's manifest as JSON (returns True: the caller prints nothing else) or a table."""
+    if as_json:
+        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+        return True
+    print_manifest(m)
+    return False
+
+
 def main() -> None:
     """Console entry point: user-facing errors print one clear line instead of a traceback."""
     try:
@@ -164,10 +173,8 @@ def synth_cmd(
         workers=workers,
     )
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     pk = m.extra.get("packaged")
     if pk:
         out.print(
@@ -217,10 +224,8 @@ def ingest_cmd(
         engine=engine,
     )
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     warnings = m.extra.get("warnings") or {}
     if warnings:
         out.print("warnings: " + ", ".join(f"{k}: {v:,}" for k, v in warnings.items()))
@@ -268,6 +273,10 @@ def backbone_cmd(
     part_rows: Annotated[
         int | None, typer.Option(min=1, help="Rows per output part (a kill loses one part).")
     ] = None,
+    engine: Annotated[
+        str | None,
+        typer.Option(help="local, or ray (a Ray task per part, a GPU each; $RAY_ADDRESS)."),
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -287,12 +296,11 @@ def backbone_cmd(
         pooling=pooling,
         decode_workers=decode_workers,
         part_rows=part_rows,
+        engine=engine,
     )
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     ident = m.extra.get("backbone") or {}
     line = f"backbone {ident.get('name')} ({ident.get('dim')}-d, {ident.get('pooling')} pooling)"
     if m.extra.get("images_per_second") and not m.up_to_date:
@@ -332,10 +340,8 @@ def split_cmd(
         config, "split", input=in_dir, output=out_dir, identity=identity, cell_size_m=cell_size_m
     )
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     for name, s in (m.extra.get("splits") or {}).items():
         out.print(
             f"{name}: {s['images']:,} images, {s['identities']:,} identities, {s['cells']:,} cells"
@@ -373,10 +379,8 @@ def neighbors_cmd(
 
     cfg = section(config, "neighbors", input=in_dir, output=out_dir, space=space, k=k)
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     edges = ", ".join(f"{e:.3g}" for e in m.extra.get("band_edges", []))
     out.print(f"band edges (distance / local scale): {edges}")
     for name, s in (m.extra.get("splits") or {}).items():
@@ -440,10 +444,8 @@ def train_cmd(
         device=device,
     )
     m = stage.run(cfg, resume=resume, console=None if as_json else _stderr_line)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     out.print(f"best val mAP@R {m.extra.get('best_val_map@r', float('nan')):.4f} -> {cfg.output}")
 
 
@@ -769,10 +771,8 @@ def publish_cmd(
         config, "publish", run=run, output=out_dir, geo=geo, bundle_backbone=bundle_backbone
     )
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     out.print(f"-> {cfg.output}")
 
 
@@ -848,10 +848,8 @@ def embed_cmd(
         shard_count=shard_count,
     )
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     out.print(f"-> {cfg.output}")
 
 
@@ -875,10 +873,8 @@ def aggregate_cmd(
 
     cfg = section(config, "aggregate", input=inputs or None, output=out_dir, locations=locations)
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     out.print(f"-> {cfg.output}")
 
 
@@ -940,10 +936,8 @@ def index_build(
     )
     m = stage.run(cfg)
     info = m.extra.get("index", {})
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     p = info.get("parameters", {})
     detail = f"{info.get('kind')} {info.get('faiss_class')}, dim {info.get('dim')}"
     if info.get("kind") == "hnsw":
@@ -1054,10 +1048,8 @@ def cluster_cmd(
         seed=seed,
     )
     m = stage.run(cfg)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     sizes = m.extra.get("sizes", [])
     shown = ", ".join(str(s) for s in sizes[:20]) + (" ..." if len(sizes) > 20 else "")
     out.print(f"cluster sizes: {shown} (noise {m.extra.get('noise', 0)}) -> {cfg.output}")
@@ -1101,10 +1093,8 @@ def report_cmd(
         cfg.workdir = workdir.resolve()
     sec = wire(cfg).section("report")
     m = stage.run(sec)
-    if as_json:
-        typer.echo(json.dumps({"up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
+    if show_manifest(m, as_json):
         return
-    print_manifest(m)
     missing = {k: v for k, v in m.extra.get("sections", {}).items() if v}
     for name, reasons in missing.items():
         out.print(f"[yellow]{name}[/]: not available: {'; '.join(reasons)}", highlight=False)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from sbe.storage import (
     manifest_is_current,
     part_is_current,
     read_part_meta,
+    remove_stale_parts,
     write_manifest,
     write_part,
 )
@@ -351,17 +352,20 @@ def _check_columns(part: Path) -> int:
     return pq.ParquetFile(part).metadata.num_rows
 
 
-def _remove_stale_parts(out: Path, keep: set[str]) -> list[str]:
-    """Delete backbone parts that no longer belong to the plan (other files are left alone)."""
-    removed = []
-    for p in sorted(out.glob("*.parquet")):
-        if p.name in keep:
-            continue
-        meta = read_part_meta(p)
-        if meta is not None and meta.get("stage") == STAGE:
-            p.unlink()
-            removed.append(p.name)
-    return removed
+def _run_on_ray(todo: list[PartTask], threads: int) -> Iterator[PartResult]:
+    """One Ray task per part (a GPU each when the cluster has them); results as they finish.
+
+    Each worker process loads the backbone once (``embed_part`` caches it) and writes its part
+    atomically, exactly as the local engine does.
+    """
+    from sbe.distributed import cluster_gpus, ray_map, ray_session
+
+    with ray_session():
+        gpus = cluster_gpus()
+        for _, result in ray_map(
+            embed_part, todo, num_cpus=max(1, threads), num_gpus=1 if gpus else 0
+        ):
+            yield result
 
 
 def _sum_results(metas: list[dict[str, Any]]) -> tuple[int, int, SkipLog]:
@@ -399,8 +403,6 @@ def run(
         SbeError: no ingest output, a tar missing, an unknown backbone, a GPU requested but absent.
         LockedError: another run is writing ``cfg.output``.
     """
-    if cfg.engine != "local":
-        raise SbeError("the backbone stage runs with engine 'local' only for now")
     timer = StageTimer()
     ingest_dir = Path(cfg.input)
     out = Path(cfg.output)
@@ -452,13 +454,23 @@ def run(
                         threads=cfg.threads,
                     )
                 )
-        removed = _remove_stale_parts(out, {Path(t.output).name for t in tasks})
+        removed = remove_stale_parts(out, {Path(t.output).name for t in tasks}, STAGE)
         todo = [t for t in tasks if not part_is_current(t.output, t.meta)]
 
         load_s = embed_s = 0.0
         bb: Backbone | None = None
         fresh_rows = 0
-        if todo:
+        if todo and cfg.engine == "ray":
+            t_embed = time.perf_counter()
+            total = sum(t.stop - t.start for t in todo)
+            with progress_bar("backbone", total, unit="images", enabled=show_progress) as bar:
+                for r in _run_on_ray(todo, cfg.threads):
+                    fresh_rows += r.rows_in
+                    bar.advance(r.rows_in)
+                    if on_part is not None:
+                        on_part(r)
+            embed_s = time.perf_counter() - t_embed
+        elif todo:
             t_load = time.perf_counter()
             bb = load_backbone(
                 spec, runtime=cfg.runtime, device=cfg.device, threads=cfg.threads or None

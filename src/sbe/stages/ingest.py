@@ -46,6 +46,7 @@ from sbe.storage import (
     manifest_is_current,
     part_is_current,
     read_part_meta,
+    remove_stale_parts,
     write_manifest,
     write_part,
 )
@@ -227,19 +228,6 @@ def _check_inputs(tars: list[Path]) -> None:
         raise SbeError("; ".join(problems))
 
 
-def _remove_stale_parts(out: Path, keep: set[str]) -> list[str]:
-    """Delete ingest parts of tars that are no longer inputs, so ``out`` mirrors the inputs."""
-    removed = []
-    for p in sorted(out.glob("*.parquet")):
-        if p.name in keep:
-            continue
-        meta = read_part_meta(p)
-        if meta is not None and meta.get("stage") == STAGE:
-            p.unlink()
-            removed.append(p.name)
-    return removed
-
-
 def _cross_tar_duplicates(out: Path, parts: list[str]) -> tuple[int, list[str]]:
     """Count image_ids that occur in more than one part (each part is unique by construction)."""
     if len(parts) < 2:
@@ -317,7 +305,7 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
             raise SbeError("; ".join(failures))
 
         parts = [f"{tar_stem(r.tar)}.parquet" for r in reports]
-        removed = _remove_stale_parts(out, set(parts))
+        removed = remove_stale_parts(out, set(parts), STAGE)
         skips, warns = SkipLog(), SkipLog()
         malformed: dict[str, int] = {}
         for r in reports:

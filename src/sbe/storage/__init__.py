@@ -19,7 +19,7 @@ from sbe.storage.manifest import (
     manifest_is_current,
     write_manifest,
 )
-from sbe.storage.parts import part_is_current, read_part_meta, write_part
+from sbe.storage.parts import part_is_current, read_part_meta, remove_stale_parts, write_part
 
 __all__ = [
     "DirLock",
@@ -37,6 +37,7 @@ __all__ = [
     "manifest_is_current",
     "part_is_current",
     "read_part_meta",
+    "remove_stale_parts",
     "to_numpy_matrix",
     "write_json_atomic",
     "write_manifest",

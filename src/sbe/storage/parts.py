@@ -58,3 +58,23 @@ def part_is_current(path: str | os.PathLike[str], expected: dict[str, Any]) -> b
         return False
     expected_json = json.loads(json.dumps(expected, sort_keys=True, default=str))
     return all(meta.get(k) == v for k, v in expected_json.items())
+
+
+def remove_stale_parts(folder: str | os.PathLike[str], keep: set[str], stage: str) -> list[str]:
+    """Delete ``stage``'s parts in ``folder`` that are not in ``keep`` (file names).
+
+    Only parts whose footer says ``stage`` wrote them are touched, so a user's other files in the
+    folder survive; this is how an output folder keeps mirroring its inputs when inputs go away.
+
+    Returns:
+        The names of the removed parts.
+    """
+    removed = []
+    for p in sorted(Path(folder).glob("*.parquet")):
+        if p.name in keep:
+            continue
+        meta = read_part_meta(p)
+        if meta is not None and meta.get("stage") == stage:
+            p.unlink()
+            removed.append(p.name)
+    return removed
