@@ -14,7 +14,6 @@ Writes ``RUN/evaluate/<split>.json`` and ``RUN/evaluate/_manifest.json``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +30,15 @@ from sbe.storage import (
     write_manifest,
 )
 from sbe.training.data import load_split, split_path
-from sbe.training.evaluation import backbone_from_identity, compare_on_split, landmarks_check
+from sbe.training.evaluation import (
+    backbone_from_identity,
+    compare_on_split,
+    default_landmarks_dir,
+    landmarks_check,
+)
 from sbe.training.loop import resolve_device
 
 STAGE = "evaluate"
-_REPO_ROOT = Path(__file__).resolve().parents[3]
-
-
-def default_landmarks_dir() -> Path | None:
-    """``$SBE_LANDMARKS``, else ``../shared/data/landmarks-mini`` beside the repository."""
-    env = os.environ.get("SBE_LANDMARKS")
-    candidates = [Path(env)] if env else []
-    candidates.append(_REPO_ROOT.parent / "shared" / "data" / "landmarks-mini")
-    for c in candidates:
-        if (c / "labels.csv").is_file():
-            return c
-    return None
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:

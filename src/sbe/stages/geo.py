@@ -27,7 +27,6 @@ import torch
 from sbe.config import GeoConfig, section_dict
 from sbe.errors import SbeError
 from sbe.geo.build import heads_from_config, loss_from_config
-from sbe.geo.koppen import FINE_CODES, FINE_NAMES, coarse_of
 from sbe.geo.labels import GeoLabels, labels_from_table
 from sbe.geo.metrics import (
     PointPredictions,
@@ -36,9 +35,15 @@ from sbe.geo.metrics import (
     nearest_neighbour_baseline,
     score,
 )
-from sbe.geo.season import doy_to_month
+from sbe.geo.predict import (
+    PROJECTOR_DIR,
+    features_of,
+    load_geo_dir,
+    load_projector,
+    predict_embeddings,
+)
 from sbe.geo.sphere import unit_to_latlon
-from sbe.geo.trainer import FitSettings, fit, resolve_device, torch_threads
+from sbe.geo.trainer import FitSettings, fit, torch_threads
 from sbe.models.geo_heads import GeoHeads, GeoPrediction
 from sbe.storage import (
     DirLock,
@@ -59,7 +64,6 @@ from sbe.storage.manifest import MANIFEST_NAME
 
 STAGE = "geo"
 COLUMNS = ["target_lat", "target_lon", "capture_date", "building_id", "cell_id", "embedding"]
-PROJECTOR_DIR = "projector"
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -95,25 +99,6 @@ def backbone_identity(split_dir: Path) -> dict[str, Any] | None:
         return m.extra["backbone"]
     meta = read_part_meta(Path(split_dir) / "train.parquet") or {}
     return meta.get("backbone")
-
-
-def load_projector(directory: Path) -> Any:
-    """``Projector.from_pretrained(directory)`` (the training engineer's module)."""
-    try:
-        from sbe.models.projector import Projector
-    except ImportError as e:  # pragma: no cover - the module ships with sbe
-        raise SbeError(f"the projector module is not available: {e}") from None
-    if not (directory / "config.json").is_file():
-        raise SbeError(f"no trained projector in {directory}")
-    return Projector.from_pretrained(directory)
-
-
-def features_of(emb: np.ndarray, projector: Any | None) -> np.ndarray:
-    """Heads input: projector output, or L2-normalised backbone embeddings. float32 (N, D)."""
-    emb = np.asarray(emb, dtype=np.float32)
-    if projector is not None:
-        return projector.project(emb)
-    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
 
 
 def load_split(
@@ -322,15 +307,6 @@ def evaluate_data(heads: GeoHeads, data: SplitData, train: SplitData) -> dict[st
     }
 
 
-def load_geo_dir(geo_dir: Path) -> tuple[GeoHeads, Any | None]:
-    """Heads and (when trained on projector outputs) the projector copy from a ``GEO_DIR``."""
-    heads = GeoHeads.from_pretrained(geo_dir)
-    projector = None
-    if heads.config.input_space == "projector":
-        projector = load_projector(geo_dir / PROJECTOR_DIR)
-    return heads, projector
-
-
 def evaluate(
     geo_dir: str | Path,
     *,
@@ -394,54 +370,6 @@ def embed_images(
     return np.concatenate(
         [backbone.embed_pil(images[s : s + 32]) for s in range(0, len(images), 32)]
     )
-
-
-def predict_embeddings(
-    geo_dir: str | Path, embeddings: np.ndarray, *, top_k: int = 5, threads: int = 1
-) -> list[dict[str, Any]]:
-    """Predictions for raw (backbone) embeddings: top-k locations, climate class, season.
-
-    Returns:
-        one dict per row: ``locations`` (list of ``{lat, lon, prob}``), ``climate`` (``code``,
-        ``name``, ``prob``, ``coarse``), ``season`` (``day_of_year`` 0-based, ``month``,
-        ``kappa``).
-    """
-    heads, projector = load_geo_dir(Path(geo_dir))
-    x = features_of(embeddings, projector)
-    device = resolve_device("auto")
-    heads.to(device)
-    with torch_threads(threads):
-        pred = heads.predict(torch.from_numpy(x).to(device), top_k=top_k)
-    rows = []
-    months = doy_to_month(pred.doy)
-    for i in range(len(x)):
-        locs = [
-            {
-                "lat": round(float(pred.modes.lat[i, j]), 5),
-                "lon": round(float(pred.modes.lon[i, j]), 5),
-                "prob": round(float(pred.modes.prob[i, j]), 4),
-            }
-            for j in range(top_k)
-            if np.isfinite(pred.modes.lat[i, j])
-        ]
-        f = int(pred.fine[i])
-        rows.append(
-            {
-                "locations": locs,
-                "climate": {
-                    "code": FINE_CODES[f],
-                    "name": FINE_NAMES[f],
-                    "prob": round(float(pred.fine_prob[i]), 4),
-                    "coarse": int(coarse_of(np.array([f]))[0]),
-                },
-                "season": {
-                    "day_of_year": round(float(pred.doy[i]), 1),
-                    "month": int(months[i]),
-                    "kappa": round(float(pred.season_kappa[i]), 3),
-                },
-            }
-        )
-    return rows
 
 
 def predict(

@@ -41,7 +41,7 @@ def landmarks_dir(cfg: ReportConfig) -> Path | None:
     used = evaluated_landmarks_dir(cfg.run)
     if used is not None:
         return used
-    from sbe.stages.evaluate import default_landmarks_dir
+    from sbe.training.evaluation import default_landmarks_dir
 
     return default_landmarks_dir()
 
@@ -67,7 +67,7 @@ def inputs_of(cfg: ReportConfig) -> ReportInputs:
 
 def _geo_predict(geo_dir: Path, embeddings: np.ndarray) -> list[dict[str, Any]]:
     # the geo stage's own prediction path (heads + optional projector copy), top mode only
-    from sbe.stages.geo import predict_embeddings
+    from sbe.geo.predict import predict_embeddings
 
     return predict_embeddings(geo_dir, embeddings, top_k=1)
 

@@ -162,3 +162,17 @@ def _top1_correct(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
     sims = x @ x.T
     np.fill_diagonal(sims, -np.inf)
     return labels[sims.argmax(1)] == labels
+
+
+_REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def default_landmarks_dir() -> Path | None:
+    """``$SBE_LANDMARKS``, else ``../shared/data/landmarks-mini`` beside the repository."""
+    env = os.environ.get("SBE_LANDMARKS")
+    candidates = [Path(env)] if env else []
+    candidates.append(_REPO_ROOT.parent / "shared" / "data" / "landmarks-mini")
+    for c in candidates:
+        if (c / "labels.csv").is_file():
+            return c
+    return None

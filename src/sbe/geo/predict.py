@@ -1,0 +1,97 @@
+"""Predictions of trained geo heads from embeddings: top-k locations, climate class, season.
+
+Library code shared by ``sbe geo predict``, the report and the published model's helpers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sbe.errors import SbeError
+from sbe.geo.koppen import FINE_CODES, FINE_NAMES, coarse_of
+from sbe.geo.season import doy_to_month
+from sbe.geo.trainer import resolve_device, torch_threads
+from sbe.models.geo_heads import GeoHeads
+
+#: sub-folder of a GEO_DIR holding the projector copy when the heads read projector outputs
+PROJECTOR_DIR = "projector"
+
+
+def load_projector(directory: Path) -> Any:
+    """``Projector.from_pretrained(directory)`` (the training engineer's module)."""
+    try:
+        from sbe.models.projector import Projector
+    except ImportError as e:  # pragma: no cover - the module ships with sbe
+        raise SbeError(f"the projector module is not available: {e}") from None
+    if not (directory / "config.json").is_file():
+        raise SbeError(f"no trained projector in {directory}")
+    return Projector.from_pretrained(directory)
+
+
+def features_of(emb: np.ndarray, projector: Any | None) -> np.ndarray:
+    """Heads input: projector output, or L2-normalised backbone embeddings. float32 (N, D)."""
+    emb = np.asarray(emb, dtype=np.float32)
+    if projector is not None:
+        return projector.project(emb)
+    return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+
+def load_geo_dir(geo_dir: Path) -> tuple[GeoHeads, Any | None]:
+    """Heads and (when trained on projector outputs) the projector copy from a ``GEO_DIR``."""
+    heads = GeoHeads.from_pretrained(geo_dir)
+    projector = None
+    if heads.config.input_space == "projector":
+        projector = load_projector(geo_dir / PROJECTOR_DIR)
+    return heads, projector
+
+
+def predict_embeddings(
+    geo_dir: str | Path, embeddings: np.ndarray, *, top_k: int = 5, threads: int = 1
+) -> list[dict[str, Any]]:
+    """Predictions for raw (backbone) embeddings: top-k locations, climate class, season.
+
+    Returns:
+        one dict per row: ``locations`` (list of ``{lat, lon, prob}``), ``climate`` (``code``,
+        ``name``, ``prob``, ``coarse``), ``season`` (``day_of_year`` 0-based, ``month``,
+        ``kappa``).
+    """
+    heads, projector = load_geo_dir(Path(geo_dir))
+    x = features_of(embeddings, projector)
+    device = resolve_device("auto")
+    heads.to(device)
+    with torch_threads(threads):
+        pred = heads.predict(torch.from_numpy(x).to(device), top_k=top_k)
+    rows = []
+    months = doy_to_month(pred.doy)
+    for i in range(len(x)):
+        locs = [
+            {
+                "lat": round(float(pred.modes.lat[i, j]), 5),
+                "lon": round(float(pred.modes.lon[i, j]), 5),
+                "prob": round(float(pred.modes.prob[i, j]), 4),
+            }
+            for j in range(top_k)
+            if np.isfinite(pred.modes.lat[i, j])
+        ]
+        f = int(pred.fine[i])
+        rows.append(
+            {
+                "locations": locs,
+                "climate": {
+                    "code": FINE_CODES[f],
+                    "name": FINE_NAMES[f],
+                    "prob": round(float(pred.fine_prob[i]), 4),
+                    "coarse": int(coarse_of(np.array([f]))[0]),
+                },
+                "season": {
+                    "day_of_year": round(float(pred.doy[i]), 1),
+                    "month": int(months[i]),
+                    "kappa": round(float(pred.season_kappa[i]), 3),
+                },
+            }
+        )
+    return rows
