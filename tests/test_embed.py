@@ -287,3 +287,18 @@ def test_cli_embed_json(tmp_path: Path, model: Path) -> None:
         app, ["embed", "-i", str(inp), "-o", str(tmp_path / "o2"), "-m", str(model), "--shard", "x"]
     )
     assert r.exit_code == 2
+
+
+def test_up_to_date_rerun_rewrites_nothing(tmp_path: Path) -> None:
+    model = make_tiny_model(tmp_path / "tiny")
+    inp = packaged_parquet(tmp_path / "in.parquet", n=12)
+    cfg = EmbedConfig(input=inp, output=tmp_path / "out", model=model, chunk_rows=5)
+    first = stage.run(cfg)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir() if p.is_file()}
+    again = stage.run(cfg)
+    assert again.up_to_date and not first.up_to_date
+    assert again.rows == first.rows
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir() if p.is_file()}
+    assert {k: v for k, v in after.items() if k != ".lock"} == {
+        k: v for k, v in stamps.items() if k != ".lock"
+    }

@@ -37,6 +37,7 @@ from sbe.storage import (
     clean_stale_temps,
     config_hash,
     fingerprint_file,
+    load_manifest,
     write_json_atomic,
     write_manifest,
 )
@@ -174,7 +175,7 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
                 "filter_valid": cfg.filter_valid,
             },
         )
-        remove_stale(out_dir, {c.name for c in chunks})
+        removed = remove_stale(out_dir, {c.name for c in chunks})
         counters = _Counters(len(chunks))
         todo: list[Chunk] = []
         for c in chunks:
@@ -184,6 +185,13 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
             else:
                 counters.add(done)
         selected = sum(c.selected for c in chunks)
+        chash = config_hash(section_dict(cfg))
+        previous = load_manifest(out_dir)
+        if not todo and not removed and previous is not None and previous.config_hash == chash:
+            # Nothing to do: leave state.json and the manifest untouched (their mtimes are
+            # what downstream stages fingerprint).
+            previous.up_to_date = True
+            return previous
 
         def save_state(status: str) -> None:
             write_json_atomic(
@@ -236,7 +244,7 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
         manifest = Manifest(
             stage=STAGE,
             config=section_dict(cfg),
-            config_hash=config_hash(section_dict(cfg)),
+            config_hash=chash,
             inputs=[fingerprint_file(info.path)],
             outputs=[STATE_NAME, PARTS_DIR],
             rows={
