@@ -24,6 +24,48 @@ class ImageDecodeError(ValueError):
     """The bytes are not a decodable image (corrupt, truncated, not an image)."""
 
 
+#: what Pillow raises on bytes that are not a decodable image
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Parse an image's headers (no pixel data yet): format and original size are known.
+
+    Raises:
+        ImageDecodeError: the bytes are not an image Pillow recognises.
+    """
+    try:
+        return Image.open(io.BytesIO(data))
+    except DECODE_ERRORS as e:
+        raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+
+
+def decode_opened(img: Image.Image, min_side: int | None = None) -> Image.Image:
+    """Decode an image from :func:`open_image` to RGB, at the smallest JPEG scale >= ``min_side``.
+
+    Raises:
+        ImageDecodeError: the pixel data does not decode (corrupt, truncated).
+    """
+    try:
+        if min_side is not None and img.format == "JPEG":
+            w, h = img.size
+            # draft() keeps both sides >= the requested size; ask with the aspect ratio preserved.
+            scale = min_side / min(w, h)
+            img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
+        img.load()
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+    except DECODE_ERRORS as e:
+        raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+    return img
+
+
 def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
     """Decode image bytes to RGB, at the smallest JPEG scale whose sides stay >= ``min_side``.
 
@@ -37,24 +79,7 @@ def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
     Raises:
         ImageDecodeError: the bytes do not decode.
     """
-    try:
-        img = Image.open(io.BytesIO(data))
-        if min_side is not None and img.format == "JPEG":
-            w, h = img.size
-            # draft() keeps both sides >= the requested size; ask with the aspect ratio preserved.
-            scale = min_side / min(w, h)
-            img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-        img = img.convert("RGB")
-        img.load()
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as e:
-        raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
-    return img
+    return decode_opened(open_image(data), min_side)
 
 
 def fingerprint(img: Image.Image, side: int = FINGERPRINT_SIDE) -> np.ndarray:

@@ -18,7 +18,6 @@ damage and is reported as ``truncated_archive``.
 
 from __future__ import annotations
 
-import io
 import os
 import time
 from collections import deque
@@ -29,9 +28,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
-from sbe.data.images import ImageDecodeError, decode_rgb, fingerprint
+from sbe.data.images import ImageDecodeError, decode_opened, fingerprint, open_image
 from sbe.data.streetview import (
     NORMAL_TOLERANCE,
     DLine,
@@ -129,20 +127,11 @@ def inspect_jpeg(data: bytes) -> tuple[int, int, bytes]:
     Raises:
         ImageDecodeError: not a JPEG, or it does not decode.
     """
-    try:
-        header = Image.open(io.BytesIO(data))  # parses headers only; no pixel data yet
-    except (
-        OSError,
-        ValueError,
-        SyntaxError,
-        Image.DecompressionBombError,
-        Image.DecompressionBombWarning,
-    ) as e:
-        raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+    header = open_image(data)  # parses headers only; no pixel data yet
     if header.format != "JPEG":
         raise ImageDecodeError(f"not a JPEG (format {header.format})")
     width, height = header.size
-    img = decode_rgb(data, min_side=FINGERPRINT_SIDE)
+    img = decode_opened(header, min_side=FINGERPRINT_SIDE)
     return width, height, fingerprint(img).tobytes()
 
 
