@@ -422,6 +422,10 @@ def train_cmd(
     curriculum: Annotated[
         str | None, typer.Option(help="none | bands (UCB-chosen difficulty bands).")
     ] = None,
+    geo_weight: Annotated[
+        float | None,
+        typer.Option(min=0, help="Train geo heads jointly on the projector output (0 = off)."),
+    ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
@@ -441,6 +445,7 @@ def train_cmd(
         loss=loss,
         epochs=epochs,
         curriculum=curriculum,
+        geo_weight=geo_weight,
         device=device,
     )
     m = stage.run(cfg, resume=resume, console=None if as_json else _stderr_line)

@@ -216,7 +216,9 @@ class TrainConfig(Section):
     patience: int = Field(5, ge=0, description="epochs without val improvement; 0 = never stop")
     val_queries: int = Field(2000, ge=1)
     log_every: int = Field(50, ge=1, description="steps between step records in metrics.jsonl")
-    geo_weight: float = Field(0.0, ge=0)
+    geo_weight: float = Field(
+        0.0, ge=0, description="weight of geo heads trained jointly on the output; 0 = off"
+    )
     device: Device = "auto"
     seed: int = 0
 

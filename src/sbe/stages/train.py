@@ -16,6 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+import torch
+
 from sbe.config import TrainConfig, section_dict
 from sbe.errors import SbeError
 from sbe.models.projector import Projector
@@ -31,7 +34,7 @@ from sbe.storage import (
 )
 from sbe.training.data import backbone_identity, load_split, split_path
 from sbe.training.evaluation import compare_on_split
-from sbe.training.loop import METRICS_NAME, RESUME_FREE_KEYS, Trainer, resolve_device
+from sbe.training.loop import METRICS_NAME, RESUME_FREE_KEYS, JointGeo, Trainer, resolve_device
 
 STAGE = "train"
 RUN_JSON = "run.json"
@@ -39,6 +42,35 @@ RUN_JSON = "run.json"
 
 def _hash(cfg: TrainConfig) -> str:
     return config_hash({k: v for k, v in section_dict(cfg).items() if k not in RESUME_FREE_KEYS})
+
+
+def _joint_geo(cfg: TrainConfig) -> JointGeo:
+    """Geo heads on the projector output, trained with it (``[train] geo_weight``).
+
+    The heads use the ``[geo]`` defaults (centres from the train split's coordinates); labels
+    are the train rows' location, Köppen-Geiger class and capture date.
+    """
+    from sbe.config import GeoConfig
+    from sbe.geo.build import heads_from_config, loss_from_config
+    from sbe.geo.labels import labels_from_table
+
+    geo_cfg = GeoConfig(seed=cfg.seed)
+    names = pq.read_schema(split_path(cfg.input, "train")).names
+    columns = [c for c in ("target_lat", "target_lon", "capture_date") if c in names]
+    table = pq.read_table(split_path(cfg.input, "train"), columns=columns)
+    lat = table.column("target_lat").to_numpy()
+    lon = table.column("target_lon").to_numpy()
+    # seeded here, not by whatever ran before: the same config gives the same heads
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        heads = heads_from_config(geo_cfg, lat, lon, in_dim=cfg.output_dim)
+    return JointGeo(
+        heads=heads,
+        loss=loss_from_config(geo_cfg),
+        labels=labels_from_table(table),
+        weight=cfg.geo_weight,
+        lr=geo_cfg.lr,
+    )
 
 
 def run(
@@ -96,7 +128,10 @@ def run(
             f"train: {len(train):,} images of {len(set(train.building_ids.tolist())):,} identities;"
             f" val: {len(val):,} images"
         )
-        trainer = Trainer(cfg, train, val, run_dir=out, console=say, show_progress=show_progress)
+        geo = _joint_geo(cfg) if cfg.geo_weight > 0 else None
+        trainer = Trainer(
+            cfg, train, val, run_dir=out, console=say, show_progress=show_progress, geo=geo
+        )
         result = trainer.fit(resume=resume)
 
         device = resolve_device(cfg.device)

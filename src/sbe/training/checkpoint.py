@@ -31,6 +31,7 @@ from sbe.storage import atomic_path
 
 STATE_NAME = "trainer_state.json"
 TENSORS_NAME = "optimizer.safetensors"
+EXTRA_NAME = "extra.safetensors"  # a jointly trained module (e.g. geo heads)
 
 
 def _old_name(final: Path) -> Path:
@@ -136,6 +137,7 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     rng: np.random.Generator,
     state: dict[str, Any],
+    extra: torch.nn.Module | None = None,
 ) -> None:
     """Write a complete, resumable checkpoint folder atomically.
 
@@ -144,6 +146,7 @@ def save_checkpoint(
         model, optimizer, scheduler: the training objects.
         rng: the numpy generator the sampler draws from.
         state: JSON-serialisable trainer state (epoch, best score, patience, bandit, ...).
+        extra: another trained module (e.g. joint geo heads), saved as ``extra.safetensors``.
     """
     opt_tensors, opt_meta = _optimizer_split(optimizer)
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
@@ -156,6 +159,9 @@ def save_checkpoint(
 
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
+        if extra is not None:
+            with atomic_path(tmp / EXTRA_NAME) as t:
+                save_file({k: v.contiguous() for k, v in extra.state_dict().items()}, str(t))
         with atomic_path(tmp / TENSORS_NAME) as t:
             save_file({**opt_tensors, **rng_tensors()}, str(t))
         with atomic_path(tmp / STATE_NAME) as t:
@@ -172,6 +178,7 @@ def load_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     rng: np.random.Generator,
     restore_rng: bool = True,
+    extra: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Restore everything :func:`save_checkpoint` wrote into live objects.
 
@@ -185,6 +192,9 @@ def load_checkpoint(
             f"checkpoint architecture {loaded.config} differs from the configured {model.config}"
         )
     model.load_state_dict(loaded.state_dict())
+    if extra is not None:
+        device = next(extra.parameters()).device
+        extra.load_state_dict(load_file(str(directory / EXTRA_NAME), device=str(device)))
     payload = json.loads((directory / STATE_NAME).read_text())
     tensors = load_file(str(directory / TENSORS_NAME), device="cpu")
     device = next(model.parameters()).device

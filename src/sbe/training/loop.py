@@ -125,6 +125,29 @@ def param_groups(model: Projector, lr: float, residual_lr_scale: float) -> list[
 
 
 @dataclass
+class JointGeo:
+    """An auxiliary geographic task trained with the projector (``[train] geo_weight``).
+
+    The heads read the projector's output, so the geo loss shapes the retrieval embedding; only
+    the projector is saved as the run's model. Built by the train stage (see ``sbe.geo.build``).
+
+    Attributes:
+        heads: a module mapping (B, output_dim) embeddings to the geo outputs; ``clamp_()`` is
+            called after each optimiser step when it has one.
+        loss: ``loss(outputs, labels) -> (loss, parts)``.
+        labels: per-train-row targets, indexable by a (B,) row tensor, with ``.to(device)``.
+        weight: the geo loss's weight beside the metric loss.
+        lr: learning rate of the heads.
+    """
+
+    heads: torch.nn.Module
+    loss: Callable[[Any, Any], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+    labels: Any
+    weight: float
+    lr: float = 1e-3
+
+
+@dataclass
 class FitResult:
     best_score: float
     best_epoch: int
@@ -145,6 +168,7 @@ class Trainer:
         run_dir: where checkpoints and ``metrics.jsonl`` go; ``None`` writes nothing.
         console: receives one summary line per epoch (``None`` = silent).
         show_progress: live progress bar (``None`` = only when stderr is a terminal).
+        geo: an auxiliary geographic task trained jointly (``None`` = identity loss only).
     """
 
     def __init__(
@@ -156,6 +180,7 @@ class Trainer:
         run_dir: str | Path | None = None,
         console: Callable[[str], None] | None = None,
         show_progress: bool | None = None,
+        geo: JointGeo | None = None,
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -211,11 +236,16 @@ class Trainer:
             temperature=cfg.temperature,
         )
         self.loss_fn = build_loss(cfg.loss, self.loss_settings).to(self.device)
-        self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, cfg.lr, cfg.residual_lr_scale),
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-        )
+        groups = param_groups(self.model, cfg.lr, cfg.residual_lr_scale)
+        self.geo = geo
+        if geo is not None:
+            geo.heads.to(self.device)
+            geo.labels = geo.labels.to(self.device)
+            # no weight decay on the heads: their learned log-concentrations must not shrink
+            groups.append(
+                {"params": list(geo.heads.parameters()), "lr": geo.lr, "weight_decay": 0.0}
+            )
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(cfg.warmup_steps, self.total_steps)
@@ -352,6 +382,7 @@ class Trainer:
             st = load_checkpoint(
                 self.run_dir / "last",
                 model=self.model,
+                extra=self.geo.heads if self.geo is not None else None,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
                 rng=self.rng,
@@ -398,31 +429,39 @@ class Trainer:
             history=history,
         )
 
-    def _gather(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Triplets]:
-        """Batch indices -> float32 inputs (B, D), labels (B,) and triplet positions, on device."""
+    def _gather(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, Triplets, torch.Tensor]:
+        """Batch indices -> float32 inputs (B, D), labels (B,), triplet positions and rows."""
         rows = torch.from_numpy(batch.rows).to(self.device, non_blocking=True)
         labels = torch.from_numpy(batch.labels).to(self.device, non_blocking=True)
         a, p, n = (
             torch.from_numpy(t).to(self.device, non_blocking=True)
             for t in (batch.anchors, batch.positives, batch.negatives)
         )
-        return self.embeddings.index_select(0, rows).float(), labels, (a, p, n)
+        return self.embeddings.index_select(0, rows).float(), labels, (a, p, n), rows
 
     def _optimise(
-        self, x: torch.Tensor, labels: torch.Tensor, triplets: Triplets
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimiser step; returns the loss and the batch's output embeddings."""
+        self, x: torch.Tensor, labels: torch.Tensor, triplets: Triplets, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """One optimiser step; returns the identity loss, the batch's embeddings, the geo loss."""
         with torch.autocast(
             device_type=self.device.type, dtype=torch.bfloat16, enabled=self.use_amp
         ):
             z = self.model(x)
         loss = self.loss_fn(z, labels, triplets)
+        total, geo_loss = loss, None
+        if self.geo is not None:
+            # outside autocast: the MvMF loss needs float32
+            geo_loss, _ = self.geo.loss(self.geo.heads(z.float()), self.geo.labels[rows])
+            total = loss + self.geo.weight * geo_loss
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        total.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        return loss, z
+        if self.geo is not None and hasattr(self.geo.heads, "clamp_"):
+            self.geo.heads.clamp_()
+        return loss, z, geo_loss
 
     def _train_epoch(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -435,6 +474,7 @@ class Trainer:
         band_counts = np.zeros(max(n_bands, 1), np.int64)
         band_negatives = fallbacks = 0
         loss_sum = torch.zeros((), device=self.device)
+        geo_sum = torch.zeros((), device=self.device)
         active_sum = 0.0
         data_s = compute_s = 0.0  # host wall time; asynchronous (indicative only) on a GPU
         with progress_bar(
@@ -449,14 +489,16 @@ class Trainer:
                     else -1
                 )
                 batch = self.sampler.sample(self.rng, band)
-                x, labels, triplets = self._gather(batch)
+                x, labels, triplets, rows = self._gather(batch)
                 t1 = time.perf_counter()
-                loss, z = self._optimise(x, labels, triplets)
+                loss, z, geo_loss = self._optimise(x, labels, triplets, rows)
                 t2 = time.perf_counter()
                 data_s += t1 - t0
                 compute_s += t2 - t1
                 self.global_step += 1
                 loss_sum += loss.detach()
+                if geo_loss is not None:
+                    geo_sum += geo_loss.detach()
                 if self.bandit is not None:
                     active = (
                         informative_triplets(z.detach(), triplets, cfg.margin, cfg.distance)
@@ -518,6 +560,8 @@ class Trainer:
                 "forward_backward": round(compute_s, 3),
             },
         }
+        if self.geo is not None:
+            rec["geo_loss"] = float(geo_sum) / steps
         if self.bandit is not None:
             means = self.bandit.mean_rewards()
             rec["bands"] = {
@@ -533,6 +577,7 @@ class Trainer:
             save_checkpoint(
                 self.run_dir / "last",
                 model=self.model,
+                extra=self.geo.heads if self.geo is not None else None,
                 optimizer=self.optimizer,
                 scheduler=self.scheduler,
                 rng=self.rng,
@@ -543,6 +588,8 @@ class Trainer:
             f"  R@1 {val['recall@1']:.4f}  best {self.best_score:.4f}@{self.best_epoch}"
             f"  {rec['seconds']:.1f}s"
         )
+        if self.geo is not None:
+            msg += f"  geo loss {rec['geo_loss']:.3f}"
         if self.bandit is not None:
             fb = fallbacks / max(1, fallbacks + band_negatives)
             msg += f"  bands {band_counts.tolist()} fallback {fb:.0%}"
