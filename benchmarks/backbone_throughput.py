@@ -13,8 +13,9 @@ Rows (each the best of ``--repeats`` runs, interleaved so background load hits a
                 normalise in numpy; batches of 8; torch fp32 eager; nothing overlapped. Run with
                 1 torch thread and with all cores; the faster counts (under background load
                 torch's OpenMP threads can be several times slower than a single thread).
-  (c) bare      the stage's runtime alone (same session, same batch size) on pre-decoded uint8
-                crops: the ceiling the stage can reach.
+  (c) bare      the stage's runtime alone (same batch size) on pre-decoded uint8 crops, the
+                better of one call on every core and one single-threaded call per core at
+                once: the ceiling the stage can reach.
 
 Targets on the 2-core CPU: a/b >= 4.0, min cosine(a, b) >= 0.99, a/c >= 0.70.
 
@@ -32,6 +33,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -161,12 +163,13 @@ def run_naive(images: Path, net: torch.nn.Module) -> tuple[float, np.ndarray, np
     return time.perf_counter() - t0, np.asarray(ids), np.concatenate(out)
 
 
-def run_bare(backbone, crops: np.ndarray, batch_size: int) -> float:
-    """(c) The stage's runtime on pre-decoded crops. Returns seconds."""
+def run_bare(backbone, crops: np.ndarray, batch_size: int, lanes: int = 1) -> float:
+    """(c) The runtime alone on pre-decoded crops, ``lanes`` calls at once. Returns seconds."""
     backbone.embed(crops[:batch_size])  # warm-up
+    starts = range(0, len(crops), batch_size)
     t0 = time.perf_counter()
-    for s in range(0, len(crops), batch_size):
-        backbone.embed(crops[s : s + batch_size])
+    with ThreadPoolExecutor(lanes) as pool:
+        list(pool.map(lambda s: backbone.embed(crops[s : s + batch_size]), starts))
     return time.perf_counter() - t0
 
 
@@ -188,6 +191,9 @@ def main() -> None:
         n = pq.ParquetFile(next(images.glob("*.parquet"))).metadata.num_rows
 
         backbone = load_backbone("efficientnet-lite0", device="cpu")  # warms the ONNX cache
+        cores = available_cores()
+        # the other way to use the cores: one single-threaded call per core, all at once
+        lane_backbone = load_backbone("efficientnet-lite0", device="cpu", threads=1)
         bs = backbone.default_batch_size
         spec = EfficientNetSpec("efficientnet-lite0")
         naive_net = spec.build(torch.device("cpu")).net.eval()  # fp32, NCHW, no channels_last
@@ -206,7 +212,12 @@ def main() -> None:
         load = [os.getloadavg()[0]]
         for _ in range(args.repeats):
             # bare and stage back to back: their ratio sees the same background load
-            best["bare"] = min(best["bare"], run_bare(backbone, crops, bs))
+            # the ceiling is the better of the runtime's two ways to use the cores
+            best["bare"] = min(
+                best["bare"],
+                run_bare(backbone, crops, bs),
+                run_bare(lane_backbone, crops, bs, lanes=cores),
+            )
             s, a_ids, a_vec, extra = run_stage(images, work / "out")
             best["stage"] = min(best["stage"], s)
             # torch's OpenMP threads collapse when other jobs share the cores, so the baseline
@@ -228,10 +239,10 @@ def main() -> None:
             f"data generated + ingested in {gen_s:.1f} s"
         )
         labels = {
-            "stage": f"(a) stage: ONNX Runtime, batch {bs}, {extra['decode_workers']} decode threads",
+            "stage": f"(a) stage: ONNX Runtime, batch {bs}, {extra['model_lanes']} lanes",
             "naive": f"(b) naive: full decode, torch fp32 eager, batch {NAIVE_BATCH}, "
             f"{naive_threads} thr",
-            "bare": f"(c) bare runtime on pre-decoded crops, batch {bs}",
+            "bare": f"(c) bare runtime on pre-decoded crops, batch {bs}, best plan",
         }
         print(f"{'path':<60}{'images/s':>10}")
         for key, label in labels.items():

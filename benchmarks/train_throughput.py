@@ -39,15 +39,15 @@ def bench(name: str, cfg: TrainConfig, train: EmbeddingSet, val: EmbeddingSet) -
     # warm-up (allocator, kernels) on a few steps outside the timed loop
     trainer.sampler.start_epoch(np.random.default_rng(1))
     batch = trainer.sampler.sample(np.random.default_rng(1), 0 if trainer.bandit else -1)
-    x, labels, trip = trainer._gather(batch)
+    x, labels, trip, rows_t = trainer._gather(batch)
     for _ in range(5):
-        trainer._optimise(x, labels, trip)
+        trainer._optimise(x, labels, trip, rows_t)
 
     def baseline() -> float:
         """Forward/backward/update only, on the fixed batch: seconds for one epoch's steps."""
         t = time.perf_counter()
         for _ in range(cfg.steps_per_epoch):
-            trainer._optimise(x, labels, trip)
+            trainer._optimise(x, labels, trip, rows_t)
         return time.perf_counter() - t
 
     # baseline before and after the real loop, best of the two (the machine may be shared)

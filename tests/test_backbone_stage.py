@@ -26,6 +26,7 @@ from sbe.config import BackboneConfig
 from sbe.data.images import decode_rgb
 from sbe.errors import SbeError
 from sbe.models.backbones import load_backbone
+from sbe.models.backbones.onnx import available_cores
 from sbe.stages import backbone as stage
 from sbe.storage import (
     fingerprint_file,
@@ -174,6 +175,8 @@ def test_default_backbone_end_to_end(tmp_path):
     assert m.rows == {"images": 10, "embedded": 9, "parts": 3}
     assert m.skipped == {"corrupt_jpeg": 1} and "0088_000003" in m.skip_examples["corrupt_jpeg"][0]
     assert m.extra["backbone"] == ident and m.extra["runtime"] == "onnx"
+    # automatic threads on ONNX Runtime: one single-threaded model call per core at once
+    assert m.extra["model_lanes"] == available_cores()
     assert m.outputs == [
         "0088-000000000.parquet",
         "0088-000000004.parquet",

@@ -6,6 +6,11 @@ cropped by :meth:`Preprocess.apply`, and written into a preallocated uint8 batch
 of batches (``workers + 1``) is prepared ahead of the one the model is running on, so decoding hides
 behind compute and memory stays bounded. Pillow and ONNX Runtime/torch release the GIL, so plain
 threads overlap. Bad images never stop the stream: they come back as :class:`Failure` records.
+
+With ``lanes > 1`` each of ``lanes`` threads decodes *and* embeds whole batches, so several model
+calls run at once. That is the better plan for a single-threaded CPU runtime (one ONNX Runtime
+call per core): a decoder thread that preempts one thread of a multi-threaded call stalls the
+call's other threads at the next barrier, while independent calls just take turns.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -96,6 +102,7 @@ def embed_stream(
     *,
     batch_size: int,
     workers: int = 2,
+    lanes: int = 1,
 ) -> Iterator[EmbeddedBatch]:
     """Embed images ``0 .. n-1`` in order, ``batch_size`` at a time.
 
@@ -106,44 +113,63 @@ def embed_stream(
             threads, so it must be thread-safe (``os.pread`` on a shared descriptor is). It may
             raise ``OSError`` (e.g. :class:`ImageReadError`) for an unreadable image.
         batch_size: images per model call.
-        workers: decoding threads; ``workers + 1`` batches are prepared ahead.
+        workers: decoding threads; ``workers + 1`` batches are prepared ahead (``lanes == 1``).
+        lanes: concurrent model calls; above 1, ``lanes`` threads each decode and embed whole
+            batches (``workers`` is then unused) and ``lanes + 1`` batches are in flight.
 
     Yields:
         One :class:`EmbeddedBatch` per slice, in input order.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    workers = max(1, workers)
+    lanes = max(1, lanes)
+    threads = lanes if lanes > 1 else max(1, workers)
     starts = iter(range(0, n, batch_size))
     pending: deque[tuple[int, int, Future]] = deque()
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="sbe-decode")
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="sbe-decode")
+
+    def prepare_and_embed(s: int, e: int) -> EmbeddedBatch:
+        return _embed(backbone, s, e, *_prepare(backbone, read, s, e))
 
     def submit() -> None:
         s = next(starts, None)
         if s is not None:
             e = min(s + batch_size, n)
-            pending.append((s, e, pool.submit(_prepare, backbone, read, s, e)))
+            job = prepare_and_embed if lanes > 1 else partial(_prepare, backbone, read)
+            pending.append((s, e, pool.submit(job, s, e)))
 
     try:
-        for _ in range(workers + 1):
+        for _ in range(threads + 1):
             submit()
         while pending:
             s, e, fut = pending.popleft()
-            batch, ok, failures = fut.result()
+            done = fut.result()
             submit()
-            if ok:
-                emb = np.asarray(backbone.embed(batch), dtype=np.float32)
-                finite = np.isfinite(emb).all(axis=1)
-                if not finite.all():
-                    failures = failures + [
-                        Failure(ok[j], "non_finite_embedding", "the model returned NaN or inf")
-                        for j in np.flatnonzero(~finite)
-                    ]
-                    ok = [i for i, f in zip(ok, finite, strict=True) if f]
-                    emb = emb[finite]
-            else:
-                emb = np.empty((0, backbone.dim), dtype=np.float32)
-            failures.sort(key=lambda f: f.index)
-            yield EmbeddedBatch(s, e, np.asarray(ok, dtype=np.int64), emb, failures)
+            yield done if lanes > 1 else _embed(backbone, s, e, *done)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _embed(
+    backbone: Backbone,
+    start: int,
+    stop: int,
+    batch: np.ndarray,
+    ok: list[int],
+    failures: list[Failure],
+) -> EmbeddedBatch:
+    """Run the model on a prepared batch; rows with NaN/inf embeddings become failures."""
+    if ok:
+        emb = np.asarray(backbone.embed(batch), dtype=np.float32)
+        finite = np.isfinite(emb).all(axis=1)
+        if not finite.all():
+            failures = failures + [
+                Failure(ok[j], "non_finite_embedding", "the model returned NaN or inf")
+                for j in np.flatnonzero(~finite)
+            ]
+            ok = [i for i, f in zip(ok, finite, strict=True) if f]
+            emb = emb[finite]
+    else:
+        emb = np.empty((0, backbone.dim), dtype=np.float32)
+    failures.sort(key=lambda f: f.index)
+    return EmbeddedBatch(start, stop, np.asarray(ok, dtype=np.int64), emb, failures)
