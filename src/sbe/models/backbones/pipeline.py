@@ -115,7 +115,8 @@ def embed_stream(
         batch_size: images per model call.
         workers: decoding threads; ``workers + 1`` batches are prepared ahead (``lanes == 1``).
         lanes: concurrent model calls; above 1, ``lanes`` threads each decode and embed whole
-            batches (``workers`` is then unused) and ``lanes + 1`` batches are in flight.
+            batches (``workers`` is then unused), ``lanes + 1`` batches are in flight, and the
+            batches are evened out (at most ``batch_size``) so that the lanes finish together.
 
     Yields:
         One :class:`EmbeddedBatch` per slice, in input order.
@@ -124,6 +125,10 @@ def embed_stream(
         raise ValueError("batch_size must be >= 1")
     lanes = max(1, lanes)
     threads = lanes if lanes > 1 else max(1, workers)
+    if lanes > 1 and n > 0:
+        # equal batches, a multiple of `lanes` of them: no lane is left alone with the tail
+        count = lanes * -(-n // (lanes * batch_size))
+        batch_size = -(-n // count)
     starts = iter(range(0, n, batch_size))
     pending: deque[tuple[int, int, Future]] = deque()
     pool = ThreadPoolExecutor(threads, thread_name_prefix="sbe-decode")
