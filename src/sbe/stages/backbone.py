@@ -111,8 +111,8 @@ def cpu_plan(threads: int, cores: int) -> tuple[int, int]:
     """ONNX Runtime on CPU: (intra-op threads per call, concurrent calls) for ``[backbone] threads``.
 
     0 (automatic) runs one single-threaded call per core. On 2 cores with the JPEG decoding
-    sharing them, that measured ~15% faster than one two-threaded call
-    (``benchmarks/backbone_throughput.py``). An explicit ``threads`` gives one call of that many.
+    sharing them, that measured 7-9% faster than one two-threaded call on 640 px JPEGs and level
+    on 224 px ones (docs/backbone.md). An explicit ``threads`` gives one call of that many.
     """
     return (threads, 1) if threads else (1, cores)
 
