@@ -12,7 +12,7 @@ Rows:
             both the datasheet's dense peak (``--peak-tflops``) and a measured 8192^3 bf16
             matmul in the same run. The ratio to the latter is the model's MFU.
   stage     ``sbe backbone`` end to end on generated 640x640 JPEGs (tar reads, draft-mode
-            decode in ``--decode-workers`` threads, parts written): what the CPU side can feed.
+            decode in ``--decode-workers`` processes, parts written): what the CPU side feeds.
 
 Usage:
     python benchmarks/backbone_gpu.py [--batch 256] [--iters 40] [--images 4096]
@@ -154,6 +154,7 @@ def stage_rate(
         out[label] = {
             "images_per_second": m.extra["images_per_second"],
             "decode_workers": m.extra["decode_workers"],
+            "decode_processes": m.extra.get("decode_processes"),
             "runtime": m.extra["runtime"],
             "load_seconds": m.extra["load_seconds"],
         }
@@ -229,7 +230,8 @@ def main() -> None:
                 )
                 s = res["stage"]["stage"]
                 print(
-                    f"stage: sbe backbone end to end, {s['decode_workers']} decode threads: "
+                    f"stage: sbe backbone end to end, decode processes "
+                    f"{s['decode_processes']} (threads {s['decode_workers']}): "
                     f"{s['images_per_second']:,} images/s ({s['images_per_second'] / rate:.2f} of the model row)"
                 )
             except Exception as e:  # the model rows above stand on their own

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -365,6 +366,10 @@ def test_part_task_is_picklable_and_pure(tmp_path, tiny_vit):
     result = stage.embed_part(pickle.loads(pickle.dumps(task)))
     assert (result.rows_in, result.rows_out) == (4, 4)
     assert (tmp_path / "again.parquet").read_bytes() == before
+    # decoding in worker processes (the GPU plan) writes the same part, byte for byte
+    procs = dataclasses.replace(task, output=str(tmp_path / "procs.parquet"), decode_processes=2)
+    assert stage.embed_part(procs).rows_out == 4
+    assert (tmp_path / "procs.parquet").read_bytes() == before
 
 
 def test_ingest_stage_output_is_accepted(tmp_path, tiny_vit):

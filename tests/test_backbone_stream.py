@@ -86,3 +86,31 @@ def test_lanes_give_the_same_stream(lanes: int) -> None:
     assert np.abs(emb - expected).max() < 4
     # one lane: one model call at a time; more: calls overlap
     assert bb.max_active == 1 if lanes == 1 else bb.max_active >= 2
+
+
+class ListReader:
+    """A picklable reader (decoder processes get a copy)."""
+
+    def __init__(self, data: list[bytes | None]) -> None:
+        self.data = data
+
+    def __call__(self, i: int) -> bytes:
+        if self.data[i] is None:
+            raise ImageReadError("gone")
+        return self.data[i]
+
+
+def test_decoder_processes_give_the_same_stream() -> None:
+    data = _images(23)
+    threads = list(embed_stream(MeanColour(), 23, _read(data), batch_size=4, workers=2))
+    procs = list(embed_stream(MeanColour(), 23, ListReader(data), batch_size=4, processes=2))
+    assert [(b.start, b.stop) for b in procs] == [(b.start, b.stop) for b in threads]
+    for a, b in zip(threads, procs, strict=True):
+        assert np.array_equal(a.indices, b.indices)
+        assert np.array_equal(a.embeddings, b.embeddings)  # the same decode, bit for bit
+        assert [(f.index, f.reason) for f in a.failures] == [
+            (f.index, f.reason) for f in b.failures
+        ]
+    # the pool outlives a stream: a second one reuses it
+    again = list(embed_stream(MeanColour(), 5, ListReader(data), batch_size=2, processes=2))
+    assert np.concatenate([b.indices for b in again]).tolist() == [0, 1, 2, 4]

@@ -89,6 +89,7 @@ class PartTask:
         dtype: ``float16`` or ``float32``.
         threads: ONNX Runtime intra-op threads per model call (0 = every core).
         lanes: model calls run at once, each decoding its own batches (see ``embed_stream``).
+        decode_processes: decode in this many worker processes instead of threads (GPU).
     """
 
     source: str
@@ -105,6 +106,7 @@ class PartTask:
     dtype: str = "float16"
     threads: int = 0
     lanes: int = 1
+    decode_processes: int = 0
 
 
 def cpu_plan(threads: int, cores: int) -> tuple[int, int]:
@@ -183,18 +185,33 @@ class _TarReader:
     """``read(i)``: the bytes of row i, by one ``os.pread`` on an open descriptor per tar.
 
     ``pread`` takes the offset itself, so the worker threads share descriptors without seeking.
+    Picklable for decoder processes: a copy reopens the tars and closes them when collected.
     """
 
     def __init__(self, rows: pa.Table, tars: dict[str, str]) -> None:
         self.tar_file = rows["tar_file"].to_pylist()
         self.offset = rows["tar_offset"].to_numpy()
         self.size = rows["tar_size"].to_numpy()
-        self.fds: dict[str, int] = {}
+        self.paths: dict[str, str] = {}
         for name in set(self.tar_file):
             path = tars.get(name)
             if path is None:
                 raise SbeError(f"no tar path known for tar_file {name!r}")
-            self.fds[name] = os.open(path, os.O_RDONLY)
+            self.paths[name] = path
+        self._open()
+
+    def _open(self) -> None:
+        self.fds = {name: os.open(path, os.O_RDONLY) for name, path in self.paths.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "fds"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def __del__(self) -> None:
+        self.close()
 
     def __call__(self, i: int) -> bytes:
         size, offset = int(self.size[i]), int(self.offset[i])
@@ -206,9 +223,9 @@ class _TarReader:
         return data
 
     def close(self) -> None:
-        for fd in self.fds.values():
+        for fd in getattr(self, "fds", {}).values():
             os.close(fd)
-        self.fds.clear()
+        self.fds = {}
 
 
 # ---- one part (pure: inputs in the task, output the part file) ----------------------------------
@@ -242,7 +259,13 @@ def embed_part(task: PartTask, progress: Callable[[int], None] | None = None) ->
     image_ids = rows["image_id"].to_numpy()
     try:
         stream = embed_stream(
-            bb, n, reader, batch_size=batch_size, workers=workers, lanes=task.lanes
+            bb,
+            n,
+            reader,
+            batch_size=batch_size,
+            workers=workers,
+            lanes=task.lanes,
+            processes=task.decode_processes,
         )
         for batch in stream:
             kept.append(batch.indices)
@@ -494,7 +517,11 @@ def run(
                 threads, lanes = cfg.threads, 1
             _BACKBONES.clear()
             _BACKBONES[_backbone_key(identity, cfg.runtime, cfg.device, threads)] = bb
-            todo = [replace(t, threads=threads, lanes=lanes) for t in todo]
+            # a GPU outruns decoder threads sharing one interpreter: decode in processes
+            processes = (cfg.decode_workers or auto_decode_workers(bb)) if bb.device != "cpu" else 0
+            todo = [
+                replace(t, threads=threads, lanes=lanes, decode_processes=processes) for t in todo
+            ]
             load_s = time.perf_counter() - t_load
             t_embed = time.perf_counter()
             total = sum(t.stop - t.start for t in todo)
@@ -525,6 +552,7 @@ def run(
                 "batch_size": (cfg.batch_size or bb.default_batch_size) if bb else None,
                 "decode_workers": (cfg.decode_workers or auto_decode_workers(bb)) if bb else None,
                 "model_lanes": todo[0].lanes if bb and todo else None,
+                "decode_processes": todo[0].decode_processes if bb and todo else None,
                 "parts_reused": len(tasks) - len(todo),
                 "images_this_run": fresh_rows,
                 "load_seconds": round(load_s, 3),

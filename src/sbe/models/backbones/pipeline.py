@@ -15,17 +15,18 @@ call's other threads at the next barrier, while independent calls just take turn
 
 from __future__ import annotations
 
+import multiprocessing
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 
 from sbe.data.images import ImageDecodeError, decode_rgb
-from sbe.models.backbones.base import Backbone
+from sbe.models.backbones.base import Backbone, Preprocess
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -72,10 +73,15 @@ class EmbeddedBatch:
     failures: list[Failure] = field(default_factory=list)
 
 
-def _prepare(
-    backbone: Backbone, read: Callable[[int], bytes], start: int, stop: int
+def decode_batch(
+    pp: Preprocess, read: Callable[[int], bytes], start: int, stop: int
 ) -> tuple[np.ndarray, list[int], list[Failure]]:
-    pp = backbone.preprocess
+    """Read and decode images ``start .. stop-1`` into one uint8 batch (picklable: runs in
+    worker processes too).
+
+    Returns:
+        (uint8 (k, crop, crop, 3) batch of the k decodable images, their indices, failures).
+    """
     batch = np.empty((stop - start, pp.crop, pp.crop, 3), dtype=np.uint8)
     ok: list[int] = []
     failures: list[Failure] = []
@@ -95,6 +101,24 @@ def _prepare(
     return batch[: len(ok)], ok, failures
 
 
+_PROCESS_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def decode_process_pool(processes: int) -> ProcessPoolExecutor:
+    """A pool of ``processes`` decoder processes, started once and reused by every stream.
+
+    Spawned, not forked: the parent may hold CUDA state and threads that a fork would copy.
+    """
+    pool = _PROCESS_POOLS.get(processes)
+    if pool is None:
+        for old in _PROCESS_POOLS.values():
+            old.shutdown(wait=False, cancel_futures=True)
+        _PROCESS_POOLS.clear()
+        pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        _PROCESS_POOLS[processes] = pool
+    return pool
+
+
 def embed_stream(
     backbone: Backbone,
     n: int,
@@ -103,6 +127,7 @@ def embed_stream(
     batch_size: int,
     workers: int = 2,
     lanes: int = 1,
+    processes: int = 0,
 ) -> Iterator[EmbeddedBatch]:
     """Embed images ``0 .. n-1`` in order, ``batch_size`` at a time.
 
@@ -117,34 +142,44 @@ def embed_stream(
         lanes: concurrent model calls; above 1, ``lanes`` threads each decode and embed whole
             batches (``workers`` is then unused), ``lanes + 1`` batches are in flight, and the
             batches are evened out (at most ``batch_size``) so that the lanes finish together.
+        processes: above 0, decode in that many worker processes instead of threads (for a GPU,
+            which needs more decoded images per second than threads sharing one interpreter
+            deliver); ``read`` must then be picklable. ``processes + 1`` batches are in flight.
 
     Yields:
         One :class:`EmbeddedBatch` per slice, in input order.
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    lanes = max(1, lanes)
+    lanes = 1 if processes > 0 else max(1, lanes)
     threads = lanes if lanes > 1 else max(1, workers)
+    ahead = processes if processes > 0 else threads
     if lanes > 1 and n > 0:
         # equal batches, a multiple of `lanes` of them: no lane is left alone with the tail
         count = lanes * -(-n // (lanes * batch_size))
         batch_size = -(-n // count)
     starts = iter(range(0, n, batch_size))
     pending: deque[tuple[int, int, Future]] = deque()
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="sbe-decode")
+    pool: Executor
+    if processes > 0:
+        pool = decode_process_pool(processes)
+    else:
+        pool = ThreadPoolExecutor(threads, thread_name_prefix="sbe-decode")
 
     def prepare_and_embed(s: int, e: int) -> EmbeddedBatch:
-        return _embed(backbone, s, e, *_prepare(backbone, read, s, e))
+        return _embed(backbone, s, e, *decode_batch(backbone.preprocess, read, s, e))
 
     def submit() -> None:
         s = next(starts, None)
         if s is not None:
             e = min(s + batch_size, n)
-            job = prepare_and_embed if lanes > 1 else partial(_prepare, backbone, read)
+            job = (
+                prepare_and_embed if lanes > 1 else partial(decode_batch, backbone.preprocess, read)
+            )
             pending.append((s, e, pool.submit(job, s, e)))
 
     try:
-        for _ in range(threads + 1):
+        for _ in range(ahead + 1):
             submit()
         while pending:
             s, e, fut = pending.popleft()
@@ -152,7 +187,11 @@ def embed_stream(
             submit()
             yield done if lanes > 1 else _embed(backbone, s, e, *done)
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if processes > 0:  # the pool outlives the stream: cancel only this stream's batches
+            for *_, fut in pending:
+                fut.cancel()
+        else:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _embed(
