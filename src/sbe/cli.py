@@ -268,7 +268,8 @@ def backbone_cmd(
         str | None, typer.Option(help="auto, cls, pooler, mean or gem (hf: models).")
     ] = None,
     decode_workers: Annotated[
-        int | None, typer.Option(min=0, help="JPEG decode threads; 0 = automatic.")
+        int | None,
+        typer.Option(min=0, help="JPEG decoders: threads, or processes on a GPU; 0 = automatic."),
     ] = None,
     part_rows: Annotated[
         int | None, typer.Option(min=1, help="Rows per output part (a kill loses one part).")

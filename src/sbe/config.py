@@ -100,7 +100,9 @@ class BackboneConfig(Section):
     device: Device = "auto"
     batch_size: int = Field(0, ge=0, description="0 = automatic")
     dtype: Literal["float16", "float32"] = "float16"
-    decode_workers: int = Field(0, ge=0, description="JPEG decode threads; 0 = automatic")
+    decode_workers: int = Field(
+        0, ge=0, description="JPEG decoders: threads, or processes on a GPU; 0 = automatic"
+    )
     threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = every available core")
     part_rows: int = Field(
         8192, ge=1, description="rows per output part (a kill loses at most one part)"
