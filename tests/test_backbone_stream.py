@@ -114,3 +114,16 @@ def test_decoder_processes_give_the_same_stream() -> None:
     # the pool outlives a stream: a second one reuses it
     again = list(embed_stream(MeanColour(), 5, ListReader(data), batch_size=2, processes=2))
     assert np.concatenate([b.indices for b in again]).tolist() == [0, 1, 2, 4]
+
+
+def test_decoder_processes_need_no_torch() -> None:
+    """What a decoder process unpickles (decode_batch, Preprocess, TarReader) must not pull in
+    torch: every spawned worker would pay seconds of import time."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, sbe.data.preprocess, sbe.data.tarstream; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

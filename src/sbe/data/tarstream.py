@@ -18,7 +18,9 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
 
 from sbe.errors import SbeError
 
@@ -229,3 +231,64 @@ def _end_problem(raw, offset: int) -> str | None:
     if len(block) < BLOCK:
         return f"truncated header at byte {offset} ({len(block)} of {BLOCK} bytes)"
     return f"invalid header at byte {offset} (corrupt archive)"
+
+
+class ImageReadError(OSError):
+    """The bytes of an image could not be read (missing tar, short read, bad location)."""
+
+
+class TarReader:
+    """``read(i)``: the bytes of image i, by one ``os.pread`` on an open descriptor per tar.
+
+    ``pread`` takes the offset itself, so threads share the descriptors without seeking.
+    Picklable for decoder processes: a copy reopens the tars and closes them when collected.
+
+    Args:
+        tar_file: per image, the ``tar_file`` it lives in (a key of ``paths``).
+        offset, size: per image, the byte offset and size of its data in that tar.
+        paths: ``tar_file`` value -> the tar's path on this machine.
+
+    Raises:
+        SbeError: a ``tar_file`` has no path.
+    """
+
+    def __init__(
+        self,
+        tar_file: list[str],
+        offset: np.ndarray,
+        size: np.ndarray,
+        paths: dict[str, str],
+    ) -> None:
+        self.tar_file, self.offset, self.size = tar_file, offset, size
+        missing = sorted(set(tar_file) - set(paths))
+        if missing:
+            raise SbeError(f"no tar path known for tar_file {missing[0]!r}")
+        self.paths = {name: paths[name] for name in set(tar_file)}
+        self._open()
+
+    def _open(self) -> None:
+        self.fds = {name: os.open(path, os.O_RDONLY) for name, path in self.paths.items()}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "fds"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def __call__(self, i: int) -> bytes:
+        size, offset = int(self.size[i]), int(self.offset[i])
+        if size <= 0 or offset < 0:
+            raise ImageReadError(f"bad location offset={offset} size={size}")
+        data = os.pread(self.fds[self.tar_file[i]], size, offset)
+        if len(data) != size:
+            raise ImageReadError(f"tar ends early: {len(data)} of {size} bytes at offset {offset}")
+        return data
+
+    def close(self) -> None:
+        for fd in getattr(self, "fds", {}).values():
+            os.close(fd)
+        self.fds = {}

@@ -20,13 +20,10 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
 from sbe.data.images import ImageDecodeError, decode_rgb
+from sbe.data.tarstream import ImageReadError
 
 #: columns of the ingest parts that locate an image's bytes in its tar
 LOCATION_COLUMNS = ["image_id", "tar_file", "tar_offset", "tar_size"]
-
-
-class ImageReadError(OSError):
-    """The bytes of an image could not be read (missing tar, short read, bad location)."""
 
 
 def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) -> bytes:

@@ -39,10 +39,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sbe.config import BackboneConfig, section_dict
+from sbe.data.tarstream import TarReader
 from sbe.errors import SbeError
 from sbe.models.backbones import Backbone, load_backbone, resolve_spec
 from sbe.models.backbones.onnx import available_cores
-from sbe.models.backbones.pipeline import ImageReadError, embed_stream
+from sbe.models.backbones.pipeline import embed_stream
 from sbe.progress import progress_bar
 from sbe.storage import (
     DirLock,
@@ -181,53 +182,6 @@ def read_rows(path: str | os.PathLike[str], start: int, stop: int) -> pa.Table:
     return table.slice(start - first, stop - start)
 
 
-class _TarReader:
-    """``read(i)``: the bytes of row i, by one ``os.pread`` on an open descriptor per tar.
-
-    ``pread`` takes the offset itself, so the worker threads share descriptors without seeking.
-    Picklable for decoder processes: a copy reopens the tars and closes them when collected.
-    """
-
-    def __init__(self, rows: pa.Table, tars: dict[str, str]) -> None:
-        self.tar_file = rows["tar_file"].to_pylist()
-        self.offset = rows["tar_offset"].to_numpy()
-        self.size = rows["tar_size"].to_numpy()
-        self.paths: dict[str, str] = {}
-        for name in set(self.tar_file):
-            path = tars.get(name)
-            if path is None:
-                raise SbeError(f"no tar path known for tar_file {name!r}")
-            self.paths[name] = path
-        self._open()
-
-    def _open(self) -> None:
-        self.fds = {name: os.open(path, os.O_RDONLY) for name, path in self.paths.items()}
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "fds"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._open()
-
-    def __del__(self) -> None:
-        self.close()
-
-    def __call__(self, i: int) -> bytes:
-        size, offset = int(self.size[i]), int(self.offset[i])
-        if size <= 0 or offset < 0:
-            raise ImageReadError(f"bad location offset={offset} size={size}")
-        data = os.pread(self.fds[self.tar_file[i]], size, offset)
-        if len(data) != size:
-            raise ImageReadError(f"tar ends early: {len(data)} of {size} bytes at offset {offset}")
-        return data
-
-    def close(self) -> None:
-        for fd in getattr(self, "fds", {}).values():
-            os.close(fd)
-        self.fds = {}
-
-
 # ---- one part (pure: inputs in the task, output the part file) ----------------------------------
 
 
@@ -250,7 +204,12 @@ def embed_part(task: PartTask, progress: Callable[[int], None] | None = None) ->
     np_dtype, pa_dtype = DTYPES[task.dtype]
     rows = read_rows(task.source, task.start, task.stop)
     n = rows.num_rows
-    reader = _TarReader(rows, task.tars)
+    reader = TarReader(
+        rows["tar_file"].to_pylist(),
+        rows["tar_offset"].to_numpy(),
+        rows["tar_size"].to_numpy(),
+        task.tars,
+    )
     batch_size = task.batch_size or bb.default_batch_size
     workers = task.decode_workers or auto_decode_workers(bb)
     kept: list[np.ndarray] = []

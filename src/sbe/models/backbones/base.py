@@ -15,103 +15,15 @@ dimension), so a stage can decide whether its output is current before paying fo
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-ResizeMode = Literal["short_side", "squash"]
-Resample = Literal["nearest", "bilinear", "bicubic", "lanczos"]
-
-_PIL_FILTERS: dict[str, Image.Resampling] = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How a decoded image becomes model input.
-
-    Attributes:
-        resize: ``short_side``: the short side after resizing, in pixels (aspect kept), then a
-            centre crop of ``crop``; ``squash``: both sides are resized to ``resize`` (aspect not
-            kept, as Hugging Face processors with ``size={"height", "width"}`` do), then the
-            centre crop (a no-op when ``crop == resize``).
-        crop: side of the square crop fed to the model, in pixels.
-        mean: per-channel mean subtracted, in 0-255 pixel units (RGB).
-        std: per-channel divisor, in 0-255 pixel units (RGB).
-        resize_mode: ``"short_side"`` or ``"squash"`` (see ``resize``).
-        resample: Pillow filter used for the resize.
-    """
-
-    resize: int
-    crop: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    resize_mode: ResizeMode = "short_side"
-    resample: Resample = "bilinear"
-
-    def __post_init__(self) -> None:
-        if self.crop > self.resize:
-            raise ValueError(f"crop {self.crop} is larger than resize {self.resize}")
-        if self.resize_mode not in ("short_side", "squash"):
-            raise ValueError(f"unknown resize_mode {self.resize_mode!r}")
-        if self.resample not in _PIL_FILTERS:
-            raise ValueError(f"unknown resample filter {self.resample!r}")
-        # JSON round trips turn tuples into lists; keep the dataclass hashable and comparable.
-        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
-        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-
-    @property
-    def decode_side(self) -> int:
-        """The smallest image side the decoder must deliver (for JPEG draft-mode decoding)."""
-        return self.resize
-
-    def apply(self, img: Image.Image) -> np.ndarray:
-        """Resize and centre-crop one decoded image.
-
-        Args:
-            img: any size, any mode (converted to RGB).
-
-        Returns:
-            uint8 array of shape (crop, crop, 3), RGB, HWC.
-        """
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        w, h = img.size
-        if self.resize_mode == "squash":
-            nw = nh = self.resize
-        else:
-            scale = self.resize / min(w, h)
-            nw, nh = max(self.resize, round(w * scale)), max(self.resize, round(h * scale))
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), _PIL_FILTERS[self.resample])
-        left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
-        if (nw, nh) != (self.crop, self.crop):
-            img = img.crop((left, top, left + self.crop, top + self.crop))
-        return np.asarray(img, dtype=np.uint8)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
-        return cls(
-            resize=int(d["resize"]),
-            crop=int(d["crop"]),
-            mean=tuple(d["mean"]),
-            std=tuple(d["std"]),
-            resize_mode=d.get("resize_mode", "short_side"),
-            resample=d.get("resample", "bilinear"),
-        )
+# re-exported: Preprocess lives with the decoding, which must not need torch (decoder processes)
+from sbe.data.preprocess import Preprocess, Resample, ResizeMode  # noqa: F401
 
 
 class Normalize(nn.Module):

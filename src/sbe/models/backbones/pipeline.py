@@ -16,7 +16,6 @@ call's other threads at the next barrier, while independent calls just take turn
 from __future__ import annotations
 
 import multiprocessing
-import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -25,34 +24,9 @@ from functools import partial
 
 import numpy as np
 
-from sbe.data.images import ImageDecodeError, decode_rgb
-from sbe.models.backbones.base import Backbone, Preprocess
-
-_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
-
-
-def _clean(message: str) -> str:
-    """Drop object addresses (``<... at 0x7f..>``) so skip records are identical across runs."""
-    return _ADDRESS.sub("", message)
-
-
-class ImageReadError(OSError):
-    """The bytes of one image could not be read (e.g. the archive is shorter than recorded)."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One image that produced no embedding.
-
-    Attributes:
-        index: its position in the input sequence.
-        reason: ``unreadable_bytes``, ``corrupt_jpeg`` or ``non_finite_embedding``.
-        detail: a short human-readable explanation.
-    """
-
-    index: int
-    reason: str
-    detail: str
+from sbe.data.preprocess import Failure, decode_batch
+from sbe.data.tarstream import ImageReadError  # noqa: F401  (re-exported)
+from sbe.models.backbones.base import Backbone
 
 
 @dataclass
@@ -71,34 +45,6 @@ class EmbeddedBatch:
     indices: np.ndarray
     embeddings: np.ndarray
     failures: list[Failure] = field(default_factory=list)
-
-
-def decode_batch(
-    pp: Preprocess, read: Callable[[int], bytes], start: int, stop: int
-) -> tuple[np.ndarray, list[int], list[Failure]]:
-    """Read and decode images ``start .. stop-1`` into one uint8 batch (picklable: runs in
-    worker processes too).
-
-    Returns:
-        (uint8 (k, crop, crop, 3) batch of the k decodable images, their indices, failures).
-    """
-    batch = np.empty((stop - start, pp.crop, pp.crop, 3), dtype=np.uint8)
-    ok: list[int] = []
-    failures: list[Failure] = []
-    for i in range(start, stop):
-        try:
-            data = read(i)
-        except OSError as e:
-            failures.append(Failure(i, "unreadable_bytes", _clean(f"{type(e).__name__}: {e}")))
-            continue
-        try:
-            img = decode_rgb(data, min_side=pp.decode_side)
-        except ImageDecodeError as e:
-            failures.append(Failure(i, "corrupt_jpeg", _clean(str(e))))
-            continue
-        batch[len(ok)] = pp.apply(img)
-        ok.append(i)
-    return batch[: len(ok)], ok, failures
 
 
 _PROCESS_POOLS: dict[int, ProcessPoolExecutor] = {}
