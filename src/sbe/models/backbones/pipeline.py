@@ -11,6 +11,9 @@ With ``lanes > 1`` each of ``lanes`` threads decodes *and* embeds whole batches,
 calls run at once. That is the better plan for a single-threaded CPU runtime (one ONNX Runtime
 call per core): a decoder thread that preempts one thread of a multi-threaded call stalls the
 call's other threads at the next barrier, while independent calls just take turns.
+
+With ``processes > 0`` a pool of spawned worker processes decodes instead of threads: a GPU needs
+more decoded images per second than threads sharing one interpreter deliver.
 """
 
 from __future__ import annotations
