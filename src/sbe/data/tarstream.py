@@ -237,6 +237,20 @@ class ImageReadError(OSError):
     """The bytes of an image could not be read (missing tar, short read, bad location)."""
 
 
+def read_member(fd: int, offset: int, size: int) -> bytes:
+    """The ``size`` bytes at ``offset`` of an open tar: one positional read, no seek.
+
+    Raises:
+        ImageReadError: the location is invalid or the tar ends early.
+    """
+    if size <= 0 or offset < 0:
+        raise ImageReadError(f"bad location offset={offset} size={size}")
+    data = os.pread(fd, size, offset)
+    if len(data) != size:
+        raise ImageReadError(f"tar ends early: {len(data)} of {size} bytes at offset {offset}")
+    return data
+
+
 class TarReader:
     """``read(i)``: the bytes of image i, by one ``os.pread`` on an open descriptor per tar.
 
@@ -280,13 +294,7 @@ class TarReader:
         self.close()
 
     def __call__(self, i: int) -> bytes:
-        size, offset = int(self.size[i]), int(self.offset[i])
-        if size <= 0 or offset < 0:
-            raise ImageReadError(f"bad location offset={offset} size={size}")
-        data = os.pread(self.fds[self.tar_file[i]], size, offset)
-        if len(data) != size:
-            raise ImageReadError(f"tar ends early: {len(data)} of {size} bytes at offset {offset}")
-        return data
+        return read_member(self.fds[self.tar_file[i]], int(self.offset[i]), int(self.size[i]))
 
     def close(self) -> None:
         for fd in getattr(self, "fds", {}).values():

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
 from sbe.data.images import ImageDecodeError, decode_rgb
-from sbe.data.tarstream import ImageReadError
+from sbe.data.tarstream import ImageReadError, read_member
 
 #: columns of the ingest parts that locate an image's bytes in its tar
 LOCATION_COLUMNS = ["image_id", "tar_file", "tar_offset", "tar_size"]
@@ -32,19 +32,16 @@ def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) ->
     Raises:
         ImageReadError: the tar is missing, the location is invalid or the tar ends early.
     """
-    if size <= 0 or offset < 0:
-        raise ImageReadError(f"bad location offset={offset} size={size}")
     try:
         fd = os.open(tar_file, os.O_RDONLY)
     except OSError as e:
         raise ImageReadError(f"cannot open {tar_file}: {e.strerror}") from None
     try:
-        data = os.pread(fd, size, offset)
+        return read_member(fd, offset, size)
+    except ImageReadError as e:
+        raise ImageReadError(f"{tar_file}: {e}") from None
     finally:
         os.close(fd)
-    if len(data) != size:
-        raise ImageReadError(f"{tar_file} ends early: {len(data)} of {size} bytes at {offset}")
-    return data
 
 
 def image_locations(ingest_dir: str | os.PathLike[str], image_ids: Iterable[int]) -> pa.Table:

@@ -86,7 +86,7 @@ class PartTask:
         backbone: the backbone identity.
         runtime, device: where to run it (``load_backbone`` arguments).
         batch_size: images per model call (0 = the backbone's default).
-        decode_workers: decoding threads (0 = automatic).
+        decode_workers: decoders, threads or (with ``decode_processes``) processes (0 = auto).
         dtype: ``float16`` or ``float32``.
         threads: ONNX Runtime intra-op threads per model call (0 = every core).
         lanes: model calls run at once, each decoding its own batches (see ``embed_stream``).

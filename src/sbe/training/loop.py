@@ -246,6 +246,7 @@ class Trainer:
                 {"params": list(geo.heads.parameters()), "lr": geo.lr, "weight_decay": 0.0}
             )
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self._clipped = [p for g in groups for p in g["params"]]  # projector (+ geo heads)
         self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(cfg.warmup_steps, self.total_steps)
@@ -455,8 +456,7 @@ class Trainer:
             total = loss + self.geo.weight * geo_loss
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(self._clipped, self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
         if self.geo is not None and hasattr(self.geo.heads, "clamp_"):

@@ -100,31 +100,30 @@ def embed_stream(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    lanes = 1 if processes > 0 else max(1, lanes)
-    threads = lanes if lanes > 1 else max(1, workers)
-    ahead = processes if processes > 0 else threads
-    if lanes > 1 and n > 0:
-        # equal batches, a multiple of `lanes` of them: no lane is left alone with the tail
-        count = lanes * -(-n // (lanes * batch_size))
-        batch_size = -(-n // count)
-    starts = iter(range(0, n, batch_size))
-    pending: deque[tuple[int, int, Future]] = deque()
     pool: Executor
-    if processes > 0:
-        pool = decode_process_pool(processes)
-    else:
-        pool = ThreadPoolExecutor(threads, thread_name_prefix="sbe-decode")
+    if processes > 0:  # decode in processes, embed here
+        pool, ahead, lanes = decode_process_pool(processes), processes, 1
+    elif lanes > 1:  # each lane decodes and embeds
+        pool, ahead = ThreadPoolExecutor(lanes, thread_name_prefix="sbe-lane"), lanes
+        if n > 0:
+            # equal batches, a multiple of `lanes` of them: no lane is left alone with the tail
+            count = lanes * -(-n // (lanes * batch_size))
+            batch_size = -(-n // count)
+    else:  # decode in threads, embed here
+        workers = max(1, workers)
+        pool, ahead = ThreadPoolExecutor(workers, thread_name_prefix="sbe-decode"), workers
 
     def prepare_and_embed(s: int, e: int) -> EmbeddedBatch:
         return _embed(backbone, s, e, *decode_batch(backbone.preprocess, read, s, e))
+
+    job = prepare_and_embed if lanes > 1 else partial(decode_batch, backbone.preprocess, read)
+    starts = iter(range(0, n, batch_size))
+    pending: deque[tuple[int, int, Future]] = deque()
 
     def submit() -> None:
         s = next(starts, None)
         if s is not None:
             e = min(s + batch_size, n)
-            job = (
-                prepare_and_embed if lanes > 1 else partial(decode_batch, backbone.preprocess, read)
-            )
             pending.append((s, e, pool.submit(job, s, e)))
 
     try:
