@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+from sbe.geo.heads import GeoHeads, GeoHeadsConfig, coarse_log_probs
 from sbe.geo.koppen import COARSE_OF_FINE, FINE_CODES
 from sbe.geo.labels import make_labels
 from sbe.geo.loss import GeoLoss, climate_loss
 from sbe.geo.mvmf import fibonacci_sphere
-from sbe.geo.sphere import latlon_to_unit
 from sbe.geo.trainer import param_groups, warmup_cosine
-from sbe.models.geo_heads import GeoHeads, GeoHeadsConfig, coarse_log_probs
+from sbe.sphere import latlon_to_unit
 
 
 def small_heads(k: int = 20, gallery: int = 6, in_dim: int = 16) -> GeoHeads:

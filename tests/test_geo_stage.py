@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from geotoy import write_toy_split
 from typer.testing import CliRunner
 
 from sbe.cli import app
 from sbe.config import load_config
 from sbe.errors import SbeError
-from sbe.geo.toy import write_toy_split
-from sbe.models.geo_heads import GeoHeads
+from sbe.geo.heads import GeoHeads
 from sbe.stages import geo as geo_stage
 from sbe.storage import DirLock, LockedError, load_manifest
 

@@ -24,7 +24,7 @@ from sbe.geo.mvmf import (
     mvmf_nll,
     spherical_kmeans,
 )
-from sbe.geo.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit, unit_to_latlon
+from sbe.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit, unit_to_latlon
 
 LOG_KAPPA_MAX_TESTED = math.log(1e8)
 

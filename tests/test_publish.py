@@ -253,7 +253,7 @@ def test_licences() -> None:
 
 
 def test_geo_heads_ship_with_the_model(tmp_path: Path) -> None:
-    from sbe.models.geo_heads import GeoHeads, GeoHeadsConfig
+    from sbe.geo.heads import GeoHeads, GeoHeadsConfig
 
     dino = tiny_dinov2(tmp_path / "dino")
     identity = hf_identity(dino)

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sbe.geo.sphere import haversine_km, latlon_to_unit, local_en_m, offset_latlon, unit_to_latlon
+from sbe.sphere import haversine_km, latlon_to_unit, local_en_m, offset_latlon, unit_to_latlon
 
 
 def test_known_distances() -> None:

@@ -32,7 +32,7 @@ from sbe.data.identity import (
     positions_m,
 )
 from sbe.errors import SbeError
-from sbe.geo.sphere import haversine_km, offset_latlon
+from sbe.sphere import haversine_km, offset_latlon
 from sbe.stages import split as split_stage
 from sbe.storage import read_part_meta, to_numpy_matrix
 

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sbe.geo.sphere import offset_latlon
+from sbe.sphere import offset_latlon
 from sbe.storage import Manifest, fixed_size_list, write_manifest, write_part
 from sbe.storage.schemas import FINGERPRINT_DIM, backbone_schema, make_uid
 

@@ -22,11 +22,11 @@ from typer.testing import CliRunner
 from sbe.cli import app
 from sbe.config import SynthConfig
 from sbe.data.images import ImageDecodeError, decode_rgb
-from sbe.data.synth.season import season_of
-from sbe.data.synth.writers import TRUTH_SCHEMA
-from sbe.geo.sphere import haversine_km, local_en_m
+from sbe.sphere import haversine_km, local_en_m
 from sbe.stages import synth as stage
 from sbe.storage import load_manifest
+from sbe.synth.season import season_of
+from sbe.synth.writers import TRUTH_SCHEMA
 
 SIZE = 96
 STEM = re.compile(r"^(\d{4})_(\d+)_(\d+)_(\d+)$")

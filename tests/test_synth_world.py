@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sbe.data.synth.camera import Camera, pil_perspective_coeffs, texture_to_plane
-from sbe.data.synth.cities import CITIES
-from sbe.data.synth.difficulty import knobs_for
-from sbe.data.synth.metadata import view_geometry
-from sbe.data.synth.season import foliage_state, season_of, sun_position, winterness
-from sbe.data.synth.styles import STYLES, mutate, sample_genome
-from sbe.data.synth.world import MAX_VIEWS, MIN_TARGET_SEPARATION_M, MIN_VIEWS, plan_world
+from sbe.synth.camera import Camera, pil_perspective_coeffs, texture_to_plane
+from sbe.synth.cities import CITIES
+from sbe.synth.difficulty import knobs_for
+from sbe.synth.metadata import view_geometry
+from sbe.synth.season import foliage_state, season_of, sun_position, winterness
+from sbe.synth.styles import STYLES, mutate, sample_genome
+from sbe.synth.world import MAX_VIEWS, MIN_TARGET_SEPARATION_M, MIN_VIEWS, plan_world
 
 
 @settings(max_examples=6, deadline=None)
@@ -182,8 +182,8 @@ def test_camera_projection_and_homography_agree(heading, pitch, fov, u, v) -> No
 
 
 def test_weather_follows_climate_and_season() -> None:
-    from sbe.data.synth.cities import CITY_BY_KEY
-    from sbe.data.synth.season import sample_conditions
+    from sbe.synth.cities import CITY_BY_KEY
+    from sbe.synth.season import sample_conditions
 
     rng = np.random.default_rng(0)
 

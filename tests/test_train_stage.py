@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toydata import ToySpec, write_toy_dataset
 from typer.testing import CliRunner, Result
 
 from sbe.cli import app
@@ -17,7 +18,6 @@ from sbe.models.projector import Projector
 from sbe.storage import load_manifest
 from sbe.training.data import load_split
 from sbe.training.metrics import retrieval_metrics
-from sbe.training.toydata import ToySpec, write_toy_dataset
 
 SPEC = ToySpec(identities=60, dim=16, families=6, identity_dims=6, nuisance_dims=4, seed=5)
 CONFIG = """

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from toydata import ToySpec, write_toy_dataset
 
 from sbe.config import TrainConfig
 from sbe.errors import SbeError
@@ -16,7 +17,6 @@ from sbe.training.checkpoint import recover_dir, write_dir_atomic
 from sbe.training.data import EmbeddingSet, load_split
 from sbe.training.loop import Trainer, init_residual, param_groups, warmup_cosine
 from sbe.training.metrics import retrieval_metrics
-from sbe.training.toydata import ToySpec, write_toy_dataset
 from sbe.training.whitening import learned_whitening, pca_projection
 
 TINY = ToySpec(identities=60, dim=16, families=6, identity_dims=6, nuisance_dims=4, seed=3)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -22,11 +22,15 @@ from pydantic import (
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["local", "ray"]
 
+#: ``json_schema_extra`` of a field that says how, not what: it stays out of the config hash, so
+#: changing it never makes a finished stage redo its work (devices, threads, workers, logging).
+RUNTIME: dict[str, Any] = {"hashed": False}
+
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     #: names of fields holding paths that are resolved against the work directory
     _path_fields: tuple[str, ...] = ()
@@ -43,6 +47,20 @@ class Section(BaseModel):
             else:
                 updates[name] = _under(workdir, value)
         return self.model_copy(update=updates)
+
+    def hashed_settings(self) -> dict[str, Any]:
+        """The settings that decide what a stage computes: every field but paths and runtime ones.
+
+        Paths stay out because a stage fingerprints the files it reads (and where its output goes
+        does not change it); fields marked :data:`RUNTIME` stay out because they say how, not what.
+        """
+        data = self.model_dump(mode="json")
+        skip = set(self._path_fields)
+        for name, info in type(self).model_fields.items():
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and extra.get("hashed") is False:
+                skip.add(name)
+        return {k: v for k, v in data.items() if k not in skip}
 
 
 def _under(workdir: Path, p: Path) -> Path:
@@ -64,7 +82,9 @@ class SynthConfig(Section):
     packaged_buildings: int = Field(50, ge=1)
     jpeg_quality: int = Field(90, ge=30, le=100)
     preview: bool = Field(False, description="write preview.png (a contact sheet)")
-    workers: int = Field(0, ge=0, description="processes; 0 = one per core")
+    workers: int = Field(
+        0, ge=0, description="processes; 0 = one per core", json_schema_extra=RUNTIME
+    )
 
 
 class IngestConfig(Section):
@@ -73,14 +93,19 @@ class IngestConfig(Section):
     _path_fields = ("inputs", "output")
     inputs: list[Path] = Field(default_factory=lambda: [Path("raw")], min_length=1)
     output: Path = Path("images")
-    workers: int = Field(0, ge=0, description="processes, one tar each; 0 = one per core")
+    workers: int = Field(
+        0, ge=0, description="processes, one tar each; 0 = one per core", json_schema_extra=RUNTIME
+    )
     decode_threads: int = Field(
-        0, ge=0, description="JPEG decode threads per tar; 0 = cores / processes"
+        0,
+        ge=0,
+        description="JPEG decode threads per tar; 0 = cores / processes",
+        json_schema_extra=RUNTIME,
     )
     normal_tolerance: float = Field(
         1e-2, gt=0, lt=1, description="largest accepted | |surface normal| - 1 | in a d line"
     )
-    engine: Engine = "local"
+    engine: Engine = Field("local", json_schema_extra=RUNTIME)
 
 
 class BackboneConfig(Section):
@@ -97,17 +122,25 @@ class BackboneConfig(Section):
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="auto = ONNX Runtime on CPU, torch on GPU"
     )
-    device: Device = "auto"
-    batch_size: int = Field(0, ge=0, description="0 = automatic")
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    batch_size: int = Field(0, ge=0, description="0 = automatic", json_schema_extra=RUNTIME)
     dtype: Literal["float16", "float32"] = "float16"
     decode_workers: int = Field(
-        0, ge=0, description="JPEG decoders: threads, or processes on a GPU; 0 = automatic"
+        0,
+        ge=0,
+        description="JPEG decoders: threads, or processes on a GPU; 0 = automatic",
+        json_schema_extra=RUNTIME,
     )
-    threads: int = Field(0, ge=0, description="ONNX Runtime threads; 0 = every available core")
+    threads: int = Field(
+        0,
+        ge=0,
+        description="ONNX Runtime threads; 0 = every available core",
+        json_schema_extra=RUNTIME,
+    )
     part_rows: int = Field(
         8192, ge=1, description="rows per output part (a kill loses at most one part)"
     )
-    engine: Engine = "local"
+    engine: Engine = Field("local", json_schema_extra=RUNTIME)
 
 
 class SplitConfig(Section):
@@ -153,7 +186,9 @@ class NeighborsConfig(Section):
         0.97, gt=0, le=1, description="approximate index: nprobe is raised until this recall"
     )
     ann_nlist: int = Field(0, ge=0, description="approximate index lists; 0 = about 4 sqrt(N)")
-    threads: int = Field(0, ge=0, description="faiss threads; 0 = every available core")
+    threads: int = Field(
+        0, ge=0, description="faiss threads; 0 = every available core", json_schema_extra=RUNTIME
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -217,11 +252,16 @@ class TrainConfig(Section):
     amp: bool = Field(True, description="bfloat16 autocast; used on GPU only")
     patience: int = Field(5, ge=0, description="epochs without val improvement; 0 = never stop")
     val_queries: int = Field(2000, ge=1)
-    log_every: int = Field(50, ge=1, description="steps between step records in metrics.jsonl")
+    log_every: int = Field(
+        50,
+        ge=1,
+        description="steps between step records in metrics.jsonl",
+        json_schema_extra=RUNTIME,
+    )
     geo_weight: float = Field(
         0.0, ge=0, description="weight of geo heads trained jointly on the output; 0 = off"
     )
-    device: Device = "auto"
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
     seed: int = 0
 
 
@@ -231,7 +271,7 @@ class EvaluateConfig(Section):
     split: Literal["train", "val", "test"] = "test"
     ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 100])
     landmarks: Path | None = None
-    device: Device = "auto"
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
 
 
 class TuneConfig(Section):
@@ -251,7 +291,7 @@ class TuneConfig(Section):
     )
     curricula: list[Literal["none", "bands"]] = Field(default_factory=lambda: ["none", "bands"])
     pruner_warmup_epochs: int = Field(2, ge=0)
-    device: Device = "auto"
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
 
 
 class GeoConfig(Section):
@@ -284,8 +324,13 @@ class GeoConfig(Section):
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(8, ge=0, description="epochs without val improvement; 0 = never stop")
     select_on: Literal["loss", "median_km"] = "loss"
-    device: Device = "auto"
-    threads: int = Field(1, ge=0, description="CPU threads for the heads; 0 = torch default")
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    threads: int = Field(
+        1,
+        ge=0,
+        description="CPU threads for the heads; 0 = torch default",
+        json_schema_extra=RUNTIME,
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -310,17 +355,26 @@ class EmbedConfig(Section):
     model: Path = Path("model")
     limit: int | None = Field(None, ge=0, description="embed only the first N selected rows")
     filter_valid: bool = Field(True, description="skip rows whose is_valid is False")
-    batch_size: int = Field(0, ge=0, description="images per forward pass; 0 = automatic")
+    batch_size: int = Field(
+        0, ge=0, description="images per forward pass; 0 = automatic", json_schema_extra=RUNTIME
+    )
     chunk_rows: int = Field(1000, ge=1, description="input rows per output part")
-    decode_workers: int = Field(0, ge=0, description="decoding threads; 0 = one per core")
-    device: Device = "auto"
+    decode_workers: int = Field(
+        0, ge=0, description="decoding threads; 0 = one per core", json_schema_extra=RUNTIME
+    )
+    device: Device = Field("auto", json_schema_extra=RUNTIME)
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="backbone runtime; auto = ONNX Runtime on CPU, torch on GPU"
     )
-    engine: Engine = "local"
-    ray_workers: int = Field(2, ge=1, description="Ray actors, one model each")
+    engine: Engine = Field("local", json_schema_extra=RUNTIME)
+    ray_workers: int = Field(
+        2, ge=1, description="Ray actors, one model each", json_schema_extra=RUNTIME
+    )
     ray_gpus_per_worker: float | None = Field(
-        None, ge=0, description="None = 1 when the cluster has GPUs, else 0"
+        None,
+        ge=0,
+        description="None = 1 when the cluster has GPUs, else 0",
+        json_schema_extra=RUNTIME,
     )
     shard_index: int = Field(0, ge=0, description="this job's shard (SLURM arrays)")
     shard_count: int = Field(1, ge=1, description="chunks are dealt round-robin to shards")
@@ -360,7 +414,7 @@ class IndexConfig(Section):
     embedding_column: str = "embedding"
     metadata_columns: list[str] | None = Field(None, description="None = location + known ids")
     model: Path | None = Field(None, description="published model that made the vectors")
-    batch_rows: int = Field(65_536, ge=1)
+    batch_rows: int = Field(65_536, ge=1, json_schema_extra=RUNTIME)
 
 
 class ClusterConfig(Section):
@@ -429,22 +483,6 @@ class ReportConfig(Section):
     seed: int = Field(0, description="draws the gallery queries and the map sample")
 
 
-PIPELINE_STAGES = (
-    "synth",
-    "ingest",
-    "backbone",
-    "split",
-    "neighbors",
-    "train",
-    "evaluate",
-    "geo",
-    "publish",
-    "embed",
-    "aggregate",
-    "index",
-    "cluster",
-    "report",
-)
 PipelineStage = Literal[
     "synth",
     "ingest",
@@ -461,6 +499,8 @@ PipelineStage = Literal[
     "cluster",
     "report",
 ]
+#: every stage of ``sbe run``, in order
+PIPELINE_STAGES: tuple[str, ...] = get_args(PipelineStage)
 
 
 class PipelineConfig(Section):
@@ -470,7 +510,9 @@ class PipelineConfig(Section):
         "synth", description="synth: generate the world first; tars: ingest [ingest] inputs"
     )
     skip: list[PipelineStage] = Field(default_factory=list, description="stages not to run")
-    threads: int = Field(0, ge=0, description="torch/BLAS threads; 0 = one per core")
+    threads: int = Field(
+        0, ge=0, description="torch/BLAS threads; 0 = one per core", json_schema_extra=RUNTIME
+    )
 
 
 class SbeConfig(BaseModel):

@@ -9,9 +9,8 @@ from the output paths, so a config only names where things go.
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from sbe.config import PIPELINE_STAGES, SbeConfig
 from sbe.errors import SbeError
 from sbe.progress import progress_bar, progress_session
+from sbe.stages import Stage, get_stage, run_stage
 from sbe.storage import Manifest
 
 
@@ -34,80 +34,55 @@ class StageOutcome:
     results: dict[str, Any] = field(default_factory=dict)
 
 
+def _skipped(cfg: SbeConfig) -> dict[str, str]:
+    """Stages ``sbe run`` will not run, with the reason (user skips, then what follows from them)."""
+    reasons: dict[str, str] = {}
+    for name in PIPELINE_STAGES:
+        stage = get_stage(name)
+        if name in cfg.pipeline.skip:
+            reasons[name] = "skipped by [pipeline] skip"
+            continue
+        for inp in stage.inputs:
+            if inp.follows and inp.stage in reasons:
+                reasons[name] = f"{inp.stage} is skipped"
+                break
+    return reasons
+
+
 def wire(cfg: SbeConfig) -> SbeConfig:
-    """Point each stage's input at the output of the stage before it (paths stay workdir-relative)."""
+    """Point each stage's declared inputs at its upstream stages' outputs (paths stay relative).
+
+    An input whose upstream stage does not run keeps its configured value, or becomes ``None`` when
+    the field is optional (e.g. ``publish.geo`` when ``geo`` is skipped).
+    """
     c = cfg.model_copy(deep=True)
-    skip = set(c.pipeline.skip)
-    if c.pipeline.source == "synth":
-        c.ingest.inputs = [c.synth.output]
-        if c.synth.packaged is not None:
-            c.embed.input = c.synth.packaged
-    c.backbone.input = c.ingest.output
-    c.split.input = c.backbone.output
-    c.neighbors.input = c.split.output
-    c.train.input = c.split.output
-    if "neighbors" in skip and c.train.curriculum == "none":
-        c.train.neighbors = None
-    else:
-        c.train.neighbors = c.neighbors.output
-    c.evaluate.run = c.train.output
-    c.geo.input = c.split.output
-    c.publish.run = c.train.output
-    c.publish.geo = None if "geo" in skip else c.geo.output
-    c.embed.model = c.publish.output
-    c.aggregate.input = [c.embed.output]
-    c.index.input = c.aggregate.output
-    c.cluster.input = c.aggregate.output
-    c.report.raw = c.synth.output if c.pipeline.source == "synth" else None
-    c.report.images = c.ingest.output
-    c.report.backbone = c.backbone.output
-    c.report.split = c.split.output
-    c.report.neighbors = c.neighbors.output
-    c.report.run = c.train.output
-    c.report.geo = c.geo.output
-    c.report.model = c.publish.output
-    c.report.embeddings = c.embed.output
-    c.report.buildings = c.aggregate.output
-    c.report.clusters = c.cluster.output
-    c.report.index = c.index.output
-    if c.report.landmarks is None and c.evaluate.landmarks is not None:
-        c.report.landmarks = c.evaluate.landmarks
+    not_run = set(_skipped(c))
+    if c.pipeline.source != "synth":
+        not_run.add("synth")
+    for name in PIPELINE_STAGES:
+        stage = get_stage(name)
+        section = getattr(c, stage.section_name())
+        for inp in stage.inputs:
+            field = type(section).model_fields[inp.field]
+            optional = field.default is None or "None" in str(field.annotation)
+            if inp.stage in not_run:
+                if optional:
+                    setattr(section, inp.field, None)
+                continue
+            value = getattr(getattr(c, get_stage(inp.stage).section_name()), inp.attr)
+            if value is None:
+                continue
+            if "list" in str(field.annotation):
+                value = [value]
+            setattr(section, inp.field, value)
+        stage.wire(c, not_run)
     return c
 
 
-def _call(
-    stage: str, cfg: SbeConfig, log: Callable[[str], None]
-) -> tuple[Manifest, dict[str, Any]]:
-    sec = cfg.section(stage)
-    if stage == "train":
-        from sbe.stages import train
-
-        return train.run(sec, console=log), {}
-    if stage == "evaluate":
-        from sbe.stages import evaluate
-
-        results, manifest = evaluate.run(sec)
-        return manifest, results
-    if stage == "geo":
-        from sbe.stages import geo
-
-        return geo.train(sec), {}
-    module = importlib.import_module(f"sbe.stages.{stage}")
-    return module.run(sec), {}
-
-
-def _skip_reason(stage: str, cfg: SbeConfig) -> str | None:
-    if stage in cfg.pipeline.skip:
-        return "skipped by [pipeline] skip"
-    if stage == "synth" and cfg.pipeline.source != "synth":
-        return "source is raw tars"
-    if stage == "embed":
-        path = cfg.section("embed").input
-        if not Path(path).is_file():
-            return f"no packaged images at {path}"
-    if stage in ("aggregate", "index", "cluster") and "embed" in cfg.pipeline.skip:
-        return "embed is skipped"
-    return None
+def _skip_reason(stage: Stage, cfg: SbeConfig, skipped: dict[str, str]) -> str | None:
+    if stage.name in skipped:
+        return skipped[stage.name]
+    return stage.skip_reason(cfg)
 
 
 def run_pipeline(
@@ -115,13 +90,15 @@ def run_pipeline(
     *,
     log: Callable[[str], None] | None = None,
     show_progress: bool | None = None,
+    restart: Collection[str] = (),
 ) -> list[StageOutcome]:
-    """Run every stage of the pipeline in order.
+    """Run every stage of the pipeline in order; finished stages are skipped, unfinished resumed.
 
     Args:
         cfg: the full config; inputs are re-derived from outputs with :func:`wire`.
         log: receives one line per stage event (``None`` = silent).
         show_progress: one live display for all stages (``None`` = only on a terminal).
+        restart: stages to run from scratch (no up-to-date check, no resume).
 
     Returns:
         One :class:`StageOutcome` per stage, in pipeline order.
@@ -135,30 +112,40 @@ def run_pipeline(
         import torch
 
         torch.set_num_threads(cfg.pipeline.threads)
+    skipped = _skipped(cfg)
     outcomes: list[StageOutcome] = []
+    n = len(PIPELINE_STAGES)
     with (
         progress_session(show_progress),
-        progress_bar("pipeline", len(PIPELINE_STAGES), unit="stages", enabled=show_progress) as bar,
+        progress_bar("pipeline", n, unit="stages", enabled=show_progress) as bar,
     ):
         emit = say
-        for i, stage in enumerate(PIPELINE_STAGES, 1):
-            bar.set_description(f"pipeline: {stage}")
-            reason = _skip_reason(stage, cfg)
+        for i, name in enumerate(PIPELINE_STAGES, 1):
+            stage = get_stage(name)
+            bar.set_description(f"pipeline: {name}")
+            reason = _skip_reason(stage, cfg, skipped)
             if reason:
-                outcomes.append(StageOutcome(stage, "skipped", reason=reason))
-                emit(f"[{i:2d}/{len(PIPELINE_STAGES)}] {stage:<10} skipped ({reason})")
+                outcomes.append(StageOutcome(name, "skipped", reason=reason))
+                emit(f"[{i:2d}/{n}] {name:<10} skipped ({reason})")
                 bar.advance()
                 continue
             t0 = time.perf_counter()
             try:
-                manifest, results = _call(stage, cfg, lambda s: emit(f"      {s}"))
+                manifest, results = run_stage(
+                    stage,
+                    cfg.section(stage.section_name()),
+                    log=lambda s: emit(f"      {s}"),
+                    show_progress=show_progress,
+                    restart=name in restart,
+                    full_config=cfg,
+                )
             except SbeError as e:
-                raise SbeError(f"stage {stage} failed: {e}") from e
+                raise SbeError(f"stage {name} failed: {e}") from e
             seconds = time.perf_counter() - t0
             status = "up to date" if manifest.up_to_date else "done"
-            outcomes.append(StageOutcome(stage, status, seconds, manifest, results=results))
+            outcomes.append(StageOutcome(name, status, seconds, manifest, results=results))
             rows = ", ".join(f"{k} {v:,}" for k, v in list(manifest.rows.items())[:3])
-            emit(f"[{i:2d}/{len(PIPELINE_STAGES)}] {stage:<10} {status} in {seconds:.1f} s  {rows}")
+            emit(f"[{i:2d}/{n}] {name:<10} {status} in {seconds:.1f} s  {rows}")
             bar.advance()
     return outcomes
 

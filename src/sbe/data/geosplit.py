@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from sbe.data.identity import positions_m
-from sbe.geo.sphere import EARTH_RADIUS_M
+from sbe.sphere import EARTH_RADIUS_M
 
 #: metres per degree of latitude on the sphere
 M_PER_DEG = np.pi * EARTH_RADIUS_M / 180.0

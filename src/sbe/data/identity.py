@@ -20,7 +20,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from sbe.geo.sphere import EARTH_RADIUS_M, latlon_to_unit, unit_to_latlon
+from sbe.sphere import EARTH_RADIUS_M, latlon_to_unit, unit_to_latlon
 
 #: cap on (queries x neighbours) held at once while collecting candidate pairs
 _MAX_PAIR_BLOCK = 4_000_000

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from sbe.config import GeoConfig
+from sbe.geo.heads import GeoHeads, GeoHeadsConfig
 from sbe.geo.loss import GeoLoss
 from sbe.geo.mvmf import build_centres, dedup_locations
-from sbe.models.geo_heads import GeoHeads, GeoHeadsConfig
 
 
 def gallery_locations(lat_deg: np.ndarray, lon_deg: np.ndarray, limit: int) -> np.ndarray:

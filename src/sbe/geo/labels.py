@@ -11,7 +11,7 @@ from torch import Tensor
 
 from sbe.geo.koppen import climate_labels
 from sbe.geo.season import day_of_year, doy_to_angle
-from sbe.geo.sphere import latlon_to_unit
+from sbe.sphere import latlon_to_unit
 
 
 @dataclass

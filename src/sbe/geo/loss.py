@@ -2,7 +2,7 @@
 
 Usable on its own by any training loop (e.g. joint training with the projector):
 
-    heads = GeoHeads(config)                       # sbe.models.geo_heads
+    heads = GeoHeads(config)                       # sbe.geo.heads
     criterion = GeoLoss(location_weight=1.0, climate_weight=0.5, season_weight=0.25)
     loss, parts = criterion(heads(embeddings), labels[batch_index])  # labels: GeoLabels
 """
@@ -14,6 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from sbe.geo.heads import GeoOutputs, coarse_log_probs
 from sbe.geo.labels import GeoLabels
 from sbe.geo.mvmf import mvmf_nll
 from sbe.geo.season import (
@@ -22,7 +23,6 @@ from sbe.geo.season import (
     hemisphere_von_mises_nll,
     von_mises_nll,
 )
-from sbe.models.geo_heads import GeoOutputs, coarse_log_probs
 
 
 def climate_loss(

@@ -11,7 +11,7 @@ import numpy as np
 
 from sbe.geo.koppen import coarse_of
 from sbe.geo.season import circular_error_days, circular_mean_doy
-from sbe.geo.sphere import haversine_km, latlon_to_unit
+from sbe.sphere import haversine_km, latlon_to_unit
 
 THRESHOLDS_KM: tuple[float, ...] = (1.0, 25.0, 200.0, 750.0, 2500.0)
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sbe.geo.sphere import EARTH_RADIUS_KM, latlon_to_unit, unit_to_latlon
+from sbe.sphere import EARTH_RADIUS_KM, latlon_to_unit, unit_to_latlon
 
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 
 from sbe.errors import SbeError
+from sbe.geo.heads import GeoHeads
 from sbe.geo.koppen import FINE_CODES, FINE_NAMES, coarse_of
 from sbe.geo.season import doy_to_month
 from sbe.geo.trainer import resolve_device, torch_threads
-from sbe.models.geo_heads import GeoHeads
 
 #: sub-folder of a GEO_DIR holding the projector copy when the heads read projector outputs
 PROJECTOR_DIR = "projector"

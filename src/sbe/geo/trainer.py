@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sbe.geo.heads import GeoHeads
 from sbe.geo.labels import GeoLabels
 from sbe.geo.loss import GeoLoss
-from sbe.geo.sphere import haversine_km, unit_to_latlon
-from sbe.models.geo_heads import GeoHeads
+from sbe.sphere import haversine_km, unit_to_latlon
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sbe.geo.sphere import latlon_to_unit, unit_to_latlon
+from sbe.sphere import latlon_to_unit, unit_to_latlon
 from sbe.storage import fixed_size_list, to_numpy_matrix
 from sbe.storage.schemas import OSMID
 

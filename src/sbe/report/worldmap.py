@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from sbe.geo import koppen
-from sbe.geo.sphere import haversine_km, latlon_to_unit, unit_to_latlon
+from sbe.sphere import haversine_km, latlon_to_unit, unit_to_latlon
 
 #: Köppen-Geiger class colours (fine index order of :data:`sbe.geo.koppen.FINE_CODES`), after the
 #: conventional legend of Beck et al. 2018; index 0 is water.

@@ -34,6 +34,7 @@ from sbe.inference.buildings import (
     mean_locations,
 )
 from sbe.inference.pipeline import PARTS_DIR
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -192,3 +193,15 @@ def run(cfg: AggregateConfig) -> Manifest:
         ).with_skips(skips)
         write_manifest(out, manifest)
         return manifest
+
+
+class AggregateStage(Stage):
+    """``sbe aggregate``: see the module docstring."""
+
+    name = "aggregate"
+    inputs = (Input("input", "embed", follows=True),)
+    examples = ("sbe aggregate --in work/embeddings --out work/buildings",)
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg)

@@ -45,6 +45,7 @@ from sbe.models.backbones import Backbone, load_backbone, resolve_spec
 from sbe.models.backbones.onnx import available_cores
 from sbe.models.backbones.pipeline import embed_stream
 from sbe.progress import progress_bar
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -536,3 +537,18 @@ __all__ = [
     "resolve_tars",
     "run",
 ]
+
+
+class BackboneStage(Stage):
+    """``sbe backbone``: see the module docstring."""
+
+    name = "backbone"
+    inputs = (Input("input", "ingest"),)
+    examples = (
+        "sbe backbone --in work/images --out work/backbone",
+        "sbe backbone --in work/images --out work/backbone --model hf:facebook/dinov2-small --device cuda",
+    )
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg, show_progress=ctx.show_progress)

@@ -7,27 +7,21 @@ Writes ``assignments.parquet`` (one row per vector: the id, metadata, ``cluster`
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-from sbe.config import ClusterConfig, section_dict
+from sbe.config import ClusterConfig
 from sbe.errors import SbeError
 from sbe.index.cluster import Clustering, hdbscan, kmeans
 from sbe.index.source import open_source, read_source
-from sbe.progress import progress_bar
+from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import (
-    DirLock,
     Manifest,
     SkipLog,
-    StageTimer,
-    clean_stale_temps,
-    config_hash,
     fingerprint_paths,
     fixed_size_list,
-    manifest_is_current,
-    write_manifest,
     write_parquet_atomic,
 )
 
@@ -74,52 +68,39 @@ def clusters_table(result: Clustering) -> pa.Table:
     )
 
 
-def run(cfg: ClusterConfig) -> Manifest:
-    """Cluster the vectors of ``cfg.input`` into ``cfg.output``.
+class ClusterStage(Stage):
+    """``sbe cluster``: see the module docstring."""
 
-    Args:
-        cfg: the resolved ``cluster`` config section.
+    name = "cluster"
+    inputs = (Input("input", "aggregate", follows=True),)
+    examples = ("sbe cluster --in work/buildings --out work/clusters --k 12",)
 
-    Returns:
-        The manifest (``rows``: vectors, clusters, noise; ``extra["sizes"]``: size per cluster).
-    """
-    timer = StageTimer()
-    out_dir = Path(cfg.output)
-    source = open_source(
-        cfg.input,
-        id_column=cfg.id_column,
-        embedding_column=cfg.embedding_column,
-        metadata_columns=cfg.metadata_columns,
-    )
-    settings = section_dict(cfg)
-    h = config_hash({k: v for k, v in settings.items() if k not in ("input", "output")})
-    inputs = fingerprint_paths(source.files)
-    with DirLock(out_dir):
-        clean_stale_temps(out_dir)
-        current = manifest_is_current(out_dir, STAGE, h, inputs)
-        if current is not None:
-            return current
+    def run(self, cfg: ClusterConfig, ctx: StageContext) -> Manifest:
+        """Cluster the vectors of ``cfg.input`` into ``cfg.output``.
+
+        Returns:
+            The manifest (``rows``: vectors, clusters, noise; ``extra["sizes"]``: size per cluster).
+        """
+        source = open_source(
+            cfg.input,
+            id_column=cfg.id_column,
+            embedding_column=cfg.embedding_column,
+            metadata_columns=cfg.metadata_columns,
+        )
+        if (done := ctx.check(fingerprint_paths(source.files))) is not None:
+            return done
         skips = SkipLog()
-        with progress_bar("cluster: read", source.num_rows, unit="vectors") as bar:
+        with ctx.progress("cluster: read", source.num_rows, unit="vectors") as bar:
             meta, vectors = read_source(source, skips=skips, on_rows=bar.advance)
         if len(vectors) == 0:
             raise SbeError(f"no vectors to cluster in {cfg.input} (skipped: {skips.counts})")
         result = cluster_vectors(vectors, cfg)
-
-        write_parquet_atomic(assignments_table(meta, result), out_dir / ASSIGNMENTS_FILE)
-        write_parquet_atomic(clusters_table(result), out_dir / CLUSTERS_FILE)
-        manifest = Manifest(
-            stage=STAGE,
-            config=settings,
-            config_hash=h,
-            inputs=inputs,
+        write_parquet_atomic(assignments_table(meta, result), ctx.out_dir / ASSIGNMENTS_FILE)
+        write_parquet_atomic(clusters_table(result), ctx.out_dir / CLUSTERS_FILE)
+        return ctx.commit(
             outputs=[ASSIGNMENTS_FILE, CLUSTERS_FILE],
-            rows={
-                "vectors": len(vectors),
-                "clusters": len(result.sizes),
-                "noise": result.noise,
-            },
-            wall_seconds=timer.seconds,
+            rows={"vectors": len(vectors), "clusters": len(result.sizes), "noise": result.noise},
+            skips=skips,
             extra={
                 **result.params,
                 "id_column": source.id_column,
@@ -127,6 +108,9 @@ def run(cfg: ClusterConfig) -> Manifest:
                 "sizes": [int(s) for s in result.sizes],
                 "noise": result.noise,
             },
-        ).with_skips(skips)
-        write_manifest(out_dir, manifest)
-        return manifest
+        )
+
+
+def run(cfg: ClusterConfig, **options: Any) -> Manifest:
+    """Cluster ``cfg.input`` into ``cfg.output`` (the :class:`ClusterStage` from Python)."""
+    return run_stage(ClusterStage(), cfg, **options)[0]

@@ -22,13 +22,14 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from sbe.config import EmbedConfig, section_dict
+from sbe.config import EmbedConfig, SbeConfig, section_dict
 from sbe.errors import SbeError
 from sbe.inference import ChunkResult, ChunkWriter, embed_chunks, inspect_input, make_plan
 from sbe.inference.pipeline import FAILURES_DIR, PARTS_DIR
 from sbe.inference.plan import IMAGE_BYTES, IS_VALID, Chunk, InputInfo, Plan, read_chunks
 from sbe.models.published import load_embedder, model_identity
 from sbe.progress import progress_bar
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -298,3 +299,19 @@ def _run_engine(cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: Ch
     columns = [IMAGE_BYTES, OSMID] + ([IS_VALID] if cfg.filter_valid and info.has_valid else [])
     tables = read_chunks(pq.ParquetFile(info.path), info, todo, columns)
     return embed_chunks(embedder, tables, writer, filter_valid=cfg.filter_valid)
+
+
+class EmbedStage(Stage):
+    """``sbe embed``: see the module docstring."""
+
+    name = "embed"
+    inputs = (Input("input", "synth", "packaged"), Input("model", "publish"))
+    examples = ("sbe embed --in packaged_images.parquet --model work/model --out work/embeddings",)
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def skip_reason(self, cfg: SbeConfig) -> str | None:
+        path = cfg.section("embed").input
+        return None if Path(path).is_file() else f"no packaged images at {path}"
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg, progress=ctx.show_progress)

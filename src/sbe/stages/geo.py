@@ -2,7 +2,7 @@
 
 Output folder (``GEO_DIR``):
 
-- ``config.json`` + ``model.safetensors``: the heads (:class:`sbe.models.geo_heads.GeoHeads`), with
+- ``config.json`` + ``model.safetensors``: the heads (:class:`sbe.geo.heads.GeoHeads`), with
   the fixed MvMF centres, the gallery of training locations and the backbone identity;
 - ``projector/``: a copy of the run's projector when trained with ``--run`` (so predict needs
   nothing else);
@@ -27,6 +27,7 @@ import torch
 from sbe.config import GeoConfig, section_dict
 from sbe.errors import SbeError
 from sbe.geo.build import heads_from_config, loss_from_config
+from sbe.geo.heads import GeoHeads, GeoPrediction
 from sbe.geo.labels import GeoLabels, labels_from_table
 from sbe.geo.metrics import (
     PointPredictions,
@@ -42,9 +43,9 @@ from sbe.geo.predict import (
     load_projector,
     predict_embeddings,
 )
-from sbe.geo.sphere import unit_to_latlon
 from sbe.geo.trainer import FitSettings, fit, torch_threads
-from sbe.models.geo_heads import GeoHeads, GeoPrediction
+from sbe.sphere import unit_to_latlon
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -408,3 +409,15 @@ def predict(
 def centre_latlon(heads: GeoHeads) -> tuple[np.ndarray, np.ndarray]:
     """Lat/lon (degrees) of the heads' MvMF centres."""
     return unit_to_latlon(heads.centres.numpy())
+
+
+class GeoStage(Stage):
+    """``sbe geo``: see the module docstring."""
+
+    name = "geo"
+    inputs = (Input("input", "split"),)
+    examples = ("sbe geo train --in work/split --out work/geo",)
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return train(cfg, log=ctx.log)

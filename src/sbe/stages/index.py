@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import uuid
 from pathlib import Path
+from typing import Any
 
 import faiss
 import pyarrow.compute as pc
@@ -20,6 +21,7 @@ from sbe.index.directory import IDS_FILE, INDEX_FILE, INFO_FILE, IndexInfo, save
 from sbe.index.faiss_index import IndexParams, build_index, index_nbytes
 from sbe.index.source import open_source, read_source, source_provenance
 from sbe.progress import progress_bar
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -139,3 +141,15 @@ def run(cfg: IndexConfig) -> Manifest:
         ).with_skips(skips)
         write_manifest(out_dir, manifest)
         return manifest
+
+
+class IndexStage(Stage):
+    """``sbe index``: see the module docstring."""
+
+    name = "index"
+    inputs = (Input("input", "aggregate", follows=True),)
+    examples = ("sbe index build --in work/buildings --out work/index",)
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg)

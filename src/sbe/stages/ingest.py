@@ -35,6 +35,7 @@ from sbe.data.rawtar import ReadSettings, TarReport, read_raw_tar
 from sbe.data.tarstream import NotATarError, probe_tar
 from sbe.errors import SbeError
 from sbe.progress import progress_bar
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -369,3 +370,15 @@ __all__ = [
     "run",
     "tar_stem",
 ]
+
+
+class IngestStage(Stage):
+    """``sbe ingest``: see the module docstring."""
+
+    name = "ingest"
+    inputs = (Input("inputs", "synth"),)
+    examples = ("sbe ingest --in work/raw --out work/images",)
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg, show_progress=ctx.show_progress)

@@ -28,6 +28,7 @@ from sbe.mining.bands import assign_bands, calibrate_band_edges, distance_ratios
 from sbe.mining.knn import VectorIndex, faiss_threads, knn_other_identities
 from sbe.mining.pca import CovarianceAccumulator, Pca, safetensors_metadata
 from sbe.progress import progress_bar
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -299,3 +300,15 @@ def run(cfg: NeighborsConfig) -> Manifest:
         )
         write_manifest(out_dir, manifest)
         return manifest
+
+
+class NeighborsStage(Stage):
+    """``sbe neighbors``: see the module docstring."""
+
+    name = "neighbors"
+    inputs = (Input("input", "split"),)
+    examples = ("sbe neighbors --in work/split --out work/neighbors --k 150",)
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg)

@@ -43,6 +43,7 @@ from sbe.models.published.export import (
     verify_projector,
     write_folder,
 )
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -276,3 +277,15 @@ def run(cfg: PublishConfig) -> Manifest:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
         return manifest
+
+
+class PublishStage(Stage):
+    """``sbe publish``: see the module docstring."""
+
+    name = "publish"
+    inputs = (Input("run", "train"), Input("geo", "geo"))
+    examples = ("sbe publish --run work/run --geo work/geo --out work/model",)
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg)

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from sbe.config import ReportConfig, section_dict
+from sbe.config import ReportConfig, SbeConfig, section_dict
 from sbe.errors import SbeError
 from sbe.report.build import ReportOptions, build_report
 from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -135,3 +136,35 @@ def run(cfg: ReportConfig) -> Manifest:
         )
         write_manifest(out_dir, manifest)
         return manifest
+
+
+class ReportStage(Stage):
+    """``sbe report``: see the module docstring."""
+
+    name = "report"
+    inputs = (
+        Input("raw", "synth"),
+        Input("images", "ingest"),
+        Input("backbone", "backbone"),
+        Input("split", "split"),
+        Input("neighbors", "neighbors"),
+        Input("run", "train"),
+        Input("geo", "geo"),
+        Input("model", "publish"),
+        Input("embeddings", "embed"),
+        Input("buildings", "aggregate"),
+        Input("clusters", "cluster"),
+        Input("index", "index"),
+    )
+    examples = (
+        "sbe report --workdir work",
+        "sbe report --run work/run --out work/report",
+    )
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def wire(self, cfg: SbeConfig, skipped: set[str]) -> None:
+        if cfg.report.landmarks is None and cfg.evaluate.landmarks is not None:
+            cfg.report.landmarks = cfg.evaluate.landmarks
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg)

@@ -32,8 +32,9 @@ from sbe.data.identity import (
 )
 from sbe.data.parquet_stream import StreamingPart
 from sbe.errors import SbeError
-from sbe.geo.sphere import latlon_to_unit, unit_to_latlon
 from sbe.progress import progress_bar
+from sbe.sphere import latlon_to_unit, unit_to_latlon
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -365,3 +366,15 @@ def run(cfg: SplitConfig) -> Manifest:
         ).with_skips(skips)
         write_manifest(out_dir, manifest)
         return manifest
+
+
+class SplitStage(Stage):
+    """``sbe split``: see the module docstring."""
+
+    name = "split"
+    inputs = (Input("input", "backbone"),)
+    examples = ("sbe split --in work/backbone --out work/split --cell-size-m 500",)
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg)

@@ -26,27 +26,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sbe.config import SynthConfig, section_dict
-from sbe.data.synth import RENDER_VERSION
-from sbe.data.synth.difficulty import knobs_for
-from sbe.data.synth.preview import contact_sheet, save_preview
-from sbe.data.synth.scene import RenderSettings
-from sbe.data.synth.world import plan_world
-from sbe.data.synth.writers import (
-    TRUTH_DIR,
-    TRUTH_SCHEMA,
-    DatasetTask,
-    PackagedTask,
-    assemble_packaged,
-    dataset_is_current,
-    nested_layout,
-    render_packaged,
-    tar_name,
-    truth_path,
-    write_dataset,
-)
+from sbe.config import SbeConfig, SynthConfig, section_dict
 from sbe.errors import SbeError
 from sbe.progress import progress_bar
+from sbe.stages.base import Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -59,6 +42,24 @@ from sbe.storage import (
     write_manifest,
     write_parquet_atomic,
     write_part,
+)
+from sbe.synth import RENDER_VERSION
+from sbe.synth.difficulty import knobs_for
+from sbe.synth.preview import contact_sheet, save_preview
+from sbe.synth.scene import RenderSettings
+from sbe.synth.world import plan_world
+from sbe.synth.writers import (
+    TRUTH_DIR,
+    TRUTH_SCHEMA,
+    DatasetTask,
+    PackagedTask,
+    assemble_packaged,
+    dataset_is_current,
+    nested_layout,
+    render_packaged,
+    tar_name,
+    truth_path,
+    write_dataset,
 )
 
 STAGE = "synth"
@@ -262,3 +263,21 @@ def _write_packaged(cfg: SynthConfig, settings: RenderSettings) -> dict[str, Any
     }
     write_part(table, path, {**meta_key, "info": info})
     return info
+
+
+class SynthStage(Stage):
+    """``sbe synth``: see the module docstring."""
+
+    name = "synth"
+    inputs = ()
+    examples = (
+        "sbe synth --out work/raw --buildings 300",
+        "sbe synth --out work/raw --buildings 40 --preview",
+    )
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def skip_reason(self, cfg: SbeConfig) -> str | None:
+        return "source is raw tars" if cfg.pipeline.source != "synth" else None
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg)

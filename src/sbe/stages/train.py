@@ -19,9 +19,10 @@ from typing import Any
 import pyarrow.parquet as pq
 import torch
 
-from sbe.config import TrainConfig, section_dict
+from sbe.config import SbeConfig, TrainConfig, section_dict
 from sbe.errors import SbeError
 from sbe.models.projector import Projector
+from sbe.stages.base import Input, Stage, StageContext
 from sbe.storage import (
     DirLock,
     Manifest,
@@ -196,3 +197,23 @@ def run(
         )
         write_manifest(out, manifest)
         return manifest
+
+
+class TrainStage(Stage):
+    """``sbe train``: see the module docstring."""
+
+    name = "train"
+    inputs = (Input("input", "split"), Input("neighbors", "neighbors"))
+    examples = (
+        "sbe train --in work/split --neighbors work/neighbors --out work/run",
+        "sbe train --in work/split --out work/run --loss triplet --epochs 10",
+    )
+    legacy = True  # not yet on StageContext: locks and commits by itself
+
+    def wire(self, cfg: SbeConfig, skipped: set[str]) -> None:
+        # the band curriculum reads an existing neighbours folder even when its stage is skipped
+        if "neighbors" in skipped and cfg.train.curriculum == "bands":
+            cfg.train.neighbors = cfg.neighbors.output
+
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        return run(cfg, resume=ctx.resuming, console=ctx.log, show_progress=ctx.show_progress)

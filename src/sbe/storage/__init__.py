@@ -9,6 +9,7 @@ from sbe.storage.atomic import (
 )
 from sbe.storage.lock import DirLock, LockedError
 from sbe.storage.manifest import (
+    InputFingerprint,
     Manifest,
     SkipLog,
     StageTimer,
@@ -17,12 +18,14 @@ from sbe.storage.manifest import (
     fingerprint_paths,
     load_manifest,
     manifest_is_current,
+    output_files,
     write_manifest,
 )
 from sbe.storage.parts import part_is_current, read_part_meta, remove_stale_parts, write_part
 
 __all__ = [
     "DirLock",
+    "InputFingerprint",
     "LockedError",
     "Manifest",
     "SkipLog",
@@ -35,6 +38,7 @@ __all__ = [
     "fixed_size_list",
     "load_manifest",
     "manifest_is_current",
+    "output_files",
     "part_is_current",
     "read_part_meta",
     "remove_stale_parts",

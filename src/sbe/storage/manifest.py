@@ -96,6 +96,8 @@ class Manifest(BaseModel):
     config_hash: str = ""
     inputs: list[InputFingerprint] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
+    files: dict[str, int] = Field(default_factory=dict)
+    """Every file under ``outputs`` (relative path -> size in bytes) when the stage committed."""
     rows: dict[str, int] = Field(default_factory=dict)
     skipped: dict[str, int] = Field(default_factory=dict)
     skip_examples: dict[str, list[str]] = Field(default_factory=dict)
@@ -111,6 +113,40 @@ class Manifest(BaseModel):
         self.skipped = dict(sorted(skips.counts.items()))
         self.skip_examples = {k: v for k, v in sorted(skips.examples.items())}
         return self
+
+
+def output_files(out_dir: str | os.PathLike[str], outputs: Iterable[str]) -> dict[str, int]:
+    """Sizes of the files named by ``outputs`` (a folder counts as every file below it).
+
+    Names starting with ``.`` or ``_`` (temps, locks, manifests) are never outputs.
+    """
+    root = Path(out_dir)
+    files: dict[str, int] = {}
+    for name in outputs:
+        p = root / name
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.is_file() and not any(
+                    part.startswith((".", "_")) for part in f.relative_to(root).parts
+                ):
+                    files[f.relative_to(root).as_posix()] = f.stat().st_size
+        elif p.is_file():
+            files[Path(name).as_posix()] = p.stat().st_size
+    return files
+
+
+def outputs_match(out_dir: str | os.PathLike[str], manifest: Manifest) -> bool:
+    """Whether every output the manifest lists is on disk with the size it had at commit."""
+    root = Path(out_dir)
+    if not all((root / o).exists() for o in manifest.outputs):
+        return False
+    for name, size in manifest.files.items():
+        try:
+            if (root / name).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def write_manifest(out_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
@@ -138,14 +174,14 @@ def manifest_is_current(
     """Return the existing manifest if the stage's output is up to date, else ``None``.
 
     Current means: same stage, same effective config, the same input files with the same size and
-    mtime, and every output file it lists still present.
+    mtime, and every output file it lists still present with its committed size.
     """
     old = load_manifest(out_dir)
     if old is None or old.stage != stage or old.config_hash != cfg_hash:
         return None
     if [i.model_dump() for i in old.inputs] != [i.model_dump() for i in inputs]:
         return None
-    if not all((Path(out_dir) / o).exists() for o in old.outputs):
+    if not outputs_match(out_dir, old):
         return None
     old.up_to_date = True
     return old

@@ -222,10 +222,10 @@ class Embedder:
     def predict_geo(self, images: Sequence[ImageInput], top_k: int = 5) -> Any:
         """Location (top-k MvMF modes), climate zone and season of each image.
 
-        Needs sbe (the heads' decoding lives in :mod:`sbe.models.geo_heads`).
+        Needs sbe (the heads' decoding lives in :mod:`sbe.geo.heads`).
 
         Returns:
-            :class:`sbe.models.geo_heads.GeoPrediction` for the N images.
+            :class:`sbe.geo.heads.GeoPrediction` for the N images.
 
         Raises:
             SbeError: the model has no geo heads.
@@ -234,7 +234,7 @@ class Embedder:
         if not self.has_geo:
             raise SbeError(f"{self.model_dir} has no geo heads (publish with --geo GEO_DIR)")
         if self._geo is None:
-            from sbe.models.geo_heads import GeoHeads
+            from sbe.geo.heads import GeoHeads
 
             self._geo = GeoHeads.from_pretrained(self.model_dir / GEO_DIR, device=self.device)
         decoded = self._decode_many(list(images))

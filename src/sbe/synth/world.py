@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sbe.data.synth.cities import CITY_BY_KEY, City
-from sbe.data.synth.difficulty import Knobs
-from sbe.data.synth.season import Conditions, random_date, sample_conditions
-from sbe.data.synth.styles import (
+from sbe.sphere import offset_latlon
+from sbe.synth.cities import CITY_BY_KEY, City
+from sbe.synth.difficulty import Knobs
+from sbe.synth.season import Conditions, random_date, sample_conditions
+from sbe.synth.styles import (
     STYLES,
     Genome,
     family_by_name,
@@ -35,7 +36,6 @@ from sbe.data.synth.styles import (
     sample_genome,
     sample_theme,
 )
-from sbe.geo.sphere import offset_latlon
 
 #: targets of different buildings are at least this far apart (horizontal metres)
 MIN_TARGET_SEPARATION_M = 20.0

@@ -36,7 +36,7 @@ class Knobs:
         blur_prob: probability of a soft (defocused / motion-blurred) capture.
         crop_jitter: +- principal-point shift, fraction of the image side.
         camera_strength: how strongly the camera generation of a capture year shows (0 = all
-            cameras alike, 1 = the full :data:`sbe.data.synth.capture.CAMERA_MODELS` looks).
+            cameras alike, 1 = the full :data:`sbe.synth.capture.CAMERA_MODELS` looks).
     """
 
     duplicate_prob: float

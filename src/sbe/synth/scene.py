@@ -25,22 +25,22 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from sbe.data.synth.camera import Camera, pil_perspective_coeffs, texture_to_plane
-from sbe.data.synth.capture import camera_model_for
-from sbe.data.synth.difficulty import Knobs
-from sbe.data.synth.facade import FacadeTexture, mix, render_facade, shade, with_snow
-from sbe.data.synth.metadata import ViewGeometry, view_geometry
-from sbe.data.synth.props import (
+from sbe.synth.camera import Camera, pil_perspective_coeffs, texture_to_plane
+from sbe.synth.capture import camera_model_for
+from sbe.synth.difficulty import Knobs
+from sbe.synth.facade import FacadeTexture, mix, render_facade, shade, with_snow
+from sbe.synth.metadata import ViewGeometry, view_geometry
+from sbe.synth.props import (
     Sprite,
     car_sprite,
     pedestrian_sprite,
     pole_sprite,
     tree_sprite,
 )
-from sbe.data.synth.season import Conditions, foliage_state
-from sbe.data.synth.styles import STYLES
-from sbe.data.synth.textures import smooth_noise
-from sbe.data.synth.world import DatasetPlan, Line, View
+from sbe.synth.season import Conditions, foliage_state
+from sbe.synth.styles import STYLES
+from sbe.synth.textures import smooth_noise
+from sbe.synth.world import DatasetPlan, Line, View
 
 _UP = np.array([0.0, 0.0, 1.0])
 

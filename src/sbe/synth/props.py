@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sbe.data.synth.facade import SNOW, shade
+from sbe.synth.facade import SNOW, shade
 
 SPRITE_PPM = 24.0  # sprite resolution, pixels per metre (sprites are small, detail is cheap)
 
@@ -55,7 +55,7 @@ def tree_sprite(
 
     Args:
         kind: ``deciduous``, ``evergreen``, ``palm`` or ``conifer``.
-        state: foliage state from :func:`sbe.data.synth.season.foliage_state`.
+        state: foliage state from :func:`sbe.synth.season.foliage_state`.
         height_m: total height, metres.
         seed: the individual tree (shape); the same seed gives the same tree in every season.
         snow: snow on the branches / canopy.

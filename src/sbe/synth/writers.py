@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from sbe.data.synth.capture import camera_model_for
-from sbe.data.synth.metadata import metadata_text
-from sbe.data.synth.scene import RenderSettings, SceneRenderer
-from sbe.data.synth.world import DatasetPlan, View
 from sbe.storage import atomic_path, part_is_current, read_part_meta, write_part
+from sbe.synth.capture import camera_model_for
+from sbe.synth.metadata import metadata_text
+from sbe.synth.scene import RenderSettings, SceneRenderer
+from sbe.synth.world import DatasetPlan, View
 
 #: fixed member mtime (2016-01-01T00:00:00Z): tars do not depend on when they were written
 MEMBER_MTIME = 1_451_606_400
@@ -211,7 +211,7 @@ def write_dataset(task: DatasetTask) -> dict[str, Any]:
     Returns:
         A summary: dataset_id, images, targets, buildings, tar_size.
     """
-    from sbe.data.synth.metadata import view_geometry
+    from sbe.synth.metadata import view_geometry
 
     plan, out = task.plan, Path(task.out_dir)
     jpegs, rows = render_views(plan, task.settings)

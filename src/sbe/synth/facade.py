@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sbe.data.synth.styles import RGB, Genome
-from sbe.data.synth.textures import grime_field, material_field
+from sbe.synth.styles import RGB, Genome
+from sbe.synth.textures import grime_field, material_field
 
 SNOW: RGB = (236, 240, 247)
 

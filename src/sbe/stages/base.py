@@ -1,0 +1,315 @@
+"""The stage protocol: one way to write a stage, one place for what every stage shares.
+
+A stage is a small class (see :class:`Stage`): its name, its config section, the upstream stages
+whose outputs feed which of its config fields, and ``run(cfg, ctx) -> Manifest``. What every stage
+needs besides its own work lives once, in :class:`StageContext`: the output folder's lock, removing
+temp files a killed run left, the up-to-date check, the commit protocol, timing, progress and logs.
+
+Commit protocol (what makes a crash at any moment safe):
+
+1. :meth:`StageContext.check` trusts an existing ``_manifest.json`` only when no run is marked in
+   progress, its config hash and input fingerprints match, and every file it lists is on disk with
+   the size it had at commit.
+2. Otherwise, *before any output file is replaced*, it removes the old manifest and writes
+   ``_in_progress.json`` with the new config hash. From then on the folder is never "up to date"
+   until the run finishes, whatever files a kill leaves behind.
+3. The stage writes every file atomically (temp file + rename, :mod:`sbe.storage.atomic`).
+4. :meth:`StageContext.commit` writes the manifest last (listing every output file and its size)
+   and only then removes the in-progress marker.
+
+A rerun after a kill with the *same* settings sees ``ctx.resuming`` and may keep finished parts (each
+part carries its own config hash); with other settings it starts over.
+
+Example:
+    >>> class Echo(Stage):
+    ...     name = "echo"
+    ...     def run(self, cfg, ctx):
+    ...         if (done := ctx.check(fingerprint_paths([cfg.input]))) is not None:
+    ...             return done
+    ...         write_json_atomic(ctx.out_dir / "echo.json", {"ok": True})
+    ...         return ctx.commit(outputs=["echo.json"], rows={"files": 1})
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sbe.config import SbeConfig, Section, section_dict
+from sbe.progress import progress_bar
+from sbe.storage import (
+    DirLock,
+    InputFingerprint,
+    Manifest,
+    SkipLog,
+    StageTimer,
+    clean_stale_temps,
+    config_hash,
+    manifest_is_current,
+    output_files,
+    write_json_atomic,
+    write_manifest,
+)
+from sbe.storage.manifest import MANIFEST_NAME
+
+IN_PROGRESS_NAME = "_in_progress.json"
+
+
+@dataclass(frozen=True)
+class Input:
+    """One config field of a stage that ``sbe run`` fills from an upstream stage's config.
+
+    Args:
+        field: the field of this stage's section, e.g. ``"input"``.
+        stage: the upstream stage, e.g. ``"backbone"``.
+        attr: the upstream section's field that is copied (its output folder by default).
+        follows: skip this stage when the upstream one is skipped (its output is what it reads).
+    """
+
+    field: str
+    stage: str
+    attr: str = "output"
+    follows: bool = False
+
+
+class StageContext:
+    """What one run of one stage shares with every other: lock, check, commit, progress, log.
+
+    Use as a context manager (it holds the output folder's lock); :func:`run_stage` does this.
+
+    Args:
+        stage: the stage name written into the manifest.
+        cfg: the stage's resolved config section.
+        out_dir: the folder the stage writes (locked for the whole run).
+        log: receives one line per event (``None`` = silent).
+        show_progress: progress bars (``None`` = only on a terminal).
+        restart: never up to date and never resume: start from scratch.
+        full_config: the whole config, for stages that read another section (``tune``).
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        cfg: Section,
+        out_dir: str | os.PathLike[str],
+        *,
+        log: Callable[[str], None] | None = None,
+        show_progress: bool | None = None,
+        restart: bool = False,
+        full_config: SbeConfig | None = None,
+    ) -> None:
+        self.stage = stage
+        self.cfg = cfg
+        self.out_dir = Path(out_dir)
+        self.show_progress = show_progress
+        self.restart = restart
+        self.full_config = full_config
+        self.settings: dict[str, Any] = section_dict(cfg)
+        self.results: dict[str, Any] = {}
+        """Free-form results a stage hands back besides its manifest (printed by the CLI)."""
+        self.resuming = False
+        """True after :meth:`check` found an interrupted run of the same settings to continue."""
+        self.removed_temps = 0
+        self.timer = StageTimer()
+        self._log = log
+        self._lock = DirLock(self.out_dir)
+        self._hash: str | None = None
+        self._inputs: list[InputFingerprint] = []
+
+    def __enter__(self) -> StageContext:
+        self._lock.acquire()
+        self.removed_temps = clean_stale_temps(self.out_dir)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    # -- the commit protocol -------------------------------------------------------------------
+
+    def config_hash(self, **extra: Any) -> str:
+        """Hash of the settings that decide the output (see ``Section.hashed_settings``) + extra."""
+        return config_hash({**self.cfg.hashed_settings(), **extra})
+
+    @property
+    def hash(self) -> str:
+        """The config hash fixed by :meth:`check`."""
+        if self._hash is None:
+            raise RuntimeError("StageContext.check() must be called first")
+        return self._hash
+
+    @property
+    def inputs(self) -> list[InputFingerprint]:
+        return self._inputs
+
+    def check(self, inputs: list[InputFingerprint], **hash_extra: Any) -> Manifest | None:
+        """The finished manifest if the output is up to date; else invalidate it and begin.
+
+        Args:
+            inputs: fingerprints of every file the stage reads.
+            **hash_extra: what besides the hashed settings decides the output (format versions,
+                the backbone identity, ...).
+
+        Returns:
+            The existing manifest (``up_to_date`` set) or ``None``: then the old manifest is gone,
+            the folder is marked in progress, and :attr:`resuming` says whether an interrupted run
+            with the same settings and inputs left parts worth keeping.
+        """
+        self._inputs = list(inputs)
+        self._hash = self.config_hash(**hash_extra)
+        marker = self.in_progress()
+        if marker is None and not self.restart:
+            current = manifest_is_current(self.out_dir, self.stage, self._hash, self._inputs)
+            if current is not None:
+                return current
+        same_run = (
+            marker is not None
+            and marker.get("config_hash") == self._hash
+            and marker.get("inputs") == [i.model_dump() for i in self._inputs]
+        )
+        self.resuming = same_run and not self.restart
+        self.begin()
+        return None
+
+    def begin(self) -> None:
+        """Invalidate the old manifest, then mark the folder in progress with the new hash."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        write_json_atomic(
+            self.out_dir / IN_PROGRESS_NAME,
+            {
+                "stage": self.stage,
+                "config_hash": self.hash,
+                "inputs": [i.model_dump() for i in self._inputs],
+                "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "pid": os.getpid(),
+            },
+        )
+
+    def in_progress(self) -> dict[str, Any] | None:
+        """The marker an unfinished run left (``None`` when the last run finished)."""
+        path = self.out_dir / IN_PROGRESS_NAME
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def commit(
+        self,
+        *,
+        outputs: list[str],
+        rows: dict[str, int] | None = None,
+        skips: SkipLog | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Manifest:
+        """Write the manifest (last), then clear the in-progress marker.
+
+        Args:
+            outputs: files or folders (relative to the output folder) the stage wrote.
+            rows: counts for the summary.
+            skips: records skipped by reason.
+            extra: stage-specific facts for later stages and the report.
+
+        Returns:
+            The written manifest.
+        """
+        manifest = Manifest(
+            stage=self.stage,
+            config=self.settings,
+            config_hash=self.hash,
+            inputs=self._inputs,
+            outputs=list(outputs),
+            files=output_files(self.out_dir, outputs),
+            rows=dict(rows or {}),
+            wall_seconds=self.timer.seconds,
+            extra=dict(extra or {}),
+        )
+        if skips is not None:
+            manifest.with_skips(skips)
+        write_manifest(self.out_dir, manifest)
+        (self.out_dir / IN_PROGRESS_NAME).unlink(missing_ok=True)
+        return manifest
+
+    # -- progress and log ----------------------------------------------------------------------
+
+    def progress(self, description: str, total: float | None, unit: str = "items") -> Any:
+        """A progress bar (a context manager yielding :class:`~sbe.progress.Bar`)."""
+        return progress_bar(description, total, unit=unit, enabled=self.show_progress)
+
+    def log(self, message: str) -> None:
+        if self._log is not None:
+            self._log(message)
+
+
+class Stage(ABC):
+    """One step of the pipeline. Subclasses set the class attributes and implement :meth:`run`.
+
+    Attributes:
+        name: the command and manifest name, e.g. ``"split"``.
+        section: the config section it reads (defaults to ``name``).
+        inputs: config fields ``sbe run`` fills from upstream stages.
+        examples: one or two command lines shown at the end of ``--help``.
+    """
+
+    name: ClassVar[str]
+    section: ClassVar[str] = ""
+    inputs: ClassVar[tuple[Input, ...]] = ()
+    examples: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def section_name(cls) -> str:
+        return cls.section or cls.name
+
+    def output_dir(self, cfg: Section) -> Path:
+        """The folder this stage writes and locks (the section's ``output`` by default)."""
+        return Path(cfg.output)  # type: ignore[attr-defined]
+
+    def skip_reason(self, cfg: SbeConfig) -> str | None:
+        """Why ``sbe run`` should not run this stage with ``cfg`` (``None`` = run it)."""
+        return None
+
+    def wire(self, cfg: SbeConfig, skipped: set[str]) -> None:
+        """Extra wiring beyond :attr:`inputs` (rarely needed); ``cfg`` is changed in place."""
+        return None
+
+    @abstractmethod
+    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
+        """Do the stage's work inside ``ctx`` and return its manifest (``ctx.commit``)."""
+
+
+def run_stage(
+    stage: Stage,
+    cfg: Section,
+    *,
+    log: Callable[[str], None] | None = None,
+    show_progress: bool | None = None,
+    restart: bool = False,
+    full_config: SbeConfig | None = None,
+) -> tuple[Manifest, dict[str, Any]]:
+    """Run one stage in a fresh :class:`StageContext`.
+
+    Returns:
+        ``(manifest, results)``: results are what the stage put in ``ctx.results``.
+    """
+    ctx = StageContext(
+        stage.name,
+        cfg,
+        stage.output_dir(cfg),
+        log=log,
+        show_progress=show_progress,
+        restart=restart,
+        full_config=full_config,
+    )
+    if getattr(stage, "legacy", False):  # locks and commits by itself (being moved onto ctx)
+        return stage.run(cfg, ctx), ctx.results
+    with ctx:
+        manifest = stage.run(cfg, ctx)
+    return manifest, ctx.results
