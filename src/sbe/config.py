@@ -545,6 +545,12 @@ class SbeConfig(BaseModel):
             raise KeyError(name)
         return sec.resolved(self.workdir.expanduser().resolve())
 
+    def resolved(self) -> SbeConfig:
+        """A copy with every section's paths made absolute (typed access: ``cfg.resolved().train``)."""
+        workdir = self.workdir.expanduser().resolve()
+        updates = {name: getattr(self, name).resolved(workdir) for name in SECTION_NAMES}
+        return self.model_copy(update=updates)
+
 
 SECTION_NAMES = tuple(n for n in SbeConfig.model_fields if n != "workdir")
 
