@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -151,12 +153,12 @@ class _StuckRng:
         self.rows = np.array(rows)
         self.real = np.random.default_rng(0)
 
-    def integers(self, low: int, high: int | None = None, size: int | None = None):  # noqa: ANN201
+    def integers(self, low: int, high: int | None = None, size: int | None = None) -> Any:
         if size is None:
             return self.real.integers(low, high)
         return np.resize(self.rows, size)
 
-    def __getattr__(self, name: str):  # noqa: ANN204
+    def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
 
 
