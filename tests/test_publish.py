@@ -186,7 +186,8 @@ def test_architecture_comes_from_the_saved_config(tmp_path: Path) -> None:
     cfg_path.write_text(json.dumps(cfg))
     with pytest.raises(SbeError, match="do not match"):
         publish(tmp_path / "run2", tmp_path / "model_bad")
-    assert not (tmp_path / "model_bad").exists()
+    bad = tmp_path / "model_bad"  # nothing published: no model file, no manifest
+    assert not (bad / "config.json").exists() and not (bad / "_manifest.json").exists()
 
 
 def test_card_preprocessor_rerun_and_refusals(tmp_path: Path) -> None:
@@ -224,7 +225,7 @@ def test_card_preprocessor_rerun_and_refusals(tmp_path: Path) -> None:
     make_run(tmp_path / "run", identity, seed=9)
     m3 = stage.run(PublishConfig(run=tmp_path / "run", output=folder))
     assert not m3.up_to_date
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not list(tmp_path.glob(".tmp-*")) and not list(folder.glob(".tmp-*"))
 
     # never replace a folder that is not a published model
     other = tmp_path / "precious"
@@ -235,6 +236,31 @@ def test_card_preprocessor_rerun_and_refusals(tmp_path: Path) -> None:
     assert (other / "notes.txt").read_text() == "keep me"
     with pytest.raises(SbeError, match="not found"):
         publish(tmp_path / "nowhere", tmp_path / "m4")
+
+
+def test_sibling_folders_published_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Publishing ``m`` while ``m2`` is being built must not touch ``m2``'s temporary folder."""
+    from sbe.stages import publish as stage
+
+    identity = hf_identity(tiny_dinov2(tmp_path / "dino"))
+    make_run(tmp_path / "run", identity)
+    real_write = stage.write_folder
+    calls: list[Path] = []
+
+    def write_then_publish_sibling(dest: Path, **kw: object) -> None:
+        real_write(dest, **kw)  # type: ignore[arg-type]
+        calls.append(dest)
+        if len(calls) == 1:  # m2's build is on disk, not yet verified: publish m meanwhile
+            publish(tmp_path / "run", tmp_path / "m")
+
+    monkeypatch.setattr(stage, "write_folder", write_then_publish_sibling)
+    publish(tmp_path / "run", tmp_path / "m2")
+    for name in ("m", "m2"):
+        folder = tmp_path / name
+        assert (folder / "_manifest.json").is_file() and (folder / "model.safetensors").is_file()
+        assert not list(folder.glob(".tmp-*"))
+        load_embedder(folder, "cpu")
+    assert not list(tmp_path.glob(".tmp-*"))
 
 
 def test_licences() -> None:

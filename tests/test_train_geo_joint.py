@@ -69,3 +69,48 @@ def test_joint_geo_resume_is_exact(tiny_pipeline, tmp_path: Path) -> None:
     assert ha.keys() == hb.keys() and len(ha) > 0
     for k in ha:
         assert torch.equal(ha[k], hb[k]), k
+
+
+def test_joint_geo_heads_follow_the_geo_section(tmp_path: Path) -> None:
+    """With the whole config given, [geo]'s head and loss settings shape the joint heads."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from geotoy import write_toy_split
+
+    from sbe.config import load_config
+    from sbe.stages.base import run_stage
+    from sbe.stages.train import TrainStage
+
+    split = tmp_path / "split"
+    write_toy_split(split, cities=4, buildings_per_city=10, images_per_building=3, dim=16, seed=0)
+    torch.set_num_threads(1)
+    train = {
+        "input": split,
+        "neighbors": None,
+        "output": tmp_path / "run",
+        "epochs": 1,
+        "hidden_dim": 16,
+        "output_dim": 8,
+        "identities_per_batch": 4,
+        "images_per_identity": 2,
+        "min_steps_per_epoch": 2,
+        "geo_weight": 0.5,
+        "device": "cpu",
+    }
+
+    def run(hidden: int):
+        full = load_config(None, {"train": train, "geo": {"hidden_dim": hidden, "lr": 0.01}})
+        return run_stage(TrainStage(), full.section("train"), full_config=full)[0]
+
+    m = run(24)
+    heads = load_file(str(tmp_path / "run" / "last" / EXTRA_NAME))
+    widths = {v.shape[0] for k, v in heads.items() if k.endswith("weight") and v.ndim == 2}
+    assert 24 in widths
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["geo_heads"]["hidden_dim"] == 24 and info["geo_heads"]["lr"] == 0.01
+    state = json.loads((tmp_path / "run" / "last" / "trainer_state.json").read_text())
+    assert state["optimizer"]["param_groups"][-1]["initial_lr"] == 0.01  # the heads' group
+    assert run(24).up_to_date
+    # another [geo] head is another run
+    assert not run(32).up_to_date and not m.up_to_date

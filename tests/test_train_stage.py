@@ -93,8 +93,13 @@ def test_train_cli_run_folder_and_rerun(world: Path, tmp_path: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["up_to_date"] is True
-    # other settings into the same folder without --resume: refused with a clear message
-    assert "--resume" in error_of(invoke(*base, "--epochs", "7"))
+    # other settings into the same folder: the run starts over with them
+    r = invoke(*base, "--epochs", "2", "--json")
+    assert r.exit_code == 0, r.output
+    again = json.loads((run / "run.json").read_text())
+    assert again["epochs_completed"] == 2 and again["config"]["curriculum"] == "none"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines if x["kind"] == "epoch"] == [1, 2]
 
 
 def test_train_cli_resume_after_interruption(world: Path, tmp_path: Path) -> None:
@@ -122,11 +127,16 @@ def test_train_cli_resume_after_interruption(world: Path, tmp_path: Path) -> Non
         "--epochs",
         "3",
     ]
-    assert "--resume" in error_of(invoke(*base))
     r = invoke(*base, "--resume")
     assert r.exit_code == 0, r.output
     info = json.loads((run / "run.json").read_text())
     assert info["epochs_completed"] == 3
+    # the raw backbone's validation metrics logged before the interruption stay in the record
+    baseline = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert baseline["kind"] == "baseline"
+    assert info["val_baseline"] == baseline["val"] and info["val_baseline"]["map@r"] > 0
+    # resuming settings that differ from the checkpoint's is refused
+    assert "cannot resume" in error_of(invoke(*base, "--resume", "--loss", "triplet"))
 
 
 def test_evaluate_json_and_table(world: Path, tmp_path: Path) -> None:

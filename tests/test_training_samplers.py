@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -142,3 +144,31 @@ def test_bandit_state_round_trip() -> None:
 def test_needs_two_eligible_identities() -> None:
     with pytest.raises(ValueError, match="at least 2 identities"):
         PKSampler(np.array([1, 1, 2, 3]), 2, 2)
+
+
+class _StuckRng:
+    """A generator whose batch draws always land on the same rows (to reach the stuck path)."""
+
+    def __init__(self, rows: list[int]) -> None:
+        self.rows = np.array(rows)
+        self.real = np.random.default_rng(0)
+
+    def integers(self, low: int, high: int | None = None, size: int | None = None) -> Any:
+        if size is None:
+            return self.real.integers(low, high)
+        return np.resize(self.rows, size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_fallback_never_gives_an_anchor_its_own_identity_when_rejection_is_stuck() -> None:
+    # rows 0..4 of identities 0, 1, 1, 2, 2; no anchor has a band neighbour, so all fall back
+    labels = np.array([0, 1, 1, 2, 2])
+    nb = np.full((5, 2), -1)
+    s = PKSampler(labels, 2, 2, neighbor_rows=nb, neighbor_band=np.zeros((5, 2), np.int8))
+    anchors = np.array([1, 0])  # identities 1 and 0
+    # every rejection round draws rows 1, 0: each anchor's own identity, so both stay stuck
+    neg, from_band = s.band_negatives(anchors, 0, _StuckRng([1, 0]))  # type: ignore[arg-type]
+    assert not from_band.any()
+    assert (labels[neg] != labels[anchors]).all(), (labels[neg], labels[anchors])

@@ -1,9 +1,9 @@
-"""Build the geo heads and their loss from a ``GeoConfig`` and the training coordinates.
+"""Build the geo heads and their loss from :class:`GeoSettings` and the training coordinates.
 
 One entry point for ``sbe geo train`` and for any other training loop (e.g. joint training with
 the projector):
 
-    geo_cfg = GeoConfig()                                   # or the [geo] section of a config
+    geo_cfg = GeoSettings()                         # or GeoSettings.of(config.geo)
     heads = heads_from_config(geo_cfg, train_lat, train_lon, in_dim=256)
     criterion = loss_from_config(geo_cfg)
     labels = labels_from_table(train_table)                 # sbe.geo.labels
@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from sbe.config import GeoConfig
 from sbe.geo.heads import GeoHeads, GeoHeadsConfig
 from sbe.geo.loss import GeoLoss
 from sbe.geo.mvmf import build_centres, dedup_locations
+from sbe.geo.settings import GeoSettings
 
 
 def gallery_locations(lat_deg: np.ndarray, lon_deg: np.ndarray, limit: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def gallery_locations(lat_deg: np.ndarray, lon_deg: np.ndarray, limit: int) -> n
 
 
 def heads_from_config(
-    cfg: GeoConfig,
+    cfg: GeoSettings | Any,
     train_lat: np.ndarray,
     train_lon: np.ndarray,
     in_dim: int,
@@ -44,11 +44,13 @@ def heads_from_config(
     """Geo heads with centres (k-means + background), initial log κ and gallery installed.
 
     Args:
-        cfg: the ``geo`` config (sizes, centre settings, κ range, seed).
+        cfg: the heads' settings (sizes, centre settings, κ range, seed); any object with the
+            names of :class:`GeoSettings` (e.g. the ``[geo]`` section) is converted.
         train_lat, train_lon: (N,) training coordinates in degrees.
         in_dim: size of the features the heads will read.
         config_fields: extra :class:`GeoHeadsConfig` fields (``input_space``, ``backbone``, ``extra``).
     """
+    cfg = GeoSettings.of(cfg)
     centres = build_centres(
         train_lat,
         train_lon,
@@ -79,8 +81,9 @@ def heads_from_config(
     return heads
 
 
-def loss_from_config(cfg: GeoConfig) -> GeoLoss:
-    """The weighted geo loss of a ``geo`` config."""
+def loss_from_config(cfg: GeoSettings | Any) -> GeoLoss:
+    """The weighted geo loss of ``cfg`` (:class:`GeoSettings` or an object with its names)."""
+    cfg = GeoSettings.of(cfg)
     return GeoLoss(
         cfg.location_weight,
         cfg.climate_weight,

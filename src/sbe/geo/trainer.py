@@ -1,33 +1,58 @@
 """Training loop of the geo heads on frozen embeddings held in memory.
 
-AdamW (no weight decay on biases, norms and log κ), linear warm-up then cosine decay, gradient
-clipping, log κ clamped after every step, early stopping on the validation loss (default) or on the
-validation median location error, seeded shuffling. The best epoch's weights are restored at the end.
+AdamW (no weight decay on biases, norms and log κ), linear warm-up then cosine decay (the schedule
+of :mod:`sbe.training.schedule`, shared with the projector's trainer), gradient clipping, log κ
+clamped after every step, early stopping on the validation loss (default) or on the validation
+median location error, seeded shuffling. The best epoch's weights are restored at the end.
+
+Resumable: with a checkpoint folder, every epoch ends by rewriting it as a whole (temp folder +
+renames): current and best weights, AdamW state, scheduler, the shuffling generator and the torch
+RNG states, counters and the epoch records. A fit started again on the same folder with the same
+key continues after the last finished epoch and ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sbe.geo.heads import GeoHeads
 from sbe.geo.labels import GeoLabels
 from sbe.geo.loss import GeoLoss
 from sbe.sphere import haversine_km, unit_to_latlon
+from sbe.storage import atomic_path
+from sbe.training.checkpoint import (
+    optimizer_join,
+    optimizer_split,
+    recover_dir,
+    restore_rng_tensors,
+    rng_tensors,
+    write_dir_atomic,
+)
+from sbe.training.schedule import FitResult, decay_param_groups, warmup_cosine_scheduler
+from sbe.training.schedule import warmup_cosine as _warmup_cosine
+
+STATE_NAME = "fit_state.json"
+TENSORS_NAME = "fit_state.safetensors"
 
 
 @dataclass
 class FitSettings:
-    """Optimisation settings of :func:`fit` (see ``GeoConfig`` for their meaning)."""
+    """Optimisation settings of :func:`fit` (the ``[geo]`` fields of the same names)."""
 
     epochs: int = 40
     batch_size: int = 512
@@ -39,16 +64,6 @@ class FitSettings:
     select_on: Literal["loss", "median_km"] = "loss"
     seed: int = 0
     device: str = "auto"
-
-
-@dataclass
-class FitResult:
-    """What :func:`fit` did: best epoch (1-based), its validation score, per-epoch records."""
-
-    best_epoch: int
-    best_score: float
-    history: list[dict[str, Any]] = field(default_factory=list)
-    stopped_early: bool = False
 
 
 @contextlib.contextmanager
@@ -73,25 +88,12 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weight matrices only (not biases, norms or log κ)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim >= 2 and "log_kappa" not in name else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+param_groups = decay_param_groups  # the name callers know
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
-    """LR multiplier: linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0."""
-    if step < warmup:
-        return (step + 1) / max(1, warmup)
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    """LR multiplier at ``step`` (see :func:`sbe.training.schedule.warmup_cosine`)."""
+    return _warmup_cosine(warmup, total)(step)
 
 
 @torch.no_grad()
@@ -125,6 +127,90 @@ def evaluate_loss(
     return sums
 
 
+def _state_tensors(module: torch.nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+
+
+def save_fit_checkpoint(
+    directory: str | os.PathLike[str],
+    *,
+    key: str,
+    heads: GeoHeads,
+    best_state: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    state: dict[str, Any],
+) -> None:
+    """Write everything :func:`fit` needs to continue, as one folder swapped in atomically.
+
+    Args:
+        directory: the checkpoint folder (replaced as a whole).
+        key: identifies the run; :func:`fit` resumes only from a checkpoint with its key.
+        heads: the model now. best_state: the best epoch's weights so far.
+        optimizer, scheduler, generator: the optimisation objects and the shuffling generator.
+        state: JSON-ready counters (epoch, best score, patience, records).
+    """
+    opt_tensors, opt_meta = optimizer_split(optimizer)
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    tensors = {
+        **{f"heads.{k}": v for k, v in _state_tensors(heads).items()},
+        **{f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()},
+        **opt_tensors,
+        **rng_tensors(),
+        "rng.generator": generator.get_state(),
+    }
+    payload = {"key": key, "fit": state, "optimizer": opt_meta, "scheduler": sched}
+
+    def fill(tmp: Path) -> None:
+        with atomic_path(tmp / TENSORS_NAME) as t:
+            save_file(tensors, str(t))
+        with atomic_path(tmp / STATE_NAME) as t:
+            t.write_text(json.dumps(payload, indent=1) + "\n")
+
+    write_dir_atomic(directory, fill)
+
+
+def fit_checkpoint_key(directory: str | os.PathLike[str]) -> str | None:
+    """The key of the checkpoint in ``directory`` (``None``: none, or unreadable)."""
+    path = Path(directory) / STATE_NAME
+    try:
+        key = json.loads(path.read_text()).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return key if isinstance(key, str) and (Path(directory) / TENSORS_NAME).is_file() else None
+
+
+def _load_fit_checkpoint(
+    directory: Path,
+    heads: GeoHeads,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Restore a checkpoint into the live objects; returns ``(state, best_state)``."""
+    payload = json.loads((directory / STATE_NAME).read_text())
+    tensors = load_file(str(directory / TENSORS_NAME), device="cpu")
+    device = next(heads.parameters()).device
+    heads.load_state_dict(
+        {k[len("heads.") :]: v.to(device) for k, v in tensors.items() if k.startswith("heads.")}
+    )
+    best_state = {
+        k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")
+    }
+    optimizer.load_state_dict(optimizer_join(tensors, payload["optimizer"]))
+    for st in optimizer.state.values():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                st[k] = v.to(device)
+    sched = scheduler.state_dict()
+    sched.update(payload["scheduler"])
+    scheduler.load_state_dict(sched)
+    generator.set_state(tensors["rng.generator"])
+    restore_rng_tensors(tensors)
+    return payload["fit"], best_state
+
+
 def fit(
     heads: GeoHeads,
     train_x: Tensor,
@@ -136,6 +222,9 @@ def fit(
     *,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
     median_km: Callable[[GeoHeads], float] | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    checkpoint_key: str = "",
+    on_resume: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> FitResult:
     """Train ``heads`` in place and leave them at the best validation epoch.
 
@@ -146,25 +235,45 @@ def fit(
         settings: optimisation settings.
         on_epoch: called with each epoch's record (for metrics.jsonl and progress).
         median_km: scores the heads on the validation set when ``select_on == "median_km"``.
+        checkpoint: a folder rewritten after every epoch (``None`` = no checkpoints). When it
+            already holds a checkpoint with ``checkpoint_key``, the fit continues after its epoch
+            (a checkpoint with another key is ignored and replaced).
+        checkpoint_key: identifies what is trained (data, heads and settings); the stage passes
+            its config hash.
+        on_resume: called once with the records of the epochs a resumed fit starts after.
 
     Returns:
-        :class:`FitResult`.
+        :class:`~sbe.training.schedule.FitResult` (``history``: every epoch, resumed ones too).
     """
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
     heads.to(device)
-    opt = torch.optim.AdamW(param_groups(heads, settings.weight_decay), lr=settings.lr)
+    opt = torch.optim.AdamW(decay_param_groups(heads, settings.weight_decay), lr=settings.lr)
     n = len(train_labels)
     steps_per_epoch = max(1, math.ceil(n / settings.batch_size))
     total = steps_per_epoch * settings.epochs
     warmup = min(settings.warmup_steps, total // 5)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: warmup_cosine(step, warmup, total))
+    sched = warmup_cosine_scheduler(opt, warmup, total)
     best_score, best_epoch, best_state = math.inf, 0, copy.deepcopy(heads.state_dict())
     history: list[dict[str, Any]] = []
     bad_epochs = 0
     stopped = False
-    for epoch in range(1, settings.epochs + 1):
+    start = 1
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None:
+        recover_dir(ckpt)
+        if fit_checkpoint_key(ckpt) == checkpoint_key:
+            st, best_state = _load_fit_checkpoint(ckpt, heads, opt, sched, gen)
+            start = int(st["epoch"]) + 1
+            best_score, best_epoch = float(st["best_score"]), int(st["best_epoch"])
+            bad_epochs, stopped = int(st["bad_epochs"]), bool(st["stopped"])
+            history = list(st["history"])
+            if on_resume is not None:
+                on_resume(list(history))
+    for epoch in range(start, settings.epochs + 1):
+        if stopped:
+            break
         t0 = time.perf_counter()
         heads.train()
         order = torch.randperm(n, generator=gen)
@@ -207,7 +316,31 @@ def fit(
             on_epoch(record)
         if settings.patience and bad_epochs >= settings.patience:
             stopped = True
-            break
+        if ckpt is not None:
+            save_fit_checkpoint(
+                ckpt,
+                key=checkpoint_key,
+                heads=heads,
+                best_state=best_state,
+                optimizer=opt,
+                scheduler=sched,
+                generator=gen,
+                state={
+                    "epoch": epoch,
+                    "best_score": best_score,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "stopped": stopped,
+                    "history": history,
+                    "settings": dataclasses.asdict(settings),
+                },
+            )
     heads.load_state_dict(best_state)
     heads.eval()
-    return FitResult(best_epoch, best_score, history, stopped)
+    return FitResult(
+        best_score=best_score,
+        best_epoch=best_epoch,
+        epochs_completed=len(history),
+        stopped_early=stopped,
+        history=history,
+    )

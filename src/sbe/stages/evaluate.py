@@ -17,19 +17,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sbe.config import EvaluateConfig, Section, section_dict
+from sbe.config import EvaluateConfig, Section
 from sbe.errors import SbeError
 from sbe.models.projector import Projector
-from sbe.stages.base import Input, Stage, StageContext
-from sbe.storage import (
-    Manifest,
-    StageTimer,
-    config_hash,
-    fingerprint_paths,
-    manifest_is_current,
-    write_json_atomic,
-    write_manifest,
-)
+from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.storage import Manifest, fingerprint_paths, write_json_atomic
 from sbe.training.data import load_split, split_path
 from sbe.training.evaluation import (
     backbone_from_identity,
@@ -49,74 +41,6 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def run(cfg: EvaluateConfig) -> tuple[dict[str, Any], Manifest]:
-    """Evaluate ``cfg.run`` on ``cfg.split`` (and on real photos when available).
-
-    Returns:
-        ``(results, manifest)``; ``results`` has ``split`` (see
-        :func:`sbe.training.evaluation.compare_on_split`) and ``landmarks`` (or a ``skipped``
-        reason).
-    """
-    timer = StageTimer()
-    run_dir = Path(cfg.run)
-    info = load_run(run_dir)
-    device = resolve_device(cfg.device)
-    split_dir = Path(info["input"])
-    split_file = split_path(split_dir, cfg.split)
-    if not split_file.is_file():
-        raise SbeError(f"split file not found: {split_file}")
-    out_dir = run_dir / "evaluate"
-    inputs = fingerprint_paths([split_file, run_dir / "best" / "model.safetensors"])
-    chash = config_hash(section_dict(cfg))
-    current = manifest_is_current(out_dir, STAGE, chash, inputs)
-    if current is not None:
-        return current.extra["results"], current
-    projector = Projector.from_pretrained(run_dir / "best", device=device)
-    data = load_split(split_dir, cfg.split)
-    if data.dim != projector.config.input_dim:
-        raise SbeError(
-            f"{split_file} has {data.dim}-d embeddings; the projector expects "
-            f"{projector.config.input_dim}-d"
-        )
-    results: dict[str, Any] = {
-        "run": str(run_dir),
-        "split": cfg.split,
-        "retrieval": compare_on_split(projector, data, cfg.ks, device=device),
-    }
-    lm_dir = Path(cfg.landmarks) if cfg.landmarks is not None else default_landmarks_dir()
-    identity = info.get("backbone") or {}
-    if lm_dir is None or not (lm_dir / "labels.csv").is_file():
-        results["landmarks"] = {"skipped": "no landmarks folder found"}
-    elif int(identity.get("dim", -1)) != projector.config.input_dim:
-        results["landmarks"] = {
-            "skipped": f"backbone {identity.get('name')!r} does not match the projector input"
-        }
-    else:
-        try:
-            backbone = backbone_from_identity(identity, device=str(device))
-        except (SbeError, ValueError, KeyError) as e:
-            results["landmarks"] = {"skipped": str(e)}
-        else:
-            results["landmarks"] = {
-                "folder": str(lm_dir),
-                "backbone_name": identity.get("name"),
-                **landmarks_check(lm_dir, backbone, projector.cpu()),
-            }
-    write_json_atomic(out_dir / f"{cfg.split}.json", results)
-    manifest = Manifest(
-        stage=STAGE,
-        config=section_dict(cfg),
-        config_hash=chash,
-        inputs=inputs,
-        outputs=[f"{cfg.split}.json"],
-        rows={"queries": results["retrieval"]["queries"], "images": results["retrieval"]["images"]},
-        wall_seconds=timer.seconds,
-        extra={"results": results},
-    )
-    write_manifest(out_dir, manifest)
-    return results, manifest
-
-
 class EvaluateStage(Stage):
     """``sbe evaluate``: see the module docstring."""
 
@@ -126,12 +50,83 @@ class EvaluateStage(Stage):
         "sbe evaluate --run work/run",
         "sbe evaluate --run work/run --landmarks ../shared/data/landmarks-mini",
     )
-    legacy = True  # not yet on StageContext: locks and commits by itself
 
     def output_dir(self, cfg: Section) -> Path:
         return Path(cfg.run) / "evaluate"  # type: ignore[attr-defined]
 
     def run(self, cfg: EvaluateConfig, ctx: StageContext) -> Manifest:
-        results, manifest = run(cfg)
+        """Evaluate ``cfg.run`` on ``cfg.split`` (and on real photos when available).
+
+        Returns:
+            The manifest; ``ctx.results`` (and ``extra["results"]``) has ``retrieval`` (see
+            :func:`sbe.training.evaluation.compare_on_split`) and ``landmarks`` (or a
+            ``skipped`` reason).
+        """
+        run_dir = Path(cfg.run)
+        info = load_run(run_dir)
+        split_dir = Path(info["input"])
+        split_file = split_path(split_dir, cfg.split)
+        if not split_file.is_file():
+            raise SbeError(f"split file not found: {split_file}")
+        lm_dir = Path(cfg.landmarks) if cfg.landmarks is not None else default_landmarks_dir()
+        has_landmarks = lm_dir is not None and (lm_dir / "labels.csv").is_file()
+        best = run_dir / "best"
+        read = [split_file, run_dir / "run.json", best / "config.json", best / "model.safetensors"]
+        if has_landmarks:
+            read.append(lm_dir)
+        if (done := ctx.check(fingerprint_paths(read))) is not None:
+            ctx.results.update(done.extra.get("results") or {})
+            return done
+        device = resolve_device(cfg.device)
+        projector = Projector.from_pretrained(best, device=device)
+        data = load_split(split_dir, cfg.split)
+        if data.dim != projector.config.input_dim:
+            raise SbeError(
+                f"{split_file} has {data.dim}-d embeddings; the projector expects "
+                f"{projector.config.input_dim}-d"
+            )
+        results: dict[str, Any] = {
+            "run": str(run_dir),
+            "split": cfg.split,
+            "retrieval": compare_on_split(projector, data, cfg.ks, device=device),
+        }
+        identity = info.get("backbone") or {}
+        if not has_landmarks:
+            results["landmarks"] = {"skipped": "no landmarks folder found"}
+        elif int(identity.get("dim", -1)) != projector.config.input_dim:
+            results["landmarks"] = {
+                "skipped": f"backbone {identity.get('name')!r} does not match the projector input"
+            }
+        else:
+            try:
+                backbone = backbone_from_identity(identity, device=str(device))
+            except (SbeError, ValueError, KeyError) as e:
+                results["landmarks"] = {"skipped": str(e)}
+            else:
+                results["landmarks"] = {
+                    "folder": str(lm_dir),
+                    "backbone_name": identity.get("name"),
+                    **landmarks_check(lm_dir, backbone, projector.cpu()),  # type: ignore[arg-type]
+                }
+        write_json_atomic(ctx.out_dir / f"{cfg.split}.json", results)
         ctx.results.update(results)
-        return manifest
+        retrieval = results["retrieval"]
+        return ctx.commit(
+            outputs=[f"{cfg.split}.json"],
+            rows={"queries": retrieval["queries"], "images": retrieval["images"]},
+            extra={"results": results},
+        )
+
+
+def run(cfg: EvaluateConfig, **options: Any) -> tuple[dict[str, Any], Manifest]:
+    """Evaluate ``cfg.run`` (the :class:`EvaluateStage` from Python).
+
+    Args:
+        cfg: the resolved ``evaluate`` section.
+        **options: :func:`sbe.stages.base.run_stage` options.
+
+    Returns:
+        ``(results, manifest)``: see :meth:`EvaluateStage.run`.
+    """
+    manifest, results = run_stage(EvaluateStage(), cfg, **options)
+    return results, manifest

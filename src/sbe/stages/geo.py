@@ -9,12 +9,16 @@ Output folder (``GEO_DIR``):
 - ``metrics.jsonl``: one record per epoch; ``metrics.json``: val and test metrics of the heads and
   of the two baselines; ``_manifest.json``.
 
-Training is minutes on CPU; a killed run leaves no manifest and the next run starts over.
+Training is minutes on CPU. Every epoch ends with a checkpoint (``_checkpoint/``, removed when the
+run finishes); a killed run continues after its last finished epoch when run again with the same
+settings and inputs, and ends with the same heads and metrics as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from sbe.config import GeoConfig, section_dict
+from sbe.config import GeoConfig
 from sbe.errors import SbeError
 from sbe.geo.build import heads_from_config, loss_from_config
 from sbe.geo.heads import GeoHeads, GeoPrediction
@@ -43,25 +47,20 @@ from sbe.geo.predict import (
     load_projector,
     predict_embeddings,
 )
+from sbe.geo.settings import GeoSettings
 from sbe.geo.trainer import FitSettings, fit, torch_threads
 from sbe.sphere import unit_to_latlon
-from sbe.stages.base import Input, Stage, StageContext
+from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import (
-    DirLock,
     Manifest,
-    StageTimer,
     atomic_path,
-    clean_stale_temps,
     config_hash,
     fingerprint_paths,
     load_manifest,
-    manifest_is_current,
     read_part_meta,
     to_numpy_matrix,
     write_json_atomic,
-    write_manifest,
 )
-from sbe.storage.manifest import MANIFEST_NAME
 
 STAGE = "geo"
 COLUMNS = ["target_lat", "target_lon", "capture_date", "building_id", "cell_id", "embedding"]
@@ -128,6 +127,9 @@ def load_split(
 # ---- train ----------------------------------------------------------------------------------
 
 
+CHECKPOINT_DIR = "_checkpoint"
+
+
 def _inputs(cfg: GeoConfig) -> list[Path]:
     paths = [split_file(Path(cfg.input), s) for s in ("train", "val", "test")]
     if cfg.run is not None:
@@ -136,127 +138,157 @@ def _inputs(cfg: GeoConfig) -> list[Path]:
     return paths
 
 
-def train(cfg: GeoConfig, *, log: Any | None = None) -> Manifest:
+def fit_settings(cfg: GeoConfig) -> FitSettings:
+    """The optimisation settings of a ``[geo]`` section."""
+    return FitSettings(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_steps=cfg.warmup_steps,
+        grad_clip=cfg.grad_clip,
+        patience=cfg.patience,
+        select_on=cfg.select_on,
+        seed=cfg.seed,
+        device=cfg.device,
+    )
+
+
+def _epoch_line(rec: dict[str, Any]) -> str:
+    return (
+        f"geo epoch {rec['epoch']:3d}  train {rec['train_loss']:.3f}  val {rec['val_loss']:.3f}"
+        f"  {rec['seconds']:.1f} s" + ("  *" if rec["best"] else "")
+    )
+
+
+def _train(
+    cfg: GeoConfig, ctx: StageContext, on_record: Callable[[dict[str, Any]], None] | None
+) -> Manifest:
+    """The body of :class:`GeoStage` (inside ``ctx``, with the thread count set)."""
+    out_dir = ctx.out_dir
+    if (done := ctx.check(fingerprint_paths(_inputs(cfg)))) is not None:
+        return done
+    ckpt = out_dir / CHECKPOINT_DIR
+    if not ctx.resuming:
+        shutil.rmtree(ckpt, ignore_errors=True)
+    # what the checkpoint must match to be continued: settings and inputs
+    key = config_hash({"config": ctx.hash, "inputs": [i.model_dump() for i in ctx.inputs]})
+    torch.manual_seed(cfg.seed)
+    projector = load_projector(Path(cfg.run) / "best") if cfg.run is not None else None
+    split_dir = Path(cfg.input)
+    fb = cfg.coastal_fallback_px
+    tr = load_split(split_dir, "train", projector, fallback_px=fb)
+    va = load_split(split_dir, "val", projector, fallback_px=fb)
+    if len(tr.lat) == 0 or len(va.lat) == 0:
+        raise SbeError(f"{split_dir}: the train and val splits must both have rows")
+    heads = heads_from_config(
+        GeoSettings.of(cfg),
+        tr.lat,
+        tr.lon,
+        tr.features.shape[1],
+        input_space="projector" if projector is not None else "backbone",
+        backbone=backbone_identity(split_dir),
+        extra={"split_dir": str(split_dir), "run": str(cfg.run) if cfg.run else None},
+    )
+    head_cfg = heads.config
+    criterion = loss_from_config(GeoSettings.of(cfg))
+    records: list[dict[str, Any]] = []
+
+    def on_resume(history: list[dict[str, Any]]) -> None:
+        records[:] = history
+        ctx.log(f"geo: resumed after epoch {len(history)}")
+
+    def on_epoch(rec: dict[str, Any]) -> None:
+        records.append(rec)
+        with atomic_path(out_dir / "metrics.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+        if on_record is not None:
+            on_record(rec)
+        else:
+            ctx.log(_epoch_line(rec))
+
+    def val_median(model: GeoHeads) -> float:
+        p = model.predict(torch.from_numpy(va.features), top_k=1)
+        return location_metrics(p.modes.lat[:, 0], p.modes.lon[:, 0], va.lat, va.lon)["median_km"]
+
+    result = fit(
+        heads,
+        torch.from_numpy(tr.features),
+        tr.labels,
+        torch.from_numpy(va.features),
+        va.labels,
+        criterion,
+        fit_settings(cfg),
+        on_epoch=on_epoch,
+        median_km=val_median,
+        checkpoint=ckpt,
+        checkpoint_key=key,
+        on_resume=on_resume,
+    )
+    heads.cpu()
+    heads.config.extra.update(
+        best_epoch=result.best_epoch, best_score=result.best_score, select_on=cfg.select_on
+    )
+    heads.save_pretrained(out_dir)
+    outputs = ["config.json", "model.safetensors", "metrics.jsonl", "metrics.json"]
+    if projector is not None:
+        projector.save_pretrained(out_dir / PROJECTOR_DIR)
+        outputs += [f"{PROJECTOR_DIR}/config.json", f"{PROJECTOR_DIR}/model.safetensors"]
+    else:  # a copy from an earlier run with --run would no longer match these heads
+        shutil.rmtree(out_dir / PROJECTOR_DIR, ignore_errors=True)
+    te = load_split(split_dir, "test", projector, fallback_px=fb)
+    metrics = {
+        "selection": {
+            "select_on": cfg.select_on,
+            "best_epoch": result.best_epoch,
+            "best_score": result.best_score,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+        },
+        "val": evaluate_data(heads, va, tr),
+        "test": evaluate_data(heads, te, tr) if len(te.lat) else None,
+    }
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the finished outputs replace it
+    return ctx.commit(
+        outputs=outputs,
+        rows={"train": len(tr.lat), "val": len(va.lat), "test": len(te.lat)},
+        extra={
+            "backbone": head_cfg.backbone,
+            "input_space": head_cfg.input_space,
+            "centres": {
+                "data": head_cfg.num_data_centres,
+                "background": head_cfg.num_centres - head_cfg.num_data_centres,
+            },
+            "gallery": head_cfg.num_gallery,
+            "best_epoch": result.best_epoch,
+            "test": _headline(metrics["test"]),
+        },
+    )
+
+
+def train(
+    cfg: GeoConfig, *, log: Callable[[dict[str, Any]], None] | None = None, **options: Any
+) -> Manifest:
     """Train the geo heads on ``cfg.input`` (optionally through the projector of ``cfg.run``).
+
+    A killed run continues after its last finished epoch when run again with the same settings
+    and inputs (and ends with the same heads as an uninterrupted run).
 
     Args:
         cfg: the resolved ``geo`` config section.
         log: optional callable receiving each epoch's record (for progress output).
+        **options: :func:`sbe.stages.base.run_stage` options (``restart``, ``show_progress``...).
 
     Returns:
         The manifest (``up_to_date`` when inputs and config did not change).
     """
-    timer = StageTimer()
-    out_dir = Path(cfg.output)
-    settings = section_dict(cfg)
-    h = config_hash({k: v for k, v in settings.items() if k not in ("output", "device")})
-    inputs = fingerprint_paths(_inputs(cfg))
-    with DirLock(out_dir), torch_threads(cfg.threads):
-        clean_stale_temps(out_dir)
-        current = manifest_is_current(out_dir, STAGE, h, inputs)
-        if current is not None:
-            return current
-        (out_dir / MANIFEST_NAME).unlink(missing_ok=True)  # the folder is incomplete until the end
-        torch.manual_seed(cfg.seed)
-        projector = load_projector(Path(cfg.run) / "best") if cfg.run is not None else None
-        split_dir = Path(cfg.input)
-        fb = cfg.coastal_fallback_px
-        tr = load_split(split_dir, "train", projector, fallback_px=fb)
-        va = load_split(split_dir, "val", projector, fallback_px=fb)
-        if len(tr.lat) == 0 or len(va.lat) == 0:
-            raise SbeError(f"{split_dir}: the train and val splits must both have rows")
-        heads = heads_from_config(
-            cfg,
-            tr.lat,
-            tr.lon,
-            tr.features.shape[1],
-            input_space="projector" if projector is not None else "backbone",
-            backbone=backbone_identity(split_dir),
-            extra={"split_dir": str(split_dir), "run": str(cfg.run) if cfg.run else None},
-        )
-        head_cfg = heads.config
-        criterion = loss_from_config(cfg)
-        records: list[dict[str, Any]] = []
+    return run_stage(GeoStage(on_record=log), cfg, **options)[0]
 
-        def on_epoch(rec: dict[str, Any]) -> None:
-            records.append(rec)
-            with atomic_path(out_dir / "metrics.jsonl") as tmp:
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-            if log is not None:
-                log(rec)
 
-        def val_median(model: GeoHeads) -> float:
-            p = model.predict(torch.from_numpy(va.features), top_k=1)
-            return location_metrics(p.modes.lat[:, 0], p.modes.lon[:, 0], va.lat, va.lon)[
-                "median_km"
-            ]
-
-        result = fit(
-            heads,
-            torch.from_numpy(tr.features),
-            tr.labels,
-            torch.from_numpy(va.features),
-            va.labels,
-            criterion,
-            FitSettings(
-                epochs=cfg.epochs,
-                batch_size=cfg.batch_size,
-                lr=cfg.lr,
-                weight_decay=cfg.weight_decay,
-                warmup_steps=cfg.warmup_steps,
-                grad_clip=cfg.grad_clip,
-                patience=cfg.patience,
-                select_on=cfg.select_on,
-                seed=cfg.seed,
-                device=cfg.device,
-            ),
-            on_epoch=on_epoch,
-            median_km=val_median,
-        )
-        heads.cpu()
-        heads.config.extra.update(
-            best_epoch=result.best_epoch, best_score=result.best_score, select_on=cfg.select_on
-        )
-        heads.save_pretrained(out_dir)
-        outputs = ["config.json", "model.safetensors", "metrics.jsonl", "metrics.json"]
-        if projector is not None:
-            projector.save_pretrained(out_dir / PROJECTOR_DIR)
-            outputs += [f"{PROJECTOR_DIR}/config.json", f"{PROJECTOR_DIR}/model.safetensors"]
-        te = load_split(split_dir, "test", projector, fallback_px=fb)
-        metrics = {
-            "selection": {
-                "select_on": cfg.select_on,
-                "best_epoch": result.best_epoch,
-                "best_score": result.best_score,
-                "epochs_run": len(result.history),
-                "stopped_early": result.stopped_early,
-            },
-            "val": evaluate_data(heads, va, tr),
-            "test": evaluate_data(heads, te, tr) if len(te.lat) else None,
-        }
-        write_json_atomic(out_dir / "metrics.json", metrics)
-        manifest = Manifest(
-            stage=STAGE,
-            config=settings,
-            config_hash=h,
-            inputs=inputs,
-            outputs=outputs,
-            rows={"train": len(tr.lat), "val": len(va.lat), "test": len(te.lat)},
-            wall_seconds=timer.seconds,
-            extra={
-                "backbone": head_cfg.backbone,
-                "input_space": head_cfg.input_space,
-                "centres": {
-                    "data": head_cfg.num_data_centres,
-                    "background": head_cfg.num_centres - head_cfg.num_data_centres,
-                },
-                "gallery": head_cfg.num_gallery,
-                "best_epoch": result.best_epoch,
-                "test": _headline(metrics["test"]),
-            },
-        )
-        write_manifest(out_dir, manifest)
-        return manifest
+def run(cfg: GeoConfig, **options: Any) -> Manifest:
+    """Train the geo heads (the :class:`GeoStage` from Python); see :func:`train`."""
+    return train(cfg, **options)
 
 
 def _headline(report: dict[str, Any] | None) -> dict[str, Any]:
@@ -412,12 +444,20 @@ def centre_latlon(heads: GeoHeads) -> tuple[np.ndarray, np.ndarray]:
 
 
 class GeoStage(Stage):
-    """``sbe geo``: see the module docstring."""
+    """``sbe geo``: see the module docstring.
+
+    Args:
+        on_record: receives each epoch's record (``None``: a summary line goes to ``ctx.log``).
+    """
 
     name = "geo"
     inputs = (Input("input", "split"),)
     examples = ("sbe geo train --in work/split --out work/geo",)
-    legacy = True  # not yet on StageContext: locks and commits by itself
 
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return train(cfg, log=ctx.log)
+    def __init__(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.on_record = on_record
+
+    def run(self, cfg: GeoConfig, ctx: StageContext) -> Manifest:
+        """Train, evaluate and save the heads into ``cfg.output``; resumes a killed run."""
+        with torch_threads(cfg.threads):
+            return _train(cfg, ctx, self.on_record)

@@ -13,9 +13,12 @@ and with :func:`sbe.models.published.load_embedder`::
     backbone/                   the backbone weights (safetensors), only with --bundle-backbone
     _manifest.json
 
-The architecture is the run's saved projector config (never inferred from weight shapes); the
-folder is verified (the published head must reproduce the trained projector) before it replaces
-the previous one, so a failed or killed publish leaves the old folder intact.
+The architecture is the run's saved projector config (never inferred from weight shapes). The new
+folder is built in a temporary sub-folder of ``MODEL_DIR`` (``.tmp-publish-<random>``: no other
+output folder's clean-up can match it) and verified (the published head must reproduce the
+trained projector) before any old file is replaced; then its files are moved in and the manifest
+is written last. A failed check leaves the old files; a killed publish leaves the folder marked in
+progress, and the next run rebuilds it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from sbe.config import PublishConfig, section_dict
+from sbe.config import PublishConfig
 from sbe.errors import SbeError
 from sbe.models.projector import Projector
 from sbe.models.published.card import CardInfo, render_card
@@ -43,23 +46,16 @@ from sbe.models.published.export import (
     verify_projector,
     write_folder,
 )
-from sbe.stages.base import Input, Stage, StageContext
-from sbe.storage import (
-    DirLock,
-    Manifest,
-    StageTimer,
-    config_hash,
-    fingerprint_paths,
-    load_manifest,
-    manifest_is_current,
-    write_manifest,
-)
+from sbe.stages.base import IN_PROGRESS_NAME, Input, Stage, StageContext, run_stage
+from sbe.storage import Manifest, fingerprint_paths, load_manifest
+from sbe.storage.lock import LOCK_NAME
 from sbe.storage.manifest import MANIFEST_NAME
 
 STAGE = "publish"
 RUN_JSON = "run.json"
 BEST_DIR = "best"
 GEO_METRICS = "metrics.json"
+BUILD_PREFIX = ".tmp-publish-"
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -161,52 +157,69 @@ def _code_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _replace_dir(new: Path, final: Path) -> None:
-    """Move ``new`` to ``final``, replacing an existing folder with as short a gap as possible."""
-    old = None
-    if final.exists():
-        old = final.parent / f".tmp-old-{final.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(final, old)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _is_model_folder(out: Path) -> bool:
+    """Whether ``out`` holds nothing, or what this stage writes (finished or interrupted)."""
+    names = {p.name for p in out.iterdir()} - {LOCK_NAME} if out.is_dir() else set()
+    ours = {MANIFEST_NAME, IN_PROGRESS_NAME, *(f.name for f in CODE_FILES)}
+    return not names or bool(names & ours) or any(n.startswith(BUILD_PREFIX) for n in names)
 
 
-def run(cfg: PublishConfig) -> Manifest:
-    """Publish ``cfg.run`` (and ``cfg.geo``) as a model folder at ``cfg.output``.
+def _move_in(build: Path, out: Path) -> None:
+    """Replace the folder's content by the verified ``build`` (a sub-folder of ``out``).
 
-    Raises:
-        SbeError: missing or inconsistent inputs, or an output path that is not a model folder.
+    Everything but the lock, the in-progress marker and ``build`` goes first (a file of an earlier
+    publish that this one does not write, e.g. ``backbone/``, must not stay), then each entry of
+    ``build`` is renamed into place. A kill in between leaves the folder marked in progress.
     """
-    timer = StageTimer()
-    run_dir, out = Path(cfg.run), Path(cfg.output)
-    best = run_dir / BEST_DIR
-    for name in ("config.json", WEIGHTS_NAME):
-        if not (best / name).is_file():
-            raise SbeError(f"{best / name} not found: publish needs a finished `sbe train` run")
-    run_info = read_json(run_dir / RUN_JSON)
-    backbone = run_backbone(run_info, run_dir)
-    geo_dir = Path(cfg.geo) if cfg.geo is not None else None
-    geo_cfg = _check_geo(geo_dir, backbone, best) if geo_dir is not None else None
-    if out.exists() and not (out / MANIFEST_NAME).is_file() and any(out.iterdir()):
-        raise SbeError(f"--out {out} exists and is not a published model folder; not replacing it")
+    for p in out.iterdir():
+        if p.name in (LOCK_NAME, IN_PROGRESS_NAME, build.name):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    for p in sorted(build.iterdir()):
+        os.replace(p, out / p.name)
+    build.rmdir()
 
-    input_files = [best / "config.json", best / WEIGHTS_NAME, run_dir / RUN_JSON]
-    if geo_dir is not None:
-        input_files += [geo_dir / "config.json", geo_dir / WEIGHTS_NAME]
-        if (geo_dir / GEO_METRICS).is_file():
-            input_files.append(geo_dir / GEO_METRICS)
-    inputs = fingerprint_paths(input_files)
-    settings = {**section_dict(cfg), "code": _code_hash()}
-    h = config_hash(settings)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with DirLock(out.parent / f".{out.name}.publish-lock"):
-        current = manifest_is_current(out, STAGE, h, inputs)
-        if current is not None:
-            return current
-        for stale in out.parent.glob(f".tmp-*{out.name}*"):
-            shutil.rmtree(stale, ignore_errors=True)
+class PublishStage(Stage):
+    """``sbe publish``: see the module docstring."""
+
+    name = "publish"
+    inputs = (Input("run", "train"), Input("geo", "geo"))
+    examples = ("sbe publish --run work/run --geo work/geo --out work/model",)
+
+    def run(self, cfg: PublishConfig, ctx: StageContext) -> Manifest:
+        """Publish ``cfg.run`` (and ``cfg.geo``) as a model folder at ``cfg.output``.
+
+        Raises:
+            SbeError: missing or inconsistent inputs, or an output path that is not a model
+                folder.
+        """
+        run_dir, out = Path(cfg.run), ctx.out_dir
+        best = run_dir / BEST_DIR
+        for name in ("config.json", WEIGHTS_NAME):
+            if not (best / name).is_file():
+                raise SbeError(f"{best / name} not found: publish needs a finished `sbe train` run")
+        run_info = read_json(run_dir / RUN_JSON)
+        backbone = run_backbone(run_info, run_dir)
+        geo_dir = Path(cfg.geo) if cfg.geo is not None else None
+        geo_cfg = _check_geo(geo_dir, backbone, best) if geo_dir is not None else None
+        if not _is_model_folder(out):
+            raise SbeError(
+                f"--out {out} exists and is not a published model folder; not replacing it"
+            )
+        input_files = [best / "config.json", best / WEIGHTS_NAME, run_dir / RUN_JSON]
+        if geo_dir is not None:
+            input_files += [geo_dir / "config.json", geo_dir / WEIGHTS_NAME]
+            if (geo_dir / GEO_METRICS).is_file():
+                input_files.append(geo_dir / GEO_METRICS)
+        if (done := ctx.check(fingerprint_paths(input_files), code=_code_hash())) is not None:
+            return done
+        for stale in out.iterdir():  # builds of killed runs (only inside this locked folder)
+            if stale.name.startswith(BUILD_PREFIX) and stale.is_dir():
+                shutil.rmtree(stale)
 
         # The architecture is the saved config; strict loading refuses any mismatch.
         try:
@@ -235,10 +248,11 @@ def run(cfg: PublishConfig) -> Manifest:
                 provenance={"run": str(run_dir), **({"geo": str(geo_dir)} if geo_dir else {})},
             )
         )
-        tmp = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
+        # built and verified inside the output folder (never a sibling's name), then moved in
+        build = out / f"{BUILD_PREFIX}{uuid.uuid4().hex[:12]}"
         try:
             write_folder(
-                tmp,
+                build,
                 config=config,
                 projector_state=projector.state_dict(),
                 card=card,
@@ -246,46 +260,32 @@ def run(cfg: PublishConfig) -> Manifest:
                 bundle=cfg.bundle_backbone,
             )
             try:
-                diff = verify_projector(tmp, projector, int(proj_cfg["input_dim"]))
+                diff = verify_projector(build, projector, int(proj_cfg["input_dim"]))
             except ValueError as e:
                 raise SbeError(f"publish check failed: {e}") from None
-            outputs = ["config.json", *(f.name for f in CODE_FILES), WEIGHTS_NAME]
-            outputs += [PREPROCESSOR_NAME, CARD_NAME]
-            if geo_dir is not None:
-                outputs += ["geo/config.json", f"geo/{WEIGHTS_NAME}"]
-            if cfg.bundle_backbone:
-                outputs.append("backbone")
-            manifest = Manifest(
-                stage=STAGE,
-                config=settings,
-                config_hash=h,
-                inputs=inputs,
-                outputs=outputs,
-                rows={"projector parameters": sum(p.numel() for p in projector.parameters())},
-                wall_seconds=timer.seconds,
-                extra={
-                    "backbone": backbone,
-                    "projector": proj_cfg,
-                    "geo": geo_cfg is not None,
-                    "bundled_backbone": cfg.bundle_backbone,
-                    "head_max_abs_diff": diff,
-                },
-            )
-            write_manifest(tmp, manifest)
-            _replace_dir(tmp, out)
+            _move_in(build, out)
         finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return manifest
+            if build.exists():
+                shutil.rmtree(build, ignore_errors=True)
+        outputs = ["config.json", *(f.name for f in CODE_FILES), WEIGHTS_NAME]
+        outputs += [PREPROCESSOR_NAME, CARD_NAME]
+        if geo_dir is not None:
+            outputs += ["geo/config.json", f"geo/{WEIGHTS_NAME}"]
+        if cfg.bundle_backbone:
+            outputs.append("backbone")
+        return ctx.commit(
+            outputs=outputs,
+            rows={"projector parameters": sum(p.numel() for p in projector.parameters())},
+            extra={
+                "backbone": backbone,
+                "projector": proj_cfg,
+                "geo": geo_cfg is not None,
+                "bundled_backbone": cfg.bundle_backbone,
+                "head_max_abs_diff": diff,
+            },
+        )
 
 
-class PublishStage(Stage):
-    """``sbe publish``: see the module docstring."""
-
-    name = "publish"
-    inputs = (Input("run", "train"), Input("geo", "geo"))
-    examples = ("sbe publish --run work/run --geo work/geo --out work/model",)
-    legacy = True  # not yet on StageContext: locks and commits by itself
-
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg)
+def run(cfg: PublishConfig, **options: Any) -> Manifest:
+    """Publish ``cfg.run`` (the :class:`PublishStage` from Python)."""
+    return run_stage(PublishStage(), cfg, **options)[0]

@@ -3,15 +3,24 @@
 Output folder (``cfg.output``, the *run*):
 
 - ``best/``: the selected projector (``config.json`` + ``model.safetensors``);
-- ``last/``: the latest end-of-epoch checkpoint (resumable with ``resume=True``);
+- ``last/``: the latest end-of-epoch checkpoint;
 - ``metrics.jsonl``: baseline, step and epoch records;
-- ``run.json``: config, backbone identity, input folders, best epoch and validation score, and the
-  test-split metrics of the selected projector next to the raw backbone's;
+- ``run.json``: config, backbone identity, input folders, best epoch and validation score, the
+  raw backbone's validation metrics, and the test-split metrics of the selected projector next
+  to the raw backbone's;
 - ``_manifest.json``.
+
+Resume: a run killed part-way (``_in_progress.json`` with the same settings and inputs) continues
+from ``last/`` when run again (``sbe run`` or ``sbe train``, no flag needed) and ends with the same
+weights as an uninterrupted run; other settings or inputs (or ``restart``) start the run over.
+``resume=True`` (``sbe train --resume``) continues ``last/`` whatever left it (e.g. a
+``Trainer`` run from Python), refusing changed settings.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,41 +30,47 @@ import torch
 
 from sbe.config import SbeConfig, TrainConfig, section_dict
 from sbe.errors import SbeError
+from sbe.geo.settings import GeoSettings
 from sbe.models.projector import Projector
-from sbe.stages.base import Input, Stage, StageContext
-from sbe.storage import (
-    DirLock,
-    Manifest,
-    StageTimer,
-    config_hash,
-    fingerprint_paths,
-    manifest_is_current,
-    write_json_atomic,
-    write_manifest,
-)
+from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.storage import Manifest, config_hash, fingerprint_paths, write_json_atomic
+from sbe.training.checkpoint import STATE_NAME
 from sbe.training.data import backbone_identity, load_split, split_path
 from sbe.training.evaluation import compare_on_split
-from sbe.training.loop import METRICS_NAME, RESUME_FREE_KEYS, JointGeo, Trainer, resolve_device
+from sbe.training.loop import METRICS_NAME, JointGeo, Trainer, resolve_device
+from sbe.training.settings import TrainSettings
 
 STAGE = "train"
 RUN_JSON = "run.json"
+#: what a fresh start removes (the evaluate/ sub-folder is another stage's and stays)
+RUN_FILES = ("best", "last", ".old-best", ".old-last", METRICS_NAME, RUN_JSON)
 
 
-def _hash(cfg: TrainConfig) -> str:
-    return config_hash({k: v for k, v in section_dict(cfg).items() if k not in RESUME_FREE_KEYS})
+def joint_geo_settings(cfg: TrainConfig, geo: Any | None = None) -> GeoSettings:
+    """The geo heads' settings for joint training (``[train] geo_weight > 0``).
+
+    From the ``[geo]`` section ``geo`` when given (``sbe run``, ``sbe train -c CONFIG``): its
+    head and loss fields apply: ``hidden_dim``, ``dropout``, ``background_centres``,
+    ``centres_per_sample``, ``log_kappa_min``, ``log_kappa_max``, ``background_log_kappa``,
+    ``gallery_max``, ``coastal_fallback_px``, ``location_weight``, ``climate_weight``,
+    ``season_weight``, ``season_loss``, ``season_hemisphere``, ``label_smoothing`` and ``lr`` (the
+    heads' learning rate). The rest of ``[geo]`` (epochs, batch size, weight decay, warm-up,
+    clipping, patience, selection, seed) does not: the heads follow the projector's schedule and
+    selection, and ``seed`` is ``[train] seed``. Without a section: the ``[geo]`` defaults.
+    """
+    return GeoSettings.of(geo if geo is not None else GeoSettings(), seed=cfg.seed)
 
 
-def _joint_geo(cfg: TrainConfig) -> JointGeo:
+def _joint_geo(cfg: TrainConfig, geo: Any | None = None) -> JointGeo:
     """Geo heads on the projector output, trained with it (``[train] geo_weight``).
 
-    The heads use the ``[geo]`` defaults (centres from the train split's coordinates); labels
-    are the train rows' location, Köppen-Geiger class and capture date.
+    The heads follow :func:`joint_geo_settings` (centres from the train split's coordinates);
+    labels are the train rows' location, Köppen-Geiger class and capture date.
     """
-    from sbe.config import GeoConfig
     from sbe.geo.build import heads_from_config, loss_from_config
     from sbe.geo.labels import labels_from_table
 
-    geo_cfg = GeoConfig(seed=cfg.seed)
+    settings = joint_geo_settings(cfg, geo)
     names = pq.read_schema(split_path(cfg.input, "train")).names
     columns = [c for c in ("target_lat", "target_lon", "capture_date") if c in names]
     table = pq.read_table(split_path(cfg.input, "train"), columns=columns)
@@ -64,74 +79,109 @@ def _joint_geo(cfg: TrainConfig) -> JointGeo:
     # seeded here, not by whatever ran before: the same config gives the same heads
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
-        heads = heads_from_config(geo_cfg, lat, lon, in_dim=cfg.output_dim)
+        heads = heads_from_config(settings, lat, lon, in_dim=cfg.output_dim)
     return JointGeo(
         heads=heads,
-        loss=loss_from_config(geo_cfg),
-        labels=labels_from_table(table),
+        loss=loss_from_config(settings),
+        labels=labels_from_table(table, fallback_px=settings.coastal_fallback_px),
         weight=cfg.geo_weight,
-        lr=geo_cfg.lr,
+        lr=settings.lr,
+        settings=settings.to_dict(),
     )
 
 
-def run(
-    cfg: TrainConfig,
-    *,
-    resume: bool = False,
-    console: Callable[[str], None] | None = None,
-    show_progress: bool | None = None,
-) -> Manifest:
-    """Train (or resume) a projector run in ``cfg.output``.
+def _checkpoint_key(run_dir: Path) -> str | None:
+    """The run key stored in ``last/`` (``None``: no readable checkpoint)."""
+    try:
+        payload = json.loads((run_dir / "last" / STATE_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    key = (payload.get("trainer") or {}).get("key")
+    return key if isinstance(key, str) else None
+
+
+def _clear_run(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        p = run_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
+
+
+class TrainStage(Stage):
+    """``sbe train``: see the module docstring.
 
     Args:
-        cfg: the resolved ``train`` config section.
-        resume: continue the run in ``cfg.output`` from its last checkpoint.
-        console: receives progress lines (``None`` = silent).
-        show_progress: live progress bar (``None`` = only on a terminal).
-
-    Returns:
-        The run's manifest (``up_to_date`` when the same config already finished on the same
-        inputs); ``extra`` holds the best validation score and the test metrics.
-
-    Raises:
-        SbeError: missing inputs, an existing run without ``resume``, or a changed config on resume.
+        resume: continue ``last/`` even when no interrupted run of this stage is recorded
+            (``sbe train --resume``); changed settings are refused.
     """
-    timer = StageTimer()
-    say = console or (lambda _m: None)
-    out = Path(cfg.output)
-    use_neighbors = cfg.curriculum == "bands"
-    if use_neighbors and cfg.neighbors is None:
-        raise SbeError("curriculum 'bands' needs a neighbours folder (--neighbors DIR)")
-    input_files = [split_path(cfg.input, s) for s in ("train", "val")]
-    test_file = split_path(cfg.input, "test")
-    if test_file.is_file():
-        input_files.append(test_file)
-    if use_neighbors:
-        input_files += [Path(cfg.neighbors) / f"{s}.parquet" for s in ("train",)]
-    for f in input_files:
-        if not f.is_file():
-            raise SbeError(f"input not found: {f}")
-    inputs = fingerprint_paths(input_files)
-    h = _hash(cfg)
 
-    with DirLock(out):
-        current = manifest_is_current(out, STAGE, h, inputs)
-        if current is not None and not resume:
-            return current
-        if not resume and ((out / "last").exists() or (out / ".old-last").exists()):
-            raise SbeError(
-                f"{out} already holds a training run (unfinished, or made with other settings or "
-                "inputs); pass --resume to continue it, or choose a new --out"
-            )
+    name = "train"
+    inputs = (Input("input", "split"), Input("neighbors", "neighbors"))
+    examples = (
+        "sbe train --in work/split --neighbors work/neighbors --out work/run",
+        "sbe train --in work/split --out work/run --loss triplet --epochs 10",
+    )
+
+    def __init__(self, resume: bool = False) -> None:
+        self.resume = resume
+
+    def wire(self, cfg: SbeConfig, skipped: set[str]) -> None:
+        # the band curriculum reads an existing neighbours folder even when its stage is skipped
+        if "neighbors" in skipped and cfg.train.curriculum == "bands":
+            cfg.train.neighbors = cfg.neighbors.output
+
+    def run(self, cfg: TrainConfig, ctx: StageContext) -> Manifest:
+        """Train (or continue) the run in ``cfg.output``, test its best head, write ``run.json``.
+
+        Returns:
+            The manifest; ``extra`` holds the backbone, the best validation score and the test
+            metrics (also in ``ctx.results``).
+
+        Raises:
+            SbeError: missing inputs, or ``resume`` with changed settings or nothing to resume.
+        """
+        out = ctx.out_dir
+        use_neighbors = cfg.curriculum == "bands"
+        if use_neighbors and cfg.neighbors is None:
+            raise SbeError("curriculum 'bands' needs a neighbours folder (--neighbors DIR)")
+        input_files = [split_path(cfg.input, s) for s in ("train", "val")]
+        test_file = split_path(cfg.input, "test")
+        if test_file.is_file():
+            input_files.append(test_file)
+        if use_neighbors:
+            input_files.append(Path(cfg.neighbors) / "train.parquet")  # type: ignore[arg-type]
+        for f in input_files:
+            if not f.is_file():
+                raise SbeError(f"input not found: {f}")
+        geo_section = ctx.full_config.geo if ctx.full_config is not None else None
+        geo_settings = joint_geo_settings(cfg, geo_section) if cfg.geo_weight > 0 else None
+        extra = {"geo": geo_settings.to_dict()} if geo_settings is not None else {}
+        if (done := ctx.check(fingerprint_paths(input_files), **extra)) is not None:
+            ctx.results.update(done.extra)
+            return done
+        # what a checkpoint must match to be continued: settings and inputs
+        key = config_hash({"config": ctx.hash, "inputs": [i.model_dump() for i in ctx.inputs]})
+        resume = self.resume or (ctx.resuming and _checkpoint_key(out) == key)
+        if not resume:
+            _clear_run(out)
         train = load_split(cfg.input, "train", cfg.neighbors if use_neighbors else None)
         val = load_split(cfg.input, "val")
-        say(
+        ctx.log(
             f"train: {len(train):,} images of {len(set(train.building_ids.tolist())):,} identities;"
             f" val: {len(val):,} images"
         )
-        geo = _joint_geo(cfg) if cfg.geo_weight > 0 else None
+        geo = _joint_geo(cfg, geo_section) if cfg.geo_weight > 0 else None
         trainer = Trainer(
-            cfg, train, val, run_dir=out, console=say, show_progress=show_progress, geo=geo
+            TrainSettings.of(cfg),
+            train,
+            val,
+            run_dir=out,
+            console=ctx.log,
+            show_progress=ctx.show_progress,
+            geo=geo,
+            key=key,
         )
         result = trainer.fit(resume=resume)
 
@@ -140,7 +190,7 @@ def run(
         test: dict[str, Any] | None = None
         if test_file.is_file():
             test = compare_on_split(best, load_split(cfg.input, "test"), device=device)
-            say(
+            ctx.log(
                 "test ({} queries): backbone R@1 {:.4f} mAP@R {:.4f} | projector R@1 {:.4f} "
                 "mAP@R {:.4f}".format(
                     test["queries"],
@@ -157,6 +207,7 @@ def run(
             "input": str(cfg.input),
             "neighbors": str(cfg.neighbors) if use_neighbors else None,
             "projector": best.config.model_dump(),
+            "geo_heads": geo_settings.to_dict() if geo_settings is not None else None,
             "best_epoch": trainer.best_epoch,
             "best_val_map@r": trainer.best_score,
             "val_queries": len(trainer.val_queries),
@@ -166,13 +217,6 @@ def run(
             "test": test,
         }
         write_json_atomic(out / RUN_JSON, record)
-        outputs = [
-            "best/config.json",
-            "best/model.safetensors",
-            "last/trainer_state.json",
-            METRICS_NAME,
-            RUN_JSON,
-        ]
         rows = {
             "train_images": len(train),
             "val_images": len(val),
@@ -181,39 +225,41 @@ def run(
         }
         if test is not None:
             rows["test_images"] = test["images"]
-        manifest = Manifest(
-            stage=STAGE,
-            config=section_dict(cfg),
-            config_hash=h,
-            inputs=inputs,
-            outputs=outputs,
+        summary = {"backbone": identity, "best_val_map@r": trainer.best_score, "test": test}
+        ctx.results.update(summary)
+        return ctx.commit(
+            outputs=[
+                "best/config.json",
+                "best/model.safetensors",
+                "last/trainer_state.json",
+                METRICS_NAME,
+                RUN_JSON,
+            ],
             rows=rows,
-            wall_seconds=timer.seconds,
-            extra={
-                "backbone": identity,
-                "best_val_map@r": trainer.best_score,
-                "test": test,
-            },
+            extra=summary,
         )
-        write_manifest(out, manifest)
-        return manifest
 
 
-class TrainStage(Stage):
-    """``sbe train``: see the module docstring."""
+def run(
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    console: Callable[[str], None] | None = None,
+    **options: Any,
+) -> Manifest:
+    """Train (or continue) a projector run in ``cfg.output`` (the :class:`TrainStage`).
 
-    name = "train"
-    inputs = (Input("input", "split"), Input("neighbors", "neighbors"))
-    examples = (
-        "sbe train --in work/split --neighbors work/neighbors --out work/run",
-        "sbe train --in work/split --out work/run --loss triplet --epochs 10",
-    )
-    legacy = True  # not yet on StageContext: locks and commits by itself
+    Args:
+        cfg: the resolved ``train`` config section.
+        resume: continue the checkpoint in ``cfg.output`` whatever left it (a killed run of
+            this stage is continued without it).
+        console: receives progress lines (``None`` = silent).
+        **options: :func:`sbe.stages.base.run_stage` options (``show_progress``, ``restart``,
+            ``full_config``: its ``[geo]`` section shapes joint geo heads).
 
-    def wire(self, cfg: SbeConfig, skipped: set[str]) -> None:
-        # the band curriculum reads an existing neighbours folder even when its stage is skipped
-        if "neighbors" in skipped and cfg.train.curriculum == "bands":
-            cfg.train.neighbors = cfg.neighbors.output
-
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg, resume=ctx.resuming, console=ctx.log, show_progress=ctx.show_progress)
+    Returns:
+        The run's manifest (``up_to_date`` when the same config already finished on the same
+        inputs); ``extra`` holds the best validation score and the test metrics.
+    """
+    options.setdefault("log", console)
+    return run_stage(TrainStage(resume=resume), cfg, **options)[0]

@@ -78,7 +78,7 @@ def recover_dir(final: str | os.PathLike[str]) -> None:
             shutil.rmtree(stale)
 
 
-def _optimizer_split(
+def optimizer_split(
     opt: torch.optim.Optimizer,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     sd = opt.state_dict()
@@ -97,7 +97,7 @@ def _optimizer_split(
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
-def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def optimizer_join(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, t in tensors.items():
         if not name.startswith("optimizer."):
@@ -148,7 +148,7 @@ def save_checkpoint(
         state: JSON-serialisable trainer state (epoch, best score, patience, bandit, ...).
         extra: another trained module (e.g. joint geo heads), saved as ``extra.safetensors``.
     """
-    opt_tensors, opt_meta = _optimizer_split(optimizer)
+    opt_tensors, opt_meta = optimizer_split(optimizer)
     sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
     payload = {
         "trainer": state,
@@ -198,7 +198,7 @@ def load_checkpoint(
     payload = json.loads((directory / STATE_NAME).read_text())
     tensors = load_file(str(directory / TENSORS_NAME), device="cpu")
     device = next(model.parameters()).device
-    opt_sd = _optimizer_join(tensors, payload["optimizer"])
+    opt_sd = optimizer_join(tensors, payload["optimizer"])
     optimizer.load_state_dict(opt_sd)  # moves state tensors to the parameters' device
     for st in optimizer.state.values():
         for k, v in st.items():

@@ -22,17 +22,17 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from sbe.config import TrainConfig
 from sbe.errors import SbeError
 from sbe.models.projector import Projector, ProjectorConfig
 from sbe.progress import progress_bar
+from sbe.storage import atomic_path
 from sbe.training.checkpoint import (
     load_checkpoint,
     recover_dir,
@@ -43,11 +43,15 @@ from sbe.training.data import EmbeddingSet
 from sbe.training.losses import LossSettings, Triplets, build_loss, informative_triplets
 from sbe.training.metrics import retrieval_metrics, sample_queries
 from sbe.training.samplers import Batch, PKSampler, UCB1Bandit
+from sbe.training.schedule import FitResult, residual_param_groups, warmup_cosine_scheduler
+from sbe.training.schedule import warmup_cosine as warmup_cosine
+from sbe.training.settings import TrainSettings
 from sbe.training.whitening import learned_whitening, pca_projection
 
 METRICS_NAME = "metrics.jsonl"
 VAL_KS = (1, 5, 10)
-#: keys of TrainConfig that may change between an interrupted run and its resume
+#: settings that may change between an interrupted run and its resume (the paths are old
+#: checkpoints' keys: settings written before the library had its own settings object) between an interrupted run and its resume
 RESUME_FREE_KEYS = frozenset({"device", "log_every", "input", "neighbors", "output"})
 
 
@@ -60,7 +64,8 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def projector_config(cfg: TrainConfig, input_dim: int) -> ProjectorConfig:
+def projector_config(cfg: TrainSettings, input_dim: int) -> ProjectorConfig:
+    """The head architecture of ``cfg`` on ``input_dim``-d backbone embeddings."""
     return ProjectorConfig(
         input_dim=input_dim,
         output_dim=cfg.output_dim,
@@ -71,19 +76,6 @@ def projector_config(cfg: TrainConfig, input_dim: int) -> ProjectorConfig:
         layer_norm=cfg.layer_norm,
         residual=cfg.residual,
     )
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR multiplier: linear warm-up from 0 to 1 over ``warmup_steps``, then cosine to 0."""
-
-    def f(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        span = max(1, total_steps - warmup_steps)
-        t = min(1.0, (step - warmup_steps) / span)
-        return 0.5 * (1.0 + math.cos(math.pi * t))
-
-    return f
 
 
 @torch.no_grad()
@@ -104,24 +96,7 @@ def init_residual(model: Projector, weight: torch.Tensor, bias: torch.Tensor) ->
     model.output_layer.bias.zero_()
 
 
-def param_groups(model: Projector, lr: float, residual_lr_scale: float) -> list[dict[str, Any]]:
-    """The MLP at ``lr``; the residual path at ``lr * residual_lr_scale`` (frozen at 0).
-
-    Adam moves every weight by about ``lr`` per step whatever the gradient's size, which quickly
-    erases a closed-form residual initialisation whose weights are small; a smaller rate there
-    keeps it while the MLP learns corrections.
-    """
-    residual = list(model.residual.parameters()) if model.residual is not None else []
-    ids = {id(p) for p in residual}
-    groups: list[dict[str, Any]] = [
-        {"params": [p for p in model.parameters() if id(p) not in ids], "lr": lr}
-    ]
-    if residual:
-        for p in residual:
-            p.requires_grad_(residual_lr_scale > 0)
-        if residual_lr_scale > 0:
-            groups.append({"params": residual, "lr": lr * residual_lr_scale})
-    return groups
+param_groups = residual_param_groups  # the name callers know
 
 
 @dataclass
@@ -138,6 +113,8 @@ class JointGeo:
         labels: per-train-row targets, indexable by a (B,) row tensor, with ``.to(device)``.
         weight: the geo loss's weight beside the metric loss.
         lr: learning rate of the heads.
+        settings: JSON-ready settings the heads and loss were built with; stored in checkpoints
+            so that a resume with other heads is refused.
     """
 
     heads: torch.nn.Module
@@ -145,23 +122,15 @@ class JointGeo:
     labels: Any
     weight: float
     lr: float = 1e-3
-
-
-@dataclass
-class FitResult:
-    best_score: float
-    best_epoch: int
-    epochs_completed: int
-    stopped_early: bool
-    baseline: dict[str, float] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
+    settings: dict[str, Any] | None = None
 
 
 class Trainer:
     """Trains a :class:`Projector` on one split, selects it on another.
 
     Args:
-        cfg: the ``[train]`` settings.
+        cfg: the settings (:class:`TrainSettings`, or any object with its attribute names,
+            such as the ``[train]`` section, converted with :meth:`TrainSettings.of`).
         train: training split (its neighbour table is needed for ``curriculum = "bands"``).
         val: validation split: the fixed, seeded query set (``cfg.val_queries`` eligible rows) is
             searched against the whole split, query excluded.
@@ -169,11 +138,13 @@ class Trainer:
         console: receives one summary line per epoch (``None`` = silent).
         show_progress: live progress bar (``None`` = only when stderr is a terminal).
         geo: an auxiliary geographic task trained jointly (``None`` = identity loss only).
+        key: stored in checkpoints: identifies the run (settings and inputs) for callers that
+            decide whether a checkpoint may be continued.
     """
 
     def __init__(
         self,
-        cfg: TrainConfig,
+        cfg: TrainSettings | Any,
         train: EmbeddingSet,
         val: EmbeddingSet,
         *,
@@ -181,8 +152,10 @@ class Trainer:
         console: Callable[[str], None] | None = None,
         show_progress: bool | None = None,
         geo: JointGeo | None = None,
+        key: str = "",
     ) -> None:
-        self.cfg = cfg
+        cfg = self.cfg = TrainSettings.of(cfg)
+        self.key = key
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.console = console or (lambda _msg: None)
         self.show_progress = show_progress
@@ -248,9 +221,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self._clipped = [p for g in groups for p in g["params"]]  # projector (+ geo heads)
         self.total_steps = cfg.epochs * self.sampler.steps_per_epoch
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(cfg.warmup_steps, self.total_steps)
-        )
+        self.scheduler = warmup_cosine_scheduler(self.optimizer, cfg.warmup_steps, self.total_steps)
         self.use_amp = cfg.amp and self.device.type == "cuda"
 
         self.val = val
@@ -300,15 +271,18 @@ class Trainer:
             "bad_epochs": self.bad_epochs,
             "stopped_early": self.stopped_early,
             "bandit": self.bandit.state_dict() if self.bandit else None,
-            "config": self.cfg.model_dump(mode="json"),
+            "config": self.cfg.to_dict(),
+            "geo": self.geo.settings if self.geo is not None else None,
+            "key": self.key,
         }
 
     def _load_state(self, st: dict[str, Any]) -> None:
         saved = {k: v for k, v in st["config"].items() if k not in RESUME_FREE_KEYS}
-        now = {
-            k: v for k, v in self.cfg.model_dump(mode="json").items() if k not in RESUME_FREE_KEYS
-        }
+        now = {k: v for k, v in self.cfg.to_dict().items() if k not in RESUME_FREE_KEYS}
         changed = sorted(k for k in now if saved.get(k) != now[k])
+        geo_now = self.geo.settings if self.geo is not None else None
+        if st.get("geo", geo_now) != geo_now:
+            changed.append("geo heads")
         if changed:
             raise SbeError(
                 "cannot resume: the training settings changed since the checkpoint "
@@ -345,7 +319,22 @@ class Trainer:
                 continue  # a line cut by the kill
             if rec.get("kind") == "baseline" or rec.get("epoch", 0) <= keep_through_epoch:
                 kept.append(line)
-        path.write_text("".join(f"{x}\n" for x in kept))
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(f"{x}\n" for x in kept))
+
+    def _logged_baseline(self) -> dict[str, float]:
+        """The raw backbone's validation metrics the interrupted run logged ({} if none)."""
+        path = self._metrics_path()
+        if path is None or not path.exists():
+            return {}
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("kind") == "baseline":
+                return dict(rec.get("val") or {})
+        return {}
 
     def has_checkpoint(self) -> bool:
         return self.run_dir is not None and (self.run_dir / "last").is_dir()
@@ -390,11 +379,13 @@ class Trainer:
             )
             self._load_state(st)
             self._truncate_log(self.epoch)
+            baseline = self._logged_baseline()
             self.console(f"resumed after epoch {self.epoch} (best mAP@R {self.best_score:.4f})")
         else:
             path = self._metrics_path()
             if path is not None:
-                path.write_text("")
+                with atomic_path(path) as tmp:
+                    tmp.write_text("")
             baseline = self.validate(use_backbone=True)
             self._log({"kind": "baseline", "epoch": 0, "val": baseline})
             self.console(

@@ -288,7 +288,9 @@ class PKSampler:
                 break
             out[bad] = rng.integers(0, self.n_rows, size=int(bad.sum()))
             bad = self.labels[out] == labels
-        if bad.any():  # pathological (one identity dominates): take the first other row
-            other = np.flatnonzero(self.labels != labels[bad][0])
-            out[bad] = other[0]
+        # pathological (one identity holds nearly every row): draw each stuck row's negative
+        # among the rows of *other* identities than its own anchor's
+        for i in np.flatnonzero(bad):
+            other = np.flatnonzero(self.labels != labels[i])
+            out[i] = other[rng.integers(len(other))]
         return out

@@ -13,9 +13,9 @@ from typing import Any
 
 import optuna
 
-from sbe.config import TrainConfig
 from sbe.training.data import EmbeddingSet
 from sbe.training.loop import Trainer
+from sbe.training.settings import TrainSettings
 
 #: settings that define the evaluation; trials must share them to be comparable
 FIXED_KEYS = ("val_queries", "seed")
@@ -71,7 +71,7 @@ def suggest_params(
 
 
 def make_objective(
-    base: TrainConfig,
+    base: TrainSettings | Any,
     train: EmbeddingSet,
     val: EmbeddingSet,
     *,
@@ -84,8 +84,9 @@ def make_objective(
     """An Optuna objective maximising the trial's best validation mAP@R.
 
     Args:
-        base: the ``[train]`` settings every trial starts from (its ``val_queries`` and ``seed``
-            fix the evaluation).
+        base: the settings every trial starts from (:class:`TrainSettings`, or an object with its
+            names such as the ``[train]`` section); its ``val_queries`` and ``seed`` fix the
+            evaluation.
         train, val: data loaded once for all trials.
         epochs: epochs per trial (early stopping off; the pruner decides instead).
         losses, curricula: the choices open to the search.
@@ -93,17 +94,11 @@ def make_objective(
         on_trial_end: called with ``(trial, score, params)`` after a completed trial.
     """
 
+    start = TrainSettings.of(base)
+
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, losses, curricula)
-        cfg = TrainConfig.model_validate(
-            {
-                **base.model_dump(),
-                **params,
-                "epochs": epochs,
-                "patience": 0,
-                "device": device,
-            }
-        )
+        cfg = start.replace(**params, epochs=epochs, patience=0, device=device)
 
         def report(epoch: int, score: float) -> None:
             trial.report(score, epoch)
