@@ -9,7 +9,8 @@ import importlib
 
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 
-#: stage name -> ``module:class``; the pipeline order is ``sbe.config.PIPELINE_STAGES``
+#: stage name -> ``module:class``; ``sbe run`` runs ``sbe.config.PIPELINE_STAGES`` in order (tune is
+#: run on its own)
 STAGE_CLASSES: dict[str, str] = {
     "synth": "sbe.stages.synth:SynthStage",
     "ingest": "sbe.stages.ingest:IngestStage",
@@ -25,6 +26,7 @@ STAGE_CLASSES: dict[str, str] = {
     "index": "sbe.stages.index:IndexStage",
     "cluster": "sbe.stages.cluster:ClusterStage",
     "report": "sbe.stages.report:ReportStage",
+    "tune": "sbe.stages.tune:TuneStage",
 }
 
 

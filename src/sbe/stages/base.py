@@ -10,8 +10,8 @@ Commit protocol (what makes a crash at any moment safe):
 1. :meth:`StageContext.check` trusts an existing ``_manifest.json`` only when no run is marked in
    progress, its config hash and input fingerprints match, and every file it lists is on disk with
    the size it had at commit.
-2. Otherwise, *before any output file is replaced*, it removes the old manifest and writes
-   ``_in_progress.json`` with the new config hash. From then on the folder is never "up to date"
+2. Otherwise, *before any output file is replaced*, it writes ``_in_progress.json`` with the new
+   config hash and removes the old manifest. From then on the folder is never "up to date"
    until the run finishes, whatever files a kill leaves behind.
 3. The stage writes every file atomically (temp file + rename, :mod:`sbe.storage.atomic`).
 4. :meth:`StageContext.commit` writes the manifest last (listing every output file and its size)
@@ -177,9 +177,9 @@ class StageContext:
         return None
 
     def begin(self) -> None:
-        """Invalidate the old manifest, then mark the folder in progress with the new hash."""
+        """Mark the folder in progress with the new hash, then remove the old manifest."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        (self.out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+        # marker first: a kill between the two leaves a marker, which check() never trusts past
         write_json_atomic(
             self.out_dir / IN_PROGRESS_NAME,
             {
@@ -190,6 +190,7 @@ class StageContext:
                 "pid": os.getpid(),
             },
         )
+        (self.out_dir / MANIFEST_NAME).unlink(missing_ok=True)
 
     def in_progress(self) -> dict[str, Any] | None:
         """The marker an unfinished run left (``None`` when the last run finished)."""
