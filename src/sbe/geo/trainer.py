@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sbe.device import resolve_device
 from sbe.geo.heads import GeoHeads
 from sbe.geo.labels import GeoLabels
 from sbe.geo.loss import GeoLoss
@@ -65,12 +66,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

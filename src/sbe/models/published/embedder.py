@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from sbe.data.images import ImageDecodeError, decode_rgb
+from sbe.device import resolve_device, usable_cores
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone
 from sbe.models.backbones.hf import quiet_transformers
@@ -33,15 +34,6 @@ GEO_DIR = "geo"
 
 #: weight files larger than this are identified by name and size instead of a content hash
 HASH_LIMIT_BYTES = 256 * 1024 * 1024
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SbeError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
 
 
 def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
@@ -105,7 +97,7 @@ class Embedder:
         self.preprocess = backbone.preprocess
         self.resize, self.crop = int(self.preprocess.resize), int(self.preprocess.crop)
         self.batch_size = batch_size or max(32, int(backbone.default_batch_size))
-        self.decode_workers = decode_workers or max(1, min(8, (os.cpu_count() or 2)))
+        self.decode_workers = decode_workers or min(8, usable_cores())
         self._fingerprint: str | None = None
         self._geo: Any = None
 
