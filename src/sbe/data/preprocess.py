@@ -115,6 +115,23 @@ class Failure:
     detail: str
 
 
+def decode_image(pp: Preprocess, data: bytes) -> np.ndarray:
+    """Decode one encoded image into model input: the one per-image decode every engine path uses.
+
+    Args:
+        pp: the preprocessing (JPEGs decode in draft mode at ``pp.decode_side``).
+        data: the encoded image.
+
+    Returns:
+        uint8 (crop, crop, 3), RGB.
+
+    Raises:
+        ImageDecodeError: the bytes do not decode (:class:`ImageModeError` when they decode to
+            pixels without a meaningful RGB conversion).
+    """
+    return pp.apply(decode_rgb(data, min_side=pp.decode_side))
+
+
 def decode_batch(
     pp: Preprocess, read: Callable[[int], bytes], start: int, stop: int
 ) -> tuple[np.ndarray, list[int], list[Failure]]:
@@ -134,13 +151,12 @@ def decode_batch(
             failures.append(Failure(i, "unreadable_bytes", _clean(f"{type(e).__name__}: {e}")))
             continue
         try:
-            img = decode_rgb(data, min_side=pp.decode_side)
+            batch[len(ok)] = decode_image(pp, data)
         except ImageModeError as e:
             failures.append(Failure(i, "unsupported_mode", _clean(str(e))))
             continue
         except ImageDecodeError as e:
             failures.append(Failure(i, "corrupt_jpeg", _clean(str(e))))
             continue
-        batch[len(ok)] = pp.apply(img)
         ok.append(i)
     return batch[: len(ok)], ok, failures

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sbe.data.images import ImageDecodeError, decode_rgb, orient, to_rgb
+from sbe.data.images import ImageDecodeError, orient, to_rgb
+from sbe.data.preprocess import decode_image
 from sbe.device import resolve_device, usable_cores
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone
 from sbe.models.backbones.hf import quiet_transformers
+from sbe.models.backbones.pipeline import run_ahead
 from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
 from sbe.models.published.modeling_sbe import HF_PREFIX, SbeEmbeddingModel
 
@@ -114,37 +116,43 @@ class Embedder:
             ImageDecodeError: the image cannot be read or decoded.
         """
         if isinstance(item, Image.Image):
-            img = to_rgb(
-                orient(item)
-            )  # upright as its EXIF says; the caller's image is not changed
+            # upright as its EXIF says; the caller's image is not changed
+            return self.preprocess.apply(to_rgb(orient(item)))
+        if isinstance(item, bytes | bytearray | memoryview):
+            data = bytes(item)
         else:
-            if isinstance(item, bytes | bytearray | memoryview):
-                data = bytes(item)
-            else:
-                try:
-                    data = Path(item).read_bytes()
-                except OSError as e:
-                    raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
-            if not data:
-                raise ImageDecodeError("empty image bytes")
-            img = decode_rgb(data, min_side=self.preprocess.decode_side)
-        return self.preprocess.apply(img)
+            try:
+                data = Path(item).read_bytes()
+            except OSError as e:
+                raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+        if not data:
+            raise ImageDecodeError("empty image bytes")
+        return decode_image(self.preprocess, data)
+
+    def decode_or_reason(self, item: ImageInput | None) -> np.ndarray | str:
+        """:meth:`decode`, with a failure returned as its reason instead of raised.
+
+        Any exception while decoding fails only this image (``None`` -> ``"null image bytes"``,
+        empty bytes -> ``"empty image bytes"``, otherwise the error's message).
+        """
+        if item is None:
+            return "null image bytes"
+        if isinstance(item, bytes | bytearray | memoryview) and not item:
+            return "empty image bytes"
+        try:
+            return self.decode(item)
+        except ImageDecodeError as e:  # its message already names the underlying error
+            return str(e) or "undecodable image"
+        except Exception as e:  # any other decoder failure also fails only this image
+            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
     def _decode_many(self, items: Sequence[Any]) -> list[np.ndarray | str]:
         """Decode in worker threads (Pillow releases the GIL); a failure becomes its reason."""
-
-        def one(item: Any) -> np.ndarray | str:
-            if item is None:
-                return "null image"
-            try:
-                return self.decode(item)
-            except ImageDecodeError as e:
-                return str(e) or "undecodable image"
-
         if len(items) <= 1 or self.decode_workers <= 1:
-            return [one(it) for it in items]
-        with ThreadPoolExecutor(self.decode_workers) as pool:
-            return list(pool.map(one, items))
+            return [self.decode_or_reason(it) for it in items]
+        jobs = ((self.decode_or_reason, (it,)) for it in items)
+        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode") as pool:
+            return list(run_ahead(pool, jobs, 2 * self.decode_workers))
 
     # ---- embedding ----
 
