@@ -1,4 +1,4 @@
-"""k-means++ seeding on unit vectors: the one implementation (index clustering, geo mixture centres).
+"""k-means++ seeding on unit vectors: the one implementation (index clustering, geo centres).
 
 Each next centre is drawn with probability proportional to its squared distance to the nearest
 centre so far (Arthur & Vassilvitskii 2007), which spreads the start over all groups; random

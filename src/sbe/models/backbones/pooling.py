@@ -10,15 +10,15 @@ Modes:
         as conv maps after an activation are; on transformer tokens, which are signed, the
         negative part is clamped away, so prefer ``mean`` or ``cls`` there.
 
-The maths lives in :mod:`sbe.models.published.modeling_sbe` (the file shipped with published
-models), so the backbone stage and a published model pool identically; this module re-exports it.
+The maths lives in :mod:`sbe.models.published.layers_sbe` (shipped with published models), so
+the backbone stage and a published model pool identically; this module re-exports it.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from sbe.models.published.modeling_sbe import (  # noqa: F401  (re-exported)
+from sbe.models.published.layers_sbe import (  # noqa: F401  (re-exported)
     GEM_EPS,
     GEM_P,
     POOLING_MODES,

@@ -1,7 +1,7 @@
 """Published models: the Hugging Face classes copied into model folders, and the embedding API.
 
-``configuration_sbe.py``, ``processing_sbe.py`` and ``modeling_sbe.py`` are self-contained (no
-``sbe`` imports) because ``sbe publish`` copies them into the model folder for
+``configuration_sbe.py``, ``layers_sbe.py``, ``processing_sbe.py`` and ``modeling_sbe.py`` are
+self-contained (no ``sbe`` imports) because ``sbe publish`` copies them into the model folder for
 ``AutoModel.from_pretrained(..., trust_remote_code=True)``.
 
 The names below load on first use: ``processing_sbe`` (numpy + Pillow) is imported by decoder
