@@ -1,7 +1,10 @@
 """JPEG decoding at the size a consumer needs (Pillow draft mode), fingerprints, model-input crops.
 
 Draft mode asks libjpeg for a reduced-scale DCT decode (1/2, 1/4, 1/8), so a 640x640 crop needed
-at 224 px or 16 px is never decoded at full resolution.
+at 224 px or 16 px is never decoded at full resolution. The decode maths (draft, EXIF orientation,
+any-mode -> RGB conversion, resize and crop) lives in
+:mod:`sbe.models.published.processing_sbe`, the copy shipped with published models, so both
+decode identically; this module adds the strict Pillow settings and the error wrapping.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile
 
+from sbe.models.published.processing_sbe import (  # noqa: F401  (re-exported)
+    ImageDecodeError,
+    ImageModeError,
+    load_rgb,
+    orient,
+    resize_crop,
+    to_rgb,
+)
 from sbe.storage.schemas import FINGERPRINT_SIDE
 
 # A truncated JPEG must fail loudly, never decode as a half-grey picture.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Refuse decompression bombs outright instead of warning.
 warnings.simplefilter("error", Image.DecompressionBombWarning)
-
-
-class ImageDecodeError(ValueError):
-    """The bytes are not a decodable image (corrupt, truncated, not an image)."""
 
 
 #: what Pillow raises on bytes that are not a decodable image
@@ -47,23 +54,21 @@ def open_image(data: bytes) -> Image.Image:
 
 
 def decode_opened(img: Image.Image, min_side: int | None = None) -> Image.Image:
-    """Decode an image from :func:`open_image` to RGB, at the smallest JPEG scale >= ``min_side``.
+    """Decode an image from :func:`open_image`: at the smallest JPEG scale >= ``min_side``, turned
+    upright by its EXIF orientation, converted to RGB from any mode
+    (:func:`sbe.models.published.processing_sbe.load_rgb`).
 
     Raises:
-        ImageDecodeError: the pixel data does not decode (corrupt, truncated).
+        ImageDecodeError: the pixel data does not decode (corrupt, truncated);
+            :class:`ImageModeError` (a subclass) when it decodes to pixels that have no
+            meaningful RGB conversion.
     """
     try:
-        if min_side is not None and img.format == "JPEG":
-            w, h = img.size
-            # draft() keeps both sides >= the requested size; ask with the aspect ratio preserved.
-            scale = min_side / min(w, h)
-            img.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-        img.load()
-        if img.mode != "RGB":
-            img = img.convert("RGB")
+        return load_rgb(img, min_side)
+    except ImageDecodeError:
+        raise
     except DECODE_ERRORS as e:
         raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
-    return img
 
 
 def decode_rgb(data: bytes, min_side: int | None = None) -> Image.Image:
@@ -98,12 +103,4 @@ def resize_center_crop(img: Image.Image, resize: int, crop: int) -> np.ndarray:
     Returns:
         Array of shape (crop, crop, 3), dtype uint8 (HWC).
     """
-    w, h = img.size
-    scale = resize / min(w, h)
-    nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), Image.Resampling.BILINEAR)
-    left, top = (nw - crop) // 2, (nh - crop) // 2
-    if (left, top, crop, crop) != (0, 0, nw, nh):
-        img = img.crop((left, top, left + crop, top + crop))
-    return np.asarray(img, dtype=np.uint8)
+    return resize_crop(img, resize, crop)

@@ -13,17 +13,13 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
-from sbe.data.images import ImageDecodeError, decode_rgb
+from sbe.data.images import ImageDecodeError, ImageModeError, decode_rgb
+from sbe.models.published.processing_sbe import RESAMPLE_FILTERS, resize_crop
 
 ResizeMode = Literal["short_side", "squash"]
 Resample = Literal["nearest", "bilinear", "bicubic", "lanczos"]
 
-_PIL_FILTERS: dict[str, Image.Resampling] = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
+_PIL_FILTERS = RESAMPLE_FILTERS
 
 
 @dataclass(frozen=True)
@@ -69,25 +65,13 @@ class Preprocess:
         """Resize and centre-crop one decoded image.
 
         Args:
-            img: any size, any mode (converted to RGB).
+            img: any size, any mode (converted to RGB by
+                :func:`~sbe.models.published.processing_sbe.to_rgb`).
 
         Returns:
             uint8 array of shape (crop, crop, 3), RGB, HWC.
         """
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        w, h = img.size
-        if self.resize_mode == "squash":
-            nw = nh = self.resize
-        else:
-            scale = self.resize / min(w, h)
-            nw, nh = max(self.resize, round(w * scale)), max(self.resize, round(h * scale))
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), _PIL_FILTERS[self.resample])
-        left, top = (nw - self.crop) // 2, (nh - self.crop) // 2
-        if (nw, nh) != (self.crop, self.crop):
-            img = img.crop((left, top, left + self.crop, top + self.crop))
-        return np.asarray(img, dtype=np.uint8)
+        return resize_crop(img, self.resize, self.crop, self.resize_mode, self.resample)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -120,13 +104,32 @@ class Failure:
 
     Attributes:
         index: its position in the input sequence.
-        reason: ``unreadable_bytes``, ``corrupt_jpeg`` or ``non_finite_embedding``.
+        reason: ``unreadable_bytes``, ``corrupt_jpeg``, ``unsupported_mode`` (decoded, but the
+            pixels have no meaningful RGB conversion, e.g. a float image outside 0..1) or
+            ``non_finite_embedding``.
         detail: a short human-readable explanation.
     """
 
     index: int
     reason: str
     detail: str
+
+
+def decode_image(pp: Preprocess, data: bytes) -> np.ndarray:
+    """Decode one encoded image into model input: the one per-image decode every engine path uses.
+
+    Args:
+        pp: the preprocessing (JPEGs decode in draft mode at ``pp.decode_side``).
+        data: the encoded image.
+
+    Returns:
+        uint8 (crop, crop, 3), RGB.
+
+    Raises:
+        ImageDecodeError: the bytes do not decode (:class:`ImageModeError` when they decode to
+            pixels without a meaningful RGB conversion).
+    """
+    return pp.apply(decode_rgb(data, min_side=pp.decode_side))
 
 
 def decode_batch(
@@ -148,10 +151,12 @@ def decode_batch(
             failures.append(Failure(i, "unreadable_bytes", _clean(f"{type(e).__name__}: {e}")))
             continue
         try:
-            img = decode_rgb(data, min_side=pp.decode_side)
+            batch[len(ok)] = decode_image(pp, data)
+        except ImageModeError as e:
+            failures.append(Failure(i, "unsupported_mode", _clean(str(e))))
+            continue
         except ImageDecodeError as e:
             failures.append(Failure(i, "corrupt_jpeg", _clean(str(e))))
             continue
-        batch[len(ok)] = pp.apply(img)
         ok.append(i)
     return batch[: len(ok)], ok, failures

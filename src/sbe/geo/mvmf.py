@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sbe.mining.seeding import kmeans_plus_plus_indices
 from sbe.sphere import EARTH_RADIUS_KM, latlon_to_unit, unit_to_latlon
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -268,14 +269,7 @@ def spherical_kmeans(
     n = len(x)
     k = max(1, min(k, n))
     rng = np.random.default_rng(seed)
-    centres = np.empty((k, 3))
-    centres[0] = x[rng.integers(n)]
-    d2 = np.clip(2.0 - 2.0 * x @ centres[0], 0.0, None)  # squared chord to the nearest centre
-    for c in range(1, k):
-        total = d2.sum()
-        idx = rng.integers(n) if total <= 0 else rng.choice(n, p=d2 / total)
-        centres[c] = x[idx]
-        d2 = np.minimum(d2, np.clip(2.0 - 2.0 * x @ centres[c], 0.0, None))
+    centres = x[kmeans_plus_plus_indices(x, k, rng)]
     assign = np.full(n, -1, dtype=np.int64)
     for _ in range(iters):
         new = _nearest_centre(x, centres)

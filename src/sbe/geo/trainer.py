@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from sbe.device import resolve_device
 from sbe.geo.heads import GeoHeads
 from sbe.geo.labels import GeoLabels
 from sbe.geo.loss import GeoLoss
@@ -80,12 +81,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 param_groups = decay_param_groups  # the name callers know

@@ -14,6 +14,7 @@ import faiss
 import numpy as np
 
 from sbe.errors import SbeError
+from sbe.mining.seeding import kmeans_plus_plus_indices
 
 NOISE = -1
 
@@ -71,8 +72,7 @@ def kmeans_plus_plus(
 ) -> np.ndarray:
     """k-means++ seeding on unit vectors (on a random sample of at most ``max_points``).
 
-    Each next centre is drawn with probability proportional to its squared distance to the
-    nearest centre so far, which spreads the start over all groups; faiss's default (random
+    The seeding is :func:`sbe.mining.seeding.kmeans_plus_plus_indices`; faiss's default (random
     points) often starts two centres in one group and never recovers.
 
     Returns:
@@ -80,19 +80,7 @@ def kmeans_plus_plus(
     """
     n = len(vectors)
     sample = vectors if n <= max_points else vectors[np.sort(rng.choice(n, max_points, False))]
-    first = int(rng.integers(len(sample)))
-    chosen = [first]
-    # unit vectors: |x - c|^2 = 2 - 2 cos
-    d2 = np.maximum(2.0 - 2.0 * (sample @ sample[first]), 0.0).astype(np.float64)
-    for _ in range(1, k):
-        total = d2.sum()
-        nxt = (
-            int(rng.choice(len(sample), p=d2 / total))
-            if total > 0
-            else int(rng.integers(len(sample)))
-        )
-        chosen.append(nxt)
-        d2 = np.minimum(d2, np.maximum(2.0 - 2.0 * (sample @ sample[nxt]), 0.0))
+    chosen = kmeans_plus_plus_indices(sample, k, rng)
     return np.ascontiguousarray(sample[chosen], dtype=np.float32)
 
 

@@ -1,9 +1,11 @@
 """Chunk tables in, embedding parts out: threaded decoding overlapped with the model, per-image
 failures, one atomic part per chunk.
 
-Decoding runs in a thread pool (Pillow releases the GIL) a bounded window ahead of the model, so
-the model never waits for images and memory stays at a few batches. Model batches may span two
-chunks; a chunk's part is written as soon as its last row is embedded.
+Decoding runs in a thread pool (Pillow releases the GIL) a bounded window ahead of the model
+(:func:`sbe.models.backbones.pipeline.run_ahead`, the engine's core, with
+:meth:`Embedder.decode_or_reason` per image), so the model never waits for images and memory stays
+at a few batches. Model batches may span two chunks; a chunk's part is written as soon as its last
+row is embedded.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from sbe.data.images import ImageDecodeError
 from sbe.inference.plan import IMAGE_BYTES, IS_VALID, Chunk
+from sbe.models.backbones.pipeline import run_ahead
 from sbe.models.published.embedder import Embedder
 from sbe.storage import fixed_size_list, read_part_meta, write_parquet_atomic, write_part
 from sbe.storage.schemas import OSMID, embed_failures_schema, embed_schema
@@ -217,21 +220,21 @@ def embed_chunks(
     """
     bs = embedder.batch_size
     window_cap = max_in_flight or (2 * bs + embedder.decode_workers)
-    window: deque[tuple[_Open, int, Future[Any]]] = deque()
     batch: list[tuple[_Open, int, np.ndarray]] = []
     open_chunks: deque[_Open] = deque()
 
-    def decode(data: bytes | None) -> np.ndarray | str:
-        if data is None:
-            return "null image bytes"
-        if not data:
-            return "empty image bytes"
-        try:
-            return embedder.decode(data)
-        except ImageDecodeError as e:  # its message already names the underlying error
-            return str(e) or "undecodable image"
-        except Exception as e:  # any other decoder failure also fails only this image
-            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    def tagged(st: _Open, j: int, data: bytes | None) -> tuple[_Open, int, np.ndarray | str]:
+        return st, j, embedder.decode_or_reason(data)
+
+    def jobs() -> Iterator[tuple[Any, tuple[Any, ...]]]:
+        # lazily: a chunk's table is read, and its _Open made, when the window reaches it
+        for chunk, table in tables:
+            st = _Open(chunk, table, writer.dim, filter_valid)
+            open_chunks.append(st)
+            images = table.column(IMAGE_BYTES).to_pylist()
+            for j, row in enumerate(st.selected):
+                yield tagged, (st, j, images[row])
+            del images
 
     def run_batch() -> None:
         if not batch:
@@ -243,17 +246,6 @@ def embed_chunks(
             st.remaining -= 1
         batch.clear()
 
-    def consume() -> None:
-        st, j, fut = window.popleft()
-        res = fut.result()
-        if isinstance(res, str):
-            st.failures.append((int(st.selected[j]), res))
-            st.remaining -= 1
-        else:
-            batch.append((st, j, res))
-            if len(batch) >= bs:
-                run_batch()
-
     def ready() -> Iterator[ChunkResult]:
         while open_chunks and open_chunks[0].remaining == 0:
             st = open_chunks.popleft()
@@ -262,23 +254,15 @@ def embed_chunks(
             )
 
     with ThreadPoolExecutor(max(1, embedder.decode_workers), thread_name_prefix="decode") as pool:
-        try:
-            for chunk, table in tables:
-                st = _Open(chunk, table, writer.dim, filter_valid)
-                open_chunks.append(st)
-                images = table.column(IMAGE_BYTES).to_pylist()
-                for j, row in enumerate(st.selected):
-                    window.append((st, j, pool.submit(decode, images[row])))
-                    while len(window) > window_cap:
-                        consume()
-                        yield from ready()
-                del images
+        with closing(run_ahead(pool, jobs(), window_cap)) as decoded:
+            for st, j, res in decoded:
+                if isinstance(res, str):
+                    st.failures.append((int(st.selected[j]), res))
+                    st.remaining -= 1
+                else:
+                    batch.append((st, j, res))
+                    if len(batch) >= bs:
+                        run_batch()
                 yield from ready()
-            while window:
-                consume()
-                yield from ready()
-            run_batch()
-            yield from ready()
-        finally:
-            for _, _, fut in window:
-                fut.cancel()
+        run_batch()
+        yield from ready()

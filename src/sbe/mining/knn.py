@@ -17,23 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import faiss
 import numpy as np
 
+from sbe.device import usable_cores
+
 #: cap on (anchors x results) searched at once: bounds memory to ~12 bytes x this
 _MAX_RESULTS_BLOCK = 8_000_000
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+#: CPU cores this process may run on (affinity-aware); kept under its old name
+available_cores = usable_cores
 
 
 def set_threads(threads: int = 0) -> int:

@@ -18,17 +18,17 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sbe.models.published.layers_sbe import ACTIVATIONS, SbeProjector
 from sbe.storage import atomic_path
+
+__all__ = ["ACTIVATIONS", "CONFIG_NAME", "WEIGHTS_NAME", "Projector", "ProjectorConfig"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
 
 class ProjectorConfig(BaseModel):
@@ -66,8 +66,12 @@ class ProjectorConfig(BaseModel):
         return cls.model_validate_json((Path(directory) / CONFIG_NAME).read_text())
 
 
-class Projector(nn.Module):
+class Projector(SbeProjector):
     """MLP projection head with an optional residual linear path; output is L2-normalised.
+
+    The layers and ``forward`` are :class:`sbe.models.published.layers_sbe.SbeProjector` (the
+    copy shipped with published models); this class adds the typed config, batched numpy
+    projection and saving.
 
     Example:
         >>> head = Projector(ProjectorConfig(input_dim=1280))
@@ -75,21 +79,8 @@ class Projector(nn.Module):
     """
 
     def __init__(self, config: ProjectorConfig) -> None:
-        super().__init__()
+        super().__init__(config.model_dump())
         self.config = config
-        layers: list[nn.Module] = []
-        width = config.input_dim
-        for _ in range(config.num_hidden_layers):
-            layers.append(nn.Linear(width, config.hidden_dim))
-            if config.layer_norm:
-                layers.append(nn.LayerNorm(config.hidden_dim))
-            layers.append(ACTIVATIONS[config.activation]())
-            if config.dropout > 0:
-                layers.append(nn.Dropout(config.dropout))
-            width = config.hidden_dim
-        layers.append(nn.Linear(width, config.output_dim))
-        self.mlp = nn.Sequential(*layers)
-        self.residual = nn.Linear(config.input_dim, config.output_dim) if config.residual else None
 
     @property
     def output_layer(self) -> nn.Linear:
@@ -97,20 +88,6 @@ class Projector(nn.Module):
         last = self.mlp[-1]
         assert isinstance(last, nn.Linear)
         return last
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Project a batch.
-
-        Args:
-            x: float tensor (B, input_dim).
-
-        Returns:
-            float tensor (B, output_dim) with unit L2 norm per row.
-        """
-        y = self.mlp(x)
-        if self.residual is not None:
-            y = y + self.residual(x)
-        return F.normalize(y.float(), dim=-1)
 
     @torch.no_grad()
     def project(self, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:

@@ -383,7 +383,7 @@ def embed_images(
     paths: list[Path], identity: dict[str, Any] | None, device: str = "auto"
 ) -> np.ndarray:
     """Backbone embeddings (N, dim) of image files, with the backbone the heads were trained on."""
-    from PIL import Image
+    from sbe.data.images import decode_rgb
 
     if not identity or identity.get("name") in (None, "toy"):
         raise SbeError(
@@ -395,9 +395,8 @@ def embed_images(
     images = []  # decode first: a bad path fails before the model loads
     for p in paths:
         try:
-            with Image.open(p) as im:
-                images.append(im.convert("RGB"))
-        except (OSError, ValueError) as e:
+            images.append(decode_rgb(Path(p).read_bytes()))
+        except (OSError, ValueError) as e:  # ImageDecodeError is a ValueError
             raise SbeError(f"{p}: not a readable image ({e})") from None
     backbone = load_backbone(identity, device=device)
     return np.concatenate(

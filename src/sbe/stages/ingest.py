@@ -33,6 +33,7 @@ import pyarrow.parquet as pq
 from sbe.config import IngestConfig, section_dict
 from sbe.data.rawtar import ReadSettings, TarReport, read_raw_tar
 from sbe.data.tarstream import NotATarError, probe_tar
+from sbe.device import usable_cores
 from sbe.errors import SbeError
 from sbe.progress import progress_bar
 from sbe.stages.base import Input, Stage, StageContext
@@ -258,7 +259,7 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
     timer = StageTimer()
     tars = discover_tars(cfg.inputs)
     _check_inputs(tars)
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     out = Path(cfg.output)
     with DirLock(out):
         clean_stale_temps(out)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sbe.config import SbeConfig, SynthConfig, section_dict
+from sbe.device import usable_cores
 from sbe.errors import SbeError
 from sbe.progress import progress_bar
 from sbe.stages.base import Stage, StageContext
@@ -76,7 +76,7 @@ WORLD_FIELDS = (
 
 
 def _workers(cfg: SynthConfig, n_tasks: int) -> int:
-    n = cfg.workers or (os.cpu_count() or 1)
+    n = cfg.workers or usable_cores()
     return max(1, min(n, n_tasks))
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sbe.device import resolve_device
 from sbe.errors import SbeError
 from sbe.models.projector import Projector, ProjectorConfig
 from sbe.progress import progress_bar
@@ -53,15 +54,6 @@ VAL_KS = (1, 5, 10)
 #: settings that may change between an interrupted run and its resume (the paths are old
 #: checkpoints' keys: settings written before the library had its own settings object) between an interrupted run and its resume
 RESUME_FREE_KEYS = frozenset({"device", "log_every", "input", "neighbors", "output"})
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SbeError("device 'cuda' requested but no CUDA device is available")
-    return torch.device(device)
 
 
 def projector_config(cfg: TrainSettings, input_dim: int) -> ProjectorConfig:

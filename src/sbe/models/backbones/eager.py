@@ -5,20 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sbe.errors import SbeError
+from sbe.device import resolve_device
 from sbe.models.backbones.base import Backbone, BackboneSpec, Encoder
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; a missing GPU is a clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SbeError("device 'cuda' requested but torch sees no GPU; use --device cpu or auto")
-    if dev.type not in ("cpu", "cuda"):
-        raise SbeError(f"unsupported device {device!r}; use auto, cpu or cuda")
-    return dev
 
 
 def gpu_compute_dtype(device: torch.device) -> torch.dtype:

@@ -26,7 +26,7 @@ from sbe.errors import SbeError
 from sbe.models.backbones.base import BackboneSpec, Encoder, Normalize, Preprocess
 from sbe.models.backbones.cache import cache_dir
 from sbe.models.backbones.eager import TorchBackbone
-from sbe.models.backbones.pooling import GEM_P, gem
+from sbe.models.backbones.pooling import GEM_P, pool_feature_map
 from sbe.storage import atomic_path
 
 #: name -> (architecture name, weights distribution, weights module, weights class, native px)
@@ -107,10 +107,7 @@ class EfficientNetEncoder(Encoder):
         x = self.normalize(images_u8_nhwc)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        feats = self.net.extract_features(x)
-        if self.pooling == "gem":
-            return gem(feats.flatten(2).transpose(1, 2).float(), GEM_P)
-        return feats.float().mean(dim=(2, 3))
+        return pool_feature_map(self.net.extract_features(x), self.pooling, GEM_P)
 
 
 def default_preprocess(name: str) -> Preprocess:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sbe.device import usable_cores
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone, BackboneSpec, Encoder
 from sbe.models.backbones.cache import cache_dir
@@ -48,12 +49,8 @@ class _Rejected(Exception):
     """One export attempt failed; the temp file is discarded by ``atomic_path``."""
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (respects taskset/cgroup affinity)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+#: CPU cores this process may run on (respects taskset/cgroup affinity); kept under its old name
+available_cores = usable_cores
 
 
 def probe_images(n: int, side: int, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,21 @@
-"""Embed a stream of encoded images: decode in worker threads while the model runs.
+"""The decode-and-embed engine: decode in workers a bounded window ahead of the model.
+
+Every path that turns encoded images into vectors runs on this module:
+
+- :func:`run_ahead`, the core: jobs run on an executor (threads or spawned processes) at most a
+  fixed number ahead of the consumer, results come back in submission order, and jobs not yet
+  started are cancelled when the consumer stops.
+- :func:`embed_stream` (the backbone stage): batches of input positions decoded by
+  :func:`~sbe.data.preprocess.decode_batch`, with its throughput plans (decoder threads, lanes,
+  decoder processes for a GPU).
+- :func:`sbe.inference.pipeline.embed_chunks` (``sbe embed``, local and Ray) and
+  :class:`sbe.models.published.embedder.Embedder` (the Python API, search, geo predict): images
+  decoded one by one through ``run_ahead`` with :meth:`Embedder.decode_or_reason`, batched and
+  embedded by ``Embedder.embed_uint8``.
+
+All of them decode one image with :func:`~sbe.data.preprocess.decode_image`.
+
+``embed_stream`` in detail:
 
 Each image is decoded once, straight to the size the model needs (JPEG draft mode via
 :func:`~sbe.data.images.decode_rgb` with ``min_side = preprocess.decode_side``), resized and
@@ -20,10 +37,12 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -48,6 +67,47 @@ class EmbeddedBatch:
     indices: np.ndarray
     embeddings: np.ndarray
     failures: list[Failure] = field(default_factory=list)
+
+
+R = TypeVar("R")
+
+#: one job for :func:`run_ahead`: a picklable function (for process pools) and its arguments
+Job = tuple[Callable[..., Any], tuple[Any, ...]]
+
+
+def run_ahead(executor: Executor, jobs: Iterable[Job], ahead: int) -> Iterator[Any]:
+    """Run ``jobs`` on ``executor`` at most ``ahead + 1`` at a time; yield results in order.
+
+    ``jobs`` is consumed lazily (one new job is taken as each result is handed out), so a long
+    or unbounded job list costs memory only for the window. When the consumer stops early (or a
+    job raises), jobs not yet started are cancelled; the executor itself is the caller's.
+
+    Args:
+        executor: where jobs run (a thread pool, or a process pool for picklable jobs).
+        jobs: ``(function, args)`` pairs.
+        ahead: jobs submitted beyond the one whose result is awaited (>= 0).
+
+    Yields:
+        ``function(*args)`` of each job, in the order of ``jobs``.
+    """
+    it = iter(jobs)
+    pending: deque[Future[Any]] = deque()
+
+    def submit() -> None:
+        job = next(it, None)
+        if job is not None:
+            pending.append(executor.submit(job[0], *job[1]))
+
+    try:
+        for _ in range(max(0, ahead) + 1):
+            submit()
+        while pending:
+            result = pending.popleft().result()
+            submit()
+            yield result
+    finally:
+        for fut in pending:
+            fut.cancel()
 
 
 _PROCESS_POOLS: dict[int, ProcessPoolExecutor] = {}
@@ -117,28 +177,14 @@ def embed_stream(
         return _embed(backbone, s, e, *decode_batch(backbone.preprocess, read, s, e))
 
     job = prepare_and_embed if lanes > 1 else partial(decode_batch, backbone.preprocess, read)
-    starts = iter(range(0, n, batch_size))
-    pending: deque[tuple[int, int, Future]] = deque()
-
-    def submit() -> None:
-        s = next(starts, None)
-        if s is not None:
-            e = min(s + batch_size, n)
-            pending.append((s, e, pool.submit(job, s, e)))
-
+    slices = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     try:
-        for _ in range(ahead + 1):
-            submit()
-        while pending:
-            s, e, fut = pending.popleft()
-            done = fut.result()
-            submit()
-            yield done if lanes > 1 else _embed(backbone, s, e, *done)
+        with closing(run_ahead(pool, ((job, sl) for sl in slices), ahead)) as results:
+            for (s, e), done in zip(slices, results, strict=True):
+                yield done if lanes > 1 else _embed(backbone, s, e, *done)
     finally:
-        if processes > 0:  # the pool outlives the stream: cancel only this stream's batches
-            for *_, fut in pending:
-                fut.cancel()
-        else:
+        # the process pool outlives the stream (run_ahead cancelled this stream's batches)
+        if processes == 0:
             pool.shutdown(wait=True, cancel_futures=True)
 
 

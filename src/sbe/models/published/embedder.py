@@ -20,10 +20,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sbe.data.images import ImageDecodeError, decode_rgb
+from sbe.data.images import ImageDecodeError, orient, to_rgb
+from sbe.data.preprocess import decode_image
+from sbe.device import resolve_device, usable_cores
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone
 from sbe.models.backbones.hf import quiet_transformers
+from sbe.models.backbones.pipeline import run_ahead
 from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
 from sbe.models.published.modeling_sbe import HF_PREFIX, SbeEmbeddingModel
 
@@ -33,15 +36,6 @@ GEO_DIR = "geo"
 
 #: weight files larger than this are identified by name and size instead of a content hash
 HASH_LIMIT_BYTES = 256 * 1024 * 1024
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> ``cuda`` when available, else ``cpu``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SbeError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
 
 
 def model_fingerprint(model_dir: str | os.PathLike[str]) -> str:
@@ -105,7 +99,7 @@ class Embedder:
         self.preprocess = backbone.preprocess
         self.resize, self.crop = int(self.preprocess.resize), int(self.preprocess.crop)
         self.batch_size = batch_size or max(32, int(backbone.default_batch_size))
-        self.decode_workers = decode_workers or max(1, min(8, (os.cpu_count() or 2)))
+        self.decode_workers = decode_workers or min(8, usable_cores())
         self._fingerprint: str | None = None
         self._geo: Any = None
 
@@ -115,41 +109,50 @@ class Embedder:
         """One image -> uint8 (crop, crop, 3), exactly as the training pipeline preprocesses.
 
         Bytes and paths are decoded at reduced JPEG scale (draft mode) when that keeps the short
-        side >= the resize target.
+        side >= the resize target; every image is turned upright by its EXIF orientation and
+        converted to RGB from any mode.
 
         Raises:
             ImageDecodeError: the image cannot be read or decoded.
         """
         if isinstance(item, Image.Image):
-            img = item.convert("RGB")
+            # upright as its EXIF says; the caller's image is not changed
+            return self.preprocess.apply(to_rgb(orient(item)))
+        if isinstance(item, bytes | bytearray | memoryview):
+            data = bytes(item)
         else:
-            if isinstance(item, bytes | bytearray | memoryview):
-                data = bytes(item)
-            else:
-                try:
-                    data = Path(item).read_bytes()
-                except OSError as e:
-                    raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
-            if not data:
-                raise ImageDecodeError("empty image bytes")
-            img = decode_rgb(data, min_side=self.preprocess.decode_side)
-        return self.preprocess.apply(img)
+            try:
+                data = Path(item).read_bytes()
+            except OSError as e:
+                raise ImageDecodeError(f"{type(e).__name__}: {e}") from None
+        if not data:
+            raise ImageDecodeError("empty image bytes")
+        return decode_image(self.preprocess, data)
+
+    def decode_or_reason(self, item: ImageInput | None) -> np.ndarray | str:
+        """:meth:`decode`, with a failure returned as its reason instead of raised.
+
+        Any exception while decoding fails only this image (``None`` -> ``"null image bytes"``,
+        empty bytes -> ``"empty image bytes"``, otherwise the error's message).
+        """
+        if item is None:
+            return "null image bytes"
+        if isinstance(item, bytes | bytearray | memoryview) and not item:
+            return "empty image bytes"
+        try:
+            return self.decode(item)
+        except ImageDecodeError as e:  # its message already names the underlying error
+            return str(e) or "undecodable image"
+        except Exception as e:  # any other decoder failure also fails only this image
+            return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
     def _decode_many(self, items: Sequence[Any]) -> list[np.ndarray | str]:
         """Decode in worker threads (Pillow releases the GIL); a failure becomes its reason."""
-
-        def one(item: Any) -> np.ndarray | str:
-            if item is None:
-                return "null image"
-            try:
-                return self.decode(item)
-            except ImageDecodeError as e:
-                return str(e) or "undecodable image"
-
         if len(items) <= 1 or self.decode_workers <= 1:
-            return [one(it) for it in items]
-        with ThreadPoolExecutor(self.decode_workers) as pool:
-            return list(pool.map(one, items))
+            return [self.decode_or_reason(it) for it in items]
+        jobs = ((self.decode_or_reason, (it,)) for it in items)
+        with ThreadPoolExecutor(self.decode_workers, thread_name_prefix="decode") as pool:
+            return list(run_ahead(pool, jobs, 2 * self.decode_workers))
 
     # ---- embedding ----
 

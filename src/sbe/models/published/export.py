@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sbe.models.backbones.hf import quiet_transformers
-from sbe.models.published import configuration_sbe, modeling_sbe
+from sbe.models.published import configuration_sbe, layers_sbe, modeling_sbe, processing_sbe
 from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
 from sbe.models.published.modeling_sbe import (
     EFFICIENTNET_VARIANTS,
@@ -30,7 +30,11 @@ PREPROCESSOR_NAME = "preprocessor_config.json"
 CARD_NAME = "README.md"
 BACKBONE_DIR = "backbone"
 GEO_DIR = "geo"
-CODE_FILES = (Path(configuration_sbe.__file__), Path(modeling_sbe.__file__))
+CODE_FILES = tuple(
+    Path(m.__file__)
+    for m in (configuration_sbe, layers_sbe, processing_sbe, modeling_sbe)
+    if m.__file__
+)
 
 AUTO_MAP = {
     "AutoConfig": "configuration_sbe.SbeEmbeddingConfig",

