@@ -200,9 +200,9 @@ def show(name: str, m: Any, results: dict[str, Any], sec: Any, as_json: bool) ->
     if as_json:
         typer.echo(json.dumps({**results, "up_to_date": m.up_to_date, **m.model_dump(mode="json")}))
         return
-    if name == "evaluate":
-        out.print(comparison_table(results or m.extra.get("results", {})))
-        for line in _landmarks(results or m.extra.get("results", {})):
+    if name == "evaluate" and "retrieval" in (res := results or m.extra.get("results", {})):
+        out.print(comparison_table(res))
+        for line in _landmarks(res):
             out.print(line, markup=False)
         return
     out.print(manifest_table(m))
