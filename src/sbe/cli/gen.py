@@ -57,26 +57,6 @@ HELP = {
 }
 #: a field also taken as a positional argument (``sbe synth OUT``, ``sbe ingest TARS...``)
 POSITIONAL = {"synth": "output", "ingest": "inputs"}
-#: options some commands have beyond their section's fields
-EXTRAS: dict[str, list[tuple[str, Any, Any, Any]]] = {
-    "train": [
-        (
-            "resume",
-            bool,
-            False,
-            typer.Option("--resume", help="Continue the run in --out from its last checkpoint."),
-        )
-    ],
-    "embed": [
-        (
-            "shard",
-            str | None,
-            None,
-            typer.Option("--shard", metavar="K/N", help="Embed only shard K of N (SLURM arrays)."),
-        )
-    ],
-}
-COMMON = "Common options"
 Runner = Callable[..., tuple[Any, dict[str, Any]]]
 
 
@@ -185,44 +165,60 @@ def field_param(name: str, info: FieldInfo) -> P:
     return P(f"f_{name}", P.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
 
 
-def common_params() -> list[P]:
-    """``--config``, ``--workdir``, ``--set``, ``--restart``, ``--json``, ``--quiet``, ``--verbose``."""
+def opt(name: str, kind: Any, default: Any, *decls: str, **kw: Any) -> P:
+    """A keyword parameter carrying a typer option (its default not shown)."""
+    option = typer.Option(*decls, show_default=False, **kw)
+    return P(name, P.KEYWORD_ONLY, default=default, annotation=Annotated[kind, option])
 
-    def opt(name: str, kind: Any, default: Any, *decls: str, help: str, **kw: Any) -> P:
-        o = typer.Option(*decls, help=help, rich_help_panel=COMMON, show_default=False, **kw)
-        return P(name, P.KEYWORD_ONLY, default=default, annotation=Annotated[kind, o])
 
-    return [
+#: options some commands have beyond their section's fields
+EXTRAS = {
+    "train": [
         opt(
-            "config",
-            Path | None,
+            "x_resume",
+            bool,
+            False,
+            "--resume",
+            help="Continue the run in --out from its last checkpoint.",
+        )
+    ],
+    "embed": [
+        opt(
+            "x_shard",
+            str | None,
             None,
-            "--config",
-            "-c",
-            help="TOML config file (defaults apply when omitted).",
-        ),
-        opt(
-            "workdir",
-            Path | None,
-            None,
-            "--workdir",
-            help="Work directory (overrides the config's).",
-        ),
-        opt(
-            "set_",
-            list[str] | None,
-            None,
-            "--set",
-            metavar="KEY=VALUE",
-            help="Any other setting, e.g. --set seed=3 (repeatable).",
-        ),
-        opt(
-            "restart", bool, False, "--restart", help="Start over: no up-to-date check, no resume."
-        ),
-        opt("json_", bool, False, "--json", help="Print the result as JSON."),
-        opt("quiet", bool, False, "--quiet", "-q", help="Only errors and the result."),
-        opt("verbose", bool, False, "--verbose", "-v", help="Log lines of the stage; tracebacks."),
-    ]
+            "--shard",
+            metavar="K/N",
+            help="Embed only shard K of N (SLURM arrays).",
+        )
+    ],
+}
+common = functools.partial(opt, rich_help_panel="Common options")
+COMMON_OPTIONS = [
+    common(
+        "config",
+        Path | None,
+        None,
+        "--config",
+        "-c",
+        help="TOML config file (defaults apply when omitted).",
+    ),
+    common(
+        "workdir", Path | None, None, "--workdir", help="Work directory (overrides the config's)."
+    ),
+    common(
+        "set_",
+        list[str] | None,
+        None,
+        "--set",
+        metavar="KEY=VALUE",
+        help="Any other setting, e.g. --set seed=3 (repeatable).",
+    ),
+    common("restart", bool, False, "--restart", help="Start over: no up-to-date check, no resume."),
+    common("json_", bool, False, "--json", help="Print the result as JSON."),
+    common("quiet", bool, False, "--quiet", "-q", help="Only errors and the result."),
+    common("verbose", bool, False, "--verbose", "-v", help="Log lines of the stage; tracebacks."),
+]
 
 
 def _split(values: list[str]) -> list[str]:
@@ -260,11 +256,7 @@ def stage_command(name: str, section: str = "", runner: Runner = run_stage_comma
         kind = list[Path] | None if many else Path | None
         params.append(P("a_" + pos, P.KEYWORD_ONLY, default=None, annotation=Annotated[kind, arg]))
     params += [field_param(f, info) for f, info in fields.items()]
-    params += [
-        P("x_" + n, P.KEYWORD_ONLY, default=d, annotation=Annotated[t, o])
-        for n, t, d, o in EXTRAS.get(name, [])
-    ]
-    params += common_params()
+    params += [*EXTRAS.get(name, []), *COMMON_OPTIONS]
 
     @guarded
     def command(ctx: typer.Context, **kw: Any) -> None:
