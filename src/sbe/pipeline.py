@@ -33,6 +33,18 @@ class StageOutcome:
     reason: str = ""
     results: dict[str, Any] = field(default_factory=dict)
 
+    def to_json(self) -> dict[str, Any]:
+        """What ``sbe run --json`` prints: stage, status, seconds, rows, skips (and the reason)."""
+        m = self.manifest
+        return {
+            "stage": self.stage,
+            "status": self.status,
+            "seconds": round(self.seconds, 3),
+            "rows": dict(m.rows) if m is not None else {},
+            "skips": dict(m.skipped) if m is not None else {},
+            "reason": self.reason,
+        }
+
 
 def _skipped(cfg: SbeConfig) -> dict[str, str]:
     """Stages ``sbe run`` will not run, with the reason (user skips, then what follows from them)."""
@@ -175,7 +187,8 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
     """The headline numbers of a finished run, read from the stages' outputs.
 
     Returns:
-        ``(what, value, compared with)`` rows for a summary table.
+        ``(what, value, compared with)`` rows for a summary table (the report's path, which would
+        not fit a table cell, is :func:`report_file`).
     """
     cfg = wire(cfg)
     rows: list[tuple[str, str, str]] = []
@@ -234,7 +247,10 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
                 f"{rt} on {bb['extra'].get('device', '')}",
             )
         )
-    report = cfg.section("report").output / "report.html"
-    if report.is_file():
-        rows.append(("report", str(report), "open in a browser (self-contained)"))
     return rows
+
+
+def report_file(cfg: SbeConfig) -> Path | None:
+    """The finished run's ``report.html`` (``None`` when there is none)."""
+    report = Path(wire(cfg).section("report").output) / "report.html"  # type: ignore[attr-defined]
+    return report if report.is_file() else None

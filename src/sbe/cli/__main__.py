@@ -1,0 +1,3 @@
+from sbe.cli import main
+
+main()
