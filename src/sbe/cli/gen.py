@@ -237,11 +237,12 @@ def run_stage_command(name: str, cfg: SbeConfig, sec: Any, **options: Any) -> tu
     """Run a pipeline stage through the stage protocol."""
     from sbe.stages import get_stage, run_stage
 
-    if options.pop("resume", False):  # today's `sbe train --resume` (a run left by a crash)
-        from sbe.stages import train
+    stage = get_stage(name)
+    if options.pop("resume", False):  # `sbe train --resume`: continue whatever left the run
+        from sbe.stages.train import TrainStage
 
-        return train.run(sec, resume=True, console=options["log"]), {}
-    return run_stage(get_stage(name), sec, full_config=cfg, **options)
+        stage = TrainStage(resume=True)
+    return run_stage(stage, sec, full_config=cfg, **options)
 
 
 def stage_command(name: str, section: str = "", runner: Runner = run_stage_command) -> Callable:
