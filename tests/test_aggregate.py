@@ -228,6 +228,9 @@ def test_dictionary_and_large_osmid_columns(tmp_path: Path, model: Path, kind: s
     }[kind]
     inp = _with_osmid(base, tmp_path / "in.parquet", osmid)
     embed.run(EmbedConfig(input=inp, output=tmp_path / "emb", model=model, chunk_rows=5))
+    part = next((tmp_path / "emb" / "parts").glob("*.parquet"))
+    stored = osmid.type.value_type if kind == "dictionary" else osmid.type
+    assert pq.read_schema(part).field("OSMID").type == stored  # dictionaries decoded
     m = aggregate.run(AggregateConfig(input=[tmp_path / "emb"], output=tmp_path / "b"))
     assert m.rows == {"images": 12, "buildings": 4, "located buildings": 4}
     t = pq.read_table(tmp_path / "b" / "buildings.parquet")
