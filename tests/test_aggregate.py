@@ -189,3 +189,92 @@ def test_cli_aggregate(tmp_path: Path, model: Path) -> None:
     )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["rows"]["buildings"] == 3
+
+
+# ---- issue 20: input edge cases -------------------------------------------------------------
+
+
+def _with_osmid(src: Path, dst: Path, osmid: pa.Array) -> Path:
+    t = pq.read_table(src)
+    pq.write_table(t.set_column(t.schema.get_field_index("OSMID"), "OSMID", osmid), dst)
+    return dst
+
+
+def test_nan_and_infinite_osmids_are_skipped_and_counted(tmp_path: Path, model: Path) -> None:
+    """NaN/inf float ids name no building: they are dropped like nulls, not merged into one."""
+    base = packaged_parquet(tmp_path / "base.parquet", 10, locations=True)
+    nan, inf = float("nan"), float("inf")
+    ids = pa.array([1.0, 1.0, nan, nan, inf, 2.0, None, -inf, 3.0, 3.0], pa.float64())
+    inp = _with_osmid(base, tmp_path / "in.parquet", ids)
+    embed.run(EmbedConfig(input=inp, output=tmp_path / "emb", model=model, chunk_rows=4))
+    m = aggregate.run(AggregateConfig(input=[tmp_path / "emb"], output=tmp_path / "b"))
+    t = pq.read_table(tmp_path / "b" / "buildings.parquet")
+    assert t["OSMID"].to_pylist() == [1.0, 2.0, 3.0]
+    assert t["image_count"].to_pylist() == [2, 1, 2]
+    assert m.rows["buildings"] == 3 and m.rows["images"] == 5
+    assert m.skipped == {"null OSMID": 1, "NaN or infinite OSMID": 4}
+    # the located buildings come from the packaged input's rows with a finite id
+    assert m.rows["located buildings"] == 3
+
+
+@pytest.mark.parametrize("kind", ["dictionary", "large_string", "large_binary"])
+def test_dictionary_and_large_osmid_columns(tmp_path: Path, model: Path, kind: str) -> None:
+    base = packaged_parquet(tmp_path / "base.parquet", 12, locations=True)
+    as_text = pq.read_table(base)["OSMID"].cast(pa.string())
+    osmid = {
+        "dictionary": as_text.dictionary_encode(),
+        "large_string": as_text.cast(pa.large_string()),
+        "large_binary": as_text.cast(pa.large_binary()),
+    }[kind]
+    inp = _with_osmid(base, tmp_path / "in.parquet", osmid)
+    embed.run(EmbedConfig(input=inp, output=tmp_path / "emb", model=model, chunk_rows=5))
+    part = next((tmp_path / "emb" / "parts").glob("*.parquet"))
+    stored = osmid.type.value_type if kind == "dictionary" else osmid.type
+    assert pq.read_schema(part).field("OSMID").type == stored  # dictionaries decoded
+    m = aggregate.run(AggregateConfig(input=[tmp_path / "emb"], output=tmp_path / "b"))
+    assert m.rows == {"images": 12, "buildings": 4, "located buildings": 4}
+    t = pq.read_table(tmp_path / "b" / "buildings.parquet")
+    want = ["1000", "1001", "1002", "1003"]
+    got = [v.decode() if isinstance(v, bytes) else v for v in t["OSMID"].to_pylist()]
+    assert got == want
+    assert not pa.types.is_dictionary(t.schema.field("OSMID").type)
+    # a dictionary-encoded location table works too
+    locs = pa.table(
+        {"OSMID": pa.array(want).dictionary_encode(), "lat": [1.0, 2.0, 3.0, 4.0], "lon": [5.0] * 4}
+    )
+    if kind == "dictionary":
+        pq.write_table(locs, tmp_path / "locs.parquet")
+        m = aggregate.run(
+            AggregateConfig(
+                input=[tmp_path / "emb"], output=tmp_path / "c", locations=tmp_path / "locs.parquet"
+            )
+        )
+        lat = pq.read_table(tmp_path / "c" / "buildings.parquet")["lat"].to_pylist()
+        np.testing.assert_allclose(lat, [1.0, 2.0, 3.0, 4.0], atol=1e-9)
+
+
+def test_bad_locations_table_is_one_clear_line(tmp_path: Path, model: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sbe.cli import app
+
+    inp = packaged_parquet(tmp_path / "in.parquet", 6)
+    embed.run(EmbedConfig(input=inp, output=tmp_path / "emb", model=model))
+    (tmp_path / "notparquet.parquet").write_text("OSMID,lat,lon\n1000,1,2\n")
+    pq.write_table(pa.table({"OSMID": [1000], "lat": [1.0]}), tmp_path / "nolon.parquet")
+    pq.write_table(
+        pa.table({"OSMID": [1000], "lat": ["x"], "lon": ["y"]}), tmp_path / "text.parquet"
+    )
+    for name, words in [
+        ("notparquet.parquet", "not a readable parquet"),
+        ("nolon.parquet", "needs columns OSMID, lat and lon"),
+        ("text.parquet", "must be numbers"),
+        ("missing.parquet", "not found"),
+    ]:
+        path = tmp_path / name
+        args = ["aggregate", "--in", str(tmp_path / "emb"), "--out", str(tmp_path / "b")]
+        r = CliRunner().invoke(app, [*args, "--locations", str(path)])
+        assert r.exit_code != 0
+        assert isinstance(r.exception, SbeError), r.exception
+        message = str(r.exception)
+        assert str(path) in message and words in message and "\n" not in message

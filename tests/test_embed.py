@@ -302,3 +302,22 @@ def test_up_to_date_rerun_rewrites_nothing(tmp_path: Path) -> None:
     assert {k: v for k, v in after.items() if k != ".lock"} == {
         k: v for k, v in stamps.items() if k != ".lock"
     }
+
+
+def test_finished_parts_are_kept_only_on_proof(tmp_path: Path, model: Path) -> None:
+    """A finished run's parts are reused by a run with other settings only where each part's own
+    record proves it holds the same rows from the same input and model; --restart redoes all."""
+    inp = packaged_parquet(tmp_path / "in.parquet", 20)
+    out = tmp_path / "out"
+    run(inp, out, model, chunk_rows=5, limit=10)
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
+    assert len(first) == 2
+    m = stage.run(EmbedConfig(input=inp, output=out, model=model, chunk_rows=5))
+    assert m.extra["images_this_run"] == 10  # only the two new chunks
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "parts").iterdir()}
+    assert {k: after[k] for k in first} == first and len(after) == 4
+    m = stage.run(EmbedConfig(input=inp, output=out, model=model, chunk_rows=5), restart=True)
+    assert m.extra["images_this_run"] == 20 and not m.up_to_date
+    # a part whose record names another runtime is not trusted
+    m = stage.run(EmbedConfig(input=inp, output=out, model=model, chunk_rows=5, runtime="torch"))
+    assert m.extra["images_this_run"] == 20

@@ -289,25 +289,73 @@ def test_mixed_builds_are_detected(tmp_path: Path) -> None:
         SearchIndex.load(tmp_path)
 
 
-def test_provenance_follows_buildings_back_to_the_embed_stage(tmp_path: Path) -> None:
-    emb, bld = tmp_path / "embeddings", tmp_path / "buildings"
-    emb.mkdir()
+def test_provenance_is_read_from_the_source_manifest_extra(tmp_path: Path) -> None:
+    """The model and backbone come from one place: ``extra`` of the source folder's manifest
+    (``extra["model"]`` as embed/aggregate record it, else ``extra["backbone"]``); the index
+    stores the model relative to itself."""
+    bld = tmp_path / "buildings"
     bld.mkdir()
-    (emb / "state.json").write_text(
-        json.dumps(
-            {"model": {"model_dir": "/models/m1", "backbone": {"name": "efficientnet-lite0"}}}
-        )
-    )
-    write_manifest(emb, Manifest(stage="embed", config={"model": "/models/m1"}))
-    # aggregate takes a list of embed folders (shards); the index follows the first back
-    write_manifest(bld, Manifest(stage="aggregate", config={"input": [str(emb)]}))
+    model = tmp_path / "models" / "m1"
+    identity = {"model_dir": str(model), "backbone": {"name": "efficientnet-lite0"}, "dim": 8}
+    write_manifest(bld, Manifest(stage="aggregate", extra={"model": identity}))
     x = clustered(20, 8)
     pq.write_table(buildings_table(x, pa.array(np.arange(20))), bld / "buildings.parquet")
     got = source_provenance(bld / "buildings.parquet")
-    assert got == {"model_dir": "/models/m1", "backbone": {"name": "efficientnet-lite0"}}
+    assert got == {"model_dir": str(model), "backbone": {"name": "efficientnet-lite0"}}
     m = build(tmp_path, bld)
-    assert m.extra["index"]["model_dir"] == "/models/m1"
+    assert m.extra["index"]["model_dir"] == "../models/m1"
+    assert SearchIndex.load(tmp_path / "index").info.model_path(tmp_path / "index").resolve() == model  # fmt: skip
     # an explicit model wins
     m = build(tmp_path, bld, model=tmp_path / "other")
-    assert m.extra["index"]["model_dir"] == str(tmp_path / "other")
+    assert m.extra["index"]["model_dir"] == "../other"
+    # a backbone-only record (the backbone and split stages)
+    write_manifest(bld, Manifest(stage="split", extra={"backbone": {"name": "hf:x"}}))
+    assert source_provenance(bld) == {"model_dir": None, "backbone": {"name": "hf:x"}}
+    # config keys and state.json are not guessed from any more
+    write_manifest(bld, Manifest(stage="embed", config={"model": "/models/m1"}))
+    assert source_provenance(bld) == {"model_dir": None, "backbone": None}
     assert source_provenance(tmp_path / "nowhere") == {"model_dir": None, "backbone": None}
+
+
+# ---- issue 20: id column encodings and NaN ids ------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["dictionary", "large_string", "large_binary"])
+def test_dictionary_and_large_id_columns_index_and_cluster(tmp_path: Path, kind: str) -> None:
+    """Two parts with different dictionaries (as two writers make them) index and cluster."""
+    from sbe.config import ClusterConfig
+    from sbe.stages import cluster as cluster_stage
+
+    x = clustered(40, 8)
+    text = pa.array([f"way/{i}" for i in range(40)])
+    ids = {
+        "dictionary": None,
+        "large_string": text.cast(pa.large_string()),
+        "large_binary": text.cast(pa.large_binary()),
+    }[kind]
+    src = tmp_path / "parts"
+    src.mkdir()
+    for k, (a, b) in enumerate([(0, 25), (25, 40)]):
+        part = text[a:b].dictionary_encode() if ids is None else ids[a:b]
+        pq.write_table(buildings_table(x[a:b], part, seed=k), src / f"p{k}.parquet")
+    m = build(tmp_path, src)
+    assert m.rows["vectors"] == 40 and m.rows["unique_ids"] == 40
+    index = SearchIndex.load(tmp_path / "index")
+    plain = pa.binary() if kind == "large_binary" else pa.string()
+    assert index.table.schema.field("OSMID").type in (plain, pa.large_binary(), pa.large_string())
+    assert not pa.types.is_dictionary(index.table.schema.field("OSMID").type)
+    hit = index.search_id("way/7", k=1, exclude_self=False).hits()[0]
+    assert hit["id"] in ("way/7", b"way/7") and hit["similarity"] == pytest.approx(1.0, abs=1e-5)
+    c = cluster_stage.run(ClusterConfig(input=src, output=tmp_path / "c", k=3))
+    assert c.rows["vectors"] == 40
+    got = pq.read_table(tmp_path / "c" / "assignments.parquet")["OSMID"]
+    assert got.to_pylist() == pa.chunked_array([ids if ids is not None else text]).to_pylist()
+
+
+def test_nan_and_infinite_ids_are_skipped(tmp_path: Path) -> None:
+    x = clustered(6, 8)
+    ids = pa.array([1.0, float("nan"), 2.0, float("inf"), None, 3.0])
+    pq.write_table(buildings_table(x, ids), tmp_path / "b.parquet")
+    m = build(tmp_path, tmp_path / "b.parquet")
+    assert m.rows["vectors"] == 3 and m.skipped == {"null id": 1, "NaN or infinite id": 2}
+    assert SearchIndex.load(tmp_path / "index").table["OSMID"].to_pylist() == [1.0, 2.0, 3.0]

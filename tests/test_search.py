@@ -275,3 +275,80 @@ def test_image_query_runs_the_published_model(
         assert top["id"] == want and top["similarity"] > 0.999
         assert top["landmark"] == rows[want]["landmark"]
         assert top["lat"] == pytest.approx(float(rows[want]["lat"]))
+
+
+# ---- issue 20: bad query files, moved work folders -------------------------------------------
+
+
+def test_bad_query_files_are_one_line_naming_the_file(image_index, tmp_path: Path) -> None:
+    idx_dir, _, _ = image_index
+    (tmp_path / "text.parquet").write_text("not parquet")
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "nocol.parquet")
+    pq.write_table(pa.table({"embedding": [["a", "b"]]}), tmp_path / "strings.parquet")
+    np.save(tmp_path / "dim.npy", np.ones((2, 5), np.float32))
+    (tmp_path / "ragged.json").write_text("[[1, 2], [3]]")
+    (tmp_path / "v.csv").write_text("1,2")
+    for name, words in [
+        ("text.parquet", "cannot read query vectors"),
+        ("nocol.parquet", "no 'embedding' column (columns: x)"),
+        ("strings.parquet", "cannot read query vectors"),
+        ("dim.npy", "dimension 5"),
+        ("ragged.json", "cannot read query vectors"),
+        ("v.csv", "must be .npy, .json or .parquet"),
+        ("missing.npy", "not found"),
+    ]:
+        path = tmp_path / name
+        r = runner.invoke(app, ["search", "--index", str(idx_dir), "--vector-file", str(path)])
+        assert isinstance(r.exception, SbeError), (name, r.exception)
+        message = str(r.exception)
+        assert str(path) in message and words in message and "\n" not in message, message
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    import os
+
+    from test_publish_fixtures import make_tiny_model
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return make_tiny_model(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_moved_work_folder_still_searches_by_image(tmp_path: Path, tiny_model: Path) -> None:
+    """index.json records the model relative to the index: move the whole work folder (model
+    included) and image queries still find the model; a bad image names itself."""
+    import shutil
+
+    from test_publish_fixtures import packaged_parquet
+
+    from sbe.config import AggregateConfig, EmbedConfig
+    from sbe.stages import aggregate, embed
+
+    work = tmp_path / "work"
+    shutil.copytree(tiny_model, work / "model")
+    inp = packaged_parquet(work / "packaged.parquet", 12, images_per_building=1)
+    embed.run(EmbedConfig(input=inp, output=work / "emb", model=work / "model"))
+    aggregate.run(AggregateConfig(input=[work / "emb"], output=work / "b"))
+    index_stage.run(IndexConfig(input=work / "b", output=work / "index"))
+    info = json.loads((work / "index" / "index.json").read_text())
+    assert info["model_dir"] == "../model" and info["source"]["path"] == "../b"
+
+    moved = tmp_path / "elsewhere" / "work2"
+    moved.parent.mkdir()
+    shutil.move(work, moved)
+    image = tmp_path / "q.jpg"
+    image.write_bytes(pq.read_table(moved / "packaged.parquet")["image_bytes"][7].as_py())
+    args = ["search", "--index", str(moved / "index"), "--k", "2", "--json"]
+    out = _json(runner.invoke(app, [*args, "--image", str(image)]))
+    top = out["queries"][0]["hits"][0]
+    assert top["id"] == 1007 and top["similarity"] > 0.999
+
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    r = runner.invoke(app, [*args, "--image", str(image), "--image", str(tmp_path / "bad.jpg")])
+    assert isinstance(r.exception, SbeError), r.exception
+    assert str(tmp_path / "bad.jpg") in str(r.exception) and "\n" not in str(r.exception)
+
+    shutil.rmtree(moved / "model")
+    r = runner.invoke(app, [*args, "--image", str(image)])
+    assert isinstance(r.exception, SbeError) and "--model" in str(r.exception)

@@ -43,9 +43,11 @@ class IndexInfo(BaseModel):
         build_seconds: time to add the vectors to faiss; read_seconds: time to read the source.
         memory: bytes: ``vectors``, ``graph``, ``total`` (index arrays), ``file`` (index.faiss),
             ``peak_rss`` (peak resident memory of the building process).
-        source: input path, file count, fingerprint hash, stored embedding dtype.
+        source: input path (relative to the index folder), file count, fingerprint hash, stored
+            embedding dtype.
         model_dir: the published model that made the vectors, when known (used by image
-            queries).
+            queries), relative to the index folder (older indexes hold an absolute path; both
+            resolve with :meth:`model_path`).
         backbone: backbone identity recorded by the source's stage, when known.
     """
 
@@ -75,6 +77,10 @@ class IndexInfo(BaseModel):
     created_at: str = Field(
         default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     )
+
+    def model_path(self, index_dir: str | Path) -> Path | None:
+        """The recorded model folder as a path (a relative one is under ``index_dir``)."""
+        return None if self.model_dir is None else Path(index_dir) / self.model_dir
 
 
 def save_index_dir(

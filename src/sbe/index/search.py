@@ -14,8 +14,6 @@ it (useful as a sanity check: its rank is then 1).
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +27,6 @@ from sbe.errors import SbeError
 from sbe.index.directory import IndexInfo, load_index_dir
 from sbe.index.faiss_index import set_ef_search
 from sbe.index.table import rows_of_id
-
-PUBLISHED_MODULE = "sbe.models.published"
 
 
 @dataclass(frozen=True)
@@ -116,10 +112,14 @@ class SearchIndex:
         info: the index record.
     """
 
-    def __init__(self, index: faiss.Index, table: pa.Table, info: IndexInfo) -> None:
+    def __init__(
+        self, index: faiss.Index, table: pa.Table, info: IndexInfo, root: Path | None = None
+    ) -> None:
         self.index = index
         self.table = table
         self.info = info
+        self.root = root
+        """The index folder (``None`` when not loaded from disk); recorded paths are under it."""
         self._ids = table.column(info.id_column)
         self._location = tuple(info.location_columns) if info.location_columns else None
 
@@ -133,7 +133,7 @@ class SearchIndex:
         """
         index, table, info = load_index_dir(index_dir)
         set_ef_search(index, ef_search or info.parameters.get("ef_search", 64))
-        return cls(index, table, info)
+        return cls(index, table, info, Path(index_dir))
 
     @property
     def dim(self) -> int:
@@ -216,8 +216,18 @@ class SearchIndex:
             k: neighbours per image.
             model_dir: the published model folder; ``None`` uses the one recorded in
                 ``index.json``.
+
+        Raises:
+            SbeError: no model is known or found, or an image does not decode (named).
         """
-        vectors = embed_images(images, model_dir or self.info.model_dir)
+        if model_dir is None and self.info.model_dir is not None:
+            model_dir = self.info.model_path(self.root or Path.cwd())
+            if not model_dir.is_dir():
+                raise SbeError(
+                    f"the model recorded in the index ({model_dir}) is not there any more; pass "
+                    "--model DIR (the folder `sbe publish` wrote)"
+                )
+        vectors = embed_images(images, model_dir)
         if vectors.shape[1] != self.dim:
             raise SbeError(
                 f"the model makes {vectors.shape[1]}-d vectors but the index holds {self.dim}-d "
@@ -270,14 +280,18 @@ class SearchIndex:
 
 
 def embed_images(images: Sequence[Any], model_dir: str | Path | None) -> np.ndarray:
-    """Embed images with a published model (``sbe publish`` output) through
-    ``sbe.models.published.load_embedder(model_dir).embed_images(images)``.
+    """Embed images with a published model (``sbe publish`` output).
+
+    Args:
+        images: paths, bytes or PIL images.
+        model_dir: the model folder.
 
     Returns:
         float32 (len(images), D).
 
     Raises:
-        SbeError: no model folder is known, or this install has no published-model loader.
+        SbeError: no model folder is given or found, or an image does not decode (the image is
+            named).
     """
     if model_dir is None:
         raise SbeError(
@@ -286,17 +300,32 @@ def embed_images(images: Sequence[Any], model_dir: str | Path | None) -> np.ndar
         )
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
-        raise SbeError(f"model folder not found: {model_dir}; publish a model with `sbe publish`")
-    if importlib.util.find_spec(PUBLISHED_MODULE) is None:
         raise SbeError(
-            f"image queries need the published-model loader ({PUBLISHED_MODULE}), which this "
-            "install lacks: publish a model with `sbe publish` first"
+            f"model folder not found: {model_dir}; pass --model DIR, a folder written by "
+            "`sbe publish`"
         )
-    published = importlib.import_module(PUBLISHED_MODULE)
-    embedder = published.load_embedder(model_dir)
-    vectors = np.asarray(embedder.embed_images(list(images)), dtype=np.float32)
+    # imported here: loading torch and the backbones is only needed for image queries
+    from sbe.data.images import ImageDecodeError
+    from sbe.models.published import load_embedder
+
+    embedder = load_embedder(model_dir)
+    try:
+        vectors = np.asarray(embedder.embed_images(list(images)), dtype=np.float32)
+    except ImageDecodeError as e:
+        raise SbeError(_image_error(str(e), images)) from None
     if vectors.ndim != 2 or vectors.shape[0] != len(images):
         raise SbeError(
             f"the published model returned shape {vectors.shape} for {len(images)} images"
         )
     return vectors
+
+
+def _image_error(message: str, images: Sequence[Any]) -> str:
+    """``image 3: reason`` -> ``<path of image 3>: not a readable image (reason)``, one line."""
+    head, _, reason = message.partition(": ")
+    pos = head.removeprefix("image ")
+    name = f"image {pos}"
+    if pos.isdigit() and int(pos) < len(images) and isinstance(images[int(pos)], str | Path):
+        name = str(images[int(pos)])
+    reason = " ".join(reason.split()) or "undecodable"
+    return f"{name}: not a readable image ({reason})"

@@ -10,7 +10,6 @@ peak memory is the matrix plus one batch.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,8 +69,8 @@ class EmbeddingSource:
     Attributes:
         files: parquet files holding the embedding column.
         skipped_files: parquet files without it (e.g. an embed stage's ``failures`` part).
-        id_column: column identifying a row (its Arrow type is kept).
-        id_type: Arrow type of the id column.
+        id_column: column identifying a row (its Arrow type is kept; dictionaries are decoded).
+        id_type: Arrow type of the id column (the value type of a dictionary-encoded one).
         embedding_column: the ``fixed_size_list<float16|float32, dim>`` column.
         dim: embedding dimension D.
         dtype: value type of the embedding column as stored (``float16`` or ``float32``).
@@ -178,7 +177,7 @@ def open_source(
         files=files,
         skipped_files=skipped,
         id_column=id_column,
-        id_type=first.field(id_column).type,
+        id_type=value_type(first.field(id_column).type),
         embedding_column=embedding_column,
         dim=dim,
         dtype=np.dtype(emb_type.value_type.to_pandas_dtype()).name,
@@ -198,9 +197,10 @@ def read_source(
 ) -> tuple[pa.Table, np.ndarray]:
     """Read ids, metadata and vectors, dropping rows that cannot be indexed.
 
-    Rows with a null id or null embedding, a non-finite value, or an all-zero vector are skipped
-    and counted in ``skips`` (reasons ``null id``, ``null embedding``, ``non-finite embedding``,
-    ``zero embedding``).
+    Rows with a null, NaN or infinite id, a null embedding, a non-finite value, or an all-zero
+    vector are skipped and counted in ``skips`` (reasons ``null id``, ``NaN or infinite id``,
+    ``null embedding``, ``non-finite embedding``, ``zero embedding``). Dictionary-encoded columns
+    are decoded to their values (files may carry different dictionaries).
 
     Args:
         source: from :func:`open_source`.
@@ -222,7 +222,7 @@ def read_source(
     for f in source.files:
         for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=read_cols):
             seen = batch.num_rows
-            batch = _drop_nulls(batch, source, skips)
+            batch = _drop_nulls(_decode_dictionaries(batch), source, skips)
             m = batch.num_rows
             if m:
                 # numpy casts float16 -> float32 on assignment; no intermediate float32 copy
@@ -238,8 +238,9 @@ def read_source(
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise SbeError(f"input files disagree on column types: {e}") from None
     else:
-        table = pa.schema([pq.read_schema(source.files[0]).field(c) for c in source.columns])
-        table = table.empty_table()
+        schema = pq.read_schema(source.files[0])
+        fields = [pa.field(c, value_type(schema.field(c).type)) for c in source.columns]
+        table = pa.schema(fields).empty_table()
 
     sq_norms = np.einsum("ij,ij->i", vectors, vectors)
     bad = ~np.isfinite(sq_norms) | (sq_norms == 0)
@@ -263,71 +264,72 @@ def read_source(
     return table.combine_chunks(), np.ascontiguousarray(vectors)
 
 
+def value_type(t: pa.DataType) -> pa.DataType:
+    """The type a column is read as: a dictionary-encoded column becomes its values."""
+    return t.value_type if pa.types.is_dictionary(t) else t
+
+
+def _decode_dictionaries(batch: pa.RecordBatch) -> pa.RecordBatch:
+    if not any(pa.types.is_dictionary(t) for t in batch.schema.types):
+        return batch
+    columns = [
+        pc.cast(c, c.type.value_type) if pa.types.is_dictionary(c.type) else c
+        for c in batch.columns
+    ]
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
+
+
 def _drop_nulls(batch: pa.RecordBatch, source: EmbeddingSource, skips: SkipLog) -> pa.RecordBatch:
     ids = batch.column(source.id_column)
     emb = batch.column(source.embedding_column)
-    if not ids.null_count and not emb.null_count:
+    nonfinite = None
+    if pa.types.is_floating(ids.type):
+        # a NaN or infinite id names nothing (NaN never equals itself): drop it like a null
+        nonfinite = pc.invert(pc.fill_null(pc.is_finite(ids), True))
+        if not pc.any(nonfinite).as_py():
+            nonfinite = None
+    if not ids.null_count and not emb.null_count and nonfinite is None:
         return batch
     null_id = pc.is_null(ids)
-    null_emb = pc.and_(pc.is_null(emb), pc.invert(null_id))
     if ids.null_count:
         skips.add("null id", n=pc.sum(null_id).as_py())
+    if nonfinite is not None:
+        skips.add("NaN or infinite id", n=pc.sum(nonfinite).as_py())
+        null_id = pc.or_(null_id, nonfinite)
+    null_emb = pc.and_(pc.is_null(emb), pc.invert(null_id))
     if emb.null_count:
         examples = ids.filter(null_emb)
         for v in examples[:5]:
             skips.add("null embedding", str(v.as_py()), n=0)
-        skips.add("null embedding", n=len(examples))
+        if len(examples):
+            skips.add("null embedding", n=len(examples))
     return batch.filter(pc.and_(pc.invert(null_id), pc.is_valid(emb)))
 
 
-def source_provenance(path: str | Path, max_hops: int = 3) -> dict[str, Any]:
-    """What made a source's vectors, read from the stage records beside it.
+def source_provenance(path: str | Path) -> dict[str, Any]:
+    """What made a source's vectors, as the stage that wrote it recorded in its manifest.
 
-    Looks at ``state.json`` and ``_manifest.json`` in the source folder (the file's folder for a
-    file) and follows the manifest's ``input`` back (buildings -> embeddings) up to ``max_hops``
-    folders. Recognised: a published model folder (``model_dir``, from an embed stage's
-    ``state.json`` identity or its config's ``model``) and a backbone identity (``backbone``).
+    The one place read is the ``extra`` of the ``_manifest.json`` in the source folder (the
+    file's folder for a file): ``extra["model"]``, the published-model identity that ``sbe embed``
+    records and ``sbe aggregate`` passes on (``model_dir``, ``backbone``), or else
+    ``extra["backbone"]``, the backbone identity of ``sbe backbone`` and ``sbe split``. A relative
+    ``model_dir`` is relative to that folder.
 
     Returns:
-        ``{"model_dir": str | None, "backbone": dict | None}``.
+        ``{"model_dir": str | None, "backbone": dict | None}`` (``model_dir`` absolute).
     """
-    found: dict[str, Any] = {"model_dir": None, "backbone": None}
     p = Path(path)
-    folder: Path | None = p if p.is_dir() else p.parent
-    for _ in range(max_hops):
-        if folder is None or not folder.is_dir():
-            break
-        state = _read_json(folder / "state.json")
-        manifest = load_manifest(folder)
-        records = [state]
-        if manifest is not None:
-            records += [manifest.extra, manifest.config]
-        for rec in records:
-            model = rec.get("model")
-            if found["model_dir"] is None:
-                if isinstance(rec.get("model_dir"), str):
-                    found["model_dir"] = rec["model_dir"]
-                elif isinstance(model, dict) and isinstance(model.get("model_dir"), str):
-                    found["model_dir"] = model["model_dir"]
-                elif isinstance(model, str) and manifest is not None and manifest.stage == "embed":
-                    found["model_dir"] = model
-            if found["backbone"] is None:
-                if isinstance(rec.get("backbone"), dict):
-                    found["backbone"] = rec["backbone"]
-                elif isinstance(model, dict) and isinstance(model.get("backbone"), dict):
-                    found["backbone"] = model["backbone"]
-        if all(v is not None for v in found.values()) or manifest is None:
-            break
-        nxt = manifest.config.get("input")
-        if isinstance(nxt, list):  # e.g. aggregate over several embed shards
-            nxt = nxt[0] if nxt else None
-        folder = Path(nxt) if isinstance(nxt, str) else None
+    folder = p if p.is_dir() else p.parent
+    found: dict[str, Any] = {"model_dir": None, "backbone": None}
+    manifest = load_manifest(folder) if folder.is_dir() else None
+    if manifest is None:
+        return found
+    model = manifest.extra.get("model")
+    if isinstance(model, dict):
+        if isinstance(model.get("model_dir"), str):
+            found["model_dir"] = str((folder / model["model_dir"]).resolve())
+        if isinstance(model.get("backbone"), dict):
+            found["backbone"] = model["backbone"]
+    if found["backbone"] is None and isinstance(manifest.extra.get("backbone"), dict):
+        found["backbone"] = manifest.extra["backbone"]
     return found
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

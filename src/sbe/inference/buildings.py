@@ -31,16 +31,48 @@ class BuildingVectors:
     """Mean embedding per id.
 
     Attributes:
-        keys: sorted unique ids (the input's Arrow type).
+        keys: sorted unique ids (the input's Arrow type, dictionaries decoded).
         counts: int64 (K,) images per id.
         vectors: float32 (K, D), unit rows (the mean re-normalised).
         null_ids: image rows skipped because their id was null.
+        nonfinite_ids: image rows skipped because their (floating-point) id was NaN or infinite.
     """
 
     keys: pa.Array
     counts: np.ndarray
     vectors: np.ndarray
     null_ids: int
+    nonfinite_ids: int = 0
+
+
+def id_value_type(id_type: pa.DataType) -> pa.DataType:
+    """The type ids are kept as: a dictionary-encoded id column is stored as its values."""
+    return id_type.value_type if pa.types.is_dictionary(id_type) else id_type
+
+
+def clean_ids(
+    ids: pa.Array | pa.ChunkedArray, id_type: pa.DataType
+) -> tuple[pa.Array | pa.ChunkedArray, int]:
+    """Ids as ``id_value_type(id_type)`` with NaN and infinite ids made null.
+
+    A float id that is NaN or infinite names no building (all NaN rows would otherwise merge into
+    one "building"), so it is treated like a null id.
+
+    Returns:
+        ``(ids, nonfinite)``: the cleaned column and how many ids were NaN or infinite.
+    """
+    value_type = id_value_type(id_type)
+    if pa.types.is_dictionary(ids.type):
+        ids = pc.cast(ids, ids.type.value_type)
+    if ids.type != value_type:
+        ids = pc.cast(ids, value_type)
+    if not pa.types.is_floating(value_type):
+        return ids, 0
+    finite = pc.is_finite(ids)
+    nonfinite = int(pc.sum(pc.invert(finite)).as_py() or 0)
+    if nonfinite:
+        ids = pc.if_else(finite, ids, pa.scalar(None, value_type))
+    return ids, nonfinite
 
 
 def _sorted_unique(values: pa.ChunkedArray) -> pa.Array:
@@ -54,17 +86,24 @@ def mean_embeddings(parts: Sequence[Path], dim: int, id_type: pa.DataType) -> Bu
     Args:
         parts: parquet files with ``OSMID`` and ``embedding`` (fixed-size float32, width ``dim``).
         dim: embedding size.
-        id_type: Arrow type of ``OSMID`` (used when there are no rows at all).
+        id_type: Arrow type of ``OSMID`` (a dictionary type means its value type).
 
     Returns:
-        :class:`BuildingVectors`.
+        :class:`BuildingVectors`; rows with a null, NaN or infinite id are left out and counted.
     """
-    ids = [pq.read_table(p, columns=[OSMID]).column(0) for p in parts]
-    all_ids = pa.chunked_array([c for col in ids for c in col.chunks], type=id_type)
+    value_type = id_value_type(id_type)
+    ids: list[pa.ChunkedArray] = []
+    null_ids = nonfinite_ids = 0
+    for p in parts:
+        raw = pq.read_table(p, columns=[OSMID]).column(0)
+        null_ids += raw.null_count
+        col, bad = clean_ids(raw, value_type)
+        nonfinite_ids += bad
+        ids.append(col)
+    all_ids = pa.chunked_array([c for col in ids for c in col.chunks], type=value_type)
     keys = _sorted_unique(all_ids)
     # one hash table for all rows; per-part slices of it below
     index = pc.index_in(all_ids, value_set=keys).to_numpy(zero_copy_only=False)
-    null_ids = int(all_ids.null_count)
     sums = np.zeros((len(keys), dim), dtype=np.float32)
     counts = np.zeros(len(keys), dtype=np.int64)
     offset = 0
@@ -86,7 +125,7 @@ def mean_embeddings(parts: Sequence[Path], dim: int, id_type: pa.DataType) -> Bu
             counts += np.bincount(idx_i, minlength=len(keys))
     norms = np.linalg.norm(sums, axis=1, keepdims=True)
     vectors = sums / np.maximum(norms, 1e-12)
-    return BuildingVectors(keys, counts, vectors.astype(np.float32), null_ids)
+    return BuildingVectors(keys, counts, vectors.astype(np.float32), null_ids, nonfinite_ids)
 
 
 def location_columns(schema: pa.Schema) -> tuple[str, str] | None:
@@ -100,32 +139,41 @@ def location_columns(schema: pa.Schema) -> tuple[str, str] | None:
 def mean_locations(
     batches: Iterable[pa.RecordBatch], lat_col: str, lon_col: str, id_type: pa.DataType
 ) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """One location per id: the spherical mean of its rows' points (rows with nulls ignored).
+    """One location per id: the spherical mean of its rows' points.
 
-    Partial sums of unit vectors are aggregated per batch with Arrow ``group_by``, then merged.
+    Rows with a null, NaN or infinite id, latitude or longitude are ignored. Partial sums of unit
+    vectors are aggregated per batch with Arrow ``group_by``, then merged.
 
     Returns:
-        ``(ids, lat, lon)``: ids of ``id_type``, degrees as float64 arrays.
+        ``(ids, lat, lon)``: ids of ``id_value_type(id_type)``, degrees as float64 arrays.
+
+    Raises:
+        ValueError: the ids do not convert to ``id_type`` or the coordinates are not numbers.
     """
+    id_type = id_value_type(id_type)
     partials: list[pa.Table] = []
     for b in batches:
         t = pa.Table.from_batches([b])
-        ok = pc.and_(
-            pc.and_(pc.is_valid(t[lat_col]), pc.is_valid(t[lon_col])), pc.is_valid(t[OSMID])
-        )
-        t = t.filter(ok)
-        if t.num_rows == 0:
-            continue
         try:
-            ids = pc.cast(t[OSMID], id_type)
+            ids, _ = clean_ids(t[OSMID], id_type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             raise ValueError(
                 f"location OSMID ({t[OSMID].type}) does not cast to {id_type}: {e}"
             ) from None
-        xyz = latlon_to_unit(
-            t[lat_col].to_numpy().astype(np.float64), t[lon_col].to_numpy().astype(np.float64)
-        )
-        part = pa.table({OSMID: ids, "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
+        try:
+            lat = pc.cast(t[lat_col], pa.float64())
+            lon = pc.cast(t[lon_col], pa.float64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise ValueError(
+                f"{lat_col}/{lon_col} must be numbers (got {t[lat_col].type}, "
+                f"{t[lon_col].type}): {e}"
+            ) from None
+        ok = pc.and_(pc.and_(pc.is_finite(lat), pc.is_finite(lon)), pc.is_valid(ids))
+        t = pa.table({OSMID: ids, "lat": lat, "lon": lon}).filter(pc.fill_null(ok, False))
+        if t.num_rows == 0:
+            continue
+        xyz = latlon_to_unit(t["lat"].to_numpy(), t["lon"].to_numpy())
+        part = pa.table({OSMID: t[OSMID], "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})
         partials.append(part.group_by(OSMID).aggregate([("x", "sum"), ("y", "sum"), ("z", "sum")]))
     if not partials:
         return pa.array([], id_type), np.zeros(0), np.zeros(0)

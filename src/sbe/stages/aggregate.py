@@ -24,29 +24,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sbe.config import AggregateConfig, section_dict
+from sbe.config import AggregateConfig
 from sbe.errors import SbeError
 from sbe.inference.buildings import (
     buildings_table,
     geoparquet_table,
+    id_value_type,
     location_columns,
     mean_embeddings,
     mean_locations,
 )
 from sbe.inference.pipeline import PARTS_DIR
-from sbe.stages.base import Input, Stage, StageContext
-from sbe.storage import (
-    DirLock,
-    Manifest,
-    SkipLog,
-    StageTimer,
-    clean_stale_temps,
-    config_hash,
-    fingerprint_paths,
-    manifest_is_current,
-    write_manifest,
-    write_parquet_atomic,
-)
+from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.storage import Manifest, SkipLog, fingerprint_paths, write_parquet_atomic
 from sbe.storage.schemas import OSMID, buildings_schema
 
 STAGE = "aggregate"
@@ -95,53 +85,94 @@ def check_shards(folders: list[Path], states: list[dict[str, Any]]) -> None:
         )
 
 
+def _location_columns(path: Path, flag: str) -> tuple[Path, str, str] | None:
+    """``(path, lat column, lon column)`` of a location table, ``None`` if it has no locations.
+
+    Raises:
+        SbeError: ``path`` is not a readable parquet file.
+    """
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as e:
+        raise SbeError(f"{flag}{path} is not a readable parquet file ({e})") from None
+    cols = location_columns(schema)
+    return None if cols is None else (path, *cols)
+
+
 def _location_source(cfg: AggregateConfig, state: dict[str, Any]) -> tuple[Path, str, str] | None:
+    """Where building locations come from: ``--locations``, else the packaged input, else none."""
     if cfg.locations is not None:
         path = Path(cfg.locations)
         if not path.is_file():
-            raise SbeError(f"--locations {path} not found")
-        cols = location_columns(pq.read_schema(path))
-        if cols is None:
-            raise SbeError(f"--locations {path} needs columns OSMID, lat and lon")
-        return path, *cols
+            raise SbeError(
+                f"--locations {path} not found: give a parquet file with OSMID, lat, lon"
+            )
+        found = _location_columns(path, "--locations ")
+        if found is None:
+            raise SbeError(
+                f"--locations {path} needs columns OSMID, lat and lon (has: "
+                f"{', '.join(pq.read_schema(path).names)})"
+            )
+        return found
     path = Path(state["input"]["path"])
-    if path.is_file():
-        cols = location_columns(pq.read_schema(path))
-        if cols is not None:
-            return path, *cols
-    return None
+    return _location_columns(path, "the embedded input ") if path.is_file() else None
 
 
-def run(cfg: AggregateConfig) -> Manifest:
-    """Average the embeddings per OSMID and write ``buildings.parquet`` (+ GeoParquet).
+def _mean_locations(
+    path: Path, lat_col: str, lon_col: str, id_type: pa.DataType
+) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """:func:`mean_locations` over a parquet file; any problem is one line naming the file."""
+    try:
+        batches = pq.ParquetFile(path).iter_batches(
+            batch_size=65536, columns=[OSMID, lat_col, lon_col]
+        )
+        return mean_locations(batches, lat_col, lon_col, id_type)
+    except (ValueError, OSError, pa.ArrowException) as e:
+        raise SbeError(f"{path}: cannot read building locations: {e}") from None
 
-    Raises:
-        SbeError: an input folder is not a finished embed output, or shards do not match.
-    """
-    timer = StageTimer()
-    folders = [Path(p) for p in cfg.input]
-    states = [read_embed_state(f) for f in folders]
-    check_shards(folders, states)
-    parts = sorted(
-        (p for f in folders for p in (f / PARTS_DIR).glob("rows-*.parquet")),
-        key=lambda p: p.name,
+
+class AggregateStage(Stage):
+    """``sbe aggregate``: see the module docstring."""
+
+    name = "aggregate"
+    inputs = (Input("input", "embed", follows=True),)
+    examples = (
+        "sbe aggregate --in work/embeddings --out work/buildings",
+        "sbe aggregate --in work/embeddings --out work/buildings --locations osm.parquet",
     )
-    dim = int(states[0]["model"]["dim"])
-    loc = _location_source(cfg, states[0])
-    inputs = fingerprint_paths(parts + ([loc[0]] if loc else []))
-    settings = section_dict(cfg)
-    h = config_hash(settings)
-    out = Path(cfg.output)
-    with DirLock(out):
-        clean_stale_temps(out)
-        current = manifest_is_current(out, STAGE, h, inputs)
-        if current is not None:
-            return current
+
+    def run(self, cfg: AggregateConfig, ctx: StageContext) -> Manifest:
+        """Average the embeddings per OSMID and write ``buildings.parquet`` (+ GeoParquet).
+
+        Returns:
+            The manifest (``rows``: images, buildings, located buildings; ``extra["model"]``:
+            the model identity the embed stage recorded, which later stages read).
+
+        Raises:
+            SbeError: an input folder is not a finished embed output, shards do not match, or
+                the location table is unreadable.
+        """
+        folders = [Path(p) for p in cfg.input]
+        states = [read_embed_state(f) for f in folders]
+        check_shards(folders, states)
+        parts = sorted(
+            (p for f in folders for p in (f / PARTS_DIR).glob("rows-*.parquet")),
+            key=lambda p: p.name,
+        )
+        dim = int(states[0]["model"]["dim"])
+        loc = _location_source(cfg, states[0])
+        read = [f / STATE_NAME for f in folders] + parts + ([loc[0]] if loc else [])
+        if (done := ctx.check(fingerprint_paths(read))) is not None:
+            return done
+        out = ctx.out_dir
         id_type = pq.read_schema(parts[0]).field(OSMID).type if parts else pa.int64()
+        id_type = id_value_type(id_type)
         vectors = mean_embeddings(parts, dim, id_type)
         skips = SkipLog()
         if vectors.null_ids:
             skips.add("null OSMID", n=vectors.null_ids)
+        if vectors.nonfinite_ids:
+            skips.add("NaN or infinite OSMID", n=vectors.nonfinite_ids)
         outputs = [BUILDINGS]
         located_n = 0
         if loc is None:
@@ -150,13 +181,7 @@ def run(cfg: AggregateConfig) -> Manifest:
             (out / GEOPARQUET).unlink(missing_ok=True)
         else:
             path, lat_col, lon_col = loc
-            batches = pq.ParquetFile(path).iter_batches(
-                batch_size=65536, columns=[OSMID, lat_col, lon_col]
-            )
-            try:
-                loc_ids, lat_all, lon_all = mean_locations(batches, lat_col, lon_col, id_type)
-            except ValueError as e:
-                raise SbeError(f"{path}: {e}") from None
+            loc_ids, lat_all, lon_all = _mean_locations(path, lat_col, lon_col, id_type)
             pos = pc.index_in(vectors.keys, value_set=loc_ids).to_numpy(zero_copy_only=False)
             located = ~np.isnan(pos.astype(np.float64))
             take = np.where(located, pos, 0).astype(np.int64)
@@ -173,35 +198,22 @@ def run(cfg: AggregateConfig) -> Manifest:
             located_n = len(keep)
             if len(keep) < len(located):
                 skips.add("no location (not in the GeoParquet)", n=int(len(located) - len(keep)))
-        manifest = Manifest(
-            stage=STAGE,
-            config=settings,
-            config_hash=h,
-            inputs=inputs,
+        return ctx.commit(
             outputs=outputs,
             rows={
                 "images": int(vectors.counts.sum()),
                 "buildings": len(vectors.keys),
                 "located buildings": located_n,
             },
-            wall_seconds=timer.seconds,
+            skips=skips,
             extra={
                 "model": states[0]["model"],
                 "embed_dirs": [str(f) for f in folders],
                 "locations": str(loc[0]) if loc else None,
             },
-        ).with_skips(skips)
-        write_manifest(out, manifest)
-        return manifest
+        )
 
 
-class AggregateStage(Stage):
-    """``sbe aggregate``: see the module docstring."""
-
-    name = "aggregate"
-    inputs = (Input("input", "embed", follows=True),)
-    examples = ("sbe aggregate --in work/embeddings --out work/buildings",)
-    legacy = True  # not yet on StageContext: locks and commits by itself
-
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg)
+def run(cfg: AggregateConfig, **options: Any) -> Manifest:
+    """Aggregate ``cfg.input`` into ``cfg.output`` (the :class:`AggregateStage` from Python)."""
+    return run_stage(AggregateStage(), cfg, **options)[0]

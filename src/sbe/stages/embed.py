@@ -22,26 +22,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from sbe.config import EmbedConfig, SbeConfig, section_dict
+from sbe.config import EmbedConfig, SbeConfig
 from sbe.errors import SbeError
 from sbe.inference import ChunkResult, ChunkWriter, embed_chunks, inspect_input, make_plan
+from sbe.inference.buildings import id_value_type
 from sbe.inference.pipeline import FAILURES_DIR, PARTS_DIR
 from sbe.inference.plan import IMAGE_BYTES, IS_VALID, Chunk, InputInfo, Plan, read_chunks
 from sbe.models.published import load_embedder, model_identity
-from sbe.progress import progress_bar
-from sbe.stages.base import Input, Stage, StageContext
-from sbe.storage import (
-    DirLock,
-    Manifest,
-    SkipLog,
-    StageTimer,
-    clean_stale_temps,
-    config_hash,
-    fingerprint_file,
-    load_manifest,
-    write_json_atomic,
-    write_manifest,
-)
+from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.storage import Manifest, SkipLog, config_hash, fingerprint_paths, write_json_atomic
 from sbe.storage.schemas import OSMID
 
 STAGE = "embed"
@@ -131,91 +120,109 @@ class _Counters:
         self.skips.merge(r.reasons, r.examples)
 
 
-def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
-    """Embed the rows of ``cfg.input`` with the model in ``cfg.model`` into ``cfg.output``.
-
-    Args:
-        cfg: the ``embed`` config section (paths resolved).
-        progress: show a progress bar (default: when stderr is a terminal).
-
-    Returns:
-        The stage manifest (also written to ``<output>/_manifest.json``).
-
-    Raises:
-        SbeError: bad input, a mismatched resume, or a missing model.
-        LockedError: another run is writing the same output folder.
-    """
-    timer = StageTimer()
-    out_dir = Path(cfg.output)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SbeError(f"--output {out_dir} is a file; the output is a folder")
-    info = inspect_input(cfg.input)
-    model = model_identity(cfg.model)
-    settings = {
-        "filter_valid": cfg.filter_valid,
-        "limit": cfg.limit,
-        "chunk_rows": cfg.chunk_rows,
-        "shard_index": cfg.shard_index,
-        "shard_count": cfg.shard_count,
+def _state(
+    status: str,
+    info: InputInfo,
+    model: dict[str, Any],
+    cfg: EmbedConfig,
+    plan: Plan,
+    selected: int,
+    counters: _Counters,
+) -> dict[str, Any]:
+    """The ``state.json`` record: input and model identity, settings, counters."""
+    return {
+        "format": STATE_FORMAT,
+        "stage": STAGE,
+        "status": status,
+        "input": info.fingerprint(),
+        "model": model,
+        "settings": {
+            "filter_valid": cfg.filter_valid,
+            "limit": cfg.limit,
+            "chunk_rows": cfg.chunk_rows,
+            "shard_index": cfg.shard_index,
+            "shard_count": cfg.shard_count,
+        },
+        "counters": {
+            "input_rows": info.num_rows,
+            "filtered_out": plan.filtered_out,
+            "selected": selected,
+            "chunks_total": counters.chunks_total,
+            "chunks_done": counters.chunks_done,
+            "embedded": counters.embedded,
+            "failed": counters.failed,
+            "remaining": selected - counters.embedded - counters.failed,
+        },
     }
-    with DirLock(out_dir):
-        clean_stale_temps(out_dir)
-        old = read_state(out_dir)
+
+
+class EmbedStage(Stage):
+    """``sbe embed``: see the module docstring."""
+
+    name = "embed"
+    inputs = (Input("input", "synth", "packaged"), Input("model", "publish"))
+    examples = ("sbe embed --in packaged_images.parquet --model work/model --out work/embeddings",)
+
+    def skip_reason(self, cfg: SbeConfig) -> str | None:
+        path = cfg.section("embed").input
+        return None if Path(path).is_file() else f"no packaged images at {path}"
+
+    def run(self, cfg: EmbedConfig, ctx: StageContext) -> Manifest:
+        """Embed the rows of ``cfg.input`` with the model in ``cfg.model`` into ``cfg.output``.
+
+        Finished parts are kept across runs when their own footer proves they were made from the
+        same input, model, rows and settings (see :class:`~sbe.inference.ChunkWriter`), so a
+        killed run resumes chunk by chunk and a larger ``--limit`` only embeds the new rows.
+
+        Returns:
+            The manifest (``rows``: input rows, selected, embedded, failed, parts; ``extra``:
+            the model identity under ``"model"``, which later stages read, and timings).
+
+        Raises:
+            SbeError: bad input, a mismatched resume, or a missing model.
+        """
+        out_dir = ctx.out_dir
+        info = inspect_input(cfg.input)
+        model = model_identity(cfg.model)
+        old = None if ctx.restart else read_state(out_dir)
         if old is not None:
             check_resume(out_dir, old, info, model)
+        # the model folder's content fingerprint decides the output as much as the settings do
+        done = ctx.check(fingerprint_paths([info.path]), model=model["fingerprint"])
+        if done is not None:
+            return done
+        if ctx.restart:
+            remove_stale(out_dir, set())
         plan = make_plan(info, cfg.chunk_rows, cfg.filter_valid, cfg.limit)
         chunks = shard_chunks(plan, cfg.shard_index, cfg.shard_count)
         writer = ChunkWriter(
             out_dir,
-            info.osmid_type,
+            id_value_type(info.osmid_type),
             int(model["dim"]),
             {
                 "stage": STAGE,
                 "input": input_key(info),
                 "model": model["fingerprint"],
                 "filter_valid": cfg.filter_valid,
+                "runtime": cfg.runtime,
             },
         )
-        removed = remove_stale(out_dir, {c.name for c in chunks})
+        remove_stale(out_dir, {c.name for c in chunks})
         counters = _Counters(len(chunks))
         todo: list[Chunk] = []
         for c in chunks:
-            done = writer.finished(c)
-            if done is None:
+            finished = writer.finished(c)
+            if finished is None:
                 todo.append(c)
             else:
-                counters.add(done)
+                counters.add(finished)
+        if todo or ctx.resuming:
+            ctx.log(f"embed: {len(chunks) - len(todo)} of {len(chunks)} parts already done")
         selected = sum(c.selected for c in chunks)
-        chash = config_hash(section_dict(cfg))
-        previous = load_manifest(out_dir)
-        if not todo and not removed and previous is not None and previous.config_hash == chash:
-            # Nothing to do: leave state.json and the manifest untouched (their mtimes are
-            # what downstream stages fingerprint).
-            previous.up_to_date = True
-            return previous
 
         def save_state(status: str) -> None:
-            write_json_atomic(
-                out_dir / STATE_NAME,
-                {
-                    "format": STATE_FORMAT,
-                    "stage": STAGE,
-                    "status": status,
-                    "input": info.fingerprint(),
-                    "model": model,
-                    "settings": settings,
-                    "counters": {
-                        "input_rows": info.num_rows,
-                        "filtered_out": plan.filtered_out,
-                        "selected": selected,
-                        "chunks_total": counters.chunks_total,
-                        "chunks_done": counters.chunks_done,
-                        "embedded": counters.embedded,
-                        "failed": counters.failed,
-                        "remaining": selected - counters.embedded - counters.failed,
-                    },
-                },
-            )
+            state = _state(status, info, model, cfg, plan, selected, counters)
+            write_json_atomic(out_dir / STATE_NAME, state)
 
         save_state("running" if todo else "complete")
         load_s = embed_s = 0.0
@@ -225,7 +232,7 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
             results = _run_engine(cfg, info, todo, writer)
             load_s = time.perf_counter() - t0
             total = sum(c.selected for c in todo)
-            with progress_bar("embed", total=total, unit="images", enabled=progress) as bar:
+            with ctx.progress("embed", total, unit="images") as bar:
                 for r in results:
                     counters.add(r)
                     images_this_run += r.embedded + r.failed
@@ -242,12 +249,11 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
         skips.merge(counters.skips.counts, counters.skips.examples)
         if plan.filtered_out and cfg.shard_count == 1:
             skips.add("is_valid is False", n=plan.filtered_out)
-        manifest = Manifest(
-            stage=STAGE,
-            config=section_dict(cfg),
-            config_hash=chash,
-            inputs=[fingerprint_file(info.path)],
-            outputs=[STATE_NAME, PARTS_DIR],
+        outputs = [STATE_NAME, PARTS_DIR]
+        if (out_dir / FAILURES_DIR).is_dir():
+            outputs.append(FAILURES_DIR)
+        return ctx.commit(
+            outputs=outputs,
             rows={
                 "input rows": info.num_rows,
                 "selected": selected,
@@ -255,7 +261,7 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
                 "failed": counters.failed,
                 "parts": counters.chunks_total,
             },
-            wall_seconds=timer.seconds,
+            skips=skips,
             extra={
                 "model": model,
                 "engine": cfg.engine,
@@ -265,10 +271,19 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
                 "embed_seconds": round(embed_s, 3),
                 "images_per_second": round(images_this_run / embed_s, 1) if embed_s else None,
             },
-        ).with_skips(skips)
-        manifest.up_to_date = not todo
-        write_manifest(out_dir, manifest)
-        return manifest
+        )
+
+
+def run(cfg: EmbedConfig, *, progress: bool | None = None, **options: Any) -> Manifest:
+    """Embed ``cfg.input`` into ``cfg.output`` (the :class:`EmbedStage` from Python).
+
+    Args:
+        cfg: the ``embed`` config section (paths resolved).
+        progress: show a progress bar (default: when stderr is a terminal).
+        **options: passed to :func:`~sbe.stages.base.run_stage` (``log``, ``restart``, ...).
+    """
+    options.setdefault("show_progress", progress)
+    return run_stage(EmbedStage(), cfg, **options)[0]
 
 
 def _run_engine(cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: ChunkWriter) -> Any:
@@ -299,19 +314,3 @@ def _run_engine(cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: Ch
     columns = [IMAGE_BYTES, OSMID] + ([IS_VALID] if cfg.filter_valid and info.has_valid else [])
     tables = read_chunks(pq.ParquetFile(info.path), info, todo, columns)
     return embed_chunks(embedder, tables, writer, filter_valid=cfg.filter_valid)
-
-
-class EmbedStage(Stage):
-    """``sbe embed``: see the module docstring."""
-
-    name = "embed"
-    inputs = (Input("input", "synth", "packaged"), Input("model", "publish"))
-    examples = ("sbe embed --in packaged_images.parquet --model work/model --out work/embeddings",)
-    legacy = True  # not yet on StageContext: locks and commits by itself
-
-    def skip_reason(self, cfg: SbeConfig) -> str | None:
-        path = cfg.section("embed").input
-        return None if Path(path).is_file() else f"no packaged images at {path}"
-
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg, progress=ctx.show_progress)

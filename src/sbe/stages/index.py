@@ -2,11 +2,14 @@
 
 Reads the source (buildings, image embeddings or a split file) into one float32 matrix, builds an
 exact or HNSW inner-product index, and writes ``index.faiss``, ``ids.parquet``, ``index.json`` and
-``_manifest.json``. A rerun with the same inputs and settings returns at once.
+``_manifest.json``. A rerun with the same inputs and settings returns at once. Paths recorded in
+``index.json`` (the source, the model) are relative to the index folder, so a work folder can be
+moved or copied whole.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import uuid
 from pathlib import Path
@@ -15,24 +18,14 @@ from typing import Any
 import faiss
 import pyarrow.compute as pc
 
-from sbe.config import IndexConfig, section_dict
+from sbe.config import IndexConfig
 from sbe.errors import SbeError
 from sbe.index.directory import IDS_FILE, INDEX_FILE, INFO_FILE, IndexInfo, save_index_dir
 from sbe.index.faiss_index import IndexParams, build_index, index_nbytes
 from sbe.index.source import open_source, read_source, source_provenance
-from sbe.progress import progress_bar
-from sbe.stages.base import Input, Stage, StageContext
-from sbe.storage import (
-    DirLock,
-    Manifest,
-    SkipLog,
-    StageTimer,
-    clean_stale_temps,
-    config_hash,
-    fingerprint_paths,
-    manifest_is_current,
-    write_manifest,
-)
+from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.storage import Manifest, SkipLog, StageTimer, config_hash, fingerprint_paths
+from sbe.storage.manifest import MANIFEST_NAME
 
 STAGE = "index"
 
@@ -47,38 +40,49 @@ def params_from_config(cfg: IndexConfig) -> IndexParams:
     )
 
 
-def run(cfg: IndexConfig) -> Manifest:
-    """Build the index directory ``cfg.output`` from ``cfg.input``.
+def relative_to(path: str | Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (with ``..`` as needed), so a moved work folder still works."""
+    return Path(os.path.relpath(Path(path).resolve(), folder.resolve())).as_posix()
 
-    Args:
-        cfg: the resolved ``index`` config section.
 
-    Returns:
-        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing
-        changed); ``extra["index"]`` is the ``index.json`` record.
-    """
-    timer = StageTimer()
-    out_dir = Path(cfg.output)
-    source = open_source(
-        cfg.input,
-        id_column=cfg.id_column,
-        embedding_column=cfg.embedding_column,
-        metadata_columns=cfg.metadata_columns,
-    )
-    settings = section_dict(cfg)
-    h = config_hash({k: v for k, v in settings.items() if k not in ("input", "output")})
-    inputs = fingerprint_paths(source.files)
-    with DirLock(out_dir):
-        clean_stale_temps(out_dir)
-        current = manifest_is_current(out_dir, STAGE, h, inputs)
-        if current is not None:
-            return current
+class IndexStage(Stage):
+    """``sbe index``: see the module docstring."""
+
+    name = "index"
+    inputs = (Input("input", "aggregate", follows=True),)
+    examples = ("sbe index build --in work/buildings --out work/index",)
+
+    def run(self, cfg: IndexConfig, ctx: StageContext) -> Manifest:
+        """Build the index directory ``cfg.output`` from ``cfg.input``.
+
+        The published model that made the vectors is ``cfg.model``, else the one the source's
+        stage recorded (see :func:`~sbe.index.source.source_provenance`); ``index.json`` stores it
+        and the source relative to the index folder.
+
+        Returns:
+            The manifest (``up_to_date`` when nothing changed); ``extra["index"]`` is the
+            ``index.json`` record.
+        """
+        out_dir = ctx.out_dir
+        source = open_source(
+            cfg.input,
+            id_column=cfg.id_column,
+            embedding_column=cfg.embedding_column,
+            metadata_columns=cfg.metadata_columns,
+        )
+        record = Path(cfg.input) if Path(cfg.input).is_dir() else Path(cfg.input).parent
+        record = record / MANIFEST_NAME
+        read = [*source.files, *([record] if record.is_file() else [])]
+        inputs = fingerprint_paths(read)
+        model = str(Path(cfg.model).resolve()) if cfg.model else None
+        if (done := ctx.check(inputs, model=model)) is not None:
+            return done
 
         skips = SkipLog()
         for f in source.skipped_files:
             skips.add(f"file without {source.embedding_column!r}", f.name)
         read_timer = StageTimer()
-        with progress_bar("index: read", source.num_rows, unit="vectors") as bar:
+        with ctx.progress("index: read", source.num_rows, unit="vectors") as bar:
             table, vectors = read_source(
                 source, skips=skips, batch_rows=cfg.batch_rows, on_rows=bar.advance
             )
@@ -89,12 +93,13 @@ def run(cfg: IndexConfig) -> Manifest:
         params = params_from_config(cfg)
         kind = params.resolve(len(vectors))
         build_timer = StageTimer()
-        with progress_bar(f"index: {kind}", len(vectors), unit="vectors") as bar:
+        with ctx.progress(f"index: {kind}", len(vectors), unit="vectors") as bar:
             index = build_index(vectors, params, on_added=bar.advance)
         build_seconds = build_timer.seconds
         del vectors
 
         provenance = source_provenance(cfg.input)
+        model_dir = model or provenance["model_dir"]
         info = IndexInfo(
             build_id=uuid.uuid4().hex,
             kind=kind,
@@ -116,40 +121,27 @@ def run(cfg: IndexConfig) -> Manifest:
                 "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
             },
             source={
-                "path": str(Path(cfg.input).resolve()),
+                "path": relative_to(cfg.input, out_dir),
                 "files": len(source.files),
                 "fingerprint": config_hash({"inputs": [i.model_dump() for i in inputs]}),
                 "embedding_dtype": source.dtype,
             },
-            model_dir=str(cfg.model) if cfg.model else provenance["model_dir"],
+            model_dir=relative_to(model_dir, out_dir) if model_dir else None,
             backbone=provenance["backbone"],
         )
         info = save_index_dir(out_dir, index, table, info)
-        manifest = Manifest(
-            stage=STAGE,
-            config=settings,
-            config_hash=h,
-            inputs=inputs,
+        return ctx.commit(
             outputs=[INDEX_FILE, IDS_FILE, INFO_FILE],
             rows={
                 "input_rows": source.num_rows,
                 "vectors": info.count,
                 "unique_ids": info.unique_ids,
             },
-            wall_seconds=timer.seconds,
+            skips=skips,
             extra={"index": info.model_dump(mode="json")},
-        ).with_skips(skips)
-        write_manifest(out_dir, manifest)
-        return manifest
+        )
 
 
-class IndexStage(Stage):
-    """``sbe index``: see the module docstring."""
-
-    name = "index"
-    inputs = (Input("input", "aggregate", follows=True),)
-    examples = ("sbe index build --in work/buildings --out work/index",)
-    legacy = True  # not yet on StageContext: locks and commits by itself
-
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg)
+def run(cfg: IndexConfig, **options: Any) -> Manifest:
+    """Build ``cfg.output`` from ``cfg.input`` (the :class:`IndexStage` from Python)."""
+    return run_stage(IndexStage(), cfg, **options)[0]

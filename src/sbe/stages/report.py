@@ -14,22 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from sbe.config import ReportConfig, SbeConfig, section_dict
+from sbe.config import ReportConfig, SbeConfig
 from sbe.errors import SbeError
 from sbe.report.build import ReportOptions, build_report
 from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
-from sbe.stages.base import Input, Stage, StageContext
-from sbe.storage import (
-    DirLock,
-    Manifest,
-    StageTimer,
-    atomic_path,
-    clean_stale_temps,
-    config_hash,
-    fingerprint_paths,
-    manifest_is_current,
-    write_manifest,
-)
+from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.storage import Manifest, atomic_path, fingerprint_paths
 
 STAGE = "report"
 REPORT_FILE = "report.html"
@@ -73,71 +63,6 @@ def _geo_predict(geo_dir: Path, embeddings: np.ndarray) -> list[dict[str, Any]]:
     return predict_embeddings(geo_dir, embeddings, top_k=1)
 
 
-def run(cfg: ReportConfig) -> Manifest:
-    """Write ``cfg.output/report.html`` from the other stages' outputs.
-
-    Returns:
-        The manifest (``up_to_date`` when inputs and settings did not change); ``rows`` has the
-        report's size in bytes and the number of sections, ``extra.sections`` what was unavailable.
-
-    Raises:
-        SbeError: not a single input exists (a wrong work directory).
-    """
-    timer = StageTimer()
-    out_dir = Path(cfg.output)
-    inputs = inputs_of(cfg)
-    settings = section_dict(cfg)
-    settings["landmarks"] = str(inputs.landmarks) if inputs.landmarks is not None else None
-    chash = config_hash({k: v for k, v in settings.items() if k != "output"})
-    files = input_files(inputs)
-    if not input_files(replace(inputs, landmarks=None)):
-        raise SbeError(
-            f"nothing to report: no stage output found (split at {cfg.split}, run at {cfg.run}); "
-            "check --workdir or the config"
-        )
-    fingerprints = fingerprint_paths(files)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with DirLock(out_dir):
-        clean_stale_temps(out_dir)
-        current = manifest_is_current(out_dir, STAGE, chash, fingerprints)
-        if current is not None:
-            return current
-        workdir = Path(cfg.split).parent
-        built = build_report(
-            inputs,
-            ReportOptions(
-                gallery_queries=cfg.gallery_queries,
-                gallery_k=cfg.gallery_k,
-                cluster_samples=cfg.cluster_samples,
-                max_clusters=cfg.max_clusters,
-                map_points=cfg.map_points,
-                thumb=ThumbSettings(cfg.thumb_px, cfg.jpeg_quality),
-                seed=cfg.seed,
-                subtitle=str(workdir),
-            ),
-            geo_predict=_geo_predict,
-        )
-        data = built.html.encode("utf-8")
-        with atomic_path(out_dir / REPORT_FILE) as tmp:
-            tmp.write_bytes(data)
-        manifest = Manifest(
-            stage=STAGE,
-            config=settings,
-            config_hash=chash,
-            inputs=fingerprints,
-            outputs=[REPORT_FILE],
-            rows={
-                "bytes": len(data),
-                "sections": len(built.status),
-                "complete sections": len(built.available),
-            },
-            wall_seconds=timer.seconds,
-            extra={"sections": built.status},
-        )
-        write_manifest(out_dir, manifest)
-        return manifest
-
-
 class ReportStage(Stage):
     """``sbe report``: see the module docstring."""
 
@@ -160,11 +85,63 @@ class ReportStage(Stage):
         "sbe report --workdir work",
         "sbe report --run work/run --out work/report",
     )
-    legacy = True  # not yet on StageContext: locks and commits by itself
 
     def wire(self, cfg: SbeConfig, skipped: set[str]) -> None:
         if cfg.report.landmarks is None and cfg.evaluate.landmarks is not None:
             cfg.report.landmarks = cfg.evaluate.landmarks
 
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg)
+    def run(self, cfg: ReportConfig, ctx: StageContext) -> Manifest:
+        """Write ``cfg.output/report.html`` from the other stages' outputs.
+
+        Returns:
+            The manifest (``up_to_date`` when inputs and settings did not change); ``rows`` has
+            the report's size in bytes and the number of sections, ``extra.sections`` what was
+            unavailable.
+
+        Raises:
+            SbeError: not a single input exists (a wrong work directory).
+        """
+        inputs = inputs_of(cfg)
+        files = input_files(inputs)
+        if not input_files(replace(inputs, landmarks=None)):
+            raise SbeError(
+                f"nothing to report: no stage output found (split at {cfg.split}, run at "
+                f"{cfg.run}); check --workdir or the config"
+            )
+        # which photo folder is used (and where the work folder is: the subtitle) decide the page
+        workdir = Path(cfg.split).parent
+        landmarks = str(inputs.landmarks) if inputs.landmarks is not None else None
+        if (done := ctx.check(fingerprint_paths(files), landmarks=landmarks)) is not None:
+            return done
+        built = build_report(
+            inputs,
+            ReportOptions(
+                gallery_queries=cfg.gallery_queries,
+                gallery_k=cfg.gallery_k,
+                cluster_samples=cfg.cluster_samples,
+                max_clusters=cfg.max_clusters,
+                map_points=cfg.map_points,
+                thumb=ThumbSettings(cfg.thumb_px, cfg.jpeg_quality),
+                seed=cfg.seed,
+                subtitle=str(workdir),
+            ),
+            geo_predict=_geo_predict,
+        )
+        data = built.html.encode("utf-8")
+        with atomic_path(ctx.out_dir / REPORT_FILE) as tmp:
+            tmp.write_bytes(data)
+        ctx.settings["landmarks"] = landmarks
+        return ctx.commit(
+            outputs=[REPORT_FILE],
+            rows={
+                "bytes": len(data),
+                "sections": len(built.status),
+                "complete sections": len(built.available),
+            },
+            extra={"sections": built.status},
+        )
+
+
+def run(cfg: ReportConfig, **options: Any) -> Manifest:
+    """Write ``cfg.output/report.html`` (the :class:`ReportStage` from Python)."""
+    return run_stage(ReportStage(), cfg, **options)[0]

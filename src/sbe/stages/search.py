@@ -1,7 +1,9 @@
 """``sbe search``: nearest neighbours from an index directory, by id, vector file or image.
 
-Not a pipeline stage (it writes nothing); it turns the CLI's query flags into one
-:class:`~sbe.index.search.SearchIndex` call and a JSON-friendly answer.
+Not a pipeline stage (it writes nothing, so it has no :class:`~sbe.stages.base.Stage` class and
+is not in the stage registry); it turns the CLI's query flags into one
+:class:`~sbe.index.search.SearchIndex` call and a JSON-friendly answer. Every problem with a
+query file is an :class:`~sbe.errors.SbeError` naming the file.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sbe.errors import SbeError
@@ -24,25 +27,33 @@ def load_vectors(path: str | Path, embedding_column: str = "embedding") -> np.nd
     Args:
         path: ``.npy`` (shape (D,) or (Q, D)), ``.json`` (a list of numbers or a list of
             lists) or ``.parquet`` (its ``embedding_column``, a fixed-size array column).
+        embedding_column: the column read from a parquet file.
 
     Returns:
         float32 (Q, D).
+
+    Raises:
+        SbeError: one line naming the file and what is wrong with it.
     """
     p = Path(path)
     if not p.is_file():
         raise SbeError(f"vector file not found: {p}")
     suffix = p.suffix.lower()
+    if suffix not in (".npy", ".json", ".parquet"):
+        raise SbeError(f"{p}: vector files must be .npy, .json or .parquet")
     try:
         if suffix == ".npy":
             arr = np.load(p, allow_pickle=False)
         elif suffix == ".json":
             arr = np.asarray(json.loads(p.read_text()), dtype=np.float32)
-        elif suffix == ".parquet":
-            arr = to_numpy_matrix(pq.read_table(p, columns=[embedding_column])[embedding_column])
         else:
-            raise SbeError(f"{p}: vector files must be .npy, .json or .parquet")
-    except (ValueError, TypeError, KeyError, OSError) as e:
-        raise SbeError(f"{p}: cannot read query vectors: {e}") from None
+            names = pq.read_schema(p).names
+            if embedding_column not in names:
+                raise SbeError(f"{p}: no {embedding_column!r} column (columns: {', '.join(names)})")
+            arr = to_numpy_matrix(pq.read_table(p, columns=[embedding_column])[embedding_column])
+    except (ValueError, TypeError, KeyError, OSError, pa.ArrowException) as e:
+        reason = " ".join(str(e).split())  # one line, whatever the library printed
+        raise SbeError(f"{p}: cannot read query vectors: {reason}") from None
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 1:
         arr = arr[None, :]
@@ -81,6 +92,11 @@ def run_query(
         )
     if vector_file is not None:
         vectors = load_vectors(vector_file, index.info.embedding_column)
+        if vectors.shape[1] != index.dim:
+            raise SbeError(
+                f"{vector_file}: vectors have dimension {vectors.shape[1]}, the index "
+                f"{index_dir} holds {index.dim}-d ones"
+            )
         return index, [f"vector {i}" for i in range(len(vectors))], index.search(vectors, k)
     assert images is not None
     missing = [str(p) for p in images if not Path(p).is_file()]
