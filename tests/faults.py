@@ -24,8 +24,9 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-#: manifest keys that differ between two clean runs of the same work
-VOLATILE_MANIFEST_KEYS = {"wall_seconds", "created_at", "inputs", "files", "extra"}
+#: manifest keys that differ between two clean runs of the same work (``config`` holds absolute
+#: paths; ``config_hash``, which is compared, covers every setting that decides the output)
+VOLATILE_MANIFEST_KEYS = {"wall_seconds", "created_at", "inputs", "files", "extra", "config"}
 #: file names that are bookkeeping, not output
 BOOKKEEPING = {".lock"}
 
