@@ -1,0 +1,242 @@
+"""Crash consistency of the data stages (synth, ingest, backbone, split, neighbors).
+
+Each stage runs on tiny generated data through :func:`faults.crash_matrix`: a crash at every file
+commit, with the same and with changed settings (that really change the output), then a rerun with
+the original settings must give exactly a clean run's output. One regression test per defect of
+issue 20 follows each matrix: "start with changed settings, crash after the first output file is
+replaced, rerun with the old settings" must not report up to date over mixed files.
+
+Set ``SBE_CRASH_REPORT=<file.json>`` to have the crash points tried per stage written there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from faults import (
+    VOLATILE_MANIFEST_KEYS,
+    CrashReport,
+    SimulatedCrash,
+    crash_matrix,
+    output_files,
+)
+from faults import assert_same_output as assert_same_files
+from safetensors import safe_open
+from test_split_fixtures import generate
+
+from sbe.config import NeighborsConfig, SplitConfig
+from sbe.stages import neighbors as neighbors_stage
+from sbe.stages import split as split_stage
+from sbe.storage import read_part_meta
+
+#: stage -> what its matrix tried (written to $SBE_CRASH_REPORT at the end of the module)
+REPORTS: dict[str, dict[str, Any]] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_reports() -> Iterator[None]:
+    yield
+    target = os.environ.get("SBE_CRASH_REPORT")
+    if target and REPORTS:
+        Path(target).write_text(json.dumps(REPORTS, indent=2, sort_keys=True) + "\n")
+
+
+def _record(report: CrashReport, changed: dict[str, Any], max_points: int | None = None) -> None:
+    assert report.runs >= 2
+    assert set(report.points) == {"same", "changed"}
+    REPORTS[report.stage] = {
+        "crash_points": report.points,
+        "runs": report.runs,
+        "changed_settings": changed,
+        "max_points": max_points,
+    }
+
+
+def assert_same_output(expected: Path, actual: Path) -> None:
+    """``faults.assert_same_output``, with manifests compared up to the folder each run used.
+
+    A manifest records its config, whose paths name the case's own work folder
+    (``clean/out`` vs ``same-3/out``): they are compared relative to it. Safetensors files are
+    compared by metadata and tensors.
+    """
+
+    def manifest(path: Path, work: Path) -> dict[str, Any]:
+        data = json.loads(path.read_text().replace(str(work), "<work>"))
+        return {k: v for k, v in data.items() if k not in VOLATILE_MANIFEST_KEYS}
+
+    def same_manifest(a: Path, b: Path) -> None:
+        assert manifest(a, expected.parent) == manifest(b, actual.parent), a.name
+
+    def same_tensors(a: Path, b: Path) -> None:
+        # safetensors writes its metadata keys in no fixed order: compare data, not bytes
+        ta, tb = safe_open(a, "numpy"), safe_open(b, "numpy")
+        assert ta.metadata() == tb.metadata(), a.name
+        keys = sorted(ta.keys())
+        assert keys == sorted(tb.keys()), a.name
+        for key in keys:
+            np.testing.assert_array_equal(ta.get_tensor(key), tb.get_tensor(key))
+
+    compare: dict[str, Callable[[Path, Path], None]] = {}
+    for name in output_files(expected):
+        if Path(name).name == "_manifest.json":
+            compare[name] = same_manifest
+        elif name.endswith(".safetensors"):
+            compare[name] = same_tensors
+    assert_same_files(expected, actual, compare=compare)
+
+
+def _assert_changed_output_differs(
+    run: Callable[[Path, dict[str, Any]], Any],
+    work: Path,
+    changed: dict[str, Any],
+    output: str = "out",
+    same_output: Callable[[Path, Path], None] = assert_same_output,
+) -> None:
+    """The changed settings give another output (else the 'changed' cases would prove nothing)."""
+    run(work / "changed-clean", changed)
+    with pytest.raises(AssertionError):
+        same_output(work / "clean" / output, work / "changed-clean" / output)
+
+
+@contextlib.contextmanager
+def crash_after_first(predicate: Callable[[str], bool]) -> Iterator[None]:
+    """Raise :class:`SimulatedCrash` right after the first replace whose target matches.
+
+    Unlike ``faults.crash_after`` it does not count bookkeeping commits, so the same test
+    crashes at the same output file on code with and without an in-progress marker.
+    """
+    real_replace, real_rename = os.replace, os.rename
+
+    def wrap(real: Callable[..., None]) -> Callable[..., None]:
+        def fn(src: Any, dst: Any, *a: Any, **k: Any) -> None:
+            real(src, dst, *a, **k)
+            if predicate(str(dst)):
+                raise SimulatedCrash(f"simulated crash after {dst}")
+
+        return fn
+
+    os.replace, os.rename = wrap(real_replace), wrap(real_rename)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        os.replace, os.rename = real_replace, real_rename  # type: ignore[assignment]
+
+
+def _is_parquet(name: str) -> bool:
+    return name.endswith(".parquet")
+
+
+# ---- split ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("crash-backbone")
+    return generate(root / "backbone", 60, seed=3, spacing_m=50.0).folder
+
+
+def _split_runner(backbone: Path) -> Callable[[Path, dict[str, Any]], Any]:
+    def run(work: Path, overrides: dict[str, Any]) -> Any:
+        settings = {"cell_size_m": 300.0, **overrides}
+        return split_stage.run(SplitConfig(input=backbone, output=work / "out", **settings))
+
+    return run
+
+
+def test_split_crash_matrix(backbone_dir: Path, tmp_path: Path) -> None:
+    run = _split_runner(backbone_dir)
+    changed = {"cell_size_m": 100.0}
+    report = crash_matrix("split", run, tmp_path, changed=changed, same_output=assert_same_output)
+    _assert_changed_output_differs(run, tmp_path, changed)
+    # marker, three split files, manifest
+    assert report.points == {"same": 5, "changed": 5}
+    _record(report, changed)
+
+
+def test_split_changed_cell_size_then_crash_is_not_up_to_date(
+    backbone_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 20: a crash after the first file of another cell size must not pass as current."""
+    run = _split_runner(backbone_dir)
+    run(tmp_path / "clean", {})
+    case = tmp_path / "case"
+    run(case, {})
+    with contextlib.suppress(SimulatedCrash), crash_after_first(_is_parquet):
+        run(case, {"cell_size_m": 100.0})
+    m = run(case, {})
+    assert not m.up_to_date
+    assert_same_output(tmp_path / "clean" / "out", case / "out")
+
+
+# ---- neighbors --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split_dir(backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("crash-split") / "split"
+    split_stage.run(SplitConfig(input=backbone_dir, output=out, cell_size_m=300.0))
+    return out
+
+
+def _neighbors_runner(split: Path) -> Callable[[Path, dict[str, Any]], Any]:
+    def run(work: Path, overrides: dict[str, Any]) -> Any:
+        settings = {
+            "k": 8,
+            "k0_local_scale": 4,
+            "calibration_min_anchors": 20,
+            "pca_components": 6,
+            "threads": 1,
+            **overrides,
+        }
+        return neighbors_stage.run(NeighborsConfig(input=split, output=work / "out", **settings))
+
+    return run
+
+
+def test_neighbors_crash_matrix(split_dir: Path, tmp_path: Path) -> None:
+    run = _neighbors_runner(split_dir)
+    changed = {"k": 5}
+    report = crash_matrix(
+        "neighbors", run, tmp_path, changed=changed, same_output=assert_same_output
+    )
+    _assert_changed_output_differs(run, tmp_path, changed)
+    # marker, PCA, three split files, manifest
+    assert report.points == {"same": 6, "changed": 6}
+    _record(report, changed)
+
+
+def test_neighbors_changed_k_then_crash_is_not_up_to_date(split_dir: Path, tmp_path: Path) -> None:
+    """Issue 20: neighbour files of k=5 and k=8 side by side must not pass as current."""
+    run = _neighbors_runner(split_dir)
+    run(tmp_path / "clean", {})
+    case = tmp_path / "case"
+    run(case, {})
+    with contextlib.suppress(SimulatedCrash), crash_after_first(_is_parquet):
+        run(case, {"k": 5})
+    m = run(case, {})
+    assert not m.up_to_date
+    assert_same_output(tmp_path / "clean" / "out", case / "out")
+    for s in ("train", "val", "test"):
+        assert read_part_meta(case / "out" / f"{s}.parquet")["k"] == 8
+
+
+def test_neighbors_reused_files_keep_their_statistics(split_dir: Path, tmp_path: Path) -> None:
+    """A rerun that reuses finished split files reports the statistics they were made with."""
+    run = _neighbors_runner(split_dir)
+    first = run(tmp_path, {})
+    # an interrupted run: the files are finished, the manifest is not
+    (tmp_path / "out" / "_manifest.json").unlink()
+    again = run(tmp_path, {})
+    assert not again.up_to_date
+    for s in ("train", "val", "test"):
+        reused = again.extra["splits"][s]
+        assert reused.pop("reused") is True
+        assert reused == first.extra["splits"][s]
+        assert reused["band_counts"] and "mean_neighbors" in reused
