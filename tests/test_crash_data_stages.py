@@ -29,9 +29,11 @@ from faults import (
 )
 from faults import assert_same_output as assert_same_files
 from safetensors import safe_open
+from test_backbone_stage import _env, make_ingest, tiny_vit  # noqa: F401 (fixtures)
 from test_split_fixtures import generate
 
-from sbe.config import NeighborsConfig, SplitConfig
+from sbe.config import BackboneConfig, NeighborsConfig, SplitConfig
+from sbe.stages import backbone as backbone_stage
 from sbe.stages import neighbors as neighbors_stage
 from sbe.stages import split as split_stage
 from sbe.storage import read_part_meta
@@ -240,3 +242,49 @@ def test_neighbors_reused_files_keep_their_statistics(split_dir: Path, tmp_path:
         assert reused.pop("reused") is True
         assert reused == first.extra["splits"][s]
         assert reused["band_counts"] and "mean_neighbors" in reused
+
+
+# ---- backbone ---------------------------------------------------------------------------------
+
+
+def _backbone_runner(ingest: Path, vit: Path) -> Callable[[Path, dict[str, Any]], Any]:
+    def run(work: Path, overrides: dict[str, Any]) -> Any:
+        settings = {
+            "model": f"hf:{vit}",
+            "runtime": "torch",
+            "device": "cpu",
+            "part_rows": 4,
+            "batch_size": 3,
+            **overrides,
+        }
+        return backbone_stage.run(BackboneConfig(input=ingest, output=work / "out", **settings))
+
+    return run
+
+
+def test_backbone_crash_matrix(tmp_path: Path, tiny_vit: Path) -> None:  # noqa: F811
+    run = _backbone_runner(make_ingest(tmp_path / "data", 10, corrupt=(3,)), tiny_vit)
+    changed = {"dtype": "float32"}
+    work = tmp_path / "matrix"
+    report = crash_matrix("backbone", run, work, changed=changed, same_output=assert_same_output)
+    _assert_changed_output_differs(run, work, changed)
+    # marker, three parts, manifest
+    assert report.points == {"same": 5, "changed": 5}
+    _record(report, changed)
+
+
+def test_backbone_changed_dtype_then_crash_is_not_up_to_date(
+    tmp_path: Path,
+    tiny_vit: Path,  # noqa: F811
+) -> None:
+    """Issue 20: float16 and float32 parts side by side must not pass as current."""
+    run = _backbone_runner(make_ingest(tmp_path / "data", 10), tiny_vit)
+    run(tmp_path / "clean", {})
+    case = tmp_path / "case"
+    run(case, {})
+    with contextlib.suppress(SimulatedCrash), crash_after_first(_is_parquet):
+        run(case, {"dtype": "float32"})
+    m = run(case, {})
+    assert not m.up_to_date and m.extra["parts_reused"] == 2
+    assert_same_output(tmp_path / "clean" / "out", case / "out")
+    assert {read_part_meta(p)["dtype"] for p in (case / "out").glob("*.parquet")} == {"float16"}
