@@ -29,11 +29,14 @@ from faults import (
 )
 from faults import assert_same_output as assert_same_files
 from safetensors import safe_open
+from tarfactory import Record, make_dline, make_jpeg, records, write_tar
 from test_backbone_stage import _env, make_ingest, tiny_vit  # noqa: F401 (fixtures)
 from test_split_fixtures import generate
 
-from sbe.config import BackboneConfig, NeighborsConfig, SplitConfig
+from sbe.config import BackboneConfig, IngestConfig, NeighborsConfig, SplitConfig
+from sbe.data.streetview import format_metadata
 from sbe.stages import backbone as backbone_stage
+from sbe.stages import ingest as ingest_stage
 from sbe.stages import neighbors as neighbors_stage
 from sbe.stages import split as split_stage
 from sbe.storage import read_part_meta
@@ -288,3 +291,56 @@ def test_backbone_changed_dtype_then_crash_is_not_up_to_date(
     assert not m.up_to_date and m.extra["parts_reused"] == 2
     assert_same_output(tmp_path / "clean" / "out", case / "out")
     assert {read_part_meta(p)["dtype"] for p in (case / "out").glob("*.parquet")} == {"float16"}
+
+
+# ---- ingest -----------------------------------------------------------------------------------
+
+
+def _raw_tars(root: Path) -> Path:
+    """Three small tars; each has two images whose normal is 0.5% too long.
+
+    Those pass the default ``normal_tolerance`` (1e-2) and are skipped at 1e-3, so a changed
+    tolerance changes every part.
+    """
+    raw = root / "raw"
+    for k, ds in enumerate((88, 89, 90)):
+        recs = records(4, ds)
+        for i in (4, 5):
+            d = make_dline(i, ds, normal_x=1.005 * np.cos(i), normal_y=1.005 * np.sin(i))
+            stem = f"{ds:04d}_{i:06d}_{i % 7}_{d.target_id:06d}"
+            recs.append(Record(stem, make_jpeg(48, 48, seed=i), format_metadata(d), meta=d))
+        write_tar(raw / f"{ds:04d}.tar", recs, layout="nested" if k % 2 else "flat")
+    return raw
+
+
+def _ingest_runner(raw: Path) -> Callable[[Path, dict[str, Any]], Any]:
+    def run(work: Path, overrides: dict[str, Any]) -> Any:
+        cfg = IngestConfig(inputs=[raw], output=work / "out", workers=1, **overrides)
+        return ingest_stage.run(cfg)
+
+    return run
+
+
+def test_ingest_crash_matrix(tmp_path: Path) -> None:
+    run = _ingest_runner(_raw_tars(tmp_path / "data"))
+    changed = {"normal_tolerance": 1e-3}
+    work = tmp_path / "matrix"
+    report = crash_matrix("ingest", run, work, changed=changed, same_output=assert_same_output)
+    _assert_changed_output_differs(run, work, changed)
+    # marker, three parts, manifest
+    assert report.points == {"same": 5, "changed": 5}
+    _record(report, changed)
+
+
+def test_ingest_changed_tolerance_then_crash_is_redone(tmp_path: Path) -> None:
+    """A part of another tolerance left by a crash is redone, the others are reused."""
+    run = _ingest_runner(_raw_tars(tmp_path / "data"))
+    clean = run(tmp_path / "clean", {})
+    assert clean.rows["images"] == 18
+    case = tmp_path / "case"
+    run(case, {})
+    with contextlib.suppress(SimulatedCrash), crash_after_first(_is_parquet):
+        run(case, {"normal_tolerance": 1e-3})
+    m = run(case, {})
+    assert not m.up_to_date and m.extra["tars_reused"] == 2 and m.rows == clean.rows
+    assert_same_output(tmp_path / "clean" / "out", case / "out")
