@@ -33,13 +33,15 @@ from tarfactory import Record, make_dline, make_jpeg, records, write_tar
 from test_backbone_stage import _env, make_ingest, tiny_vit  # noqa: F401 (fixtures)
 from test_split_fixtures import generate
 
-from sbe.config import BackboneConfig, IngestConfig, NeighborsConfig, SplitConfig
+from sbe.config import BackboneConfig, IngestConfig, NeighborsConfig, SplitConfig, SynthConfig
 from sbe.data.streetview import format_metadata
 from sbe.stages import backbone as backbone_stage
 from sbe.stages import ingest as ingest_stage
 from sbe.stages import neighbors as neighbors_stage
 from sbe.stages import split as split_stage
+from sbe.stages import synth as synth_stage
 from sbe.storage import read_part_meta
+from sbe.synth.writers import truth_path
 
 #: stage -> what its matrix tried (written to $SBE_CRASH_REPORT at the end of the module)
 REPORTS: dict[str, dict[str, Any]] = {}
@@ -344,3 +346,62 @@ def test_ingest_changed_tolerance_then_crash_is_redone(tmp_path: Path) -> None:
     m = run(case, {})
     assert not m.up_to_date and m.extra["tars_reused"] == 2 and m.rows == clean.rows
     assert_same_output(tmp_path / "clean" / "out", case / "out")
+
+
+# ---- synth ------------------------------------------------------------------------------------
+
+
+def _synth_run(work: Path, overrides: dict[str, Any]) -> Any:
+    out = work / "out"
+    settings = {
+        "buildings": 2,
+        "buildings_per_tar": 1,
+        "image_size": 64,
+        "packaged_buildings": 1,
+        "workers": 1,
+        **overrides,
+    }
+    # the packaged parquet inside the folder, so that the comparison covers it too
+    return synth_stage.run(SynthConfig(output=out, packaged=out / "packaged.parquet", **settings))
+
+
+def test_synth_crash_matrix(tmp_path: Path) -> None:
+    changed = {"seed": 1}
+    # 8 commit points (marker, two tars and their truth parts, truth.parquet, the packaged
+    # parquet, manifest); rendering makes each case cost a second, so 6 are tried: the first
+    # three (up to the gap between the first tar and its truth part) and the last three.
+    report = crash_matrix(
+        "synth",
+        _synth_run,
+        tmp_path,
+        changed=changed,
+        same_output=assert_same_output,
+        max_points=6,
+    )
+    _assert_changed_output_differs(_synth_run, tmp_path, changed)
+    assert report.points == {"same": 6, "changed": 6}
+    _record(report, changed, max_points=6)
+
+
+def test_synth_tar_of_other_settings_is_never_vouched_for(tmp_path: Path) -> None:
+    """A crash between a tar and its truth part must not leave the old truth part in place.
+
+    The truth part (written after its tar) is what makes a rerun skip a tar; if a run with
+    another seed replaced a tar and died before its truth part, the old part would vouch for
+    the new tar whenever the two tars happen to have the same size (tar sizes are multiples of
+    512 bytes).
+    """
+    _synth_run(tmp_path / "clean", {})
+    case = tmp_path / "case"
+    _synth_run(case, {})
+    with contextlib.suppress(SimulatedCrash), crash_after_first(lambda n: n.endswith(".tar")):
+        _synth_run(case, {"seed": 1})
+    clean_out, out = tmp_path / "clean" / "out", case / "out"
+    foreign = [
+        p for p in sorted(out.glob("*.tar")) if p.read_bytes() != (clean_out / p.name).read_bytes()
+    ]
+    assert len(foreign) == 1
+    assert not truth_path(out, int(foreign[0].stem)).exists()
+    m = _synth_run(case, {})
+    assert not m.up_to_date and m.extra["tars_written"] >= 1
+    assert_same_output(clean_out, out)
