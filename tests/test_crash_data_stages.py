@@ -195,6 +195,7 @@ def split_dir(backbone_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 def _neighbors_runner(split: Path) -> Callable[[Path, dict[str, Any]], Any]:
     def run(work: Path, overrides: dict[str, Any]) -> Any:
         settings = {
+            "space": "embedding",  # 16-d: the PCA of 768-d fingerprints would dominate the time
             "k": 8,
             "k0_local_scale": 4,
             "calibration_min_anchors": 20,
