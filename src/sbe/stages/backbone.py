@@ -294,11 +294,6 @@ def part_meta(
     }
 
 
-def ingest_parts(folder: Path) -> list[Path]:
-    """The ingest output parts in ``folder`` (sorted), or a clear error."""
-    return list_parts(folder, what="ingest parts", hint=" (run `sbe ingest` first)")
-
-
 def resolve_tars(part: Path, names: list[str], ingest_dir: Path) -> dict[str, str]:
     """Map each ``tar_file`` value of an ingest part to a tar that exists here.
 
@@ -399,7 +394,7 @@ class BackboneStage(Stage):
         """
         ingest_dir = Path(cfg.input)
         out = ctx.out_dir
-        parts = ingest_parts(ingest_dir)
+        parts = list_parts(ingest_dir, what="ingest parts", hint=" (run `sbe ingest` first)")
         plan: list[tuple[Path, int, dict[str, str]]] = []
         for p in parts:
             n = _check_columns(p)
