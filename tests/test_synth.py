@@ -227,7 +227,7 @@ def test_rerun_skips_current_tars_and_redoes_damaged(tmp_path: Path) -> None:
     out = tmp_path / "raw"
     cfg = _cfg(out, buildings=3, seed=5)
     m1 = stage.run(cfg)
-    assert m1.rows["tars_written"] == m1.rows["tars"] >= 2
+    assert m1.extra["tars_written"] == m1.rows["tars"] >= 2
     tars = sorted(out.glob("*.tar"))
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in tars}
     # a killed run: a half-written temp file, one tar gone, the manifest gone
@@ -235,7 +235,7 @@ def test_rerun_skips_current_tars_and_redoes_damaged(tmp_path: Path) -> None:
     tars[0].unlink()
     (out / "_manifest.json").unlink()
     m2 = stage.run(cfg)
-    assert m2.rows["tars_written"] == 1 and m2.rows["tars_skipped"] == m1.rows["tars"] - 1
+    assert m2.extra["tars_written"] == 1 and m2.extra["tars_skipped"] == m1.rows["tars"] - 1
     assert not list(out.glob(".tmp-*"))
     for p in tars:
         assert p.read_bytes() == before[p.name][1]
@@ -246,7 +246,7 @@ def test_rerun_skips_current_tars_and_redoes_damaged(tmp_path: Path) -> None:
     # a truncated tar is detected (size differs from its truth part) and rewritten
     tars[1].write_bytes(tars[1].read_bytes()[:1000])
     m4 = stage.run(cfg)
-    assert m4.rows["tars_written"] == 1
+    assert m4.extra["tars_written"] == 1
     assert tars[1].read_bytes() == before[tars[1].name][1]
 
 

@@ -4,6 +4,9 @@ The streaming counterpart of :func:`sbe.storage.write_part`: rows arrive in reco
 memory), are buffered into row groups of a fixed size, and the file appears under its final name
 only when :meth:`StreamingPart.close` succeeds. The footer carries ``meta`` under the same key as
 ``write_part``, so :func:`sbe.storage.read_part_meta` and :func:`sbe.storage.part_is_current` work.
+What is only known once every row is written (counts, statistics) can be added with
+:meth:`StreamingPart.set_result`: it lands in the footer too and ``read_part_meta`` returns it
+under ``"result"``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sbe.storage import atomic_path
-from sbe.storage.parts import META_KEY
+from sbe.storage.parts import META_KEY, RESULT_KEY
 
 
 class StreamingPart:
@@ -56,6 +59,7 @@ class StreamingPart:
         self._writer = pq.ParquetWriter(tmp, self.schema, compression=compression)
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
+        self._result: dict[str, Any] | None = None
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         """Append rows (cast to the schema; column order must match)."""
@@ -69,6 +73,10 @@ class StreamingPart:
         while self._buffered >= self.row_group_rows:
             self._flush(self.row_group_rows)
 
+    def set_result(self, result: dict[str, Any]) -> None:
+        """Store ``result`` (JSON-serialisable) in the footer at close, next to ``meta``."""
+        self._result = dict(result)
+
     def _flush(self, n: int) -> None:
         table = pa.Table.from_batches(self._buffer, schema=self.schema)
         self._writer.write_table(table.slice(0, n), row_group_size=n)
@@ -80,6 +88,9 @@ class StreamingPart:
         """Flush, write the footer and move the file to its final name."""
         if self._buffered:
             self._flush(self._buffered)
+        if self._result is not None:
+            blob = json.dumps(self._result, sort_keys=True, default=str)
+            self._writer.add_key_value_metadata({RESULT_KEY.decode(): blob})
         self._writer.close()
         self._stack.close()
 

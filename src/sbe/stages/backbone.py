@@ -38,29 +38,23 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sbe.config import BackboneConfig, section_dict
+from sbe.config import BackboneConfig
 from sbe.data.tarstream import TarReader
 from sbe.errors import SbeError
 from sbe.models.backbones import Backbone, load_backbone, resolve_spec
 from sbe.models.backbones.onnx import available_cores
 from sbe.models.backbones.pipeline import embed_stream
-from sbe.progress import progress_bar
-from sbe.stages.base import Input, Stage, StageContext
+from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import (
-    DirLock,
     Manifest,
     SkipLog,
-    StageTimer,
-    clean_stale_temps,
-    config_hash,
     fingerprint_file,
     fixed_size_list,
+    list_parts,
     load_manifest,
-    manifest_is_current,
     part_is_current,
     read_part_meta,
     remove_stale_parts,
-    write_manifest,
     write_part,
 )
 from sbe.storage.manifest import MAX_SKIP_EXAMPLES
@@ -300,18 +294,6 @@ def part_meta(
     }
 
 
-def ingest_parts(folder: Path) -> list[Path]:
-    """The ingest output parts in ``folder`` (sorted), or a clear error."""
-    if not folder.is_dir():
-        raise SbeError(f"ingest output folder not found: {folder} (run `sbe ingest` first)")
-    parts = sorted(
-        p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_"))
-    )
-    if not parts:
-        raise SbeError(f"no ingest parts (*.parquet) in {folder} (run `sbe ingest` first)")
-    return parts
-
-
 def resolve_tars(part: Path, names: list[str], ingest_dir: Path) -> dict[str, str]:
     """Map each ``tar_file`` value of an ingest part to a tar that exists here.
 
@@ -382,55 +364,57 @@ def _sum_results(metas: list[dict[str, Any]]) -> tuple[int, int, SkipLog]:
 # ---- the stage ----------------------------------------------------------------------------------
 
 
-def run(
-    cfg: BackboneConfig,
-    *,
-    show_progress: bool | None = None,
-    on_part: Callable[[PartResult], None] | None = None,
-) -> Manifest:
-    """Embed every image of the ingest output ``cfg.input`` into ``cfg.output``.
+class BackboneStage(Stage):
+    """``sbe backbone``: see the module docstring.
 
     Args:
-        cfg: the resolved ``[backbone]`` section (absolute paths).
-        show_progress: progress bar on stderr; ``None`` = only when stderr is a terminal.
         on_part: called after each part is written (tests use it to interrupt a run).
-
-    Returns:
-        The stage manifest (``up_to_date=True`` when nothing needed redoing).
-
-    Raises:
-        SbeError: no ingest output, a tar missing, an unknown backbone, a GPU requested but absent.
-        LockedError: another run is writing ``cfg.output``.
     """
-    timer = StageTimer()
-    ingest_dir = Path(cfg.input)
-    out = Path(cfg.output)
-    parts = ingest_parts(ingest_dir)
-    plan: list[tuple[Path, int, dict[str, str]]] = []
-    for p in parts:
-        n = _check_columns(p)
-        names = pc.unique(pq.read_table(p, columns=["tar_file"])["tar_file"]).to_pylist()
-        plan.append((p, n, resolve_tars(p, [str(x) for x in names], ingest_dir)))
 
-    spec = resolve_spec(cfg.model, cfg.pooling)
-    identity = spec.identity()
-    chash = config_hash(
-        {
-            "format": BACKBONE_FORMAT,
-            "backbone": identity,
-            "weights": spec.weights_fingerprint(),
-            "dtype": cfg.dtype,
-            "part_rows": cfg.part_rows,
-        }
+    name = "backbone"
+    inputs = (Input("input", "ingest"),)
+    examples = (
+        "sbe backbone --in work/images --out work/backbone",
+        "sbe backbone --in work/images --out work/backbone --model hf:facebook/dinov2-small --device cuda",
     )
-    inputs = [fingerprint_file(p) for p in parts]
-    inputs += [fingerprint_file(t) for t in sorted({t for _, _, ts in plan for t in ts.values()})]
 
-    with DirLock(out):
-        clean_stale_temps(out)
-        old = manifest_is_current(out, STAGE, chash, inputs)
-        if old is not None:
-            return old
+    def __init__(self, on_part: Callable[[PartResult], None] | None = None) -> None:
+        self.on_part = on_part
+
+    def run(self, cfg: BackboneConfig, ctx: StageContext) -> Manifest:
+        """Embed every image of the ingest output ``cfg.input`` into ``cfg.output``.
+
+        Returns:
+            The manifest (``rows``: images, embedded, parts; ``extra``: the backbone identity,
+            runtime, throughput, parts reused and stale parts removed).
+
+        Raises:
+            SbeError: no ingest output, a tar missing, an unknown backbone, a GPU requested but
+                absent.
+        """
+        ingest_dir = Path(cfg.input)
+        out = ctx.out_dir
+        parts = list_parts(ingest_dir, what="ingest parts", hint=" (run `sbe ingest` first)")
+        plan: list[tuple[Path, int, dict[str, str]]] = []
+        for p in parts:
+            n = _check_columns(p)
+            names = pc.unique(pq.read_table(p, columns=["tar_file"])["tar_file"]).to_pylist()
+            plan.append((p, n, resolve_tars(p, [str(x) for x in names], ingest_dir)))
+        spec = resolve_spec(cfg.model, cfg.pooling)
+        identity = spec.identity()
+        inputs = [fingerprint_file(p) for p in parts]
+        inputs += [
+            fingerprint_file(t) for t in sorted({t for _, _, ts in plan for t in ts.values()})
+        ]
+        done = ctx.check(
+            inputs,
+            format=BACKBONE_FORMAT,
+            backbone=identity,
+            weights=spec.weights_fingerprint(),
+        )
+        if done is not None:
+            return done
+        chash = ctx.hash
 
         tasks: list[PartTask] = []
         for p, n, tars in plan:
@@ -453,21 +437,22 @@ def run(
                         threads=cfg.threads,
                     )
                 )
+        # parts of other settings or other inputs never survive into this run's output
         removed = remove_stale_parts(out, {Path(t.output).name for t in tasks}, STAGE)
         todo = [t for t in tasks if not part_is_current(t.output, t.meta)]
 
         load_s = embed_s = 0.0
         bb: Backbone | None = None
         fresh_rows = 0
+        total = sum(t.stop - t.start for t in todo)
         if todo and cfg.engine == "ray":
             t_embed = time.perf_counter()
-            total = sum(t.stop - t.start for t in todo)
-            with progress_bar("backbone", total, unit="images", enabled=show_progress) as bar:
+            with ctx.progress("backbone", total, unit="images") as bar:
                 for r in _run_on_ray(todo, cfg.threads):
                     fresh_rows += r.rows_in
                     bar.advance(r.rows_in)
-                    if on_part is not None:
-                        on_part(r)
+                    if self.on_part is not None:
+                        self.on_part(r)
             embed_s = time.perf_counter() - t_embed
         elif todo:
             t_load = time.perf_counter()
@@ -484,25 +469,20 @@ def run(
             ]
             load_s = time.perf_counter() - t_load
             t_embed = time.perf_counter()
-            total = sum(t.stop - t.start for t in todo)
-            with progress_bar("backbone", total, unit="images", enabled=show_progress) as bar:
+            with ctx.progress("backbone", total, unit="images") as bar:
                 for t in todo:
                     r = embed_part(t, progress=bar.advance)
                     fresh_rows += r.rows_in
-                    if on_part is not None:
-                        on_part(r)
+                    if self.on_part is not None:
+                        self.on_part(r)
             embed_s = time.perf_counter() - t_embed
 
         metas = [read_part_meta(t.output) or {} for t in tasks]
         rows_in, rows_out, skips = _sum_results(metas)
-        manifest = Manifest(
-            stage=STAGE,
-            config=section_dict(cfg),
-            config_hash=chash,
-            inputs=inputs,
+        return ctx.commit(
             outputs=[Path(t.output).name for t in tasks],
             rows={"images": rows_in, "embedded": rows_out, "parts": len(tasks)},
-            wall_seconds=timer.seconds,
+            skips=skips,
             extra={
                 "backbone": identity,
                 "dim": spec.dim,
@@ -521,12 +501,34 @@ def run(
                 "images_per_second": round(fresh_rows / embed_s, 1) if fresh_rows else None,
                 "removed_stale_parts": removed,
             },
-        ).with_skips(skips)
-        write_manifest(out, manifest)
-    return manifest
+        )
+
+
+def run(
+    cfg: BackboneConfig,
+    *,
+    on_part: Callable[[PartResult], None] | None = None,
+    **options: Any,
+) -> Manifest:
+    """Embed every image of the ingest output ``cfg.input`` into ``cfg.output`` (from Python).
+
+    Args:
+        cfg: the resolved ``[backbone]`` section (absolute paths).
+        on_part: called after each part is written (tests use it to interrupt a run).
+        **options: :func:`~sbe.stages.base.run_stage` options (``show_progress``, ``restart``...).
+
+    Returns:
+        The stage manifest (``up_to_date=True`` when nothing needed redoing).
+
+    Raises:
+        SbeError: see :meth:`BackboneStage.run`.
+        LockedError: another run is writing ``cfg.output``.
+    """
+    return run_stage(BackboneStage(on_part), cfg, **options)[0]
 
 
 __all__ = [
+    "BackboneStage",
     "PartResult",
     "PartTask",
     "embed_part",
@@ -537,18 +539,3 @@ __all__ = [
     "resolve_tars",
     "run",
 ]
-
-
-class BackboneStage(Stage):
-    """``sbe backbone``: see the module docstring."""
-
-    name = "backbone"
-    inputs = (Input("input", "ingest"),)
-    examples = (
-        "sbe backbone --in work/images --out work/backbone",
-        "sbe backbone --in work/images --out work/backbone --model hf:facebook/dinov2-small --device cuda",
-    )
-    legacy = True  # not yet on StageContext: locks and commits by itself
-
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg, show_progress=ctx.show_progress)

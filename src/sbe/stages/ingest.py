@@ -30,26 +30,19 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from sbe.config import IngestConfig, section_dict
+from sbe.config import IngestConfig
 from sbe.data.rawtar import ReadSettings, TarReport, read_raw_tar
 from sbe.data.tarstream import NotATarError, probe_tar
 from sbe.device import usable_cores
 from sbe.errors import SbeError
-from sbe.progress import progress_bar
-from sbe.stages.base import Input, Stage, StageContext
+from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import (
-    DirLock,
     Manifest,
     SkipLog,
-    StageTimer,
-    clean_stale_temps,
-    config_hash,
     fingerprint_file,
-    manifest_is_current,
     part_is_current,
     read_part_meta,
     remove_stale_parts,
-    write_manifest,
     write_part,
 )
 from sbe.storage.schemas import uid_str
@@ -242,34 +235,42 @@ def _cross_tar_duplicates(out: Path, parts: list[str]) -> tuple[int, list[str]]:
     return int(counts[counts > 1].sum() - len(dup)), [uid_str(int(u)) for u in dup[:5]]
 
 
-def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
-    """Ingest every tar of ``cfg.inputs`` into ``cfg.output``; see the module docstring.
+def _skip_summary(r: TarReport) -> str:
+    if not r.skipped:
+        return "the archive holds no image/metadata pairs"
+    parts = [f"{k}: {v}" for k, v in r.skipped.items()]
+    example = next(iter(r.skip_examples.values()), [])[:1]
+    return ", ".join(parts) + (f"; e.g. {example[0]}" if example else "")
 
-    Args:
-        cfg: the resolved ``[ingest]`` section (absolute paths).
-        show_progress: progress bar on stderr; ``None`` = only when stderr is a terminal.
 
-    Returns:
-        The stage manifest (``up_to_date=True`` when nothing needed redoing).
+class IngestStage(Stage):
+    """``sbe ingest``: see the module docstring."""
 
-    Raises:
-        SbeError: an input is missing, not an uncompressed tar, or yields no valid rows.
-        LockedError: another run is writing ``cfg.output``.
-    """
-    timer = StageTimer()
-    tars = discover_tars(cfg.inputs)
-    _check_inputs(tars)
-    cores = usable_cores()
-    out = Path(cfg.output)
-    with DirLock(out):
-        clean_stale_temps(out)
-        inputs = [fingerprint_file(t) for t in tars]
+    name = "ingest"
+    inputs = (Input("inputs", "synth"),)
+    examples = ("sbe ingest --in work/raw --out work/images",)
+
+    def run(self, cfg: IngestConfig, ctx: StageContext) -> Manifest:
+        """Ingest every tar of ``cfg.inputs`` into ``cfg.output``; see the module docstring.
+
+        Returns:
+            The manifest (``rows``: images, tars; ``extra``: warnings, damaged tars, per-tar
+            counts, tars reused, stale parts removed).
+
+        Raises:
+            SbeError: an input is missing, not an uncompressed tar, or yields no valid rows.
+        """
+        tars = discover_tars(cfg.inputs)
+        _check_inputs(tars)
+        cores = usable_cores()
+        out = ctx.out_dir
         content = ReadSettings(normal_tolerance=cfg.normal_tolerance)  # threads do not matter
-        chash = config_hash({"format": INGEST_FORMAT, **content.content()})
-        old = manifest_is_current(out, STAGE, chash, inputs)
-        if old is not None:
-            return old
+        inputs = [fingerprint_file(t) for t in tars]
+        done = ctx.check(inputs, format=INGEST_FORMAT, content=content.content())
+        if done is not None:
+            return done
 
+        # each part's footer names its tar and settings: one of other settings is redone
         reused: dict[str, TarReport] = {}
         todo: list[Path] = []
         for t in tars:
@@ -286,7 +287,7 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
         todo.sort(key=lambda t: -t.stat().st_size)
         tasks = [TarTask(str(t), str(out / f"{tar_stem(t)}.parquet"), settings) for t in todo]
         total_mb = sum(t.stat().st_size for t in todo) / 1e6
-        with progress_bar("ingest", total_mb, unit="MB", enabled=show_progress) as bar:
+        with ctx.progress("ingest", total_mb, unit="MB") as bar:
 
             def advance(nbytes: int, members: int) -> None:
                 bar.advance(nbytes / 1e6)
@@ -320,15 +321,11 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
             warns.add("duplicate_id_across_tars", n=n_dup)
             warns.merge({}, {"duplicate_id_across_tars": dup_examples})
         fresh_rows = sum(r.rows for r in fresh)
-        seconds = timer.seconds
-        manifest = Manifest(
-            stage=STAGE,
-            config=section_dict(cfg),
-            config_hash=chash,
-            inputs=inputs,
+        seconds = ctx.timer.seconds
+        return ctx.commit(
             outputs=parts,
             rows={"images": sum(r.rows for r in reports), "tars": len(reports)},
-            wall_seconds=seconds,
+            skips=skips,
             extra={
                 "warnings": dict(sorted(warns.counts.items())),
                 "warning_examples": dict(sorted(warns.examples.items())),
@@ -350,20 +347,29 @@ def run(cfg: IngestConfig, *, show_progress: bool | None = None) -> Manifest:
                 "images_per_second": round(fresh_rows / seconds, 1) if fresh_rows else None,
                 "removed_stale_parts": removed,
             },
-        ).with_skips(skips)
-        write_manifest(out, manifest)
-    return manifest
+        )
 
 
-def _skip_summary(r: TarReport) -> str:
-    if not r.skipped:
-        return "the archive holds no image/metadata pairs"
-    parts = [f"{k}: {v}" for k, v in r.skipped.items()]
-    example = next(iter(r.skip_examples.values()), [])[:1]
-    return ", ".join(parts) + (f"; e.g. {example[0]}" if example else "")
+def run(cfg: IngestConfig, **options: Any) -> Manifest:
+    """Ingest every tar of ``cfg.inputs`` into ``cfg.output`` (the :class:`IngestStage` from Python).
+
+    Args:
+        cfg: the resolved ``[ingest]`` section (absolute paths).
+        **options: :func:`~sbe.stages.base.run_stage` options: ``show_progress`` (progress bar on
+            stderr; ``None`` = only when stderr is a terminal), ``restart``, ``log``.
+
+    Returns:
+        The stage manifest (``up_to_date=True`` when nothing needed redoing).
+
+    Raises:
+        SbeError: an input is missing, not an uncompressed tar, or yields no valid rows.
+        LockedError: another run is writing ``cfg.output``.
+    """
+    return run_stage(IngestStage(), cfg, **options)[0]
 
 
 __all__ = [
+    "IngestStage",
     "TarTask",
     "discover_tars",
     "ingest_tar",
@@ -371,15 +377,3 @@ __all__ = [
     "run",
     "tar_stem",
 ]
-
-
-class IngestStage(Stage):
-    """``sbe ingest``: see the module docstring."""
-
-    name = "ingest"
-    inputs = (Input("inputs", "synth"),)
-    examples = ("sbe ingest --in work/raw --out work/images",)
-    legacy = True  # not yet on StageContext: locks and commits by itself
-
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg, show_progress=ctx.show_progress)

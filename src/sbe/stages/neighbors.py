@@ -7,13 +7,15 @@ PCA space of the thumbnail fingerprints (or of the L2-normalised backbone embedd
 distance / local scale. The PCA is fitted on a seeded sample of train and saved as
 ``pca.safetensors``; val and test reuse it and the train band edges.
 
-Resumable: each split file is written atomically with its provenance in the footer and skipped on
-a rerun when still current; val and test are current only against the same train file.
+Resumable: each split file is written atomically with its provenance and its statistics in the
+footer, and skipped on a rerun when still current (same settings, same input file); val and test are
+current only against the same train input and band edges.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +23,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sbe.config import NeighborsConfig, section_dict
+from sbe.config import NeighborsConfig
 from sbe.data.parquet_stream import StreamingPart
 from sbe.errors import SbeError
 from sbe.mining.bands import assign_bands, calibrate_band_edges, distance_ratios, local_scale
 from sbe.mining.knn import VectorIndex, faiss_threads, knn_other_identities
 from sbe.mining.pca import CovarianceAccumulator, Pca, safetensors_metadata
-from sbe.progress import progress_bar
-from sbe.stages.base import Input, Stage, StageContext
+from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import (
-    DirLock,
     Manifest,
-    StageTimer,
-    clean_stale_temps,
     config_hash,
     fingerprint_file,
     fixed_size_list,
     load_manifest,
-    manifest_is_current,
     part_is_current,
     read_part_meta,
     to_numpy_matrix,
-    write_manifest,
 )
 from sbe.storage.schemas import SPLITS, neighbors_schema
 
@@ -158,8 +154,13 @@ def _neighbors_for_split(
     edges: np.ndarray | None,
     out_path: Path,
     meta: dict[str, Any],
+    on_rows: Callable[[int], None],
 ) -> tuple[dict[str, Any], np.ndarray]:
-    """Search, band and stream one split's output; returns (stats, band edges used)."""
+    """Search, band and stream one split's output; returns (stats, band edges used).
+
+    The statistics are also stored in the file's footer (``read_part_meta(...)["result"]``), so a
+    rerun that reuses the file reports them unchanged.
+    """
     n = len(x)
     k = cfg.k
     index = VectorIndex(
@@ -178,10 +179,7 @@ def _neighbors_for_split(
     band_counts = np.zeros(len(edges) + 2, dtype=np.int64)  # index 0 = padding
     kept_total, short = 0, 0
     full_meta = {**meta, "band_edges": [float(e) for e in edges], "index": index.info.to_dict()}
-    with (
-        StreamingPart(out_path, schema, full_meta, row_group_rows=ROW_GROUP_ROWS) as part,
-        progress_bar(f"neighbors: {split}", total=n) as bar,
-    ):
+    with StreamingPart(out_path, schema, full_meta, row_group_rows=ROW_GROUP_ROWS) as part:
         if n:
             for _a, rows, dist in knn_other_identities(
                 index, x, ident, k, batch_rows=ANCHOR_BATCH_ROWS
@@ -204,102 +202,33 @@ def _neighbors_for_split(
                         schema=schema,
                     )
                 )
-                bar.advance(len(rows))
-    stats.update(
-        {
-            "mean_neighbors": round(kept_total / n, 2) if n else 0.0,
-            "anchors_with_fewer_than_k": short,
-            "band_counts": [int(c) for c in band_counts[1:]],
-            "padding": int(band_counts[0]),
-        }
-    )
+                on_rows(len(rows))
+        stats.update(
+            {
+                "mean_neighbors": round(kept_total / n, 2) if n else 0.0,
+                "anchors_with_fewer_than_k": short,
+                "band_counts": [int(c) for c in band_counts[1:]],
+                "padding": int(band_counts[0]),
+            }
+        )
+        part.set_result(stats)
     return stats, edges
 
 
-def run(cfg: NeighborsConfig) -> Manifest:
-    """Compute ``neighbors/{train,val,test}.parquet`` from a split folder.
+def _reusable(
+    out_path: Path, expected: dict[str, Any], edges: np.ndarray | None
+) -> dict[str, Any] | None:
+    """The footer of a finished split file that is still current (``None``: redo it).
 
-    Args:
-        cfg: the resolved ``neighbors`` config section.
-
-    Returns:
-        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing changed).
+    Current: same settings and inputs (``expected``) and, for val and test, the band edges of
+    the train file this run uses.
     """
-    timer = StageTimer()
-    in_dir, out_dir = Path(cfg.input), Path(cfg.output)
-    files = {s: in_dir / f"{s}.parquet" for s in SPLITS}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise SbeError(f"split files not found: {', '.join(missing)} (run `sbe split` first)")
-    settings = section_dict(cfg)
-    h = config_hash({k: v for k, v in settings.items() if k not in ("input", "output", "threads")})
-    inputs = [fingerprint_file(files[s]) for s in SPLITS]
-    with DirLock(out_dir), faiss_threads(cfg.threads) as threads:
-        clean_stale_temps(out_dir)
-        current = manifest_is_current(out_dir, STAGE, h, inputs)
-        if current is not None:
-            return current
-        k0 = min(cfg.k0_local_scale, cfg.k)
-        fp = {s: inp.model_dump() for s, inp in zip(SPLITS, inputs, strict=True)}
-        stamp = config_hash({"config_hash": h, "train": fp["train"]})
-        pca = _fit_or_load_pca(cfg, files["train"], out_dir, stamp)
-        params: dict[str, Any] = {
-            "space": cfg.space,
-            "k": cfg.k,
-            "k0_local_scale": k0,
-            "band_percentiles": list(cfg.band_percentiles),
-            "pca_components": pca.out_dim if pca else 0,
-            "pca_explained_variance": round(float(pca.explained_variance_ratio.sum()), 4)
-            if pca
-            else None,
-            "distance": "euclidean",
-        }
-        edges: np.ndarray | None = None
-        per_split: dict[str, Any] = {}
-        rows: dict[str, int] = {}
-        for s in SPLITS:  # train first: it sets the band edges
-            out_path = out_dir / f"{s}.parquet"
-            expected = {
-                "stage": STAGE,
-                "config_hash": h,
-                "input": fp[s],
-                "train_input": fp["train"],
-            }
-            if part_is_current(out_path, expected):
-                meta = read_part_meta(out_path) or {}
-                if s == "train":
-                    edges = np.asarray(meta["band_edges"], dtype=np.float64)
-                rows[s] = pq.ParquetFile(out_path).metadata.num_rows
-                per_split[s] = {"rows": rows[s], "index": meta.get("index"), "reused": True}
-                continue
-            x, ident = _load_features(files[s], cfg.space, pca)
-            stats, edges_used = _neighbors_for_split(
-                cfg, s, x, ident, edges, out_path, {**expected, "split": s, **params}
-            )
-            edges = edges_used if s == "train" else edges
-            per_split[s] = stats
-            rows[s] = len(x)
-            del x, ident
-        assert edges is not None
-        split_manifest = load_manifest(in_dir)
-        manifest = Manifest(
-            stage=STAGE,
-            config=settings,
-            config_hash=h,
-            inputs=inputs,
-            outputs=[f"{s}.parquet" for s in SPLITS] + ([PCA_NAME] if pca else []),
-            rows=rows,
-            wall_seconds=timer.seconds,
-            extra={
-                **params,
-                "band_edges": [float(e) for e in edges],
-                "threads": threads,
-                "splits": per_split,
-                "backbone": split_manifest.extra.get("backbone") if split_manifest else None,
-            },
-        )
-        write_manifest(out_dir, manifest)
-        return manifest
+    if not part_is_current(out_path, expected):
+        return None
+    meta = read_part_meta(out_path) or {}
+    if edges is not None and meta.get("band_edges") != [float(e) for e in edges]:
+        return None
+    return meta
 
 
 class NeighborsStage(Stage):
@@ -308,7 +237,99 @@ class NeighborsStage(Stage):
     name = "neighbors"
     inputs = (Input("input", "split"),)
     examples = ("sbe neighbors --in work/split --out work/neighbors --k 150",)
-    legacy = True  # not yet on StageContext: locks and commits by itself
 
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg)
+    def run(self, cfg: NeighborsConfig, ctx: StageContext) -> Manifest:
+        """Compute ``{train,val,test}.parquet`` of ``cfg.output`` from the split folder.
+
+        Returns:
+            The manifest (``rows`` per split; ``extra``: parameters, band edges, per-split
+            statistics, reused ones marked ``reused``).
+        """
+        in_dir, out_dir = Path(cfg.input), ctx.out_dir
+        files = {s: in_dir / f"{s}.parquet" for s in SPLITS}
+        missing = [str(p) for p in files.values() if not p.is_file()]
+        if missing:
+            raise SbeError(f"split files not found: {', '.join(missing)} (run `sbe split` first)")
+        inputs = [fingerprint_file(files[s]) for s in SPLITS]
+        if (done := ctx.check(inputs)) is not None:
+            return done
+        h = ctx.hash
+        k0 = min(cfg.k0_local_scale, cfg.k)
+        fp = {s: inp.model_dump() for s, inp in zip(SPLITS, inputs, strict=True)}
+        with faiss_threads(cfg.threads) as threads:
+            if cfg.pca_components == 0:  # a PCA of other settings is no output of this run
+                (out_dir / PCA_NAME).unlink(missing_ok=True)
+            stamp = config_hash({"config_hash": h, "train": fp["train"]})
+            pca = _fit_or_load_pca(cfg, files["train"], out_dir, stamp)
+            params: dict[str, Any] = {
+                "space": cfg.space,
+                "k": cfg.k,
+                "k0_local_scale": k0,
+                "band_percentiles": list(cfg.band_percentiles),
+                "pca_components": pca.out_dim if pca else 0,
+                "pca_explained_variance": round(float(pca.explained_variance_ratio.sum()), 4)
+                if pca
+                else None,
+                "distance": "euclidean",
+            }
+            edges: np.ndarray | None = None
+            per_split: dict[str, Any] = {}
+            rows: dict[str, int] = {}
+            for s in SPLITS:  # train first: it sets the band edges
+                out_path = out_dir / f"{s}.parquet"
+                expected = {
+                    "stage": STAGE,
+                    "config_hash": h,
+                    "input": fp[s],
+                    "train_input": fp["train"],
+                }
+                meta = _reusable(out_path, expected, edges)
+                if meta is not None:
+                    if s == "train":
+                        edges = np.asarray(meta["band_edges"], dtype=np.float64)
+                    rows[s] = pq.ParquetFile(out_path).metadata.num_rows
+                    stats = meta.get("result") or {"rows": rows[s], "index": meta.get("index")}
+                    per_split[s] = {**stats, "reused": True}
+                    continue
+                x, ident = _load_features(files[s], cfg.space, pca)
+                with ctx.progress(f"neighbors: {s}", len(x), unit="images") as bar:
+                    stats, edges_used = _neighbors_for_split(
+                        cfg,
+                        s,
+                        x,
+                        ident,
+                        edges,
+                        out_path,
+                        {**expected, "split": s, **params},
+                        bar.advance,
+                    )
+                edges = edges_used if s == "train" else edges
+                per_split[s] = stats
+                rows[s] = len(x)
+                del x, ident
+        assert edges is not None
+        split_manifest = load_manifest(in_dir)
+        return ctx.commit(
+            outputs=[f"{s}.parquet" for s in SPLITS] + ([PCA_NAME] if pca else []),
+            rows=rows,
+            extra={
+                **params,
+                "band_edges": [float(e) for e in edges],
+                "threads": threads,
+                "splits": per_split,
+                "backbone": split_manifest.extra.get("backbone") if split_manifest else None,
+            },
+        )
+
+
+def run(cfg: NeighborsConfig, **options: Any) -> Manifest:
+    """Compute ``neighbors/{train,val,test}.parquet`` from a split folder (from Python).
+
+    Args:
+        cfg: the resolved ``neighbors`` config section.
+        **options: :func:`~sbe.stages.base.run_stage` options (``show_progress``, ``restart``...).
+
+    Returns:
+        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing changed).
+    """
+    return run_stage(NeighborsStage(), cfg, **options)[0]

@@ -13,6 +13,7 @@ val; in test they are kept as gallery distractors (``singletons_in_test``, count
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sbe.config import SplitConfig, section_dict
+from sbe.config import SplitConfig
 from sbe.data.geosplit import assign_splits, cell_ids, nearest_distance_m
 from sbe.data.identity import (
     Identities,
@@ -32,21 +33,15 @@ from sbe.data.identity import (
 )
 from sbe.data.parquet_stream import StreamingPart
 from sbe.errors import SbeError
-from sbe.progress import progress_bar
 from sbe.sphere import latlon_to_unit, unit_to_latlon
-from sbe.stages.base import Input, Stage, StageContext
+from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import (
-    DirLock,
     Manifest,
     SkipLog,
-    StageTimer,
-    clean_stale_temps,
-    config_hash,
     fingerprint_paths,
+    list_parts,
     load_manifest,
-    manifest_is_current,
     read_part_meta,
-    write_manifest,
 )
 from sbe.storage.schemas import CARRIED_FIELDS, SPLITS, split_schema, uid_str
 
@@ -62,18 +57,6 @@ PASS1_COLUMNS = [
 ]
 READ_BATCH_ROWS = 4_096  # smaller batches measured 30% lower peak RSS at 1280-d float16
 DROPPED = -1
-
-
-def list_parts(folder: Path) -> list[Path]:
-    """The ``*.parquet`` parts of a stage output folder, sorted (temps and ``_`` files excluded)."""
-    if not folder.is_dir():
-        raise SbeError(f"input folder not found: {folder}")
-    parts = sorted(
-        p for p in folder.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_"))
-    )
-    if not parts:
-        raise SbeError(f"no *.parquet parts in {folder}")
-    return parts
 
 
 def _embedding_type(parts: list[Path]) -> pa.DataType:
@@ -271,9 +254,26 @@ def _split_stats(
 
 
 def _write_splits(
-    parts: list[Path], plan: Plan, out_dir: Path, schema: pa.Schema, meta: dict[str, Any]
+    parts: list[Path],
+    plan: Plan,
+    out_dir: Path,
+    schema: pa.Schema,
+    meta: dict[str, Any],
+    on_rows: Callable[[int], None] = lambda _n: None,
 ) -> dict[str, int]:
-    """Pass 2: stream every part once, routing each kept row to its split's writer."""
+    """Pass 2: stream every part once, routing each kept row to its split's writer.
+
+    Args:
+        parts: the backbone parts, in the order pass 1 read them.
+        plan: pass 1's decisions.
+        out_dir: where ``{train,val,test}.parquet`` go (each written atomically).
+        schema: the split schema.
+        meta: footer provenance (the split name is added per file).
+        on_rows: called with the number of input rows routed, after each batch.
+
+    Returns:
+        Rows written per split.
+    """
     names = [f.name for f in schema]
     carried = [f.name for f in CARRIED_FIELDS] + ["embedding"]
     offset = 0
@@ -284,88 +284,36 @@ def _write_splits(
             )
             for name in SPLITS
         }
-        with progress_bar("split: writing", total=plan.n_rows) as bar:
-            for part, n_part in zip(parts, plan.rows_per_part, strict=True):
-                pf = pq.ParquetFile(part)
-                if pf.metadata.num_rows != n_part:
-                    raise SbeError(f"{part.name} changed while the split was running; rerun")
-                for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=carried):
-                    m = batch.num_rows
-                    keep = plan.keep_row[offset : offset + m]
-                    offset += m
-                    uids = batch.column("target_uid").to_numpy()
-                    if len(plan.target_uid):
-                        t = np.minimum(
-                            np.searchsorted(plan.target_uid, uids), len(plan.target_uid) - 1
-                        )
-                        row_split = np.where(keep, plan.target_split[t], DROPPED)
-                    else:
-                        t = row_split = np.full(m, DROPPED, dtype=np.int64)
-                    if batch.column("embedding").null_count:
-                        raise SbeError(f"{part.name}: null embeddings; rerun the backbone stage")
-                    for s, name in enumerate(SPLITS):
-                        idx = np.flatnonzero(row_split == s)
-                        if len(idx) == 0:
-                            continue
-                        sub = batch.take(pa.array(idx))
-                        cols = {
-                            "building_id": pa.array(plan.target_building[t[idx]]),
-                            "cell_id": pa.array(plan.target_cell[t[idx]]),
-                        }
-                        arrays = [cols[c] if c in cols else sub.column(c) for c in names]
-                        writers[name].write(pa.Table.from_arrays(arrays, names=names))
-                    bar.advance(m)
+        for part, n_part in zip(parts, plan.rows_per_part, strict=True):
+            pf = pq.ParquetFile(part)
+            if pf.metadata.num_rows != n_part:
+                raise SbeError(f"{part.name} changed while the split was running; rerun")
+            for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=carried):
+                m = batch.num_rows
+                keep = plan.keep_row[offset : offset + m]
+                offset += m
+                uids = batch.column("target_uid").to_numpy()
+                if len(plan.target_uid):
+                    t = np.minimum(np.searchsorted(plan.target_uid, uids), len(plan.target_uid) - 1)
+                    row_split = np.where(keep, plan.target_split[t], DROPPED)
+                else:
+                    t = row_split = np.full(m, DROPPED, dtype=np.int64)
+                if batch.column("embedding").null_count:
+                    raise SbeError(f"{part.name}: null embeddings; rerun the backbone stage")
+                for s, name in enumerate(SPLITS):
+                    idx = np.flatnonzero(row_split == s)
+                    if len(idx) == 0:
+                        continue
+                    sub = batch.take(pa.array(idx))
+                    cols = {
+                        "building_id": pa.array(plan.target_building[t[idx]]),
+                        "cell_id": pa.array(plan.target_cell[t[idx]]),
+                    }
+                    arrays = [cols[c] if c in cols else sub.column(c) for c in names]
+                    writers[name].write(pa.Table.from_arrays(arrays, names=names))
+                on_rows(m)
         written = {name: w.rows for name, w in writers.items()}
     return written
-
-
-def run(cfg: SplitConfig) -> Manifest:
-    """Split a backbone output folder into ``train``/``val``/``test`` parquet files.
-
-    Args:
-        cfg: the resolved ``split`` config section.
-
-    Returns:
-        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing changed).
-    """
-    timer = StageTimer()
-    in_dir, out_dir = Path(cfg.input), Path(cfg.output)
-    parts = list_parts(in_dir)
-    settings = section_dict(cfg)
-    h = config_hash({k: v for k, v in settings.items() if k not in ("input", "output")})
-    inputs = fingerprint_paths(parts)
-    with DirLock(out_dir):
-        clean_stale_temps(out_dir)
-        current = manifest_is_current(out_dir, STAGE, h, inputs)
-        if current is not None:
-            return current
-        emb_type = _embedding_type(parts)
-        backbone = _backbone_identity(in_dir, parts)
-        skips = SkipLog()
-        plan = plan_split(parts, cfg, skips)
-        schema = split_schema(emb_type.list_size, emb_type.value_type)
-        meta = {"stage": STAGE, "config_hash": h, "backbone": backbone}
-        written = _write_splits(parts, plan, out_dir, schema, meta)
-        if written != plan.expected_rows:
-            raise SbeError(
-                f"rows written {written} differ from the plan {plan.expected_rows}; rerun"
-            )
-        manifest = Manifest(
-            stage=STAGE,
-            config=settings,
-            config_hash=h,
-            inputs=inputs,
-            outputs=[f"{s}.parquet" for s in SPLITS],
-            rows={"input_images": plan.n_rows, **written},
-            wall_seconds=timer.seconds,
-            extra={
-                "backbone": backbone,
-                "embedding_type": str(emb_type),
-                **plan.stats,
-            },
-        ).with_skips(skips)
-        write_manifest(out_dir, manifest)
-        return manifest
 
 
 class SplitStage(Stage):
@@ -374,7 +322,46 @@ class SplitStage(Stage):
     name = "split"
     inputs = (Input("input", "backbone"),)
     examples = ("sbe split --in work/backbone --out work/split --cell-size-m 500",)
-    legacy = True  # not yet on StageContext: locks and commits by itself
 
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg)
+    def run(self, cfg: SplitConfig, ctx: StageContext) -> Manifest:
+        """Split the backbone output folder ``cfg.input`` into ``train``/``val``/``test`` files.
+
+        Returns:
+            The manifest (``rows``: input images and rows per split; ``extra``: the backbone
+            identity, per-split counts, grouping statistics and the leakage check).
+        """
+        in_dir = Path(cfg.input)
+        parts = list_parts(in_dir)
+        if (done := ctx.check(fingerprint_paths(parts))) is not None:
+            return done
+        emb_type = _embedding_type(parts)
+        backbone = _backbone_identity(in_dir, parts)
+        skips = SkipLog()
+        plan = plan_split(parts, cfg, skips)
+        schema = split_schema(emb_type.list_size, emb_type.value_type)
+        meta = {"stage": STAGE, "config_hash": ctx.hash, "backbone": backbone}
+        with ctx.progress("split: writing", plan.n_rows, unit="images") as bar:
+            written = _write_splits(parts, plan, ctx.out_dir, schema, meta, bar.advance)
+        if written != plan.expected_rows:
+            raise SbeError(
+                f"rows written {written} differ from the plan {plan.expected_rows}; rerun"
+            )
+        return ctx.commit(
+            outputs=[f"{s}.parquet" for s in SPLITS],
+            rows={"input_images": plan.n_rows, **written},
+            skips=skips,
+            extra={"backbone": backbone, "embedding_type": str(emb_type), **plan.stats},
+        )
+
+
+def run(cfg: SplitConfig, **options: Any) -> Manifest:
+    """Split ``cfg.input`` into ``cfg.output`` (the :class:`SplitStage` from Python).
+
+    Args:
+        cfg: the resolved ``split`` config section.
+        **options: :func:`~sbe.stages.base.run_stage` options (``show_progress``, ``restart``...).
+
+    Returns:
+        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing changed).
+    """
+    return run_stage(SplitStage(), cfg, **options)[0]

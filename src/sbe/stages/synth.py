@@ -28,18 +28,12 @@ import pyarrow.parquet as pq
 from sbe.config import SbeConfig, SynthConfig, section_dict
 from sbe.device import usable_cores
 from sbe.errors import SbeError
-from sbe.progress import progress_bar
-from sbe.stages.base import Stage, StageContext
+from sbe.stages.base import Stage, StageContext, run_stage
 from sbe.storage import (
-    DirLock,
     Manifest,
-    StageTimer,
-    clean_stale_temps,
     config_hash,
-    manifest_is_current,
     part_is_current,
     read_part_meta,
-    write_manifest,
     write_parquet_atomic,
     write_part,
 )
@@ -105,115 +99,6 @@ def _world_key(cfg: SynthConfig) -> dict[str, Any]:
     return {**{k: d[k] for k in WORLD_FIELDS}, "render_version": RENDER_VERSION}
 
 
-def run(cfg: SynthConfig) -> Manifest:
-    """Generate the synthetic world described by ``cfg``.
-
-    Returns:
-        The stage manifest (rows: images, targets, buildings, tars, tars_written, tars_skipped,
-        and packaged_rows when a packaged parquet is written).
-    """
-    timer = StageTimer()
-    out = Path(cfg.output)
-    full = {k: v for k, v in section_dict(cfg).items() if k != "workers"}
-    full["render_version"] = RENDER_VERSION
-    chash = config_hash(full)
-    with DirLock(out):
-        clean_stale_temps(out)
-        old = manifest_is_current(out, STAGE, chash, [])
-        if (
-            old is not None
-            and _tars_intact(out, old)
-            and (cfg.packaged is None or Path(cfg.packaged).is_file())
-        ):
-            return old
-        knobs = knobs_for(cfg.difficulty)
-        world = plan_world(cfg.buildings, cfg.seed, knobs, cfg.buildings_per_tar)
-        if world.n_target_buildings != cfg.buildings:
-            raise SbeError(
-                f"synth: could only place {world.n_target_buildings} of {cfg.buildings} buildings; "
-                "lower buildings_per_tar"
-            )
-        settings = RenderSettings(cfg.image_size, cfg.jpeg_quality, knobs)
-        wkey = _world_key(cfg)
-        keys = {
-            p.dataset_id: config_hash({**wkey, "dataset_id": p.dataset_id}) for p in world.datasets
-        }
-        _remove_stale(out, set(keys))
-        todo = [
-            p
-            for p in world.datasets
-            if not dataset_is_current(out, p.dataset_id, keys[p.dataset_id])
-        ]
-        todo.sort(key=lambda p: -len(p.views))  # biggest first: better load balance
-        tasks = [DatasetTask(p, settings, str(out), keys[p.dataset_id]) for p in todo]
-        total_images = sum(len(p.views) for p in todo)
-        with progress_bar("synth", total_images, unit="images") as bar:
-            _run_tasks(
-                write_dataset,
-                tasks,
-                _workers(cfg, len(tasks)),
-                lambda t, r: bar.advance(r["images"]),
-            )
-        truth = pa.concat_tables(
-            [
-                pq.read_table(truth_path(out, p.dataset_id), schema=TRUTH_SCHEMA)
-                for p in world.datasets
-            ]
-        )
-        write_parquet_atomic(truth, out / "truth.parquet")
-        outputs = [tar_name(p.dataset_id) for p in world.datasets] + ["truth.parquet"]
-        extra: dict[str, Any] = {
-            "difficulty": cfg.difficulty,
-            "knobs": knobs.to_dict(),
-            "render_version": RENDER_VERSION,
-            "cities": dict(sorted(Counter(truth.column("city").to_pylist()).items())),
-            "nested_tars": [
-                tar_name(p.dataset_id) for p in world.datasets if nested_layout(p.dataset_id)
-            ],
-            "txt_format": "line 1: d + 17 numbers; line 2: t YYYY-MM-DD (capture date, synthetic extension)",
-        }
-        rows = {
-            "images": truth.num_rows,
-            "targets": sum(len(p.targets) for p in world.datasets),
-            "buildings": world.n_target_buildings,
-            "tars": len(world.datasets),
-            "tars_written": len(tasks),
-            "tars_skipped": len(world.datasets) - len(tasks),
-        }
-        if cfg.packaged is not None:
-            info = _write_packaged(cfg, settings)
-            rows["packaged_rows"] = info["rows"]
-            extra["packaged"] = info
-        if cfg.preview:
-            save_preview(
-                contact_sheet(out, truth, tile=min(150, cfg.image_size)), out / "preview.png"
-            )
-            outputs.append("preview.png")
-        manifest = Manifest(
-            stage=STAGE,
-            config=full,
-            config_hash=chash,
-            outputs=outputs,
-            rows=rows,
-            wall_seconds=timer.seconds,
-            extra=extra,
-        )
-        write_manifest(out, manifest)
-        return manifest
-
-
-def _tars_intact(out: Path, manifest: Manifest) -> bool:
-    """Every tar the manifest lists still has the size recorded in its truth part."""
-    for name in manifest.outputs:
-        if _TAR_RE.match(name) and not dataset_is_current(
-            out,
-            int(name[:-4]),
-            (read_part_meta(truth_path(out, int(name[:-4]))) or {}).get("synth_key", ""),
-        ):
-            return False
-    return True
-
-
 def _remove_stale(out: Path, dataset_ids: set[int]) -> None:
     """Delete tars and truth parts of regions that are not in this world (a smaller rerun)."""
     for p in out.glob("*.tar"):
@@ -224,16 +109,24 @@ def _remove_stale(out: Path, dataset_ids: set[int]) -> None:
             p.unlink()
 
 
-def _write_packaged(cfg: SynthConfig, settings: RenderSettings) -> dict[str, Any]:
-    """Write the packaged parquet of new buildings (skipped when current)."""
-    path = Path(cfg.packaged)
+def _packaged_meta(cfg: SynthConfig) -> dict[str, Any]:
+    """The footer entry that makes the packaged parquet current for ``cfg``."""
     key = config_hash({**_world_key(cfg), "packaged_buildings": cfg.packaged_buildings})
-    meta_key = {"synth_packaged_key": key}
-    if part_is_current(path, meta_key):
-        meta = pq.read_schema(path).metadata or {}
-        import json
+    return {"synth_packaged_key": key}
 
-        return json.loads(meta.get(b"sbe", b"{}")).get("info", {})
+
+def _write_packaged(
+    cfg: SynthConfig, settings: RenderSettings, ctx: StageContext
+) -> dict[str, Any]:
+    """Write the packaged parquet of new buildings (skipped when current).
+
+    Returns:
+        What it holds (path, rows, buildings, invalid rows...), also stored in its footer.
+    """
+    path = Path(cfg.packaged)
+    meta_key = _packaged_meta(cfg)
+    if part_is_current(path, meta_key):
+        return (read_part_meta(path) or {}).get("info", {})
     world = plan_world(
         cfg.packaged_buildings,
         cfg.seed,
@@ -244,7 +137,7 @@ def _write_packaged(cfg: SynthConfig, settings: RenderSettings) -> dict[str, Any
     )
     tasks = [PackagedTask(p, settings) for p in world.datasets]
     results: dict[int, list] = {}
-    with progress_bar("packaged", len(tasks), unit="regions") as bar:
+    with ctx.progress("packaged", len(tasks), unit="regions") as bar:
         _run_tasks(
             render_packaged,
             tasks,
@@ -274,10 +167,108 @@ class SynthStage(Stage):
         "sbe synth --out work/raw --buildings 300",
         "sbe synth --out work/raw --buildings 40 --preview",
     )
-    legacy = True  # not yet on StageContext: locks and commits by itself
 
     def skip_reason(self, cfg: SbeConfig) -> str | None:
         return "source is raw tars" if cfg.pipeline.source != "synth" else None
 
-    def run(self, cfg: Any, ctx: StageContext) -> Manifest:
-        return run(cfg)
+    def run(self, cfg: SynthConfig, ctx: StageContext) -> Manifest:
+        """Generate the synthetic world described by ``cfg``.
+
+        Returns:
+            The manifest (rows: images, targets, buildings, tars, and packaged_rows when a
+            packaged parquet is written; extra: ``tars_written`` and ``tars_skipped`` by this run,
+            the difficulty knobs, images per city, packaged info).
+        """
+        out = ctx.out_dir
+        done = ctx.check([], render_version=RENDER_VERSION, packaged=cfg.packaged is not None)
+        if done is not None:
+            if cfg.packaged is None or part_is_current(cfg.packaged, _packaged_meta(cfg)):
+                return done
+            # the packaged parquet (it may lie outside the folder) is gone or not of these
+            # settings: write it again
+            ctx.begin()
+        knobs = knobs_for(cfg.difficulty)
+        world = plan_world(cfg.buildings, cfg.seed, knobs, cfg.buildings_per_tar)
+        if world.n_target_buildings != cfg.buildings:
+            raise SbeError(
+                f"synth: could only place {world.n_target_buildings} of {cfg.buildings} buildings; "
+                "lower buildings_per_tar"
+            )
+        settings = RenderSettings(cfg.image_size, cfg.jpeg_quality, knobs)
+        wkey = _world_key(cfg)
+        keys = {
+            p.dataset_id: config_hash({**wkey, "dataset_id": p.dataset_id}) for p in world.datasets
+        }
+        _remove_stale(out, set(keys))
+        todo = [
+            p
+            for p in world.datasets
+            if not dataset_is_current(out, p.dataset_id, keys[p.dataset_id])
+        ]
+        # A tar is trusted only through its truth part, written after it: drop the truth part
+        # of every tar about to be rewritten, so a crash between the two never leaves a tar of
+        # other settings vouched for by a truth part of these.
+        for p in todo:
+            truth_path(out, p.dataset_id).unlink(missing_ok=True)
+        if not cfg.preview:  # a preview of another run is no output of this one
+            (out / "preview.png").unlink(missing_ok=True)
+        todo.sort(key=lambda p: -len(p.views))  # biggest first: better load balance
+        tasks = [DatasetTask(p, settings, str(out), keys[p.dataset_id]) for p in todo]
+        total_images = sum(len(p.views) for p in todo)
+        with ctx.progress("synth", total_images, unit="images") as bar:
+            _run_tasks(
+                write_dataset,
+                tasks,
+                _workers(cfg, len(tasks)),
+                lambda t, r: bar.advance(r["images"]),
+            )
+        truth = pa.concat_tables(
+            [
+                pq.read_table(truth_path(out, p.dataset_id), schema=TRUTH_SCHEMA)
+                for p in world.datasets
+            ]
+        )
+        write_parquet_atomic(truth, out / "truth.parquet")
+        outputs = [tar_name(p.dataset_id) for p in world.datasets] + ["truth.parquet"]
+        extra: dict[str, Any] = {
+            "difficulty": cfg.difficulty,
+            "knobs": knobs.to_dict(),
+            "render_version": RENDER_VERSION,
+            "cities": dict(sorted(Counter(truth.column("city").to_pylist()).items())),
+            "nested_tars": [
+                tar_name(p.dataset_id) for p in world.datasets if nested_layout(p.dataset_id)
+            ],
+            "txt_format": "line 1: d + 17 numbers; line 2: t YYYY-MM-DD (capture date, synthetic extension)",
+        }
+        rows = {
+            "images": truth.num_rows,
+            "targets": sum(len(p.targets) for p in world.datasets),
+            "buildings": world.n_target_buildings,
+            "tars": len(world.datasets),
+        }
+        # what this run did (not what the output is): beside the other per-run facts
+        extra["tars_written"] = len(tasks)
+        extra["tars_skipped"] = len(world.datasets) - len(tasks)
+        if cfg.packaged is not None:
+            info = _write_packaged(cfg, settings, ctx)
+            rows["packaged_rows"] = info["rows"]
+            extra["packaged"] = info
+        if cfg.preview:
+            save_preview(
+                contact_sheet(out, truth, tile=min(150, cfg.image_size)), out / "preview.png"
+            )
+            outputs.append("preview.png")
+        return ctx.commit(outputs=outputs, rows=rows, extra=extra)
+
+
+def run(cfg: SynthConfig, **options: Any) -> Manifest:
+    """Generate the synthetic world described by ``cfg`` (the :class:`SynthStage` from Python).
+
+    Args:
+        cfg: the resolved ``[synth]`` section.
+        **options: :func:`~sbe.stages.base.run_stage` options (``show_progress``, ``restart``...).
+
+    Returns:
+        The stage manifest (see :meth:`SynthStage.run`).
+    """
+    return run_stage(SynthStage(), cfg, **options)[0]

@@ -21,7 +21,13 @@ from sbe.storage.manifest import (
     output_files,
     write_manifest,
 )
-from sbe.storage.parts import part_is_current, read_part_meta, remove_stale_parts, write_part
+from sbe.storage.parts import (
+    list_parts,
+    part_is_current,
+    read_part_meta,
+    remove_stale_parts,
+    write_part,
+)
 
 __all__ = [
     "DirLock",
@@ -36,6 +42,7 @@ __all__ = [
     "fingerprint_file",
     "fingerprint_paths",
     "fixed_size_list",
+    "list_parts",
     "load_manifest",
     "manifest_is_current",
     "output_files",

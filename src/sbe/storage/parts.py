@@ -14,9 +14,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sbe.errors import SbeError
 from sbe.storage.atomic import write_parquet_atomic
 
 META_KEY = b"sbe"
+#: footer key of what a streamed part learnt once written (see ``StreamingPart.set_result``)
+RESULT_KEY = b"sbe_result"
 
 
 def write_part(
@@ -35,18 +38,27 @@ def write_part(
 
 
 def read_part_meta(path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The ``meta`` a part was written with, or ``None`` if missing/unreadable."""
+    """The ``meta`` a part was written with, or ``None`` if missing/unreadable.
+
+    A result added at close (``StreamingPart.set_result``) is returned under ``"result"``.
+    """
     try:
-        md = pq.read_schema(path).metadata or {}
+        md = pq.read_metadata(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
     raw = md.get(META_KEY)
     if raw is None:
         return None
     try:
-        return json.loads(raw)
+        meta = json.loads(raw)
+        result = json.loads(md[RESULT_KEY]) if RESULT_KEY in md else None
     except ValueError:
         return None
+    if not isinstance(meta, dict):
+        return None
+    if result is not None:
+        meta["result"] = result
+    return meta
 
 
 def part_is_current(path: str | os.PathLike[str], expected: dict[str, Any]) -> bool:
@@ -78,3 +90,32 @@ def remove_stale_parts(folder: str | os.PathLike[str], keep: set[str], stage: st
             p.unlink()
             removed.append(p.name)
     return removed
+
+
+def list_parts(
+    folder: str | os.PathLike[str], *, what: str = "parts", hint: str = ""
+) -> list[Path]:
+    """The ``*.parquet`` parts of a stage output folder, sorted by name.
+
+    Temps and bookkeeping files (names starting with ``.`` or ``_``) are not parts.
+
+    Args:
+        folder: the folder to list.
+        what: what the parts are, for the error message (e.g. ``"ingest parts"``).
+        hint: appended to the error message, e.g. ``" (run `sbe ingest` first)"``.
+
+    Returns:
+        The part paths, sorted by file name.
+
+    Raises:
+        SbeError: the folder does not exist or holds no part.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise SbeError(f"input folder not found: {root}{hint}")
+    parts = sorted(
+        p for p in root.glob("*.parquet") if p.is_file() and not p.name.startswith((".", "_"))
+    )
+    if not parts:
+        raise SbeError(f"no {what} (*.parquet) in {root}{hint}")
+    return parts
