@@ -309,8 +309,6 @@ def run_stage(
         restart=restart,
         full_config=full_config,
     )
-    if getattr(stage, "legacy", False):  # locks and commits by itself (being moved onto ctx)
-        return stage.run(cfg, ctx), ctx.results
     with ctx:
         manifest = stage.run(cfg, ctx)
     return manifest, ctx.results
