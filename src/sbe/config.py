@@ -74,13 +74,15 @@ class SynthConfig(Section):
     _path_fields = ("output", "packaged")
     output: Path = Path("raw")
     buildings: int = Field(300, ge=1, description="buildings that carry targets")
-    seed: int = 0
-    image_size: int = Field(640, ge=64, le=2048)
-    difficulty: float = Field(0.5, ge=0.0, le=1.0)
+    seed: int = Field(0, description="random seed: the same seed writes the same bytes")
+    image_size: int = Field(640, ge=64, le=2048, description="image side in pixels")
+    difficulty: float = Field(
+        0.5, ge=0.0, le=1.0, description="0 = easy views, 1 = hard (viewpoint, light, occlusion)"
+    )
     buildings_per_tar: int = Field(12, ge=1, description="target buildings per map region (tar)")
     packaged: Path | None = Field(None, description="also write this packaged_images.parquet")
-    packaged_buildings: int = Field(50, ge=1)
-    jpeg_quality: int = Field(90, ge=30, le=100)
+    packaged_buildings: int = Field(50, ge=1, description="new buildings in the packaged parquet")
+    jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the images")
     preview: bool = Field(False, description="write preview.png (a contact sheet)")
     workers: int = Field(
         0, ge=0, description="processes; 0 = one per core", json_schema_extra=RUNTIME
@@ -105,7 +107,9 @@ class IngestConfig(Section):
     normal_tolerance: float = Field(
         1e-2, gt=0, lt=1, description="largest accepted | |surface normal| - 1 | in a d line"
     )
-    engine: Engine = Field("local", json_schema_extra=RUNTIME)
+    engine: Engine = Field(
+        "local", description="local processes, or Ray tasks", json_schema_extra=RUNTIME
+    )
 
 
 class BackboneConfig(Section):
@@ -118,13 +122,22 @@ class BackboneConfig(Section):
         "efficientnet-lite0",
         description="efficientnet-lite0, efficientnet-lite2 or hf:<id or path>",
     )
-    pooling: Literal["auto", "cls", "pooler", "mean", "gem"] = "auto"
+    pooling: Literal["auto", "cls", "pooler", "mean", "gem"] = Field(
+        "auto",
+        description="how token or feature maps become one vector; auto = the model's usual pooling",
+    )
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="auto = ONNX Runtime on CPU, torch on GPU"
     )
-    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    device: Device = Field(
+        "auto",
+        json_schema_extra=RUNTIME,
+        description="where the model runs; auto = CUDA when available",
+    )
     batch_size: int = Field(0, ge=0, description="0 = automatic", json_schema_extra=RUNTIME)
-    dtype: Literal["float16", "float32"] = "float16"
+    dtype: Literal["float16", "float32"] = Field(
+        "float16", description="stored embedding precision"
+    )
     decode_workers: int = Field(
         0,
         ge=0,
@@ -140,20 +153,38 @@ class BackboneConfig(Section):
     part_rows: int = Field(
         8192, ge=1, description="rows per output part (a kill loses at most one part)"
     )
-    engine: Engine = Field("local", json_schema_extra=RUNTIME)
+    engine: Engine = Field(
+        "local",
+        json_schema_extra=RUNTIME,
+        description="local processes, or Ray tasks (a cluster, GPUs when present)",
+    )
 
 
 class SplitConfig(Section):
     _path_fields = ("input", "output")
     input: Path = Path("backbone")
     output: Path = Path("split")
-    identity: Literal["building", "target"] = "building"
-    group_radius_m: float = Field(15.0, gt=0)
-    normal_max_angle_deg: float = Field(30.0, gt=0, le=180)
-    cell_size_m: float = Field(500.0, gt=0)
-    train_ratio: float = Field(0.7, ge=0, le=1)
-    val_ratio: float = Field(0.15, ge=0, le=1)
-    test_ratio: float = Field(0.15, ge=0, le=1)
+    identity: Literal["building", "target"] = Field(
+        "building",
+        description="what counts as one identity: a building (targets grouped) or each raw target",
+    )
+    group_radius_m: float = Field(
+        15.0, gt=0, description="targets closer than this (metres) on one building are one identity"
+    )
+    normal_max_angle_deg: float = Field(
+        30.0,
+        gt=0,
+        le=180,
+        description="targets grouped only if their facade normals differ by less than this",
+    )
+    cell_size_m: float = Field(
+        500.0,
+        gt=0,
+        description="side of the geographic cells (metres) that go whole into one split",
+    )
+    train_ratio: float = Field(0.7, ge=0, le=1, description="share of cells in train")
+    val_ratio: float = Field(0.15, ge=0, le=1, description="share of cells in val")
+    test_ratio: float = Field(0.15, ge=0, le=1, description="share of cells in test")
     salt: str = Field("sbe", description="changing it draws a different, equally stable split")
     singletons_in_test: bool = Field(
         True, description="keep single-image identities of test cells as gallery distractors"
@@ -171,16 +202,26 @@ class NeighborsConfig(Section):
     _path_fields = ("input", "output")
     input: Path = Path("split")
     output: Path = Path("neighbors")
-    space: Literal["fingerprint", "embedding"] = "fingerprint"
+    space: Literal["fingerprint", "embedding"] = Field(
+        "fingerprint",
+        description="search neighbours in the thumbnail fingerprints or the backbone embeddings",
+    )
     pca_components: int = Field(32, ge=0, description="0 = no PCA (search the raw features)")
-    k: int = Field(150, ge=1)
+    k: int = Field(150, ge=1, description="neighbours kept per image")
     k0_local_scale: int = Field(
         50, ge=1, description="rank of the neighbour setting the local scale (capped at k)"
     )
-    band_percentiles: list[float] = Field(default_factory=lambda: [5, 10, 20, 40, 60, 85])
-    calibration_fraction: float = Field(0.03, gt=0, le=1)
-    calibration_min_anchors: int = Field(10_000, ge=1)
-    pca_fit_sample: int = Field(200_000, ge=100)
+    band_percentiles: list[float] = Field(
+        default_factory=lambda: [5, 10, 20, 40, 60, 85],
+        description="distance percentiles (train-calibrated) that bound the difficulty bands",
+    )
+    calibration_fraction: float = Field(
+        0.03, gt=0, le=1, description="share of train anchors used to calibrate the bands"
+    )
+    calibration_min_anchors: int = Field(
+        10_000, ge=1, description="at least this many calibration anchors"
+    )
+    pca_fit_sample: int = Field(200_000, ge=100, description="rows used to fit the PCA")
     exact_max_rows: int = Field(100_000, ge=1, description="above this, an approximate index")
     ann_target_recall: float = Field(
         0.97, gt=0, le=1, description="approximate index: nprobe is raised until this recall"
@@ -189,7 +230,7 @@ class NeighborsConfig(Section):
     threads: int = Field(
         0, ge=0, description="faiss threads; 0 = every available core", json_schema_extra=RUNTIME
     )
-    seed: int = 0
+    seed: int = Field(0, description="random seed (sampling, PCA, index training)")
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -204,16 +245,19 @@ class NeighborsConfig(Section):
 class TrainConfig(Section):
     _path_fields = ("input", "neighbors", "output")
     input: Path = Path("split")
-    neighbors: Path | None = Path("neighbors")
+    neighbors: Path | None = Field(
+        Path("neighbors"),
+        description="neighbours folder (for the bands curriculum); none = not used",
+    )
     output: Path = Path("run")
     # projection head
-    output_dim: int = Field(256, ge=2)
-    hidden_dim: int = Field(1024, ge=2)
-    num_hidden_layers: int = Field(1, ge=0)
-    activation: Literal["gelu", "relu", "silu"] = "gelu"
-    dropout: float = Field(0.1, ge=0, lt=1)
-    layer_norm: bool = True
-    residual: bool = True
+    output_dim: int = Field(256, ge=2, description="embedding size the head outputs")
+    hidden_dim: int = Field(1024, ge=2, description="width of the MLP hidden layers")
+    num_hidden_layers: int = Field(1, ge=0, description="MLP hidden layers (0 = a linear head)")
+    activation: Literal["gelu", "relu", "silu"] = Field("gelu", description="MLP activation")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the MLP")
+    layer_norm: bool = Field(True, description="layer norm before the MLP")
+    residual: bool = Field(True, description="add a linear residual path beside the MLP")
     residual_init: Literal["random", "pca", "whitening"] = Field(
         "whitening",
         description="residual path starts as this projection (MLP output at zero): "
@@ -224,34 +268,43 @@ class TrainConfig(Section):
         1.0, ge=0, description="learning rate of the residual path relative to lr; 0 = frozen"
     )
     # loss and sampling
-    loss: Literal["triplet", "multi_similarity", "supcon"] = "supcon"
-    margin: float = Field(0.45, ge=0)
-    distance: Literal["euclidean", "cosine"] = "euclidean"
-    ms_alpha: float = Field(2.0, gt=0)
-    ms_beta: float = Field(50.0, gt=0)
-    ms_base: float = Field(0.5, ge=-1, le=1)
-    ms_epsilon: float = Field(0.1, ge=0)
-    temperature: float = Field(0.1, gt=0)
-    identities_per_batch: int = Field(64, ge=2)
-    images_per_identity: int = Field(4, ge=2)
-    curriculum: Literal["none", "bands"] = "none"
+    loss: Literal["triplet", "multi_similarity", "supcon"] = Field(
+        "supcon", description="metric-learning loss"
+    )
+    margin: float = Field(0.45, ge=0, description="triplet loss margin")
+    distance: Literal["euclidean", "cosine"] = Field(
+        "euclidean", description="distance of the triplet loss"
+    )
+    ms_alpha: float = Field(2.0, gt=0, description="multi-similarity: positive scale")
+    ms_beta: float = Field(50.0, gt=0, description="multi-similarity: negative scale")
+    ms_base: float = Field(0.5, ge=-1, le=1, description="multi-similarity: similarity offset")
+    ms_epsilon: float = Field(0.1, ge=0, description="multi-similarity: mining margin")
+    temperature: float = Field(0.1, gt=0, description="supervised contrastive temperature")
+    identities_per_batch: int = Field(64, ge=2, description="P: identities in each batch")
+    images_per_identity: int = Field(4, ge=2, description="K: images of each identity in a batch")
+    curriculum: Literal["none", "bands"] = Field(
+        "none",
+        description="negatives: none = random batches, bands = hard negatives from visual-neighbour bands (UCB)",
+    )
     ucb_exploration: float = Field(
         0.05, ge=0, description="UCB bonus scale, in reward units (share of informative triplets)"
     )
-    ucb_warmup_steps: int = Field(50, ge=0)
+    ucb_warmup_steps: int = Field(50, ge=0, description="steps of uniform band choice before UCB")
     # optimisation
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=1, description="most epochs (early stopping may end sooner)")
     steps_per_epoch: int = Field(
         0, ge=0, description="0 = one pass over the train images, at least min_steps_per_epoch"
     )
-    min_steps_per_epoch: int = Field(50, ge=1)
-    lr: float = Field(1e-5, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
-    warmup_steps: int = Field(50, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    min_steps_per_epoch: int = Field(50, ge=1, description="fewest steps in an epoch")
+    lr: float = Field(1e-5, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up steps before the cosine decay")
+    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     amp: bool = Field(True, description="bfloat16 autocast; used on GPU only")
     patience: int = Field(5, ge=0, description="epochs without val improvement; 0 = never stop")
-    val_queries: int = Field(2000, ge=1)
+    val_queries: int = Field(
+        2000, ge=1, description="val queries scored each epoch (seeded sample)"
+    )
     log_every: int = Field(
         50,
         ge=1,
@@ -261,17 +314,25 @@ class TrainConfig(Section):
     geo_weight: float = Field(
         0.0, ge=0, description="weight of geo heads trained jointly on the output; 0 = off"
     )
-    device: Device = Field("auto", json_schema_extra=RUNTIME)
-    seed: int = 0
+    device: Device = Field(
+        "auto",
+        json_schema_extra=RUNTIME,
+        description="where training runs; auto = CUDA when available",
+    )
+    seed: int = Field(0, description="random seed (weights, batches)")
 
 
 class EvaluateConfig(Section):
     _path_fields = ("run", "landmarks")
-    run: Path = Path("run")
-    split: Literal["train", "val", "test"] = "test"
-    ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 100])
-    landmarks: Path | None = None
-    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    run: Path = Field(Path("run"), description="training run folder")
+    split: Literal["train", "val", "test"] = Field("test", description="which split to score")
+    ks: list[int] = Field(
+        default_factory=lambda: [1, 5, 10, 100], description="Recall@k reported for these k"
+    )
+    landmarks: Path | None = Field(
+        None, description="real-photo folder (labels.csv); none = auto-detect"
+    )
+    device: Device = Field("auto", json_schema_extra=RUNTIME, description="where the head runs")
 
 
 class TuneConfig(Section):
@@ -279,59 +340,76 @@ class TuneConfig(Section):
 
     _path_fields = ("input", "neighbors", "output")
     input: Path = Path("split")
-    neighbors: Path | None = Path("neighbors")
+    neighbors: Path | None = Field(
+        Path("neighbors"), description="neighbours folder (for the bands curriculum)"
+    )
     output: Path = Path("tune")
     trials: int = Field(20, ge=1, description="trials run by this worker")
     storage: str | None = Field(None, description="Optuna storage URL; default sqlite in output")
-    study_name: str = "sbe-train"
+    study_name: str = Field("sbe-train", description="Optuna study (shared by workers)")
     epochs: int = Field(8, ge=1, description="epochs per trial")
-    seed: int = 0
+    seed: int = Field(0, description="sampler seed")
     losses: list[Literal["triplet", "multi_similarity", "supcon"]] = Field(
-        default_factory=lambda: ["triplet", "multi_similarity", "supcon"]
+        default_factory=lambda: ["triplet", "multi_similarity", "supcon"],
+        description="losses tried",
     )
-    curricula: list[Literal["none", "bands"]] = Field(default_factory=lambda: ["none", "bands"])
-    pruner_warmup_epochs: int = Field(2, ge=0)
-    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    curricula: list[Literal["none", "bands"]] = Field(
+        default_factory=lambda: ["none", "bands"], description="curricula tried"
+    )
+    pruner_warmup_epochs: int = Field(2, ge=0, description="epochs before a trial can be pruned")
+    device: Device = Field("auto", json_schema_extra=RUNTIME, description="where trials train")
 
 
 class GeoConfig(Section):
     _path_fields = ("input", "run", "output")
     input: Path = Path("split")
-    run: Path | None = None
+    run: Path | None = Field(
+        None, description="training run whose projector feeds the heads; none = backbone embeddings"
+    )
     output: Path = Path("geo")
-    hidden_dim: int = Field(512, ge=8)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    background_centres: int = Field(800, ge=0)
+    hidden_dim: int = Field(512, ge=8, description="width of the shared trunk")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout in the trunk")
+    background_centres: int = Field(
+        800, ge=0, description="evenly spread MvMF centres besides the data centres"
+    )
     centres_per_sample: int = Field(40, ge=1, description="K_data = unique locations / this")
-    log_kappa_min: float = 4.0
-    log_kappa_max: float = 16.0
-    background_log_kappa: float = 6.5
+    log_kappa_min: float = Field(4.0, description="smallest log concentration of a centre")
+    log_kappa_max: float = Field(16.0, description="largest log concentration of a centre")
+    background_log_kappa: float = Field(
+        6.5, description="log concentration of the background centres"
+    )
     gallery_max: int = Field(20_000, ge=0, description="training locations kept as candidates")
-    coastal_fallback_px: int = Field(5, ge=0, le=20)
-    location_weight: float = Field(1.0, ge=0)
-    climate_weight: float = Field(0.5, ge=0)
-    season_weight: float = Field(0.25, ge=0)
-    season_loss: Literal["von_mises", "cosine"] = "von_mises"
+    coastal_fallback_px: int = Field(
+        5, ge=0, le=20, description="climate lookup: search this many raster pixels for land"
+    )
+    location_weight: float = Field(1.0, ge=0, description="weight of the location loss")
+    climate_weight: float = Field(0.5, ge=0, description="weight of the climate loss")
+    season_weight: float = Field(0.25, ge=0, description="weight of the season loss")
+    season_loss: Literal["von_mises", "cosine"] = Field(
+        "von_mises", description="season loss on the circle"
+    )
     season_hemisphere: bool = Field(
         True, description="season head predicts the local season, shifted 6 months in the south"
     )
-    label_smoothing: float = Field(0.05, ge=0, lt=1)
-    epochs: int = Field(40, ge=1)
-    batch_size: int = Field(512, ge=1)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    grad_clip: float = Field(1.0, gt=0)
+    label_smoothing: float = Field(0.05, ge=0, lt=1, description="climate label smoothing")
+    epochs: int = Field(40, ge=1, description="most epochs (early stopping may end sooner)")
+    batch_size: int = Field(512, ge=1, description="rows per step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
+    grad_clip: float = Field(1.0, gt=0, description="gradient norm clip")
     patience: int = Field(8, ge=0, description="epochs without val improvement; 0 = never stop")
-    select_on: Literal["loss", "median_km"] = "loss"
-    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    select_on: Literal["loss", "median_km"] = Field(
+        "loss", description="val figure that picks the best epoch"
+    )
+    device: Device = Field("auto", json_schema_extra=RUNTIME, description="where training runs")
     threads: int = Field(
         1,
         ge=0,
         description="CPU threads for the heads; 0 = torch default",
         json_schema_extra=RUNTIME,
     )
-    seed: int = 0
+    seed: int = Field(0, description="random seed")
 
     @model_validator(mode="after")
     def _check_kappa(self) -> Self:
@@ -342,7 +420,7 @@ class GeoConfig(Section):
 
 class PublishConfig(Section):
     _path_fields = ("run", "geo", "output")
-    run: Path = Path("run")
+    run: Path = Field(Path("run"), description="training run to publish")
     geo: Path | None = Field(None, description="geo stage output whose heads ship with the model")
     output: Path = Path("model")
     bundle_backbone: bool = Field(False, description="copy the backbone weights into the folder")
@@ -352,7 +430,7 @@ class EmbedConfig(Section):
     _path_fields = ("input", "output", "model")
     input: Path = Path("packaged_images.parquet")
     output: Path = Path("embeddings")
-    model: Path = Path("model")
+    model: Path = Field(Path("model"), description="published model folder")
     limit: int | None = Field(None, ge=0, description="embed only the first N selected rows")
     filter_valid: bool = Field(True, description="skip rows whose is_valid is False")
     batch_size: int = Field(
@@ -362,11 +440,15 @@ class EmbedConfig(Section):
     decode_workers: int = Field(
         0, ge=0, description="decoding threads; 0 = one per core", json_schema_extra=RUNTIME
     )
-    device: Device = Field("auto", json_schema_extra=RUNTIME)
+    device: Device = Field(
+        "auto",
+        json_schema_extra=RUNTIME,
+        description="where the model runs; auto = CUDA when available",
+    )
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="backbone runtime; auto = ONNX Runtime on CPU, torch on GPU"
     )
-    engine: Engine = Field("local", json_schema_extra=RUNTIME)
+    engine: Engine = Field("local", json_schema_extra=RUNTIME, description="local, or Ray actors")
     ray_workers: int = Field(
         2, ge=1, description="Ray actors, one model each", json_schema_extra=RUNTIME
     )
@@ -405,34 +487,48 @@ class IndexConfig(Section):
     _path_fields = ("input", "output", "model")
     input: Path = Path("buildings")
     output: Path = Path("index")
-    kind: Literal["auto", "exact", "hnsw"] = "auto"
+    kind: Literal["auto", "exact", "hnsw"] = Field(
+        "auto", description="exact (flat) or HNSW; auto = exact up to exact_max_rows"
+    )
     exact_max_rows: int = Field(100_000, ge=1, description="auto: above this, an HNSW index")
-    hnsw_m: int = Field(32, ge=4)
-    ef_construction: int = Field(80, ge=8)
-    ef_search: int = Field(64, ge=8)
+    hnsw_m: int = Field(32, ge=4, description="HNSW links per node")
+    ef_construction: int = Field(80, ge=8, description="HNSW build breadth")
+    ef_search: int = Field(64, ge=8, description="HNSW search breadth")
     id_column: str | None = Field(None, description="None = OSMID, else building_id, else image_id")
-    embedding_column: str = "embedding"
+    embedding_column: str = Field("embedding", description="column holding the vectors")
     metadata_columns: list[str] | None = Field(None, description="None = location + known ids")
     model: Path | None = Field(None, description="published model that made the vectors")
-    batch_rows: int = Field(65_536, ge=1, json_schema_extra=RUNTIME)
+    batch_rows: int = Field(
+        65_536, ge=1, description="rows read per batch", json_schema_extra=RUNTIME
+    )
 
 
 class ClusterConfig(Section):
     _path_fields = ("input", "output")
     input: Path = Path("buildings")
     output: Path = Path("clusters")
-    method: Literal["kmeans", "hdbscan"] = "kmeans"
-    k: int = Field(12, ge=2)
-    niter: int = Field(25, ge=1)
+    method: Literal["kmeans", "hdbscan"] = Field(
+        "kmeans", description="k-means (k clusters) or HDBSCAN (density, with noise)"
+    )
+    k: int = Field(12, ge=2, description="k-means clusters")
+    niter: int = Field(25, ge=1, description="k-means iterations")
     restarts: int = Field(3, ge=1, description="k-means: k-means++ runs, best kept")
-    min_cluster_size: int = Field(5, ge=2)
-    min_samples: int | None = Field(None, ge=1)
+    min_cluster_size: int = Field(5, ge=2, description="HDBSCAN: smallest cluster")
+    min_samples: int | None = Field(
+        None, ge=1, description="HDBSCAN: neighbourhood size; none = min_cluster_size"
+    )
     pca_components: int = Field(32, ge=0, description="HDBSCAN: reduce to this first; 0 = off")
-    hdbscan_max_rows: int = Field(200_000, ge=1)
-    id_column: str | None = None
-    embedding_column: str = "embedding"
-    metadata_columns: list[str] | None = None
-    seed: int = 0
+    hdbscan_max_rows: int = Field(
+        200_000, ge=1, description="refuse HDBSCAN above this many vectors"
+    )
+    id_column: str | None = Field(
+        None, description="id column; none = OSMID, else building_id, else image_id"
+    )
+    embedding_column: str = Field("embedding", description="column holding the vectors")
+    metadata_columns: list[str] | None = Field(
+        None, description="columns carried to the output; none = location + known ids"
+    )
+    seed: int = Field(0, description="random seed")
 
 
 class ReportConfig(Section):
@@ -459,16 +555,16 @@ class ReportConfig(Section):
     )
     raw: Path | None = Field(Path("raw"), description="synth output (world, preview.png)")
     images: Path = Field(Path("images"), description="ingest output (tar offsets)")
-    backbone: Path = Path("backbone")
-    split: Path = Path("split")
-    neighbors: Path = Path("neighbors")
+    backbone: Path = Field(Path("backbone"), description="backbone stage output")
+    split: Path = Field(Path("split"), description="split stage output")
+    neighbors: Path = Field(Path("neighbors"), description="neighbors stage output")
     run: Path = Field(Path("run"), description="training run (best/, metrics.jsonl, evaluate/)")
-    geo: Path = Path("geo")
+    geo: Path = Field(Path("geo"), description="geo stage output")
     model: Path = Field(Path("model"), description="published model folder")
     embeddings: Path = Field(Path("embeddings"), description="embed output (state.json)")
-    buildings: Path = Path("buildings")
-    clusters: Path = Path("clusters")
-    index: Path = Path("index")
+    buildings: Path = Field(Path("buildings"), description="aggregate stage output")
+    clusters: Path = Field(Path("clusters"), description="cluster stage output")
+    index: Path = Field(Path("index"), description="index stage output")
     landmarks: Path | None = Field(
         None, description="real-photo folder; None = the one evaluate used, else auto-detect"
     )
@@ -479,7 +575,7 @@ class ReportConfig(Section):
     max_clusters: int = Field(24, ge=1, description="clusters shown with samples")
     map_points: int = Field(600, ge=1, description="test images drawn on the world map, at most")
     thumb_px: int = Field(112, ge=32, le=512, description="thumbnail size (longest side), pixels")
-    jpeg_quality: int = Field(80, ge=30, le=95)
+    jpeg_quality: int = Field(80, ge=30, le=95, description="thumbnail JPEG quality")
     seed: int = Field(0, description="draws the gallery queries and the map sample")
 
 
