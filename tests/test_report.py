@@ -435,3 +435,19 @@ def test_a_workdir_without_any_output_is_an_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["report", "--workdir", str(tmp_path / "typo")])
     assert res.exit_code == 1 and "nothing to report" in str(res.exception)
     assert not (tmp_path / "typo" / "report" / "report.html").exists()
+
+
+def test_text_from_stage_outputs_is_escaped_by_the_templates() -> None:
+    from sbe.report.html import dataset_section
+
+    split = g.SplitSummary(
+        splits={"train": {"images": 1234}},
+        leakage={},
+        grouping={"identity": "<script>alert(1)</script>", "targets": 3},
+        rows={},
+        skipped={"<b>bad</b>": 2},
+    )
+    html = dataset_section(split, "no <ingest>", "gone", "not synth & real")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;bad&lt;/b&gt;: 2" in html and "not available: no &lt;ingest&gt;" in html
+    assert '<td class="num">1,234</td>' in html and "not synth &amp; real" in html

@@ -6,7 +6,6 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from html import escape
 from typing import Any, TypeVar
 
 import numpy as np
@@ -201,11 +200,9 @@ def build_report(
         geo_metrics if isinstance(geo_metrics, dict) else None,
         facts if isinstance(facts, g.RunFacts) else None,
     )
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    subtitle = escape(o.subtitle) + (" &middot; " if o.subtitle else "") + f"generated {now}"
     page = h.page(
         o.title,
-        subtitle,
+        o.subtitle,
         [
             ("dataset", "1. Dataset", dataset_html),
             ("training", "2. Training curves", training_html),
@@ -215,9 +212,10 @@ def build_report(
             ("clusters", "6. Clusters", clusters_html),
             ("run", "7. Run facts", run_html),
         ],
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
         headline=headline,
         thumb_px=o.thumb.max_px,
-        footer=f"sbe {escape(__version__)} &middot; one self-contained file: no network needed",
     )
     status = {k: list(dict.fromkeys(v)) for k, v in status.items()}
     for section, reasons in status.items():
