@@ -419,16 +419,51 @@ def test_band_curriculum_table_and_unexpected_records() -> None:
     assert "26, 4, 8" in html and "0.036, -, 0.014" in html and "Band curriculum" in html
 
 
-def test_a_section_the_renderer_cannot_show_costs_only_that_section(tmp_path: Path) -> None:
+def test_a_malformed_output_fails_the_report_instead_of_hiding(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    # an epoch record whose bands block is not what this version writes
+    # an epoch record whose bands block is not what this version writes: a bug to see, not a note
     (run / "metrics.jsonl").write_text(
         json.dumps({"kind": "epoch", "epoch": 1, "loss": 1.0, "bands": {"mean_reward": 5}}) + "\n"
     )
-    built = build_report(g.ReportInputs(run=run))
-    assert built.status["training"] and "cannot show this section" in built.status["training"][0]
-    assert '<section id="run">' in built.html
+    with pytest.raises(TypeError):
+        build_report(g.ReportInputs(run=run))
+    # geo metrics.json present but without the selection block
+    geo = tmp_path / "geo"
+    geo.mkdir()
+    (geo / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 1.0}) + "\n")
+    (geo / "metrics.json").write_text(json.dumps({"test": {}}))
+    with pytest.raises(KeyError, match="selection"):
+        g.geo_curves(geo)
+
+
+def test_a_present_parquet_without_its_columns_is_malformed(tmp_path: Path) -> None:
+    split, run, images, _ = _gallery_world(tmp_path)
+    table = pq.read_table(split / "test.parquet").drop_columns(["embedding"])
+    pq.write_table(table, split / "test.parquet")
+    with pytest.raises(
+        g.Malformed, match=r"test.parquet has no column\(s\) embedding.*rerun `sbe split`"
+    ):
+        g.retrieval_gallery(split, run, images, queries=2, k=2, seed=0, thumb=g.ThumbSettings())
+    with pytest.raises(g.Malformed, match=r"test\.parquet"):
+        build_report(g.ReportInputs(split=split, run=run, images=images))
+    part = images / "0001.parquet"
+    pq.write_table(pq.read_table(part).drop_columns(["tar_offset"]), part)
+    with pytest.raises(g.Malformed, match="tar_offset"):
+        g.image_bytes_by_id(images, [1])
+
+
+def test_missing_or_unreadable_outputs_degrade_with_the_file_named(tmp_path: Path) -> None:
+    split, run, images, _ = _gallery_world(tmp_path)
+    (split / "test.parquet").unlink()
+    built = build_report(g.ReportInputs(split=split, run=run, images=images))
+    assert built.status["gallery"] == [f"test split not found ({split / 'test.parquet'})"]
+    (split / "test.parquet").write_bytes(b"PAR1 not parquet")
+    built = build_report(g.ReportInputs(split=split, run=run, images=images))
+    (reason,) = built.status["gallery"]
+    assert reason.startswith(f"test split unreadable ({split / 'test.parquet'}: ArrowInvalid")
+    gallery = built.html.split('<section id="gallery">')[1].split("</section>")[0]
+    assert "not available: test split unreadable" in gallery
 
 
 def test_a_workdir_without_any_output_is_an_error(tmp_path: Path) -> None:

@@ -1,7 +1,11 @@
 """What the report shows, read from the other stages' outputs (no HTML here).
 
-Each function reads one kind of output and returns plain data; when its input is missing or
-unusable it raises :class:`Unavailable` with a reason the page prints in place of the section.
+Each function reads one kind of output and returns plain data. Only a missing or unreadable input
+(no folder, no file, no valid manifest, a file that is not JSON or not parquet) raises
+:class:`Unavailable`, whose reason the page prints in place of the section. An output that is
+present but not what this version writes (a missing column, a missing key) is a bug or a version
+mismatch, not an absence: it raises (:class:`Malformed` where it is checked, else the original
+error) and fails the report.
 """
 
 from __future__ import annotations
@@ -15,10 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from sbe.errors import SbeError
 from sbe.report.thumbs import (
+    LOCATION_COLUMNS,
     ImageReadError,
     file_thumbnail_uri,
     image_locations,
@@ -31,7 +38,11 @@ from sbe.storage import Manifest, load_manifest, to_numpy_matrix
 
 
 class Unavailable(Exception):
-    """A section's input is missing or unusable; the message says why (shown on the page)."""
+    """A section's input is missing or unreadable; the message says why (shown on the page)."""
+
+
+class Malformed(SbeError):
+    """A stage output is present and readable but not what this version writes."""
 
 
 @dataclass
@@ -94,6 +105,40 @@ def manifest_of(path: Path | None, what: str, stage: str | None = None) -> Manif
     if stage is not None and m.stage != stage:
         raise Unavailable(f"{folder} holds the output of stage {m.stage!r}, not {stage!r}")
     return m
+
+
+def parquet_schema(path: Path, what: str) -> pa.Schema:
+    """The schema of a parquet file; :class:`Unavailable` when it is missing or not parquet."""
+    try:
+        return pq.read_schema(path)
+    except FileNotFoundError:
+        raise Unavailable(f"{what} not found ({path})") from None
+    except (OSError, pa.ArrowException) as e:
+        raise Unavailable(f"{what} unreadable ({path}: {type(e).__name__}: {e})") from None
+
+
+def require_columns(schema: pa.Schema, columns: Sequence[str], path: Path, stage: str) -> None:
+    """:class:`Malformed` naming ``path`` when ``schema`` lacks one of ``columns``."""
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise Malformed(
+            f"{path} has no column(s) {', '.join(missing)}: not what this version of "
+            f"`sbe {stage}` writes; rerun `sbe {stage}`"
+        )
+
+
+def read_parquet(path: Path, what: str, stage: str, columns: Sequence[str]) -> pa.Table:
+    """The given columns of a parquet file.
+
+    Raises:
+        Unavailable: the file is missing or is not readable parquet.
+        Malformed: it lacks one of ``columns``.
+    """
+    require_columns(parquet_schema(path, what), columns, path, stage)
+    try:
+        return pq.read_table(path, columns=list(columns))
+    except (OSError, pa.ArrowException) as e:  # a corrupt page past a valid footer
+        raise Unavailable(f"{what} unreadable ({path}: {type(e).__name__}: {e})") from None
 
 
 def read_jsonl(path: Path, what: str) -> list[dict[str, Any]]:
@@ -263,7 +308,7 @@ def geo_curves(geo_dir: Path | None) -> GeoCurves:
     if not records:
         raise Unavailable(f"{folder / 'metrics.jsonl'} is empty")
     best = None
-    with contextlib.suppress(Unavailable, KeyError, TypeError):
+    with contextlib.suppress(Unavailable):  # metrics.json comes last: an unfinished run has none
         best = read_json(folder / "metrics.json", "geo metrics")["selection"]["best_epoch"]
     nan = float("nan")
     return GeoCurves(
@@ -427,15 +472,31 @@ class Gallery:
     missing_images: int
 
 
+def ingest_parts(folder: Path) -> list[Path]:
+    """The ingest parts of ``folder`` after checking each is readable parquet with the location columns.
+
+    Raises:
+        Unavailable: no parts, or a part is not readable parquet.
+        Malformed: a part lacks a location column.
+    """
+    files = sorted(p for p in folder.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not files:
+        raise Unavailable(f"no ingest parts (*.parquet) in {folder}")
+    for f in files:
+        require_columns(parquet_schema(f, "ingest part"), LOCATION_COLUMNS, f, "ingest")
+    return files
+
+
 def image_bytes_by_id(images_dir: Path | None, image_ids: Sequence[int]) -> dict[int, bytes | str]:
     """JPEG bytes of images (one positional read each), or a reason string when not readable."""
     out: dict[int, bytes | str] = {}
     ids = [int(i) for i in image_ids]
     try:
         folder = need_dir(images_dir, "ingest output")
-        loc = image_locations(folder, ids)
-    except (Unavailable, FileNotFoundError) as e:
+        parts = ingest_parts(folder)
+    except Unavailable as e:
         return dict.fromkeys(ids, str(e))
+    loc = image_locations(folder, ids, files=parts)
     tars = loc.column("tar_file").to_pylist()
     offs = loc.column("tar_offset").to_numpy()
     sizes = loc.column("tar_size").to_numpy()
@@ -462,14 +523,12 @@ def retrieval_gallery(
     """Seeded test queries with their top-k by the trained projector (cosine, query excluded)."""
     folder = need_dir(split_dir, "split output")
     test = folder / "test.parquet"
-    if not test.is_file():
-        raise Unavailable(f"{test} not found")
     best = need_dir(run_dir, "training run") / "best"
     if not (best / "config.json").is_file():
         raise Unavailable(f"no trained projector in {best}")
     from sbe.models.projector import Projector
 
-    table = pq.read_table(test, columns=["building_id", "image_id", "embedding"])
+    table = read_parquet(test, "test split", "split", ["building_id", "image_id", "embedding"])
     if table.num_rows < 2:
         raise Unavailable(f"{test} has fewer than two images")
     building = table.column("building_id").to_numpy()
@@ -563,9 +622,8 @@ def geolocation(
     if not (Path(geo_dir) / "model.safetensors").is_file():
         raise Unavailable(f"no trained geo heads in {geo_dir}")
     test = need_dir(split_dir, "split output") / "test.parquet"
-    if not test.is_file():
-        raise Unavailable(f"{test} not found")
-    table = pq.read_table(test, columns=["image_id", "target_lat", "target_lon", "embedding"])
+    columns = ["image_id", "target_lat", "target_lon", "embedding"]
+    table = read_parquet(test, "test split", "split", columns)
     n = table.num_rows
     if n == 0:
         raise Unavailable(f"{test} has no rows")
@@ -631,10 +689,18 @@ def _osmid_images(
     source = Path((state.get("input") or {}).get("path", ""))
     if not source.is_file():
         return {}, f"the embed input {source} is gone"
-    parts = folder / "parts"
-    if not parts.is_dir():
+    parts = sorted((folder / "parts").glob("*.parquet"))
+    if not parts:
         return {}, f"no embed parts in {folder}"
-    table = ds.dataset(str(parts), format="parquet").to_table(columns=["OSMID", "row_index"])
+    try:
+        for f in parts:
+            require_columns(parquet_schema(f, "embed part"), ["OSMID", "row_index"], f, "embed")
+        require_columns(parquet_schema(source, "embed input"), ["image_bytes"], source, "embed")
+    except Unavailable as e:
+        return {}, str(e)
+    table = ds.dataset([str(f) for f in parts], format="parquet").to_table(
+        columns=["OSMID", "row_index"]
+    )
     first: dict[Any, int] = {}
     for osmid, row in zip(
         table.column("OSMID").to_pylist(), table.column("row_index").to_pylist(), strict=True
@@ -659,10 +725,11 @@ def cluster_samples(
     m = manifest_of(clusters_dir, "cluster output", "cluster")
     assert clusters_dir is not None
     path = Path(clusters_dir) / "assignments.parquet"
-    if not path.is_file():
-        raise Unavailable(f"{path} not found")
-    table = pq.read_table(path)
-    id_col = m.extra.get("id_column") or table.column_names[0]
+    schema = parquet_schema(path, "cluster assignments")
+    id_col = m.extra.get("id_column") or schema.names[0]
+    table = read_parquet(
+        path, "cluster assignments", "cluster", [id_col, "cluster", "rank_in_cluster"]
+    )
     labels = table.column("cluster").to_numpy()
     ranks = table.column("rank_in_cluster").to_numpy()
     ids = table.column(id_col).to_pylist()
