@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sbe.synth.styles import RGB, Genome
+from sbe.synth.genome import Genome
+from sbe.synth.styles import RGB
 from sbe.synth.textures import grime_field, material_field
 
 SNOW: RGB = (236, 240, 247)

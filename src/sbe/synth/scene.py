@@ -40,7 +40,7 @@ from sbe.synth.props import (
 from sbe.synth.season import Conditions, foliage_state
 from sbe.synth.styles import STYLES
 from sbe.synth.textures import smooth_noise
-from sbe.synth.world import DatasetPlan, Line, View
+from sbe.synth.plan import DatasetPlan, Line, View
 
 _UP = np.array([0.0, 0.0, 1.0])
 
