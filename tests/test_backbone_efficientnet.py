@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import LANDMARKS
 
 from sbe.data.images import decode_rgb
 from sbe.errors import SbeError
@@ -16,8 +16,6 @@ from sbe.models.backbones import efficientnet as eff
 from sbe.models.backbones.cache import cache_dir
 from sbe.models.backbones.onnx import OnnxBackbone
 from sbe.training.metrics import retrieval_metrics
-
-LANDMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "landmarks-mini"
 
 
 @pytest.fixture(autouse=True, scope="module")

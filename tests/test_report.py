@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import LANDMARKS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -36,6 +37,17 @@ from sbe.storage import to_numpy_matrix
 SECTIONS = ["dataset", "training", "metrics", "gallery", "geolocation", "clusters", "run"]
 # a src/href attribute whose value is a network URL (http:, https: or protocol-relative)
 NETWORK_REF = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
+
+
+def _metrics_notes() -> list[str]:
+    """What the metrics section of the tiny pipeline's report lacks: nothing, or (on a fresh clone
+    without ``../shared``, or ``SBE_LANDMARKS_DIR=``) the real photos, with both reasons."""
+    if LANDMARKS.is_dir():
+        return []
+    return [
+        f"no labels.csv in {LANDMARKS}",
+        "real-photo check skipped: no landmarks folder found",
+    ]
 
 
 def _jpeg(colour: tuple[int, int, int], size: int = 40) -> bytes:
@@ -320,7 +332,9 @@ def test_pipeline_report_has_every_section_and_no_network_refs(tiny_pipeline) ->
     path = cfg.workdir / "report" / "report.html"
     html = path.read_text()
     manifest = json.loads((cfg.workdir / "report" / "_manifest.json").read_text())
-    assert manifest["extra"]["sections"] == {s: [] for s in SECTIONS}
+    assert manifest["extra"]["sections"] == {s: [] for s in SECTIONS} | {
+        "metrics": _metrics_notes()
+    }
     assert manifest["rows"]["bytes"] == path.stat().st_size < 5_000_000
     assert NETWORK_REF.search(html) is None
     assert "@import" not in html and "url(" not in html
@@ -373,7 +387,7 @@ def test_missing_stages_degrade_in_a_copied_workdir(tiny_pipeline, tmp_path: Pat
         "geo output not found" in r for r in sections["geolocation"]
     )
     assert sections["clusters"] == [f"cluster output not found at {work / 'clusters'}"]
-    assert sections["training"] == [] and sections["metrics"] == []
+    assert sections["training"] == [] and sections["metrics"] == _metrics_notes()
     html = (work / "report" / "report.html").read_text()
     gallery = html.split('<section id="gallery">')[1].split("</section>")[0]
     assert "could not be read from the raw tars" in gallery
@@ -419,19 +433,70 @@ def test_band_curriculum_table_and_unexpected_records() -> None:
     assert "26, 4, 8" in html and "0.036, -, 0.014" in html and "Band curriculum" in html
 
 
-def test_a_section_the_renderer_cannot_show_costs_only_that_section(tmp_path: Path) -> None:
+def test_a_malformed_output_fails_the_report_instead_of_hiding(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    # an epoch record whose bands block is not what this version writes
+    # an epoch record whose bands block is not what this version writes: a bug to see, not a note
     (run / "metrics.jsonl").write_text(
         json.dumps({"kind": "epoch", "epoch": 1, "loss": 1.0, "bands": {"mean_reward": 5}}) + "\n"
     )
-    built = build_report(g.ReportInputs(run=run))
-    assert built.status["training"] and "cannot show this section" in built.status["training"][0]
-    assert '<section id="run">' in built.html
+    with pytest.raises(TypeError):
+        build_report(g.ReportInputs(run=run))
+    # geo metrics.json present but without the selection block
+    geo = tmp_path / "geo"
+    geo.mkdir()
+    (geo / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "train_loss": 1.0}) + "\n")
+    (geo / "metrics.json").write_text(json.dumps({"test": {}}))
+    with pytest.raises(KeyError, match="selection"):
+        g.geo_curves(geo)
+
+
+def test_a_present_parquet_without_its_columns_is_malformed(tmp_path: Path) -> None:
+    split, run, images, _ = _gallery_world(tmp_path)
+    table = pq.read_table(split / "test.parquet").drop_columns(["embedding"])
+    pq.write_table(table, split / "test.parquet")
+    with pytest.raises(
+        g.Malformed, match=r"test.parquet has no column\(s\) embedding.*rerun `sbe split`"
+    ):
+        g.retrieval_gallery(split, run, images, queries=2, k=2, seed=0, thumb=g.ThumbSettings())
+    with pytest.raises(g.Malformed, match=r"test\.parquet"):
+        build_report(g.ReportInputs(split=split, run=run, images=images))
+    part = images / "0001.parquet"
+    pq.write_table(pq.read_table(part).drop_columns(["tar_offset"]), part)
+    with pytest.raises(g.Malformed, match="tar_offset"):
+        g.image_bytes_by_id(images, [1])
+
+
+def test_missing_or_unreadable_outputs_degrade_with_the_file_named(tmp_path: Path) -> None:
+    split, run, images, _ = _gallery_world(tmp_path)
+    (split / "test.parquet").unlink()
+    built = build_report(g.ReportInputs(split=split, run=run, images=images))
+    assert built.status["gallery"] == [f"test split not found ({split / 'test.parquet'})"]
+    (split / "test.parquet").write_bytes(b"PAR1 not parquet")
+    built = build_report(g.ReportInputs(split=split, run=run, images=images))
+    (reason,) = built.status["gallery"]
+    assert reason.startswith(f"test split unreadable ({split / 'test.parquet'}: ArrowInvalid")
+    gallery = built.html.split('<section id="gallery">')[1].split("</section>")[0]
+    assert "not available: test split unreadable" in gallery
 
 
 def test_a_workdir_without_any_output_is_an_error(tmp_path: Path) -> None:
     res = CliRunner().invoke(app, ["report", "--workdir", str(tmp_path / "typo")])
     assert res.exit_code == 1 and "nothing to report" in str(res.exception)
     assert not (tmp_path / "typo" / "report" / "report.html").exists()
+
+
+def test_text_from_stage_outputs_is_escaped_by_the_templates() -> None:
+    from sbe.report.html import dataset_section
+
+    split = g.SplitSummary(
+        splits={"train": {"images": 1234}},
+        leakage={},
+        grouping={"identity": "<script>alert(1)</script>", "targets": 3},
+        rows={},
+        skipped={"<b>bad</b>": 2},
+    )
+    html = dataset_section(split, "no <ingest>", "gone", "not synth & real")
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;b&gt;bad&lt;/b&gt;: 2" in html and "not available: no &lt;ingest&gt;" in html
+    assert '<td class="num">1,234</td>' in html and "not synth &amp; real" in html

@@ -14,10 +14,12 @@ from hypothesis import strategies as st
 from sbe.synth.camera import Camera, pil_perspective_coeffs, texture_to_plane
 from sbe.synth.cities import CITIES
 from sbe.synth.difficulty import knobs_for
+from sbe.synth.genome import mutate, sample_genome
 from sbe.synth.metadata import view_geometry
 from sbe.synth.season import foliage_state, season_of, sun_position, winterness
-from sbe.synth.styles import STYLES, mutate, sample_genome
-from sbe.synth.world import MAX_VIEWS, MIN_TARGET_SEPARATION_M, MIN_VIEWS, plan_world
+from sbe.synth.styles import STYLES
+from sbe.synth.views import MAX_VIEWS, MIN_TARGET_SEPARATION_M, MIN_VIEWS
+from sbe.synth.world import plan_world
 
 
 @settings(max_examples=6, deadline=None)

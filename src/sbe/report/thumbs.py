@@ -44,12 +44,17 @@ def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) ->
         os.close(fd)
 
 
-def image_locations(ingest_dir: str | os.PathLike[str], image_ids: Iterable[int]) -> pa.Table:
+def image_locations(
+    ingest_dir: str | os.PathLike[str],
+    image_ids: Iterable[int],
+    files: Sequence[str | os.PathLike[str]] | None = None,
+) -> pa.Table:
     """Where the JPEGs of ``image_ids`` sit: the ingest parts' ``LOCATION_COLUMNS`` for those ids.
 
     Args:
         ingest_dir: the ingest output folder (``*.parquet`` with ``IMAGES_SCHEMA`` columns).
         image_ids: the wanted ids.
+        files: the parts to read (already listed and checked); default every part of the folder.
 
     Returns:
         One row per found id (the first part in name order wins a repeated id); ids not found are
@@ -58,9 +63,10 @@ def image_locations(ingest_dir: str | os.PathLike[str], image_ids: Iterable[int]
     Raises:
         FileNotFoundError: no ingest parts in the folder.
     """
-    files = sorted(
-        p for p in Path(ingest_dir).glob("*.parquet") if not p.name.startswith((".", "_"))
-    )
+    if files is None:
+        files = sorted(
+            p for p in Path(ingest_dir).glob("*.parquet") if not p.name.startswith((".", "_"))
+        )
     if not files:
         raise FileNotFoundError(f"no ingest parts (*.parquet) in {ingest_dir}")
     wanted = pa.array(np.unique(np.asarray(list(image_ids), dtype=np.int64)), pa.int64())

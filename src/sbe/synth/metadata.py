@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sbe.synth.camera import Camera, look_at
-from sbe.synth.world import DatasetPlan, View
+from sbe.synth.plan import DatasetPlan, View
 
 D_FIELDS: tuple[str, ...] = (
     "dataset_id", "target_id", "patch_id", "panorama_id",

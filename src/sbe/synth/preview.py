@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-from sbe.synth.facade import font
+from sbe.synth.paint import font
 
 _SHORT = {"partly_cloudy": "cloudy", "snowfall": "snowing"}
 

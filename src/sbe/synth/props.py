@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from sbe.synth.facade import SNOW, shade
+from sbe.synth.paint import SNOW, shade
 
 SPRITE_PPM = 24.0  # sprite resolution, pixels per metre (sprites are small, detail is cheap)
 

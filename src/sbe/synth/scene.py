@@ -28,8 +28,10 @@ from PIL import Image, ImageChops, ImageDraw, ImageFilter
 from sbe.synth.camera import Camera, pil_perspective_coeffs, texture_to_plane
 from sbe.synth.capture import camera_model_for
 from sbe.synth.difficulty import Knobs
-from sbe.synth.facade import FacadeTexture, mix, render_facade, shade, with_snow
+from sbe.synth.facade import render_facade, with_snow
 from sbe.synth.metadata import ViewGeometry, view_geometry
+from sbe.synth.paint import FacadeTexture, mix, shade
+from sbe.synth.plan import DatasetPlan, Line, View
 from sbe.synth.props import (
     Sprite,
     car_sprite,
@@ -40,7 +42,6 @@ from sbe.synth.props import (
 from sbe.synth.season import Conditions, foliage_state
 from sbe.synth.styles import STYLES
 from sbe.synth.textures import smooth_noise
-from sbe.synth.world import DatasetPlan, Line, View
 
 _UP = np.array([0.0, 0.0, 1.0])
 

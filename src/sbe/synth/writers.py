@@ -23,8 +23,8 @@ import pyarrow as pa
 from sbe.storage import atomic_path, part_is_current, read_part_meta, write_part
 from sbe.synth.capture import camera_model_for
 from sbe.synth.metadata import metadata_text
+from sbe.synth.plan import DatasetPlan, View
 from sbe.synth.scene import RenderSettings, SceneRenderer
-from sbe.synth.world import DatasetPlan, View
 
 #: fixed member mtime (2016-01-01T00:00:00Z): tars do not depend on when they were written
 MEMBER_MTIME = 1_451_606_400

@@ -1,0 +1,143 @@
+"""The clusters section: cluster sizes and pictures of each cluster's most central members."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as ds
+
+from sbe.report.gallery import Tile, image_bytes_by_id
+from sbe.report.readers import (
+    ThumbSettings,
+    Unavailable,
+    manifest_of,
+    need_dir,
+    parquet_schema,
+    read_json,
+    read_parquet,
+    require_columns,
+)
+from sbe.report.thumbs import read_parquet_rows, thumbnail_uri
+
+
+@dataclass
+class ClusterSample:
+    cluster: int
+    size: int
+    tiles: list[Tile]
+
+
+@dataclass
+class Clusters:
+    method: str
+    sizes: list[int]
+    noise: int
+    id_column: str
+    samples: list[ClusterSample]
+    images_note: str = ""
+
+
+def _osmid_images(
+    embeddings_dir: Path | None, osmids: Sequence[Any]
+) -> tuple[dict[Any, bytes | None], str]:
+    """One packaged image per OSMID, found through the embed output (``row_index``)."""
+    try:
+        folder = need_dir(embeddings_dir, "embed output")
+        state = read_json(folder / "state.json", "embed state.json")
+    except Unavailable as e:
+        return {}, str(e)
+    source = Path((state.get("input") or {}).get("path", ""))
+    if not source.is_file():
+        return {}, f"the embed input {source} is gone"
+    parts = sorted((folder / "parts").glob("*.parquet"))
+    if not parts:
+        return {}, f"no embed parts in {folder}"
+    try:
+        for f in parts:
+            require_columns(parquet_schema(f, "embed part"), ["OSMID", "row_index"], f, "embed")
+        require_columns(parquet_schema(source, "embed input"), ["image_bytes"], source, "embed")
+    except Unavailable as e:
+        return {}, str(e)
+    table = ds.dataset([str(f) for f in parts], format="parquet").to_table(
+        columns=["OSMID", "row_index"]
+    )
+    first: dict[Any, int] = {}
+    for osmid, row in zip(
+        table.column("OSMID").to_pylist(), table.column("row_index").to_pylist(), strict=True
+    ):
+        if osmid not in first or row < first[osmid]:
+            first[osmid] = row
+    wanted = {o: first[o] for o in osmids if o in first}
+    blobs = read_parquet_rows(source, list(wanted.values()), "image_bytes")
+    return {o: blobs.get(r) for o, r in wanted.items()}, ""
+
+
+def cluster_samples(
+    clusters_dir: Path | None,
+    embeddings_dir: Path | None,
+    images_dir: Path | None,
+    *,
+    per_cluster: int,
+    max_clusters: int,
+    thumb: ThumbSettings,
+) -> Clusters:
+    """Cluster sizes and the images of each cluster's most central members (rank_in_cluster)."""
+    m = manifest_of(clusters_dir, "cluster output", "cluster")
+    assert clusters_dir is not None
+    path = Path(clusters_dir) / "assignments.parquet"
+    schema = parquet_schema(path, "cluster assignments")
+    id_col = m.extra.get("id_column") or schema.names[0]
+    table = read_parquet(
+        path, "cluster assignments", "cluster", [id_col, "cluster", "rank_in_cluster"]
+    )
+    labels = table.column("cluster").to_numpy()
+    ranks = table.column("rank_in_cluster").to_numpy()
+    ids = table.column(id_col).to_pylist()
+    sizes = [int(s) for s in m.extra.get("sizes") or np.bincount(labels[labels >= 0]).tolist()]
+    order = np.argsort(-np.asarray(sizes), kind="stable")[:max_clusters]
+    picked: dict[int, list[int]] = {}
+    for c in order:
+        members = np.flatnonzero((labels == c) & (ranks >= 0) & (ranks < per_cluster))
+        picked[int(c)] = members[np.argsort(ranks[members], kind="stable")].tolist()
+    chosen = [ids[r] for rows in picked.values() for r in rows]
+    note = ""
+    blobs: dict[Any, bytes | str | None]
+    if id_col == "OSMID":
+        osm, note = _osmid_images(embeddings_dir, chosen)
+        blobs = dict(osm)
+    elif id_col == "image_id":
+        blobs = dict(image_bytes_by_id(images_dir, [int(i) for i in chosen]))
+    else:
+        blobs, note = {}, f"no images for clusters of {id_col!r} ids"
+    samples = []
+    for c in order:
+        tiles = []
+        for r in picked[int(c)]:
+            blob = blobs.get(ids[r])
+            uri = (
+                thumbnail_uri(blob, thumb.max_px, thumb.quality)
+                if isinstance(blob, bytes)
+                else None
+            )
+            tiles.append(
+                Tile(
+                    image_id=int(r),
+                    building_id=ids[r] if isinstance(ids[r], int) else 0,
+                    uri=uri,
+                    rank=int(ranks[r]) + 1,
+                    note=str(ids[r]),
+                )
+            )
+        samples.append(ClusterSample(int(c), sizes[int(c)], tiles))
+    return Clusters(
+        method=str(m.extra.get("method", "")),
+        sizes=sizes,
+        noise=int(m.extra.get("noise", 0)),
+        id_column=id_col,
+        samples=samples,
+        images_note=note,
+    )
