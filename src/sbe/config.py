@@ -105,6 +105,12 @@ class IngestConfig(Section):
     normal_tolerance: float = Field(
         1e-2, gt=0, lt=1, description="largest accepted | |surface normal| - 1 | in a d line"
     )
+    format: Literal["auto", "3dsv", "imagefolder", "webdataset", "mapillary"] = Field(
+        "auto", description="input format; auto = detected from what the inputs hold"
+    )
+    id_column: str | None = Field(
+        None, description="metadata column of the building id; default building_id/OSMID/osm_id"
+    )
     engine: Engine = Field("local", json_schema_extra=RUNTIME)
 
 
@@ -378,6 +384,14 @@ class EmbedConfig(Section):
     )
     shard_index: int = Field(0, ge=0, description="this job's shard (SLURM arrays)")
     shard_count: int = Field(1, ge=1, description="chunks are dealt round-robin to shards")
+    id_column: str | None = Field(
+        None,
+        description="key column of a folder/CSV/JSONL/WebDataset input; default building_id/"
+        "OSMID/osm_id, else the image's path",
+    )
+    keep_columns: list[str] = Field(
+        default_factory=list, description="metadata columns copied to sources.parquet"
+    )
 
     @model_validator(mode="after")
     def _check_shard(self) -> Self:
