@@ -28,7 +28,13 @@ from sbe.data.sources.base import (
     images_table,
     inspect_files,
 )
-from sbe.data.sources.imagefolder import METADATA_NAMES, FolderPlan, list_images, plan_imagefolder
+from sbe.data.sources.imagefolder import (
+    METADATA_NAMES,
+    FolderPlan,
+    list_images,
+    plan_imagefolder,
+    plan_list_file,
+)
 from sbe.data.sources.mapillary import plan_mapillary
 from sbe.data.tarstream import NotATarError, TarStream
 from sbe.errors import SbeError
@@ -36,7 +42,8 @@ from sbe.storage import SkipLog
 
 FORMATS = ("auto", "3dsv", "imagefolder", "webdataset", "mapillary")
 FOLDER_FORMATS = ("imagefolder", "mapillary")
-TAR_NAMES = (".tar",)
+#: A metadata / path-list file given as the input itself (paths relative to its folder).
+LIST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
 
 def tar_kind(path: str | os.PathLike[str], members: int = 64) -> str:
@@ -72,7 +79,7 @@ def detect_one(path: str | os.PathLike[str]) -> str:
         raise SbeError(f"input not found: {p}")
     if p.is_file():
         low = p.name.lower()
-        if low in METADATA_NAMES:
+        if low in METADATA_NAMES or low.endswith(LIST_SUFFIXES):
             return "imagefolder"
         if low.endswith(".geojson"):
             return "mapillary"
@@ -113,8 +120,8 @@ def detect_format(inputs: list[Path]) -> str:
 def plan_folder(fmt: str, root: str | os.PathLike[str], id_column: str | None) -> FolderPlan:
     """The :class:`FolderPlan` of a folder source (``imagefolder`` or ``mapillary``)."""
     p = Path(root)
-    if p.is_file() and p.name.lower() in METADATA_NAMES:
-        p = p.parent
+    if fmt == "imagefolder" and p.is_file():
+        return plan_list_file(p, id_column)
     if fmt == "imagefolder":
         return plan_imagefolder(p, id_column)
     if fmt == "mapillary":

@@ -62,6 +62,7 @@ class FolderPlan:
     mtime_ns: np.ndarray
     extra: dict[str, list[str | None]] = field(default_factory=dict)
     metadata_files: list[Path] = field(default_factory=list)
+    named: set[str] = field(default_factory=set)  # every file a metadata row names, kept or not
     skips: SkipLog = field(default_factory=SkipLog)
     warns: SkipLog = field(default_factory=SkipLog)
 
@@ -200,6 +201,7 @@ def plan_from_rows(
     recs: list[dict[str, Any]] = []
     extra_rows: list[dict[str, Any]] = []
     seen: set[str] = set()
+    named: set[str] = set()
     for mpath, names, rows in table_files:
         path_col = next((c for c in path_columns if c in names), None)
         if path_col is None and rows:
@@ -220,6 +222,7 @@ def plan_from_rows(
             if rel is None:
                 skips.add("unsafe_path", f"{where}: {name!r} leaves the folder")
                 continue
+            named.add(rel)
             found = rel in existing if existing is not None else (root / rel).is_file()
             if not found:
                 skips.add("missing_image", f"{where}: {root / rel} does not exist ({path_col})")
@@ -246,6 +249,7 @@ def plan_from_rows(
         root, records_table(recs), *_stat(root, [r["file"] for r in recs]), extra=extra
     )
     plan.metadata_files = [m for m, _, _ in table_files]
+    plan.named = named
     plan.skips, plan.warns = skips, warns
     return plan
 
@@ -282,9 +286,8 @@ def plan_imagefolder(root: str | os.PathLike[str], id_column: str | None = None)
         plan = plan_from_rows(
             root, tables, id_column, existing=set(images), skips=skips, warns=warns
         )
-        named = set(plan.records.column("file").to_pylist())
         for f in images:
-            if f not in named:
+            if f not in plan.named:
                 warns.add("image_without_metadata", str(root / f))
         return plan
     if id_column:
@@ -320,6 +323,26 @@ def plan_imagefolder(root: str | os.PathLike[str], id_column: str | None = None)
         records_table(recs),
         *_stat(root, images),
         extra={"label": label},
+        skips=skips,
+        warns=warns,
+    )
+
+
+def plan_list_file(path: str | os.PathLike[str], id_column: str | None = None) -> FolderPlan:
+    """Records from one CSV / JSONL file whose path column (``file_name``, ``path``, ``file``,
+    ``image`` or ``image_path``) names images relative to the file's folder.
+
+    Raises:
+        SbeError: the file has no path column, or lacks ``id_column``.
+    """
+    path = Path(path)
+    skips, warns = SkipLog(), SkipLog()
+    names, rows = read_rows(path, warns, skips)
+    return plan_from_rows(
+        path.parent,
+        [(path, names, rows)],
+        id_column,
+        path_columns=PATH_COLUMNS,
         skips=skips,
         warns=warns,
     )
