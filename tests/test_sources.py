@@ -25,7 +25,6 @@ from sbe.data.sources.base import building_uid, parse_time
 from sbe.data.tarstream import TarReader, read_image
 from sbe.errors import SbeError
 from sbe.stages import ingest
-from sbe.storage import load_manifest
 from sbe.storage.schemas import IMAGES_SCHEMA, make_uid
 
 LANDMARKS = Path("/work/shared/data/landmarks-mini")
@@ -72,7 +71,7 @@ def test_imagefolder_with_metadata_csv_end_to_end(tmp_path: Path) -> None:
     root = tmp_path / "photos"
     names = make_folder(root)
     rows = [
-        [n, f"w{i % 3}", 48.1 + i / 100, 11.5, 90 + i, "2021-06-0{}".format(i + 1), f"s{i % 2}"]
+        [n, f"w{i % 3}", 48.1 + i / 100, 11.5, 90 + i, f"2021-06-0{i + 1}", f"s{i % 2}"]
         for i, n in enumerate(names)
     ]
     write_csv(
@@ -148,7 +147,7 @@ def test_metadata_jsonl_and_epoch_ms_and_id_column(tmp_path: Path) -> None:
     assert d["heading"] == [0.0, 10.0, 20.0] and d["heading_source"] == ["compass_angle"] * 3
     assert str(d["capture_date"][0]) == "2020-09-13"
     assert m.skipped == {"bad_metadata_row": 1}
-    with pytest.raises(SbeError, match="metadata.jsonl.*'bid'"):
+    with pytest.raises(SbeError, match=r"metadata.jsonl.*'bid'"):
         run_ingest([root], tmp_path / "x", id_column="bid")
 
 
@@ -376,7 +375,7 @@ def test_format_detection(tmp_path: Path) -> None:
         detect_format([raw, folder])
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(SbeError, match="no tars, images or metadata"):
+    with pytest.raises(SbeError, match=r"no tar files found under .*nor images or metadata"):
         detect_one(empty)
 
 

@@ -97,7 +97,9 @@ def detect_one(path: str | os.PathLike[str]) -> str:
         return "mapillary"
     if list_images(p):
         return "imagefolder"
-    raise SbeError(f"{p}: no tars, images or metadata found (formats: {', '.join(FORMATS[1:])})")
+    raise SbeError(
+        f"no tar files found under {p}, nor images or metadata (formats: {', '.join(FORMATS[1:])})"
+    )
 
 
 def detect_format(inputs: list[Path]) -> str:
