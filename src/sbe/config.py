@@ -384,15 +384,6 @@ class EmbedConfig(Section):
     )
     shard_index: int = Field(0, ge=0, description="this job's shard (SLURM arrays)")
     shard_count: int = Field(1, ge=1, description="chunks are dealt round-robin to shards")
-    id_column: str | None = Field(
-        None,
-        description="key column of a folder/CSV/JSONL/WebDataset input; default building_id/"
-        "OSMID/osm_id, else the image's path",
-    )
-    keep_columns: list[str] = Field(
-        default_factory=list, description="metadata columns copied to sources.parquet"
-    )
-
     @model_validator(mode="after")
     def _check_shard(self) -> Self:
         if self.shard_index >= self.shard_count:
