@@ -106,8 +106,10 @@ def make_ingest(
             cols.append(special[f.name])
         elif f.name in special:
             cols.append(pa.array(special[f.name], f.type))
-        else:  # geometry: any plausible numbers
+        elif pa.types.is_floating(f.type):  # geometry: any plausible numbers
             cols.append(pa.array(np.linspace(0, 1, n), f.type))
+        else:  # other sources' metadata: absent
+            cols.append(pa.nulls(n, f.type))
     table = pa.Table.from_arrays(cols, schema=IMAGES_SCHEMA)
     part = root / "images" / f"{dataset:04d}.parquet"
     write_part(

@@ -406,3 +406,29 @@ def test_synth_tar_of_other_settings_is_never_vouched_for(tmp_path: Path) -> Non
     m = _synth_run(case, {})
     assert not m.up_to_date and m.extra["tars_written"] >= 1
     assert_same_output(clean_out, out)
+
+
+def _photo_folder(root: Path) -> Path:
+    """Seven photos in sub-folders with a metadata.csv that has two id columns."""
+    folder = root / "photos"
+    lines = ["file_name,building_id,alt_id,lat,lon,heading"]
+    for i in range(7):
+        rel = f"b{i % 3}/p{i}.jpg"
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(make_jpeg(40, 32, seed=i))
+        lines.append(f"{rel},b{i % 3},alt{i % 2},{48 + i / 100},11.5,{10 * i}")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_ingest_folder_source_crash_matrix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An image folder in parts of 3 images: every commit point, same and changed id column."""
+    monkeypatch.setattr(ingest_stage, "FOLDER_PART_ROWS", 3)
+    run = _ingest_runner(_photo_folder(tmp_path / "data"))
+    changed = {"id_column": "alt_id"}
+    work = tmp_path / "matrix"
+    report = crash_matrix("ingest", run, work, changed=changed, same_output=assert_same_output)
+    _assert_changed_output_differs(run, work, changed)
+    # marker, three parts, manifest
+    assert report.points == {"same": 5, "changed": 5}
+    _record(report, changed)

@@ -107,6 +107,12 @@ class IngestConfig(Section):
     normal_tolerance: float = Field(
         1e-2, gt=0, lt=1, description="largest accepted | |surface normal| - 1 | in a d line"
     )
+    format: Literal["auto", "3dsv", "imagefolder", "webdataset", "mapillary"] = Field(
+        "auto", description="input format; auto = detected from what the inputs hold"
+    )
+    id_column: str | None = Field(
+        None, description="metadata column of the building id; default building_id/OSMID/osm_id"
+    )
     engine: Engine = Field(
         "local", description="local processes, or Ray tasks", json_schema_extra=RUNTIME
     )
@@ -460,7 +466,6 @@ class EmbedConfig(Section):
     )
     shard_index: int = Field(0, ge=0, description="this job's shard (SLURM arrays)")
     shard_count: int = Field(1, ge=1, description="chunks are dealt round-robin to shards")
-
     @model_validator(mode="after")
     def _check_shard(self) -> Self:
         if self.shard_index >= self.shard_count:

@@ -402,8 +402,13 @@ def _to_table(
     data["image_height"] = np.fromiter((rows[i][3][1] for i in order), np.int32, count=n)
     fps = np.frombuffer(b"".join(rows[i][3][2] for i in order), dtype=np.uint8)
     data["fingerprint"] = fixed_size_list(fps.reshape(n, FINGERPRINT_DIM))
+    data["source_kind"] = ["tar"] * n
     arrays = [
-        data[f.name] if f.name == "fingerprint" else pa.array(data[f.name], type=f.type)
+        data[f.name]
+        if f.name == "fingerprint"
+        else pa.array(data[f.name], type=f.type)
+        if f.name in data
+        else pa.nulls(n, f.type)  # the other sources' metadata: a 3D Street View tar has none
         for f in IMAGES_SCHEMA
     ]
     return pa.Table.from_arrays(arrays, schema=IMAGES_SCHEMA)

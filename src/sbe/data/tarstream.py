@@ -251,19 +251,57 @@ def read_member(fd: int, offset: int, size: int) -> bytes:
     return data
 
 
+def read_file(path: str | os.PathLike[str], size: int) -> bytes:
+    """The bytes of a plain image file, checked against the size ingest recorded.
+
+    Raises:
+        ImageReadError: the file is missing, unreadable, or changed size since ingest.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as e:
+        raise ImageReadError(f"cannot read {path}: {e.strerror or e}") from None
+    if size > 0 and len(data) != size:
+        raise ImageReadError(f"{path}: {len(data)} bytes, ingest recorded {size} (file changed)")
+    return data
+
+
+def read_image(container: str | os.PathLike[str], member: str, offset: int, size: int) -> bytes:
+    """One image by its ingest reference: a tar member (``container`` is a tar) or a plain file
+    (``container`` is a folder and ``member`` the file's path inside it).
+
+    Raises:
+        ImageReadError: the image cannot be read.
+    """
+    if os.path.isdir(container):
+        return read_file(os.path.join(container, member), size)
+    try:
+        fd = os.open(container, os.O_RDONLY)
+    except OSError as e:
+        raise ImageReadError(f"cannot open {container}: {e.strerror}") from None
+    try:
+        return read_member(fd, offset, size)
+    finally:
+        os.close(fd)
+
+
 class TarReader:
     """``read(i)``: the bytes of image i, by one ``os.pread`` on an open descriptor per tar.
 
     ``pread`` takes the offset itself, so threads share the descriptors without seeking.
     Picklable for decoder processes: a copy reopens the tars and closes them when collected.
+    A container that is a folder (an image-folder source) is read file by file instead:
+    ``members[i]`` is then image i's path inside it.
 
     Args:
         tar_file: per image, the ``tar_file`` it lives in (a key of ``paths``).
         offset, size: per image, the byte offset and size of its data in that tar.
-        paths: ``tar_file`` value -> the tar's path on this machine.
+        paths: ``tar_file`` value -> the tar's (or folder's) path on this machine.
+        members: per image, its ``member_name`` (needed only when a container is a folder).
 
     Raises:
-        SbeError: a ``tar_file`` has no path.
+        SbeError: a ``tar_file`` has no path, or a folder container comes without members.
     """
 
     def __init__(
@@ -272,16 +310,25 @@ class TarReader:
         offset: np.ndarray,
         size: np.ndarray,
         paths: dict[str, str],
+        members: list[str] | None = None,
     ) -> None:
         self.tar_file, self.offset, self.size = tar_file, offset, size
+        self.members = members
         missing = sorted(set(tar_file) - set(paths))
         if missing:
             raise SbeError(f"no tar path known for tar_file {missing[0]!r}")
         self.paths = {name: paths[name] for name in set(tar_file)}
+        self.folders = {name: p for name, p in self.paths.items() if os.path.isdir(p)}
+        if self.folders and members is None:
+            raise SbeError(f"{next(iter(self.folders.values()))} is a folder: members are needed")
         self._open()
 
     def _open(self) -> None:
-        self.fds = {name: os.open(path, os.O_RDONLY) for name, path in self.paths.items()}
+        self.fds = {
+            name: os.open(path, os.O_RDONLY)
+            for name, path in self.paths.items()
+            if name not in self.folders
+        }
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "fds"}
@@ -294,7 +341,12 @@ class TarReader:
         self.close()
 
     def __call__(self, i: int) -> bytes:
-        return read_member(self.fds[self.tar_file[i]], int(self.offset[i]), int(self.size[i]))
+        name = self.tar_file[i]
+        fd = self.fds.get(name)
+        if fd is not None:
+            return read_member(fd, int(self.offset[i]), int(self.size[i]))
+        assert self.members is not None
+        return read_file(os.path.join(self.folders[name], self.members[i]), int(self.size[i]))
 
     def close(self) -> None:
         for fd in getattr(self, "fds", {}).values():

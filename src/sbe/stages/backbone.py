@@ -204,6 +204,7 @@ def embed_part(task: PartTask, progress: Callable[[int], None] | None = None) ->
         rows["tar_offset"].to_numpy(),
         rows["tar_size"].to_numpy(),
         task.tars,
+        members=rows["member_name"].to_pylist(),
     )
     batch_size = task.batch_size or bb.default_batch_size
     workers = task.decode_workers or auto_decode_workers(bb)
@@ -315,7 +316,7 @@ def resolve_tars(part: Path, names: list[str], ingest_dir: Path) -> dict[str, st
         candidates = [Path(name)] if Path(name).is_absolute() else []
         candidates += [Path(k) for k in known if k and Path(k).name == base]
         candidates += [ingest_dir / name, ingest_dir / base, ingest_dir.parent / base]
-        found = next((c for c in candidates if c.is_file()), None)
+        found = next((c for c in candidates if c.exists()), None)  # a tar, or an image folder
         if found is None:
             raise SbeError(
                 f"{part.name}: its tar {name!r} was not found (looked at "

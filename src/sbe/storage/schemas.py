@@ -48,25 +48,25 @@ def uid_str(uid: int) -> str:
 # Fields of the `d` line, kept by ingest (identity + geometry + camera).
 IDENTITY_FIELDS: list[pa.Field] = [
     pa.field("image_id", pa.int64(), nullable=False),
-    pa.field("target_uid", pa.int64(), nullable=False),
+    pa.field("target_uid", pa.int64(), nullable=True),
     pa.field("dataset_id", pa.int32(), nullable=False),
-    pa.field("target_id", pa.int64(), nullable=False),
+    pa.field("target_id", pa.int64(), nullable=True),
     pa.field("patch_id", pa.int64(), nullable=False),
-    pa.field("panorama_id", pa.int64(), nullable=False),
+    pa.field("panorama_id", pa.int64(), nullable=True),
 ]
 GEOMETRY_FIELDS: list[pa.Field] = [
-    pa.field("target_lat", pa.float64(), nullable=False),
-    pa.field("target_lon", pa.float64(), nullable=False),
-    pa.field("target_height", pa.float32(), nullable=False),
-    pa.field("normal_x", pa.float32(), nullable=False),
-    pa.field("normal_y", pa.float32(), nullable=False),
-    pa.field("normal_z", pa.float32(), nullable=False),
-    pa.field("camera_lat", pa.float64(), nullable=False),
-    pa.field("camera_lon", pa.float64(), nullable=False),
-    pa.field("camera_height", pa.float32(), nullable=False),
-    pa.field("camera_distance", pa.float32(), nullable=False),  # metres
-    pa.field("heading", pa.float32(), nullable=False),  # degrees, 0 = north
-    pa.field("pitch", pa.float32(), nullable=False),  # degrees, 0 = level
+    pa.field("target_lat", pa.float64(), nullable=True),
+    pa.field("target_lon", pa.float64(), nullable=True),
+    pa.field("target_height", pa.float32(), nullable=True),
+    pa.field("normal_x", pa.float32(), nullable=True),
+    pa.field("normal_y", pa.float32(), nullable=True),
+    pa.field("normal_z", pa.float32(), nullable=True),
+    pa.field("camera_lat", pa.float64(), nullable=True),
+    pa.field("camera_lon", pa.float64(), nullable=True),
+    pa.field("camera_height", pa.float32(), nullable=True),
+    pa.field("camera_distance", pa.float32(), nullable=True),  # metres
+    pa.field("heading", pa.float32(), nullable=True),  # degrees, 0 = north
+    pa.field("pitch", pa.float32(), nullable=True),  # degrees, 0 = level
     pa.field("capture_date", pa.date32(), nullable=True),  # only where the source has a date
 ]
 SOURCE_FIELDS: list[pa.Field] = [
@@ -78,9 +78,27 @@ SOURCE_FIELDS: list[pa.Field] = [
     pa.field("image_height", pa.int32(), nullable=False),
 ]
 FINGERPRINT_FIELD = pa.field("fingerprint", pa.list_(pa.uint8(), FINGERPRINT_DIM), nullable=False)
+# Where the bytes live and what other sources (image folders, WebDataset shards, Mapillary
+# downloads) say about an image. A 3D Street View row has source_kind "tar" and nulls elsewhere;
+# a folder row has source_kind "file": ``tar_file`` is then the folder (relative to the ingest
+# output folder), ``member_name`` the file's path inside it and ``tar_offset`` 0.
+SOURCE_META_FIELDS: list[pa.Field] = [
+    pa.field("source_kind", pa.string(), nullable=True),  # "tar" | "file"
+    pa.field("image_key", pa.string(), nullable=True),  # the source's own name for the image
+    pa.field("building_key", pa.string(), nullable=True),  # building id as given (target_uid's)
+    pa.field("captured_at", pa.timestamp("ms", tz="UTC"), nullable=True),
+    pa.field("sequence", pa.string(), nullable=True),
+    pa.field("camera_type", pa.string(), nullable=True),
+    pa.field("is_pano", pa.bool_(), nullable=True),
+    pa.field("position_source", pa.string(), nullable=True),  # e.g. "computed" | "gps"
+    pa.field("heading_source", pa.string(), nullable=True),
+]
 
-#: ingest output: ``images/<tar stem>.parquet``
-IMAGES_SCHEMA = pa.schema([*IDENTITY_FIELDS, *GEOMETRY_FIELDS, *SOURCE_FIELDS, FINGERPRINT_FIELD])
+#: ingest output: ``images/<tar stem>.parquet``. Identity and geometry columns are null where a
+#: source does not know them (a folder of photos has no facade point or normal); never invented.
+IMAGES_SCHEMA = pa.schema(
+    [*IDENTITY_FIELDS, *GEOMETRY_FIELDS, *SOURCE_FIELDS, FINGERPRINT_FIELD, *SOURCE_META_FIELDS]
+)
 
 #: columns the backbone stage carries forward from ingest (everything but where the bytes live)
 CARRIED_FIELDS: list[pa.Field] = [
