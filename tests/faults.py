@@ -193,4 +193,21 @@ def crash_matrix(
             run(case, {})
             check(clean / output, case / output)
         report.points[variant] = len(points)
+    _append_report(report, changed, n_points)
     return report
+
+
+def _append_report(report: CrashReport, changed: dict[str, Any], n_points: int) -> None:
+    """One JSON line per matrix in ``$SBE_CRASH_REPORT`` (``benchmarks/crash_consistency.py``)."""
+    target = os.environ.get("SBE_CRASH_REPORT")
+    if not target:
+        return
+    line = {
+        "stage": report.stage,
+        "commit_points": n_points,
+        "crash_points": report.points,
+        "runs": report.runs,
+        "changed": {k: str(v) for k, v in changed.items()},
+    }
+    with open(target, "a") as fh:
+        fh.write(json.dumps(line, sort_keys=True) + "\n")
