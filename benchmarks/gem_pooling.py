@@ -49,9 +49,19 @@ def main() -> None:
                 bb = TorchBackbone(EfficientNetSpec(name, pooling=pooling, preprocess=pp), "cpu")
                 m = retrieval_metrics(bb.embed(crops), labels, ks=(1,), full_map=True)
                 c = round(m["recall@1"] * len(paths))
-                rows.append({"model": name, "size": size, "pooling": pooling,
-                             "correct@1": c, "map": round(float(m["map"]), 4)})
-                print(f"{name:<20}{size:>6}{pooling:>9}{c:>8}/{len(paths)}{m['map']:>8.3f}", flush=True)
+                rows.append(
+                    {
+                        "model": name,
+                        "size": size,
+                        "pooling": pooling,
+                        "correct@1": c,
+                        "map": round(float(m["map"]), 4),
+                    }
+                )
+                print(
+                    f"{name:<20}{size:>6}{pooling:>9}{c:>8}/{len(paths)}{m['map']:>8.3f}",
+                    flush=True,
+                )
     print(json.dumps(rows))
 
 

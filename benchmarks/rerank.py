@@ -88,7 +88,9 @@ def main() -> None:
         "queries_with_a_positive_in_top_k": in_k,
         "settings": {},
     }
-    print(f"{n} photos; global P@1 {result['global_correct@1']}/{n}; positive in top-{k}: {in_k}/{n}")
+    print(
+        f"{n} photos; global P@1 {result['global_correct@1']}/{n}; positive in top-{k}: {in_k}/{n}"
+    )
     bytes_of = {}
     for spec in args.settings.split(","):
         kp, side = (int(v) for v in spec.split("x"))
@@ -117,7 +119,9 @@ def main() -> None:
             q = matcher.extract(data[i])
             for j in shortlist[i]:
                 mm = matcher.match(q, feats[int(j)])
-                count_inliers(q.keypoints[mm[:, 0]], feats[int(j)].keypoints[mm[:, 1]], "fundamental")
+                count_inliers(
+                    q.keypoints[mm[:, 0]], feats[int(j)].keypoints[mm[:, 1]], "fundamental"
+                )
             timed.append((time.perf_counter() - t0, time.process_time() - c0))
         per_query_wall = float(np.mean([t[0] for t in timed]))
         per_query_cpu = float(np.mean([t[1] for t in timed]))
@@ -128,13 +132,27 @@ def main() -> None:
                 for r, j in enumerate(shortlist[i]):
                     p0, p1 = pairs[(i, int(j))]
                     counts[i, r] = count_inliers(p0, p1, ransac)  # type: ignore[arg-type]
-            pos = [counts[i, r] for i in range(n) for r in range(k) if labels[shortlist[i, r]] == labels[i]]
-            neg = [counts[i, r] for i in range(n) for r in range(k) if labels[shortlist[i, r]] != labels[i]]
+            pos = [
+                counts[i, r]
+                for i in range(n)
+                for r in range(k)
+                if labels[shortlist[i, r]] == labels[i]
+            ]
+            neg = [
+                counts[i, r]
+                for i in range(n)
+                for r in range(k)
+                if labels[shortlist[i, r]] != labels[i]
+            ]
             for rule, kw in RULES:
                 top = np.array(
                     [
                         shortlist[i][
-                            int(np.argmax(combined_scores(sims[i, shortlist[i]], counts[i], rule, **kw)))  # type: ignore[arg-type]
+                            int(
+                                np.argmax(
+                                    combined_scores(sims[i, shortlist[i]], counts[i], rule, **kw)
+                                )
+                            )  # type: ignore[arg-type]
                         ]
                         for i in range(n)
                     ]
@@ -142,7 +160,10 @@ def main() -> None:
                 label = f"{ransac}/{rule}" + "".join(f"/{v:g}" for v in kw.values())
                 rows[label] = p_at_1(top, labels)
             rows[f"{ransac}/match counts pos median,min / neg median,max"] = [
-                int(np.median(pos)), int(np.min(pos)), int(np.median(neg)), int(np.max(neg))
+                int(np.median(pos)),
+                int(np.min(pos)),
+                int(np.median(neg)),
+                int(np.max(neg)),
             ]
         entry = {
             "max_keypoints": kp,

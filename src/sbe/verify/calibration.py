@@ -86,7 +86,9 @@ class Calibration:
             float64 (n,) in [0, 1].
         """
         self._check(None if matches is None else np.asarray(matches))
-        x = _features(np.atleast_1d(similarity), None if matches is None else np.atleast_1d(matches))
+        x = _features(
+            np.atleast_1d(similarity), None if matches is None else np.atleast_1d(matches)
+        )
         z = x @ np.asarray(self.coef) + self.intercept
         if self.method == "isotonic":
             return np.interp(z, self.iso_x, self.iso_y)
@@ -155,7 +157,7 @@ def precision_recall(called: np.ndarray, same: np.ndarray) -> dict[str, float]:
         "recall": tp / positives if positives else float("nan"),
         "called": n_called,
         "positives": positives,
-        "pairs": int(len(same)),
+        "pairs": len(same),
     }
 
 
@@ -198,8 +200,9 @@ def fit_calibration(
     coef = [float(c) for c in lr.coef_[0]]
     intercept = float(lr.intercept_[0])
     names = ["similarity"] + (["log1p_matches"] if matches is not None else [])
-    cal = Calibration(method, names, coef, intercept, threshold=float("inf"),
-                      target_precision=target_precision)
+    cal = Calibration(
+        method, names, coef, intercept, threshold=float("inf"), target_precision=target_precision
+    )
     if method == "isotonic":
         z = x @ np.asarray(coef) + intercept
         iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(z, y)

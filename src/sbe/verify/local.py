@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ from sbe.errors import SbeError
 from sbe.verify.weights import load_disk, load_lightglue
 
 #: an image as bytes (encoded), a PIL image, or uint8 HWC RGB.
-ImageInput = Union[bytes, Image.Image, np.ndarray]
+ImageInput = bytes | Image.Image | np.ndarray
 RansacMode = Literal["none", "fundamental", "homography"]
 DESC_DIM = 128
 #: fewest matches a geometric model is fitted to (8-point fundamental; below it, no inliers).
@@ -109,7 +109,9 @@ class LocalMatcher:
         self.device = torch.device(device)
         self.disk = load_disk(self.device)
         # Early stopping / pruning stay at kornia's defaults (they only skip work on easy pairs).
-        self.lightglue = load_lightglue(self.device, filter_threshold=self.settings.filter_threshold)
+        self.lightglue = load_lightglue(
+            self.device, filter_threshold=self.settings.filter_threshold
+        )
 
     def _threads(self) -> _Threads:
         return _Threads(self.settings.threads)
@@ -141,7 +143,9 @@ class LocalMatcher:
         def side(f: LocalFeatures) -> dict[str, torch.Tensor]:
             return {
                 "keypoints": torch.from_numpy(f.keypoints)[None].to(self.device),
-                "descriptors": torch.from_numpy(f.descriptors.astype(np.float32))[None].to(self.device),
+                "descriptors": torch.from_numpy(f.descriptors.astype(np.float32))[None].to(
+                    self.device
+                ),
                 "image_size": torch.tensor([f.image_size], dtype=torch.float32, device=self.device),
             }
 
@@ -153,7 +157,10 @@ class LocalMatcher:
         """Matches of ``a`` and ``b`` that survive the RANSAC check of the settings."""
         m = self.match(a, b)
         return count_inliers(
-            a.keypoints[m[:, 0]], b.keypoints[m[:, 1]], self.settings.ransac, self.settings.ransac_px
+            a.keypoints[m[:, 0]],
+            b.keypoints[m[:, 1]],
+            self.settings.ransac,
+            self.settings.ransac_px,
         )
 
 

@@ -74,9 +74,8 @@ def extract_local_features(
     # Remove the old meta first: a crash mid-rewrite leaves no folder that claims to be complete.
     (out / "meta.json").unlink(missing_ok=True)
     for name, arr in arrays.items():
-        with atomic_path(out / name) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, arr)
+        with atomic_path(out / name) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, arr)
     meta = {
         "format": FORMAT,
         "images": len(sizes),

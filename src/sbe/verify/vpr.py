@@ -86,9 +86,12 @@ def latlon_to_utm(lat: float, lon: float, zone: int | None = None) -> tuple[floa
         + (15 * e4 / 256 + 45 * e6 / 1024) * math.sin(4 * phi)
         - (35 * e6 / 3072) * math.sin(6 * phi)
     )
-    east = _K0 * n * (
-        a + (1 - t + c) * a**3 / 6 + (5 - 18 * t + t**2 + 72 * c - 58 * _EP2) * a**5 / 120
-    ) + 500000.0
+    east = (
+        _K0
+        * n
+        * (a + (1 - t + c) * a**3 / 6 + (5 - 18 * t + t**2 + 72 * c - 58 * _EP2) * a**5 / 120)
+        + 500000.0
+    )
     north = _K0 * (
         m
         + n
@@ -167,7 +170,9 @@ def read_vpr_folder(root: str | os.PathLike[str]) -> VprData:
         if not paths:
             raise SbeError(f"{folder} has no images")
         parts[sub] = (paths, _positions(folder, paths, root / f"{sub}.csv"))
-    return VprData(parts["database"][0], parts["database"][1], parts["queries"][0], parts["queries"][1])
+    return VprData(
+        parts["database"][0], parts["database"][1], parts["queries"][0], parts["queries"][1]
+    )
 
 
 def write_vpr_folder(
@@ -209,7 +214,10 @@ def recall_at(
     """
     out = {}
     for k in ks:
-        hits = [len(np.intersect1d(np.asarray(r[:k]), pos)) > 0 for r, pos in zip(rankings, positives)]
+        hits = [
+            len(np.intersect1d(np.asarray(r[:k]), pos)) > 0
+            for r, pos in zip(rankings, positives, strict=True)
+        ]
         out[f"recall@{k}"] = float(np.mean(hits)) if hits else float("nan")
     return out
 
