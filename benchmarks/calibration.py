@@ -77,9 +77,9 @@ def main() -> None:
     ts, ty = split_pairs(split_dir, "test", projector)
     out = {
         "embedding": "backbone" if args.raw else "projector",
-        "val_pairs": int(len(vy)),
+        "val_pairs": len(vy),
         "val_positive": int(vy.sum()),
-        "test_pairs": int(len(ty)),
+        "test_pairs": len(ty),
         "test_positive": int(ty.sum()),
         "target": args.target,
     }
