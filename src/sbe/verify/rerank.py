@@ -1,0 +1,123 @@
+"""Re-rank a global (embedding) shortlist by verified local-feature matches.
+
+The global embedding finds a shortlist fast but confuses look-alike facades; local features with a
+geometric check tell a true view of the same building (tens to hundreds of consistent matches)
+from a look-alike (a handful). :func:`rerank` scores each of the top-k candidates of a query and
+re-orders them.
+
+Scores (``combine``), compared on landmarks-mini by ``benchmarks/rerank.py`` (docs/verify.md):
+
+* ``matches``: sort by verified matches, ties by global similarity.
+* ``verified``: candidates with at least ``min_matches`` verified matches first (by matches), the
+  rest after them in global order: a query with no verified candidate keeps its global ranking.
+* ``sum``: ``similarity + weight * log1p(matches)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from sbe.verify.local import ImageInput, LocalFeatures, LocalMatcher
+
+Combine = Literal["matches", "verified", "sum"]
+#: default of ``combine="verified"``: fewer verified matches than this counts as "not verified".
+MIN_MATCHES = 15
+#: default of ``combine="sum"``.
+SUM_WEIGHT = 0.05
+
+
+@dataclass(frozen=True)
+class Reranked:
+    """One candidate after re-ranking.
+
+    Attributes:
+        index: position of the candidate in the input list.
+        similarity: its global similarity (as given).
+        matches: verified local matches with the query.
+        score: the combined score it was sorted by (descending).
+    """
+
+    index: int
+    similarity: float
+    matches: int
+    score: float
+
+
+def combined_scores(
+    similarities: np.ndarray,
+    matches: np.ndarray,
+    combine: Combine = "verified",
+    *,
+    min_matches: int = MIN_MATCHES,
+    weight: float = SUM_WEIGHT,
+) -> np.ndarray:
+    """One sortable score per candidate (higher = better).
+
+    Args:
+        similarities: float (k,), global cosine similarities.
+        matches: int (k,), verified matches.
+        combine: ``matches``, ``verified`` or ``sum`` (module docstring).
+        min_matches: threshold of ``verified``.
+        weight: weight of ``log1p(matches)`` in ``sum``.
+
+    Returns:
+        float64 (k,). Similarities are cosines in [-1, 1], so adding an integer (or 2 x the match
+        count) puts every candidate of a higher tier above every one of a lower tier.
+    """
+    s = np.asarray(similarities, dtype=np.float64)
+    m = np.asarray(matches, dtype=np.float64)
+    if combine == "matches":
+        return 4.0 * m + s
+    if combine == "verified":
+        return np.where(m >= min_matches, 4.0 * m + 4.0, 0.0) + s
+    if combine == "sum":
+        return s + weight * np.log1p(m)
+    raise ValueError(f"unknown combine {combine!r}; choose matches, verified or sum")
+
+
+def rerank(
+    query: ImageInput | LocalFeatures,
+    candidates: Sequence[ImageInput | LocalFeatures],
+    similarities: Sequence[float] | np.ndarray,
+    matcher: LocalMatcher,
+    *,
+    combine: Combine = "verified",
+    min_matches: int = MIN_MATCHES,
+    weight: float = SUM_WEIGHT,
+) -> list[Reranked]:
+    """Re-order a shortlist by verified matches combined with the global similarity.
+
+    Args:
+        query: the query image, or its features.
+        candidates: the shortlist (k images, or features from a
+            :class:`~sbe.verify.store.LocalFeatureStore`), in global order.
+        similarities: float (k,), their global similarities to the query.
+        matcher: the :class:`LocalMatcher` (extraction + matching settings).
+        combine, min_matches, weight: see :func:`combined_scores`.
+
+    Returns:
+        The k candidates, best first; a stable sort, so equal scores keep the global order.
+    """
+    if len(candidates) != len(similarities):
+        raise ValueError(f"{len(candidates)} candidates but {len(similarities)} similarities")
+    q = query if isinstance(query, LocalFeatures) else matcher.extract(query)
+    counts = np.array(
+        [
+            matcher.verified_matches(q, c if isinstance(c, LocalFeatures) else matcher.extract(c))
+            for c in candidates
+        ],
+        dtype=np.int64,
+    )
+    sims = np.asarray(similarities, dtype=np.float64)
+    scores = combined_scores(sims, counts, combine, min_matches=min_matches, weight=weight)
+    order = np.argsort(-scores, kind="stable")
+    return [
+        Reranked(int(i), float(sims[i]), int(counts[i]), float(scores[i]))
+        for i in order
+        if math.isfinite(scores[i])
+    ]
