@@ -150,8 +150,14 @@ async def read_uploads(request: Request, limits: UploadLimits) -> tuple[list[Upl
         )
     try:
         form = await request.form(max_files=limits.max_images, max_fields=16)
-    except MultiPartException as e:
-        raise UploadError(400, f"malformed multipart body: {e.message}") from None
+    except (MultiPartException, StarletteHTTPException) as e:
+        # Starlette turns its parser's errors into a 400 HTTPException inside an app
+        message = str(getattr(e, "message", None) or getattr(e, "detail", "") or e)
+        if "too many files" in message.lower():
+            raise UploadError(
+                413, f"too many images in one request; the limit is {limits.max_images}"
+            ) from None
+        raise UploadError(400, f"malformed multipart body: {message}") from None
     try:
         uploads = []
         fields: dict[str, str] = {}
