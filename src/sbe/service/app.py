@@ -324,11 +324,11 @@ def create_app(
         t1 = time.perf_counter()
         result = await _to_thread(engine.search_vectors, vectors, k)
         t2 = time.perf_counter()
+        # hits may make thumbnails (decoding): off the event loop too
+        hits = await _to_thread(lambda: [engine.hits(result, q) for q in range(len(uploads))])
         return {
             "k": k,
-            "queries": [
-                {"query": u.name, "hits": engine.hits(result, q)} for q, u in enumerate(uploads)
-            ],
+            "queries": [{"query": u.name, "hits": hits[q]} for q, u in enumerate(uploads)],
             "calibration": engine.calibration,
             "timing_ms": {"embed": round((t1 - t0) * 1e3, 3), "search": round((t2 - t1) * 1e3, 3)},
         }

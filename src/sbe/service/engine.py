@@ -157,7 +157,9 @@ class Engine:
         self.photos: PhotoSource | None = None
         photo_path = photos or find_photo_parquet(self.info.source.get("path"), self.info.id_column)
         if photo_path is not None:
-            self.photos = PhotoSource(photo_path, self.info.id_column)
+            self.photos = PhotoSource(
+                photo_path, self.info.id_column, thumb_px=self.settings.thumb_px
+            )
         else:
             self.photo_note = "no photo parquet found for this index (pass --photos FILE)"
         self.load_seconds = time.perf_counter() - t0
@@ -257,10 +259,11 @@ class Engine:
 
     # ---- answers ----
 
-    def photo_urls(self, id_value: Any) -> list[str]:
+    def photo_urls(self, id_value: Any, limit: int = 0) -> list[str]:
+        """URLs of up to ``limit`` (0: ``photos_per_building``) decodable photos of an id."""
         if self.photos is None:
             return []
-        n = min(len(self.photos.rows_of(id_value)), self.settings.photos_per_building)
+        n = len(self.photos.good_rows(id_value, limit or self.settings.photos_per_building))
         return [f"/buildings/{id_value}/photos/{i}" for i in range(n)]
 
     def hits(self, result: SearchResult, q: int = 0) -> list[dict[str, Any]]:
@@ -268,7 +271,7 @@ class Engine:
         out = []
         for h in result.hits(q):
             hit = {k: _finite(v) for k, v in h.items()}
-            hit["photos"] = self.photo_urls(hit["id"])[:1]
+            hit["photos"] = self.photo_urls(hit["id"], 1)
             if self.calibration is not None:
                 hit["same_building"] = bool(h["similarity"] >= self.calibration["threshold"])
             out.append(hit)
@@ -302,7 +305,7 @@ class Engine:
                 {k: _finite(v) for k, v in r.items() if k != self.info.id_column} for r in table
             ],
             "photos": self.photo_urls(the_id),
-            "photos_total": photos_total,
+            "photos_total": photos_total,  # rows in the photo parquet, decodable or not
             "photos_note": self.photo_note,
         }
 
@@ -314,7 +317,7 @@ class Engine:
         """
         if self.photos is None:
             raise UploadError(404, f"no photos: {self.photo_note}")
-        rows = self.photos.rows_of(id_value)
+        rows = self.photos.good_rows(id_value, self.settings.photos_per_building)
         if not 0 <= n < len(rows):
             raise UploadError(404, f"building {id_value!r} has no photo number {n}")
         data = self.photos.thumbnail_jpeg(rows[n], self.settings.thumb_px)

@@ -9,7 +9,9 @@ Pass ``photos=`` to name one directly.
 
 from __future__ import annotations
 
+import io
 import json
+import threading
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sbe.data.images import ImageDecodeError
 from sbe.errors import SbeError
 from sbe.index.table import as_id_scalar
 from sbe.report.thumbs import read_parquet_rows, thumbnail
@@ -34,6 +37,7 @@ class PhotoSource:
         id_column: the column matching the index's id column.
         image_column: the binary column of encoded images.
         cache_size: thumbnails kept in memory (least recently used are dropped).
+        thumb_px: longest side of a thumbnail, in pixels.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class PhotoSource:
         id_column: str,
         image_column: str = IMAGE_COLUMN,
         cache_size: int = 512,
+        thumb_px: int = 256,
     ) -> None:
         self.path = Path(path)
         self.id_column = id_column
@@ -56,6 +61,9 @@ class PhotoSource:
         self._ids = pq.read_table(self.path, columns=[id_column]).column(id_column)
         self._cache: OrderedDict[tuple[int, int], bytes | None] = OrderedDict()
         self._cache_size = cache_size
+        self._good: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+        self.thumb_px = thumb_px
+        self._lock = threading.Lock()  # requests run in worker threads
 
     def rows_of(self, id_value: Any) -> list[int]:
         """Rows of the photo parquet showing ``id_value`` (ascending)."""
@@ -68,28 +76,46 @@ class PhotoSource:
             mask = mask.combine_chunks()
         return np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist()
 
+    def good_rows(self, id_value: Any, limit: int) -> list[int]:
+        """Up to ``limit`` rows of ``id_value`` whose photo decodes (a page never shows a broken
+        image); their thumbnails are made, and cached, on the way."""
+        key = (str(id_value), int(limit))
+        with self._lock:
+            if key in self._good:
+                self._good.move_to_end(key)
+                return self._good[key]
+        rows = []
+        for r in self.rows_of(id_value):
+            if len(rows) >= limit:
+                break
+            if self.thumbnail_jpeg(r, self.thumb_px) is not None:
+                rows.append(r)
+        with self._lock:
+            self._good[key] = rows
+            if len(self._good) > self._cache_size:
+                self._good.popitem(last=False)
+        return rows
+
     def thumbnail_jpeg(self, row: int, max_px: int = 256, quality: int = 80) -> bytes | None:
         """A JPEG thumbnail of row ``row`` (longest side ``max_px``), or ``None`` if unreadable."""
         key = (int(row), int(max_px))
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         blob = read_parquet_rows(self.path, [row], self.image_column).get(int(row))
         out: bytes | None = None
         if isinstance(blob, bytes) and blob:
-            import io
-
-            from sbe.data.images import ImageDecodeError
-
             try:
                 buf = io.BytesIO()
                 thumbnail(blob, max_px, square=False).save(buf, format="JPEG", quality=quality)
                 out = buf.getvalue()
             except ImageDecodeError:
                 out = None
-        self._cache[key] = out
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        with self._lock:
+            self._cache[key] = out
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return out
 
 
