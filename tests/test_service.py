@@ -10,6 +10,8 @@ import io
 import json
 import shutil
 import struct
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -229,6 +231,7 @@ BAD = [
     ("k = 0", dict(method="GET", url="/search?row=0&k=0"), 422, "k must be between 1 and 100"),
     ("k too large", dict(method="POST", url="/search", data={"k": "101"}, files=[("images", ("a.jpg", jpeg(), "image/jpeg"))]), 422, "k must be between 1 and 100"),
     ("k not a number", dict(method="GET", url="/search?row=0&k=many"), 422, "k:"),
+    ("k not a number in a photo query", dict(method="POST", url="/search?k=ten", files=[("images", ("a.jpg", jpeg(), "image/jpeg"))]), 422, "k must be an integer"),
     ("neither id nor row", dict(method="GET", url="/search"), 422, "exactly one of id= or row="),
     ("malformed json", dict(method="POST", url="/search/vectors", content=b'{"vectors": [[1, 2', headers={"content-type": "application/json"}), 400, "malformed JSON"),
     ("wrong vector size", dict(method="POST", url="/search/vectors", json={"vectors": [[1.0, 2.0]]}), 422, "dimension 256"),
@@ -398,3 +401,16 @@ def test_real_uvicorn_process_serves_batches_and_stops(tiny) -> None:
     assert code == 0, server.log()
     with pytest.raises(httpx.TransportError):
         httpx.get(server.url + "/healthz", timeout=2)
+
+
+def test_serve_benchmark_quick_runs(tiny) -> None:
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "serve.py"
+    proc = subprocess.run(
+        [sys.executable, str(bench), "--quick", "--model", str(tiny["model"])],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "id p99 server / raw faiss p99" in proc.stdout, proc.stdout[-3000:]
+    assert "server exit code 0" in proc.stdout

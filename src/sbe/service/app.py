@@ -312,12 +312,10 @@ def create_app(
         URL and, when the index carries a calibration, ``same_building``. ``rerank=true``
         answers 501 until geometric verification is available."""
         uploads, fields = await read_uploads(request, limits)
-        k = engine.check_k(
-            form_int(
-                fields, "k", int(request.query_params.get("k", 0) or 0) or engine.settings.default_k
-            )
-        )
-        if form_bool(fields, "rerank") or request.query_params.get("rerank") in ("1", "true"):
+        # k and rerank may come as form fields or in the query string; the form wins
+        given = {**dict(request.query_params), **fields}
+        k = engine.check_k(form_int(given, "k", engine.settings.default_k))
+        if form_bool(given, "rerank"):
             raise UploadError(501, "re-ranking is not available yet (no verification model)")
         t0 = time.perf_counter()
         vectors = await engine.embed(uploads)
