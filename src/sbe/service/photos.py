@@ -1,0 +1,175 @@
+"""Photos of indexed buildings, for thumbnails: a parquet with encoded images and the id column.
+
+The index directory does not hold pictures. They are found, when they can be, by following the
+index's provenance: ``index.json`` names its source folder, whose ``_manifest.json`` lists the
+files it read; a parquet among them (or named by an embed stage's ``state.json``) with a binary
+``image_bytes`` column and the index's id column is the photo source (the packaged-images format).
+Pass ``photos=`` to name one directly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sbe.data.images import ImageDecodeError
+from sbe.errors import SbeError
+from sbe.index.table import as_id_scalar
+from sbe.report.thumbs import read_parquet_rows, thumbnail
+
+IMAGE_COLUMN = "image_bytes"
+
+
+class PhotoSource:
+    """Row lookup and cached JPEG thumbnails from one parquet file.
+
+    Args:
+        path: the parquet file.
+        id_column: the column matching the index's id column.
+        image_column: the binary column of encoded images.
+        cache_size: thumbnails kept in memory (least recently used are dropped).
+        thumb_px: longest side of a thumbnail, in pixels.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        id_column: str,
+        image_column: str = IMAGE_COLUMN,
+        cache_size: int = 512,
+        thumb_px: int = 256,
+    ) -> None:
+        self.path = Path(path)
+        self.id_column = id_column
+        self.image_column = image_column
+        try:
+            schema = pq.read_schema(self.path)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise SbeError(f"{self.path}: cannot read the photo parquet: {e}") from None
+        for col in (id_column, image_column):
+            if col not in schema.names:
+                raise SbeError(f"{self.path}: no {col!r} column; cannot show photos from it")
+        self._ids = pq.read_table(self.path, columns=[id_column]).column(id_column)
+        self._cache: OrderedDict[tuple[int, int], bytes | None] = OrderedDict()
+        self._cache_size = cache_size
+        self._good: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+        self.thumb_px = thumb_px
+        self._lock = threading.Lock()  # requests run in worker threads
+
+    def rows_of(self, id_value: Any) -> list[int]:
+        """Rows of the photo parquet showing ``id_value`` (ascending)."""
+        try:
+            scalar = as_id_scalar(id_value, self._ids.type)
+        except SbeError:
+            return []
+        mask = pc.fill_null(pc.equal(self._ids, scalar), False)
+        if isinstance(mask, pa.ChunkedArray):
+            mask = mask.combine_chunks()
+        return np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist()
+
+    def good_rows(self, id_value: Any, limit: int) -> list[int]:
+        """Up to ``limit`` rows of ``id_value`` whose photo decodes (a page never shows a broken
+        image); their thumbnails are made, and cached, on the way."""
+        key = (str(id_value), int(limit))
+        with self._lock:
+            if key in self._good:
+                self._good.move_to_end(key)
+                return self._good[key]
+        rows = []
+        for r in self.rows_of(id_value):
+            if len(rows) >= limit:
+                break
+            if self.thumbnail_jpeg(r, self.thumb_px) is not None:
+                rows.append(r)
+        with self._lock:
+            self._good[key] = rows
+            if len(self._good) > self._cache_size:
+                self._good.popitem(last=False)
+        return rows
+
+    def thumbnail_jpeg(self, row: int, max_px: int = 256, quality: int = 80) -> bytes | None:
+        """A JPEG thumbnail of row ``row`` (longest side ``max_px``), or ``None`` if unreadable."""
+        key = (int(row), int(max_px))
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        blob = read_parquet_rows(self.path, [row], self.image_column).get(int(row))
+        out: bytes | None = None
+        if isinstance(blob, bytes) and blob:
+            try:
+                buf = io.BytesIO()
+                thumbnail(blob, max_px, square=False).save(buf, format="JPEG", quality=quality)
+                out = buf.getvalue()
+            except ImageDecodeError:
+                out = None
+        with self._lock:
+            self._cache[key] = out
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+
+def _has_photos(path: Path, id_column: str) -> bool:
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowInvalid):
+        return False
+    if IMAGE_COLUMN not in schema.names or id_column not in schema.names:
+        return False
+    t = schema.field(IMAGE_COLUMN).type
+    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def find_photo_parquet(source_path: str | Path | None, id_column: str) -> Path | None:
+    """Follow an index's source folder back to a parquet of photos carrying ``id_column``.
+
+    Looks at the source's ``_manifest.json`` inputs (and its ``extra.locations``), and at the
+    ``state.json`` of each folder the manifest read from (an embed stage records its input there).
+
+    Returns:
+        The parquet path, or ``None`` when none is found.
+    """
+    if source_path is None:
+        return None
+    src = Path(source_path)
+    folder = src if src.is_dir() else src.parent
+    candidates: list[Path] = []
+    manifest = _read_json(folder / "_manifest.json")
+    for rec in manifest.get("inputs") or []:
+        if isinstance(rec, dict) and isinstance(rec.get("path"), str):
+            candidates.append(Path(rec["path"]))
+    loc = (manifest.get("extra") or {}).get("locations")
+    if isinstance(loc, str):
+        candidates.append(Path(loc))
+    for c in list(candidates):
+        for up in (c.parent, c.parent.parent):
+            state = _read_json(up / "state.json")
+            inp = (state.get("input") or {}).get("path")
+            if isinstance(inp, str):
+                candidates.append(Path(inp))
+    seen: set[Path] = set()
+    for c in candidates:
+        if c in seen or c.suffix != ".parquet" or not c.is_file():
+            continue
+        seen.add(c)
+        if _has_photos(c, id_column):
+            return c
+    return None
