@@ -57,6 +57,7 @@ for _name in PIPELINE_STAGES:
         register(index_app, "index", "build")
         app.add_typer(index_app, name="index")
         app.command("search")(commands.search)
+        app.command("serve")(commands.serve)
     else:
         register(app, _name)
     if _name == "evaluate":

@@ -50,7 +50,7 @@ def geo_evaluate(
     run: Annotated[
         Path | None,
         typer.Option(
-            "--run", "--model", help="GEO_DIR of `sbe geo train` (default: [geo] output)."
+            "--run", "--model", help="GEO_DIR of `sbe geo train` (default: the geo stage's output)."
         ),
     ] = None,
     split: Annotated[
@@ -84,7 +84,7 @@ def geo_evaluate(
 def geo_predict(
     images: Annotated[list[Path] | None, typer.Argument(help="Image files.")] = None,
     model: Annotated[
-        Path | None, typer.Option("--model", help="GEO_DIR (default: [geo] output).")
+        Path | None, typer.Option("--model", help="GEO_DIR (default: the geo stage's output).")
     ] = None,
     embeddings: Annotated[
         Path | None,
@@ -128,7 +128,7 @@ def geo_predict(
 @guarded
 def search(
     index: Annotated[
-        Path | None, typer.Option(help="Index folder (default: [index] output).")
+        Path | None, typer.Option(help="Index folder (default: the index stage's output).")
     ] = None,
     id_value: Annotated[
         str | None, typer.Option("--id", help="Query by id (the query itself is excluded).")
@@ -187,6 +187,34 @@ def search(
                 *(str(h[c]) for c in extra),
             )
         out.print(table)
+
+
+@guarded
+def serve(
+    index: Annotated[
+        Path | None, typer.Option(help="Index folder (default: the index stage's output).")
+    ] = None,
+    model: Annotated[
+        Path | None, typer.Option(help="Published model folder (default: recorded in the index).")
+    ] = None,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; localhost unless told.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="uvicorn worker processes.")] = 1,
+    photos: Annotated[
+        Path | None, typer.Option(help="Parquet of the indexed photos (default: from the index).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Search service + map explorer: the model and index loaded once (OpenAPI at /docs).
+
+    Example: sbe serve --index work/demo/index --port 8000, then open http://127.0.0.1:8000/
+    """
+    from sbe.service.command import serve as run_server
+
+    index_dir = index or load_cfg(config).section("index").output  # type: ignore[attr-defined]
+    run_server(index_dir, model, host, port, workers, photos=photos)
 
 
 def run_tune(name: str, cfg: SbeConfig, sec: Any, log: Any = None, **_: Any) -> tuple[Any, dict]:
