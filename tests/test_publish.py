@@ -22,6 +22,7 @@ from test_publish_fixtures import (
 
 from sbe.data.images import decode_rgb
 from sbe.errors import SbeError
+from sbe.geo.predict import predict_geo
 from sbe.models.backbones import load_backbone
 from sbe.models.projector import Projector
 from sbe.models.published import load_embedder
@@ -301,7 +302,7 @@ def test_geo_heads_ship_with_the_model(tmp_path: Path) -> None:
     emb = load_embedder(folder, "cpu")
     assert emb.identity()["geo"] is True
     data = [jpeg(np.random.default_rng(2)) for _ in range(3)]
-    pred = emb.predict_geo(data, top_k=2)
+    pred = predict_geo(emb, data, top_k=2)
     assert pred.modes.lat.shape == (3, 2)
     assert np.all(np.abs(pred.modes.lat) <= 90)
     # the same features through the heads directly give the same answer

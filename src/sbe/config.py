@@ -466,6 +466,7 @@ class EmbedConfig(Section):
     )
     shard_index: int = Field(0, ge=0, description="this job's shard (SLURM arrays)")
     shard_count: int = Field(1, ge=1, description="chunks are dealt round-robin to shards")
+
     @model_validator(mode="after")
     def _check_shard(self) -> Self:
         if self.shard_index >= self.shard_count:

@@ -95,3 +95,29 @@ def predict_embeddings(
             }
         )
     return rows
+
+
+def predict_geo(embedder: Any, images: list[Any], top_k: int = 5) -> Any:
+    """Location (top-k MvMF modes), climate zone and season of images, with a published model.
+
+    Args:
+        embedder: a :class:`sbe.models.published.Embedder` whose folder ships geo heads
+            (published with ``--geo``).
+        images: paths, encoded bytes or PIL images.
+        top_k: location modes per image.
+
+    Returns:
+        :class:`sbe.geo.heads.GeoPrediction` for the N images.
+
+    Raises:
+        SbeError: the model has no geo heads.
+    """
+    if not embedder.has_geo:
+        raise SbeError(f"{embedder.model_dir} has no geo heads (publish with --geo GEO_DIR)")
+    if embedder._geo is None:
+        embedder._geo = GeoHeads.from_pretrained(embedder.geo_dir, device=embedder.device)
+    heads = embedder._geo
+    x = embedder.geo_features(images, projector_space=heads.config.input_space == "projector")
+    if len(x) == 0:
+        x = torch.zeros((0, heads.config.in_dim))
+    return heads.predict(x.to(embedder.device), top_k=top_k)

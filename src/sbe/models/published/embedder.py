@@ -222,37 +222,28 @@ class Embedder:
         """The folder ships geo heads (published with ``--geo``)."""
         return self.model.config.geo is not None and (self.model_dir / GEO_DIR).is_dir()
 
-    def predict_geo(self, images: Sequence[ImageInput], top_k: int = 5) -> Any:
-        """Location (top-k MvMF modes), climate zone and season of each image.
+    @property
+    def geo_dir(self) -> Path:
+        """Where the shipped geo heads live (see :func:`sbe.geo.predict.predict_geo`)."""
+        return self.model_dir / GEO_DIR
 
-        Needs sbe (the heads' decoding lives in :mod:`sbe.geo.heads`).
-
-        Returns:
-            :class:`sbe.geo.heads.GeoPrediction` for the N images.
+    def geo_features(self, images: Sequence[ImageInput], projector_space: bool) -> torch.Tensor:
+        """L2-normalised features (N, D) the geo heads read: backbone, or backbone + projector.
 
         Raises:
-            SbeError: the model has no geo heads.
             ImageDecodeError: an image does not decode.
         """
-        if not self.has_geo:
-            raise SbeError(f"{self.model_dir} has no geo heads (publish with --geo GEO_DIR)")
-        if self._geo is None:
-            from sbe.geo.heads import GeoHeads
-
-            self._geo = GeoHeads.from_pretrained(self.model_dir / GEO_DIR, device=self.device)
         decoded = self._decode_many(list(images))
         for i, d in enumerate(decoded):
             if isinstance(d, str):
                 raise ImageDecodeError(f"image {i}: {d}")
-        projector_space = self._geo.config.input_space == "projector"
         feats = []
         for s in range(0, len(decoded), self.batch_size):
             f = self.backbone_features(np.stack(decoded[s : s + self.batch_size]))
             if projector_space:
                 f = self.project(f)
             feats.append(torch.nn.functional.normalize(torch.from_numpy(f).float(), dim=-1))
-        x = torch.cat(feats) if feats else torch.zeros((0, self._geo.config.in_dim))
-        return self._geo.predict(x.to(self.device), top_k=top_k)
+        return torch.cat(feats) if feats else torch.zeros((0, 0))
 
     # ---- identity ----
 
