@@ -1,0 +1,592 @@
+"""Building identity from footprints: which building polygon does each photo look at?
+
+A photo with a camera position and a compass heading is labelled with the *first* footprint hit by
+the ray from the camera along the heading, within ``max_distance_m``. When that central ray hits
+nothing (a gap between houses, a compass a few degrees off), rays turned by up to
+``fov_tolerance_deg`` to either side are tried, the smallest turn winning.
+
+Everything is vectorised (no per-photo geometry in Python):
+
+- footprints and cameras are projected to spherical Web Mercator, which is conformal: headings stay
+  compass bearings and, within a street's length, a Mercator length is metres / cos(latitude);
+- one ray per photo is built in bulk (``shapely.linestrings``) and an STRtree over the footprints
+  gives the (ray, footprint) pairs whose bounding boxes meet;
+- the candidate footprints' rings are exploded into segments and every (ray, segment) pair is
+  intersected with numpy; the smallest ray parameter per photo is its first hit, and the hit
+  segment gives the facade normal (pointing back toward the camera);
+- cameras inside a footprint are found with one STRtree point query and are not labelled.
+
+Footprints are read from GeoParquet (WKB geometry, CRS from the ``geo`` metadata) or GeoJSON, in
+WGS84 lon/lat. The id column is kept as a string (OSM ``w123``, Overture GERS ids); its integer
+form (:func:`footprint_uid`) is the number itself when the id is purely numeric, else a stable
+62-bit hash with bit 62 set (so the two ranges never meet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+
+from sbe.errors import SbeError
+from sbe.sphere import EARTH_RADIUS_M
+from sbe.storage import SkipLog
+
+#: latitude beyond which Web Mercator is not used (no streets with buildings there anyway)
+MAX_ABS_LAT = 85.0
+#: CRS spellings accepted as WGS84 lon/lat
+_WGS84_CODES = {("EPSG", "4326"), ("OGC", "CRS84"), ("OGC", "CRS84H"), ("EPSG", "4979")}
+_HASH_BIT = np.int64(1 << 62)
+_POLYGONAL = {shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON}
+
+# reasons a photo is not labelled (manifest skip keys)
+NO_POSITION = "no_position"
+NO_HEADING = "no_heading"
+HEADING_OUT_OF_RANGE = "heading_out_of_range"
+POLAR = "position_beyond_85_deg_latitude"
+INSIDE = "camera_inside_building"
+NO_HIT = "no_footprint_hit"
+REASONS = (NO_POSITION, NO_HEADING, HEADING_OUT_OF_RANGE, POLAR, INSIDE, NO_HIT)
+_LABELLED = -1  # status code of a labelled photo (reasons are indexes into REASONS)
+
+
+# ---- ids -----------------------------------------------------------------------------------------
+
+
+def footprint_uid(ids: np.ndarray | list[str]) -> np.ndarray:
+    """int64 identity of each footprint id string (see the module docstring).
+
+    Returns:
+        int64 (N,), all >= 0.
+    """
+    out = np.empty(len(ids), dtype=np.int64)
+    for i, s in enumerate(ids):  # once per footprint hit, not per photo
+        s = str(s)
+        if s.isdigit() and len(s) <= 18:
+            out[i] = int(s)
+        else:
+            h = int.from_bytes(hashlib.blake2b(s.encode(), digest_size=8).digest(), "little")
+            out[i] = (h & ((1 << 62) - 1)) | (1 << 62)
+    return out
+
+
+# ---- projection ----------------------------------------------------------------------------------
+
+
+def to_mercator(lon_deg: np.ndarray, lat_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical Web Mercator (metres at the equator) of lon/lat degrees."""
+    lat = np.radians(np.clip(np.asarray(lat_deg, dtype=np.float64), -MAX_ABS_LAT, MAX_ABS_LAT))
+    x = EARTH_RADIUS_M * np.radians(np.asarray(lon_deg, dtype=np.float64))
+    y = EARTH_RADIUS_M * np.log(np.tan(np.pi / 4 + lat / 2))
+    return x, y
+
+
+def from_mercator(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`to_mercator`: ``(lon, lat)`` degrees."""
+    lon = np.degrees(np.asarray(x) / EARTH_RADIUS_M)
+    lat = np.degrees(2 * np.arctan(np.exp(np.asarray(y) / EARTH_RADIUS_M)) - np.pi / 2)
+    return lon, lat
+
+
+def _mercator_geoms(geoms: np.ndarray) -> np.ndarray:
+    def f(coords: np.ndarray) -> np.ndarray:
+        x, y = to_mercator(coords[:, 0], coords[:, 1])
+        return np.stack([x, y], axis=1)
+
+    return shapely.transform(geoms, f)
+
+
+# ---- reading -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Footprints:
+    """Building polygons ready for ray casting.
+
+    Attributes:
+        ids: object (N,) footprint id strings.
+        uids: int64 (N,) their integer form (:func:`footprint_uid`).
+        geoms: shapely (N,) polygons in Web Mercator metres.
+        tree: STRtree over ``geoms``.
+        source: where they came from (file, id column, CRS, counts) for the manifest.
+        skips: footprints not used, by reason.
+    """
+
+    ids: np.ndarray
+    uids: np.ndarray
+    geoms: np.ndarray
+    tree: shapely.STRtree
+    source: dict[str, Any] = field(default_factory=dict)
+    skips: SkipLog = field(default_factory=SkipLog)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _crs_is_wgs84(crs: Any) -> bool:
+    """Whether a GeoParquet/GeoJSON CRS (PROJJSON dict, string or None) means WGS84 lon/lat."""
+    if crs is None:
+        return True  # GeoParquet: absent = OGC:CRS84
+    if isinstance(crs, str):
+        s = crs.strip().upper().replace("::", ":")
+        return any(s.endswith(f"{a}:{c}") for a, c in _WGS84_CODES) or s in {"WGS84", "WGS 84"}
+    if isinstance(crs, dict):
+        ident = crs.get("id") or {}
+        if isinstance(ident, dict) and (
+            (str(ident.get("authority", "")).upper(), str(ident.get("code", "")).upper())
+            in _WGS84_CODES
+        ):
+            return True
+        props = crs.get("properties")
+        if isinstance(props, dict) and "name" in props:  # GeoJSON 2008 "crs" member
+            return _crs_is_wgs84(props["name"])
+        name = str(crs.get("name", "")).upper()
+        return name in {"WGS 84", "WGS 84 (CRS84)", "WGS84"}
+    return False
+
+
+def _crs_text(crs: Any) -> str:
+    if isinstance(crs, dict):
+        ident = crs.get("id") or {}
+        if isinstance(ident, dict) and ident:
+            return f"{ident.get('authority')}:{ident.get('code')}"
+        return str(crs.get("name") or (crs.get("properties") or {}).get("name") or crs)[:80]
+    return str(crs)
+
+
+def _read_geoparquet(path: Path, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(ids as str objects with None for nulls, WKB-decoded geoms, crs text)``."""
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SbeError(f"{path}: not a readable Parquet file ({e})") from None
+    meta = schema.metadata or {}
+    if b"geo" not in meta:
+        raise SbeError(
+            f"{path}: no GeoParquet 'geo' metadata; write it with geopandas.to_parquet, "
+            "QuackOSM or ogr2ogr"
+        )
+    geo = json.loads(meta[b"geo"])
+    column = geo.get("primary_column", "geometry")
+    info = (geo.get("columns") or {}).get(column, {})
+    encoding = str(info.get("encoding", "WKB")).upper()
+    if encoding != "WKB":
+        raise SbeError(
+            f"{path}: geometry column {column!r} is encoded as {encoding}; write it as WKB"
+        )
+    crs = info.get("crs")
+    if not _crs_is_wgs84(crs):
+        raise SbeError(
+            f"{path}: geometry column {column!r} has CRS {_crs_text(crs)}, not WGS84; reproject "
+            "to EPSG:4326 (e.g. ogr2ogr -t_srs EPSG:4326)"
+        )
+    if id_column not in schema.names:
+        raise SbeError(
+            f"{path}: no id column {id_column!r} (columns: {', '.join(schema.names)}); "
+            "pass --footprint-id-column"
+        )
+    table = pq.read_table(path, columns=[id_column, column])
+    ids = table.column(id_column).cast(pa.string()).to_numpy(zero_copy_only=False)
+    wkb = table.column(column).to_numpy(zero_copy_only=False)
+    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
+    return ids.astype(object), geoms, _crs_text(crs) if crs is not None else "OGC:CRS84"
+
+
+def _read_geojson(path: Path, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SbeError(f"{path}: not a readable GeoJSON file ({e})") from None
+    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
+        raise SbeError(f"{path}: expected a GeoJSON FeatureCollection")
+    crs = data.get("crs")
+    if crs is not None and not _crs_is_wgs84(crs):
+        raise SbeError(f"{path}: CRS {_crs_text(crs)} is not WGS84; reproject to EPSG:4326 lon/lat")
+    feats = data.get("features") or []
+    ids: list[Any] = []
+    geoms_json: list[str | None] = []
+    found = False
+    for f in feats:  # reading only; the geometry is parsed in bulk below
+        props = f.get("properties") or {}
+        if id_column in props:
+            found = True
+            v = props[id_column]
+        elif id_column == "id" and "id" in f:
+            found = True
+            v = f["id"]
+        else:
+            v = None
+        ids.append(None if v is None else str(v))
+        g = f.get("geometry")
+        geoms_json.append(json.dumps(g) if g else None)
+    if feats and not found:
+        keys = sorted({k for f in feats[:100] for k in (f.get("properties") or {})})
+        raise SbeError(
+            f"{path}: no id column {id_column!r} in the features' properties "
+            f"(found: {', '.join(keys) or 'none'}); pass --footprint-id-column"
+        )
+    geoms = shapely.from_geojson(np.array(geoms_json, dtype=object), on_invalid="ignore")
+    return np.array(ids, dtype=object), geoms, _crs_text(crs) if crs else "WGS84 (GeoJSON)"
+
+
+def read_footprints(path: str | Path, id_column: str = "osm_id") -> Footprints:
+    """Read, check and index building footprints.
+
+    Args:
+        path: a GeoParquet (``.parquet``) or GeoJSON (``.geojson``/``.json``) file, WGS84 lon/lat.
+        id_column: the column (GeoJSON: property) holding each building's id.
+
+    Returns:
+        The usable footprints, projected and indexed; the others are counted in ``skips``
+        (``missing_id``, ``empty_geometry``, ``not_a_polygon``, ``coordinates_out_of_range``,
+        ``invalid_polygon``) with example ids.
+
+    Raises:
+        SbeError: unreadable file, no id column, a CRS other than WGS84, or coordinates that are
+            all outside lon/lat range (projected data): one line naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SbeError(f"{path}: footprint file not found")
+    if path.suffix.lower() in {".parquet", ".geoparquet", ".pq"}:
+        ids, geoms, crs = _read_geoparquet(path, id_column)
+    else:
+        ids, geoms, crs = _read_geojson(path, id_column)
+    skips = SkipLog()
+    n = len(ids)
+    keep = np.ones(n, dtype=bool)
+
+    def drop(mask: np.ndarray, reason: str) -> None:
+        mask = mask & keep
+        if mask.any():
+            first = int(np.flatnonzero(mask)[0])
+            skips.add(reason, f"row {first} ({id_column}={ids[first]!r})", n=int(mask.sum()))
+            keep[mask] = False
+
+    drop(np.array([i is None for i in ids], dtype=bool), "missing_id")
+    drop(shapely.is_missing(geoms) | shapely.is_empty(geoms), "empty_geometry")
+    types = shapely.get_type_id(geoms)
+    drop(~np.isin(types, [int(t) for t in _POLYGONAL]), "not_a_polygon")
+    bounds = shapely.bounds(geoms)  # NaN for missing ones
+    with np.errstate(invalid="ignore"):
+        out_of_range = (
+            (np.abs(bounds[:, [0, 2]]) > 180).any(axis=1)
+            | (np.abs(bounds[:, [1, 3]]) > 90).any(axis=1)
+            | ~np.isfinite(bounds).all(axis=1)
+        )
+    checked = keep.copy()
+    if checked.any() and out_of_range[checked].all():
+        first = int(np.flatnonzero(checked)[0])
+        raise SbeError(
+            f"{path}: coordinates are not WGS84 lon/lat (e.g. {id_column}={ids[first]!r} spans "
+            f"x {bounds[first, 0]:.6g}..{bounds[first, 2]:.6g}, y {bounds[first, 1]:.6g}.."
+            f"{bounds[first, 3]:.6g}); reproject to EPSG:4326"
+        )
+    drop(out_of_range, "coordinates_out_of_range")
+    drop(~shapely.is_valid(geoms), "invalid_polygon")
+    ids, geoms = ids[keep], geoms[keep]
+    merc = _mercator_geoms(geoms)
+    tree = shapely.STRtree(merc)
+    source = {
+        "path": str(path),
+        "id_column": id_column,
+        "crs": crs,
+        "footprints": n,
+        "usable": int(keep.sum()),
+    }
+    return Footprints(ids, footprint_uid(ids), merc, tree, source, skips)
+
+
+# ---- ray casting ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """How rays are cast.
+
+    Attributes:
+        max_distance_m: longest ray, metres.
+        fov_tolerance_deg: when the central ray misses, rays turned by up to this many degrees to
+            either side are tried (0 = the central ray only).
+        fov_step_deg: spacing of those extra rays.
+        chunk: photos per vectorised batch (bounds memory).
+    """
+
+    max_distance_m: float = 60.0
+    fov_tolerance_deg: float = 10.0
+    fov_step_deg: float = 2.0
+    chunk: int = 65_536
+
+
+@dataclass
+class Labels:
+    """One label per photo (arrays of length N, in the order of the input).
+
+    Attributes:
+        status: int8, -1 = labelled, else an index into :data:`REASONS`.
+        footprint: int64 index into the footprints (-1 when not labelled).
+        hit_lat, hit_lon: float64 degrees of the first hit (the facade target), NaN if none.
+        distance_m: float64 camera-to-hit distance, metres.
+        normal_e, normal_n: float64 unit facade normal (east, north), toward the camera.
+        incidence_deg: float64 angle between the reversed ray and the facade normal (0 = head-on).
+        offset_deg: float64 turn of the ray that hit (0 = the central ray).
+    """
+
+    status: np.ndarray
+    footprint: np.ndarray
+    hit_lat: np.ndarray
+    hit_lon: np.ndarray
+    distance_m: np.ndarray
+    normal_e: np.ndarray
+    normal_n: np.ndarray
+    incidence_deg: np.ndarray
+    offset_deg: np.ndarray
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return self.status == _LABELLED
+
+    def reason_counts(self) -> dict[str, int]:
+        c = np.bincount(self.status[self.status >= 0].astype(np.int64), minlength=len(REASONS))
+        return {r: int(c[i]) for i, r in enumerate(REASONS) if c[i]}
+
+
+def _segments(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ring edge of ``geoms``: ``(start (S, 2), end (S, 2), geometry index (S,))``."""
+    parts, part_of = shapely.get_parts(geoms, return_index=True)
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    xy, vert_ring = shapely.get_coordinates(rings, return_index=True)
+    same = vert_ring[:-1] == vert_ring[1:]
+    start = np.flatnonzero(same)
+    return xy[start], xy[start + 1], part_of[ring_of[vert_ring[start]]]
+
+
+def _first_hits(
+    tree: shapely.STRtree,
+    geoms: np.ndarray,
+    px: np.ndarray,
+    py: np.ndarray,
+    dx: np.ndarray,
+    dy: np.ndarray,
+    length: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """First footprint hit by each ray ``p + t d``, ``0 < t <= length`` (Mercator units).
+
+    Returns:
+        ``(footprint (R,) int64 or -1, t (R,), edge_x (R,), edge_y (R,))``: the hit edge's
+        direction gives the facade normal.
+    """
+    r = len(px)
+    fp = np.full(r, -1, dtype=np.int64)
+    best_t = np.full(r, np.inf)
+    ex = np.zeros(r)
+    ey = np.zeros(r)
+    if r == 0:
+        return fp, best_t, ex, ey
+    coords = np.empty((r, 2, 2))
+    coords[:, 0, 0], coords[:, 0, 1] = px, py
+    coords[:, 1, 0], coords[:, 1, 1] = px + dx * length, py + dy * length
+    rays = shapely.linestrings(coords)
+    ray_i, fp_j = tree.query(rays)  # bounding boxes only; exact tests below
+    if len(ray_i) == 0:
+        return fp, best_t, ex, ey
+    cand, local = np.unique(fp_j, return_inverse=True)
+    a, b, seg_fp = _segments(geoms[cand])
+    # CSR over candidate footprints: segments of candidate k are seg_start[k]:seg_start[k+1]
+    counts = np.bincount(seg_fp, minlength=len(cand))
+    seg_start = np.concatenate([[0], np.cumsum(counts)])
+    n_seg = counts[local]
+    pair_ray = np.repeat(ray_i, n_seg)
+    offs = np.arange(n_seg.sum()) - np.repeat(np.cumsum(n_seg) - n_seg, n_seg)
+    seg = np.repeat(seg_start[local], n_seg) + offs
+    # ray p + t d against segment a + s e: solve with 2-D cross products
+    e = b[seg] - a[seg]
+    ap_x = a[seg, 0] - px[pair_ray]
+    ap_y = a[seg, 1] - py[pair_ray]
+    rdx, rdy = dx[pair_ray], dy[pair_ray]
+    denom = rdx * e[:, 1] - rdy * e[:, 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (ap_x * e[:, 1] - ap_y * e[:, 0]) / denom
+        s = (ap_x * rdy - ap_y * rdx) / denom
+    ok = (denom != 0) & (s >= 0) & (s <= 1) & (t > 0) & (t <= length[pair_ray])
+    if not ok.any():
+        return fp, best_t, ex, ey
+    hit = np.flatnonzero(ok)
+    order = hit[np.lexsort((t[hit], pair_ray[hit]))]
+    rays_hit, first = np.unique(pair_ray[order], return_index=True)
+    win = order[first]
+    fp[rays_hit] = cand[seg_fp[seg[win]]]
+    best_t[rays_hit] = t[win]
+    ex[rays_hit], ey[rays_hit] = e[win, 0], e[win, 1]
+    return fp, best_t, ex, ey
+
+
+def _rotate(dx: np.ndarray, dy: np.ndarray, deg: float) -> tuple[np.ndarray, np.ndarray]:
+    """Turn directions (east, north) clockwise by ``deg`` (a compass turn)."""
+    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
+    return dx * c + dy * s, -dx * s + dy * c
+
+
+def cast_rays(
+    footprints: Footprints,
+    lat_deg: np.ndarray,
+    lon_deg: np.ndarray,
+    heading_deg: np.ndarray,
+    settings: RaySettings | None = None,
+) -> Labels:
+    """Label photos with the first footprint their camera's heading ray hits.
+
+    Args:
+        footprints: from :func:`read_footprints`.
+        lat_deg, lon_deg: (N,) camera position, degrees; NaN = unknown.
+        heading_deg: (N,) compass heading (clockwise from north), degrees in [0, 360); NaN =
+            unknown.
+        settings: ray length, field-of-view tolerance, batch size.
+
+    Returns:
+        :class:`Labels`, one per photo.
+    """
+    cfg = settings or RaySettings()
+    lat = np.asarray(lat_deg, dtype=np.float64)
+    lon = np.asarray(lon_deg, dtype=np.float64)
+    head = np.asarray(heading_deg, dtype=np.float64)
+    n = len(lat)
+    status = np.full(n, _LABELLED, dtype=np.int8)
+    has_pos = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    status[~has_pos] = REASONS.index(NO_POSITION)
+    rest = status == _LABELLED
+    status[rest & ~np.isfinite(head)] = REASONS.index(NO_HEADING)
+    rest = status == _LABELLED
+    with np.errstate(invalid="ignore"):
+        status[rest & ((head < 0) | (head >= 360))] = REASONS.index(HEADING_OUT_OF_RANGE)
+    rest = status == _LABELLED
+    status[rest & (np.abs(lat) > MAX_ABS_LAT)] = REASONS.index(POLAR)
+
+    out = Labels(
+        status=status,
+        footprint=np.full(n, -1, dtype=np.int64),
+        hit_lat=np.full(n, np.nan),
+        hit_lon=np.full(n, np.nan),
+        distance_m=np.full(n, np.nan),
+        normal_e=np.full(n, np.nan),
+        normal_n=np.full(n, np.nan),
+        incidence_deg=np.full(n, np.nan),
+        offset_deg=np.full(n, np.nan),
+    )
+    todo = np.flatnonzero(status == _LABELLED)
+    offsets = [0.0]
+    if cfg.fov_tolerance_deg > 0 and cfg.fov_step_deg > 0:
+        k = int(np.floor(cfg.fov_tolerance_deg / cfg.fov_step_deg + 1e-9))
+        for i in range(1, k + 1):
+            offsets += [i * cfg.fov_step_deg, -i * cfg.fov_step_deg]
+    for lo in range(0, len(todo), cfg.chunk):
+        idx = todo[lo : lo + cfg.chunk]
+        _label_chunk(footprints, lat[idx], lon[idx], head[idx], cfg, offsets, idx, out)
+    return out
+
+
+def _label_chunk(
+    footprints: Footprints,
+    lat: np.ndarray,
+    lon: np.ndarray,
+    head: np.ndarray,
+    cfg: RaySettings,
+    offsets: list[float],
+    idx: np.ndarray,
+    out: Labels,
+) -> None:
+    px, py = to_mercator(lon, lat)
+    m = len(px)
+    inside_i, _ = footprints.tree.query(shapely.points(px, py), predicate="intersects")
+    inside = np.zeros(m, dtype=bool)
+    inside[inside_i] = True
+    # metres -> Mercator units at the camera's latitude (the scale is constant over a street)
+    length = cfg.max_distance_m / np.cos(np.radians(lat))
+    h = np.radians(head)
+    dx0, dy0 = np.sin(h), np.cos(h)
+    fp = np.full(m, -1, dtype=np.int64)
+    t = np.full(m, np.inf)
+    ex = np.zeros(m)
+    ey = np.zeros(m)
+    off = np.full(m, np.nan)
+    dirx = np.zeros(m)
+    diry = np.zeros(m)
+    for o in offsets:
+        sel = np.flatnonzero((fp < 0) & ~inside)
+        if len(sel) == 0:
+            break
+        dx, dy = _rotate(dx0[sel], dy0[sel], o)
+        f, tt, ax, ay = _first_hits(
+            footprints.tree, footprints.geoms, px[sel], py[sel], dx, dy, length[sel]
+        )
+        got = f >= 0
+        s = sel[got]
+        fp[s], t[s], ex[s], ey[s], off[s] = f[got], tt[got], ax[got], ay[got], o
+        dirx[s], diry[s] = dx[got], dy[got]
+    status = np.full(m, _LABELLED, dtype=np.int8)
+    status[fp < 0] = REASONS.index(NO_HIT)
+    status[inside] = REASONS.index(INSIDE)
+    ok = status == _LABELLED
+    fp[~ok] = -1
+    tf = np.where(ok, t, 0.0)
+    hx, hy = px + dirx * tf, py + diry * tf
+    hlon, hlat = from_mercator(hx, hy)
+    # facade normal: perpendicular to the hit edge, facing the camera (against the ray)
+    norm = np.hypot(ex, ey)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ne, nn = ey / norm, -ex / norm
+    flip = ne * dirx + nn * diry > 0
+    ne, nn = np.where(flip, -ne, ne), np.where(flip, -nn, nn)
+    cos_inc = np.clip(-(ne * dirx + nn * diry), -1.0, 1.0)
+    out.status[idx] = status
+    out.footprint[idx] = fp
+    for name, value in (
+        ("hit_lat", hlat),
+        ("hit_lon", hlon),
+        ("distance_m", tf * np.cos(np.radians(lat))),
+        ("normal_e", ne),
+        ("normal_n", nn),
+        ("incidence_deg", np.degrees(np.arccos(cos_inc))),
+        ("offset_deg", off),
+    ):
+        getattr(out, name)[idx] = np.where(ok, value, np.nan)
+
+
+# ---- writing -------------------------------------------------------------------------------------
+
+
+def geoparquet_table(
+    geoms_lonlat: np.ndarray, columns: dict[str, pa.Array | np.ndarray | list[Any]]
+) -> pa.Table:
+    """A GeoParquet 1.1 table (WKB ``geometry``, WGS84 lon/lat) that geopandas and GDAL read.
+
+    Args:
+        geoms_lonlat: shapely (N,) geometries in lon/lat degrees.
+        columns: the attribute columns (an id column among them), each of length N.
+
+    Returns:
+        The table with its ``geo`` schema metadata (CRS omitted = OGC:CRS84).
+    """
+    types = sorted(
+        {shapely.GeometryType(int(t)).name.title() for t in shapely.get_type_id(geoms_lonlat)}
+    )
+    types = [t.replace("Multipolygon", "MultiPolygon") for t in types]
+    b = shapely.total_bounds(geoms_lonlat) if len(geoms_lonlat) else np.zeros(4)
+    geo = {
+        "version": "1.1.0",
+        "primary_column": "geometry",
+        "columns": {
+            "geometry": {"encoding": "WKB", "geometry_types": types, "bbox": [float(x) for x in b]}
+        },
+    }
+    data = {k: v if isinstance(v, pa.Array) else pa.array(v) for k, v in columns.items()}
+    data["geometry"] = pa.array(shapely.to_wkb(geoms_lonlat), pa.binary())
+    table = pa.table(data)
+    return table.replace_schema_metadata({b"geo": json.dumps(geo).encode()})
