@@ -328,7 +328,8 @@ def test_label_stage_on_a_synthetic_world(world_inputs: dict[str, Any], tmp_path
     np.testing.assert_array_equal(uid, footprint_uid(t.column("footprint_id").to_pylist()))
     b = pq.read_table(out / label_stage.BUILDINGS)
     assert b.num_rows == len(np.unique(uid)) and sum(b.column("photos").to_pylist()) == len(t)
-    assert m.extra["data_sources"][0] == "osm_footprints"
+    # OSM-style ids outside a synth folder: OpenStreetMap data (ODbL); metadata: Mapillary
+    assert m.extra["data_sources"] == ["mapillary", "osm_footprints"]
     assert m.extra["metadata"]["fields_used"] == {
         "geometry": len(truth),
         "compass_angle": len(truth),

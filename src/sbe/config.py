@@ -395,6 +395,9 @@ class PublishConfig(Section):
     geo: Path | None = Field(None, description="geo stage output whose heads ship with the model")
     output: Path = Path("model")
     bundle_backbone: bool = Field(False, description="copy the backbone weights into the folder")
+    force: bool = Field(
+        False, description="publish even when the head is below the raw backbone on validation"
+    )
 
 
 class EmbedConfig(Section):

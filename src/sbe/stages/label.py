@@ -275,7 +275,9 @@ class LabelStage(Stage):
         )
         write_parquet_atomic(buildings, out / BUILDINGS)
         d, a = np.concatenate(dist), np.concatenate(inc)
-        source = footprint_licence(fp, cfg.footprint_licence)
+        sources = [_source_of(Path(cfg.footprints), footprint_licence(fp, cfg.footprint_licence))]
+        if cfg.metadata is not None:
+            sources.append(_source_of(Path(cfg.metadata), "mapillary"))
         ingest = load_manifest(in_dir)
         extra: dict[str, Any] = {
             "footprints": {**fp.source, "skipped": fp.skips.counts, "examples": fp.skips.examples},
@@ -285,7 +287,9 @@ class LabelStage(Stage):
             "distance_m": _quantiles(d),
             "incidence_deg": _quantiles(a),
             "unlabelled_by_reason": dict(sorted(skips.counts.items())),
-            "data_sources": [source, *(ingest.extra.get("data_sources", []) if ingest else [])],
+            "data_sources": sorted(
+                {*sources, *(ingest.extra.get("data_sources", []) if ingest else [])}
+            ),
             "split_hint": "footprint ids are building identities: split with --identity target",
         }
         ctx.results.update({"labelled": n_out, "photos": n_in, **extra["unlabelled_by_reason"]})
@@ -299,6 +303,12 @@ class LabelStage(Stage):
             skips=skips,
             extra=extra,
         )
+
+
+def _source_of(path: Path, otherwise: str) -> str:
+    """``synthetic`` for a file that ``sbe synth`` wrote (its folder's manifest), else ``otherwise``."""
+    m = load_manifest(path.parent)
+    return "synthetic" if m is not None and m.stage == "synth" else otherwise
 
 
 def _quantiles(x: np.ndarray) -> dict[str, float]:
