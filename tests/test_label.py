@@ -326,6 +326,7 @@ def test_label_stage_on_a_synthetic_world(world_inputs: dict[str, Any], tmp_path
     np.testing.assert_allclose(nrm, 1.0, atol=1e-5)
     uid = t.column("target_uid").to_numpy()
     np.testing.assert_array_equal(uid, footprint_uid(t.column("footprint_id").to_pylist()))
+    assert len(np.unique(uid)) == len(set(t.column("footprint_id").to_pylist()))
     b = pq.read_table(out / label_stage.BUILDINGS)
     assert b.num_rows == len(np.unique(uid)) and sum(b.column("photos").to_pylist()) == len(t)
     # OSM-style ids outside a synth folder: OpenStreetMap data (ODbL); metadata: Mapillary

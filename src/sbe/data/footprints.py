@@ -7,19 +7,24 @@ nothing (a gap between houses, a compass a few degrees off), rays turned by up t
 
 Everything is vectorised (no per-photo geometry in Python):
 
-- footprints and cameras are projected to spherical Web Mercator, which is conformal: headings stay
-  compass bearings and, within a street's length, a Mercator length is metres / cos(latitude);
+- rays are built in lon/lat degrees: over a street's length the map from local east/north metres
+  to degrees is linear (``1 / (R cos lat)`` east, ``1 / R`` north), so a straight ray stays
+  straight and its parameter is metres (the bend from cos(lat) changing along 60 m is below a
+  millimetre);
 - one ray per photo is built in bulk (``shapely.linestrings``) and an STRtree over the footprints
   gives the (ray, footprint) pairs whose bounding boxes meet;
-- the candidate footprints' rings are exploded into segments and every (ray, segment) pair is
-  intersected with numpy; the smallest ray parameter per photo is its first hit, and the hit
-  segment gives the facade normal (pointing back toward the camera);
-- cameras inside a footprint are found with one STRtree point query and are not labelled.
+- every footprint's ring vertices are laid out once, when the index is built (one array, a
+  start offset per footprint), so each (ray, footprint) pair expands to its edges with numpy and
+  every (ray, edge) pair is intersected with 2-D cross products; the smallest ray parameter per
+  photo is its first hit, and the hit edge gives the facade normal (pointing back at the camera);
+- a camera inside a building first meets that building's own wall from inside: the first-hit
+  footprint is checked with one vectorised point-in-polygon call (``shapely.contains_xy``).
 
 Footprints are read from GeoParquet (WKB geometry, CRS from the ``geo`` metadata) or GeoJSON, in
 WGS84 lon/lat. The id column is kept as a string (OSM ``w123``, Overture GERS ids); its integer
 form (:func:`footprint_uid`) is the number itself when the id is purely numeric, else a stable
-62-bit hash with bit 62 set (so the two ranges never meet).
+62-bit hash with bit 62 set (so the two ranges never meet). The antimeridian is not handled (a ray
+crossing it finds nothing).
 """
 
 from __future__ import annotations
@@ -79,28 +84,8 @@ def footprint_uid(ids: np.ndarray | list[str]) -> np.ndarray:
 
 # ---- projection ----------------------------------------------------------------------------------
 
-
-def to_mercator(lon_deg: np.ndarray, lat_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical Web Mercator (metres at the equator) of lon/lat degrees."""
-    lat = np.radians(np.clip(np.asarray(lat_deg, dtype=np.float64), -MAX_ABS_LAT, MAX_ABS_LAT))
-    x = EARTH_RADIUS_M * np.radians(np.asarray(lon_deg, dtype=np.float64))
-    y = EARTH_RADIUS_M * np.log(np.tan(np.pi / 4 + lat / 2))
-    return x, y
-
-
-def from_mercator(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`to_mercator`: ``(lon, lat)`` degrees."""
-    lon = np.degrees(np.asarray(x) / EARTH_RADIUS_M)
-    lat = np.degrees(2 * np.arctan(np.exp(np.asarray(y) / EARTH_RADIUS_M)) - np.pi / 2)
-    return lon, lat
-
-
-def _mercator_geoms(geoms: np.ndarray) -> np.ndarray:
-    def f(coords: np.ndarray) -> np.ndarray:
-        x, y = to_mercator(coords[:, 0], coords[:, 1])
-        return np.stack([x, y], axis=1)
-
-    return shapely.transform(geoms, f)
+#: degrees of latitude per metre (and of longitude per metre at the equator)
+DEG_PER_M = 180.0 / (np.pi * EARTH_RADIUS_M)
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -112,22 +97,65 @@ class Footprints:
 
     Attributes:
         ids: object (N,) footprint id strings.
-        uids: int64 (N,) their integer form (:func:`footprint_uid`).
-        geoms: shapely (N,) polygons in Web Mercator metres.
+        geoms: shapely (N,) polygons, lon/lat degrees.
         tree: STRtree over ``geoms``.
+        xy: float64 (V, 2) every ring vertex (lon, lat), footprint after footprint.
+        vstart: int64 (N + 1,) footprint i's vertices are ``xy[vstart[i]:vstart[i + 1]]``.
+        edge: bool (V,) ``xy[k] -> xy[k + 1]`` is an edge (False where a ring ends).
         source: where they came from (file, id column, CRS, counts) for the manifest.
         skips: footprints not used, by reason.
     """
 
     ids: np.ndarray
-    uids: np.ndarray
     geoms: np.ndarray
     tree: shapely.STRtree
+    xy: np.ndarray
+    vstart: np.ndarray
+    edge: np.ndarray
     source: dict[str, Any] = field(default_factory=dict)
     skips: SkipLog = field(default_factory=SkipLog)
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def uids(self, index: np.ndarray) -> np.ndarray:
+        """int64 identity (:func:`footprint_uid`) of the footprints at ``index``."""
+        index = np.asarray(index, dtype=np.int64)
+        u, inv = np.unique(index, return_inverse=True)
+        return footprint_uid(self.ids[u])[inv.reshape(-1)]
+
+
+def vertex_layout(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ring vertices of every polygon, grouped by polygon: ``(xy, vstart, edge)`` as in
+    :class:`Footprints`.
+
+    Simple polygons (one part, no hole: nearly every building) take one ``get_coordinates`` call;
+    the others go through their parts and rings so that no edge joins two rings.
+    """
+    n = len(geoms)
+    simple = (shapely.get_type_id(geoms) == shapely.GeometryType.POLYGON) & (
+        shapely.get_num_interior_rings(geoms) == 0
+    )
+    xy, owner = shapely.get_coordinates(geoms[simple], return_index=True)
+    simple_idx = np.flatnonzero(simple)
+    owner = simple_idx[owner]
+    edge = np.zeros(len(xy), dtype=bool)
+    edge[:-1] = owner[:-1] == owner[1:]
+    if not simple.all():
+        complex_idx = np.flatnonzero(~simple)
+        parts, part_of = shapely.get_parts(geoms[complex_idx], return_index=True)
+        rings, ring_of = shapely.get_rings(parts, return_index=True)
+        cxy, vring = shapely.get_coordinates(rings, return_index=True)
+        cowner = complex_idx[part_of[ring_of[vring]]]
+        cedge = np.zeros(len(cxy), dtype=bool)
+        cedge[:-1] = vring[:-1] == vring[1:]
+        xy = np.concatenate([xy, cxy])
+        owner = np.concatenate([owner, cowner])
+        edge = np.concatenate([edge, cedge])
+        order = np.argsort(owner, kind="stable")
+        xy, owner, edge = xy[order], owner[order], edge[order]
+    vstart = np.searchsorted(owner, np.arange(n + 1)).astype(np.int64)
+    return xy, vstart, edge
 
 
 def _crs_is_wgs84(crs: Any) -> bool:
@@ -292,8 +320,8 @@ def read_footprints(path: str | Path, id_column: str = "osm_id") -> Footprints:
     drop(out_of_range, "coordinates_out_of_range")
     drop(~shapely.is_valid(geoms), "invalid_polygon")
     ids, geoms = ids[keep], geoms[keep]
-    merc = _mercator_geoms(geoms)
-    tree = shapely.STRtree(merc)
+    tree = shapely.STRtree(geoms)
+    xy, vstart, edge = vertex_layout(geoms)
     source = {
         "path": str(path),
         "id_column": id_column,
@@ -301,7 +329,7 @@ def read_footprints(path: str | Path, id_column: str = "osm_id") -> Footprints:
         "footprints": n,
         "usable": int(keep.sum()),
     }
-    return Footprints(ids, footprint_uid(ids), merc, tree, source, skips)
+    return Footprints(ids, geoms, tree, xy, vstart, edge, source, skips)
 
 
 # ---- ray casting ---------------------------------------------------------------------------------
@@ -358,78 +386,72 @@ class Labels:
         return {r: int(c[i]) for i, r in enumerate(REASONS) if c[i]}
 
 
-def _segments(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Every ring edge of ``geoms``: ``(start (S, 2), end (S, 2), geometry index (S,))``."""
-    parts, part_of = shapely.get_parts(geoms, return_index=True)
-    rings, ring_of = shapely.get_rings(parts, return_index=True)
-    xy, vert_ring = shapely.get_coordinates(rings, return_index=True)
-    same = vert_ring[:-1] == vert_ring[1:]
-    start = np.flatnonzero(same)
-    return xy[start], xy[start + 1], part_of[ring_of[vert_ring[start]]]
-
-
 def _first_hits(
-    tree: shapely.STRtree,
-    geoms: np.ndarray,
+    fp: Footprints,
     px: np.ndarray,
     py: np.ndarray,
     dx: np.ndarray,
     dy: np.ndarray,
-    length: np.ndarray,
+    length: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """First footprint hit by each ray ``p + t d``, ``0 < t <= length`` (Mercator units).
+    """First footprint hit by each ray ``p + t d``, ``0 < t <= length`` (lon/lat, t in metres).
+
+    Args:
+        fp: the footprints.
+        px, py: (R,) ray origins, lon/lat degrees.
+        dx, dy: (R,) degrees of lon/lat per metre along each ray.
+        length: ray length, metres.
 
     Returns:
-        ``(footprint (R,) int64 or -1, t (R,), edge_x (R,), edge_y (R,))``: the hit edge's
-        direction gives the facade normal.
+        ``(footprint (R,) int64 or -1, t (R,) metres, edge_x (R,), edge_y (R,))``: the hit edge
+        in degrees (its direction gives the facade normal).
     """
     r = len(px)
-    fp = np.full(r, -1, dtype=np.int64)
+    hit_fp = np.full(r, -1, dtype=np.int64)
     best_t = np.full(r, np.inf)
     ex = np.zeros(r)
     ey = np.zeros(r)
     if r == 0:
-        return fp, best_t, ex, ey
+        return hit_fp, best_t, ex, ey
     coords = np.empty((r, 2, 2))
     coords[:, 0, 0], coords[:, 0, 1] = px, py
     coords[:, 1, 0], coords[:, 1, 1] = px + dx * length, py + dy * length
-    rays = shapely.linestrings(coords)
-    ray_i, fp_j = tree.query(rays)  # bounding boxes only; exact tests below
+    ray_i, fp_j = fp.tree.query(shapely.linestrings(coords))  # bounding boxes; exact test below
     if len(ray_i) == 0:
-        return fp, best_t, ex, ey
-    cand, local = np.unique(fp_j, return_inverse=True)
-    a, b, seg_fp = _segments(geoms[cand])
-    # CSR over candidate footprints: segments of candidate k are seg_start[k]:seg_start[k+1]
-    counts = np.bincount(seg_fp, minlength=len(cand))
-    seg_start = np.concatenate([[0], np.cumsum(counts)])
-    n_seg = counts[local]
-    pair_ray = np.repeat(ray_i, n_seg)
-    offs = np.arange(n_seg.sum()) - np.repeat(np.cumsum(n_seg) - n_seg, n_seg)
-    seg = np.repeat(seg_start[local], n_seg) + offs
-    # ray p + t d against segment a + s e: solve with 2-D cross products
-    e = b[seg] - a[seg]
-    ap_x = a[seg, 0] - px[pair_ray]
-    ap_y = a[seg, 1] - py[pair_ray]
+        return hit_fp, best_t, ex, ey
+    # every (ray, footprint) pair -> its (ray, edge start vertex) pairs
+    first = fp.vstart[fp_j]
+    n_v = fp.vstart[fp_j + 1] - first - 1  # a ring of k vertices has k - 1 edges
+    n_v = np.maximum(n_v, 0)
+    pair_ray = np.repeat(ray_i, n_v)
+    k = np.repeat(first - np.cumsum(n_v) + n_v, n_v) + np.arange(int(n_v.sum()))
+    real = fp.edge[k]
+    pair_ray, k = pair_ray[real], k[real]
+    a = fp.xy[k]
+    e = fp.xy[k + 1] - a
+    ap_x = a[:, 0] - px[pair_ray]
+    ap_y = a[:, 1] - py[pair_ray]
     rdx, rdy = dx[pair_ray], dy[pair_ray]
     denom = rdx * e[:, 1] - rdy * e[:, 0]
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (ap_x * e[:, 1] - ap_y * e[:, 0]) / denom
         s = (ap_x * rdy - ap_y * rdx) / denom
-    ok = (denom != 0) & (s >= 0) & (s <= 1) & (t > 0) & (t <= length[pair_ray])
+    ok = (s >= 0) & (s <= 1) & (t > 0) & (t <= length)  # NaN (parallel) compares False
     if not ok.any():
-        return fp, best_t, ex, ey
+        return hit_fp, best_t, ex, ey
     hit = np.flatnonzero(ok)
     order = hit[np.lexsort((t[hit], pair_ray[hit]))]
-    rays_hit, first = np.unique(pair_ray[order], return_index=True)
-    win = order[first]
-    fp[rays_hit] = cand[seg_fp[seg[win]]]
+    rays_hit, first_of = np.unique(pair_ray[order], return_index=True)
+    win = order[first_of]
+    owner = np.searchsorted(fp.vstart, k[win], side="right") - 1
+    hit_fp[rays_hit] = owner
     best_t[rays_hit] = t[win]
     ex[rays_hit], ey[rays_hit] = e[win, 0], e[win, 1]
-    return fp, best_t, ex, ey
+    return hit_fp, best_t, ex, ey
 
 
 def _rotate(dx: np.ndarray, dy: np.ndarray, deg: float) -> tuple[np.ndarray, np.ndarray]:
-    """Turn directions (east, north) clockwise by ``deg`` (a compass turn)."""
+    """Turn unit directions (east, north) clockwise by ``deg`` (a compass turn)."""
     c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
     return dx * c + dy * s, -dx * s + dy * c
 
@@ -493,7 +515,7 @@ def cast_rays(
 
 
 def _label_chunk(
-    footprints: Footprints,
+    fp: Footprints,
     lat: np.ndarray,
     lon: np.ndarray,
     head: np.ndarray,
@@ -502,55 +524,62 @@ def _label_chunk(
     idx: np.ndarray,
     out: Labels,
 ) -> None:
-    px, py = to_mercator(lon, lat)
-    m = len(px)
-    inside_i, _ = footprints.tree.query(shapely.points(px, py), predicate="intersects")
-    inside = np.zeros(m, dtype=bool)
-    inside[inside_i] = True
-    # metres -> Mercator units at the camera's latitude (the scale is constant over a street)
-    length = cfg.max_distance_m / np.cos(np.radians(lat))
+    m = len(lat)
+    # degrees per metre east (at the camera's latitude) and north
+    deg_e = DEG_PER_M / np.cos(np.radians(lat))
     h = np.radians(head)
-    dx0, dy0 = np.sin(h), np.cos(h)
-    fp = np.full(m, -1, dtype=np.int64)
-    t = np.full(m, np.inf)
+    ue0, un0 = np.sin(h), np.cos(h)  # unit direction, metres
+    hit = np.full(m, -1, dtype=np.int64)
+    t = np.zeros(m)
     ex = np.zeros(m)
     ey = np.zeros(m)
     off = np.full(m, np.nan)
-    dirx = np.zeros(m)
-    diry = np.zeros(m)
+    ue = np.zeros(m)
+    un = np.zeros(m)
     for o in offsets:
-        sel = np.flatnonzero((fp < 0) & ~inside)
+        sel = np.flatnonzero(hit < 0)
         if len(sel) == 0:
             break
-        dx, dy = _rotate(dx0[sel], dy0[sel], o)
+        de, dn = _rotate(ue0[sel], un0[sel], o)
         f, tt, ax, ay = _first_hits(
-            footprints.tree, footprints.geoms, px[sel], py[sel], dx, dy, length[sel]
+            fp, lon[sel], lat[sel], de * deg_e[sel], dn * DEG_PER_M, cfg.max_distance_m
         )
         got = f >= 0
         s = sel[got]
-        fp[s], t[s], ex[s], ey[s], off[s] = f[got], tt[got], ax[got], ay[got], o
-        dirx[s], diry[s] = dx[got], dy[got]
+        hit[s], t[s], ex[s], ey[s], off[s] = f[got], tt[got], ax[got], ay[got], o
+        ue[s], un[s] = de[got], dn[got]
     status = np.full(m, _LABELLED, dtype=np.int8)
-    status[fp < 0] = REASONS.index(NO_HIT)
+    status[hit < 0] = REASONS.index(NO_HIT)
+    # a camera inside a building meets that building's own wall first (from inside); one
+    # inside a building too big to leave within the ray is found by a point query
+    got = np.flatnonzero(hit >= 0)
+    inside = np.zeros(m, dtype=bool)
+    inside[got] = shapely.contains_xy(fp.geoms[hit[got]], lon[got], lat[got])
+    missed = np.flatnonzero(hit < 0)
+    if len(missed):
+        q, _ = fp.tree.query(shapely.points(lon[missed], lat[missed]), predicate="intersects")
+        inside[missed[q]] = True
     status[inside] = REASONS.index(INSIDE)
     ok = status == _LABELLED
-    fp[~ok] = -1
+    hit[~ok] = -1
     tf = np.where(ok, t, 0.0)
-    hx, hy = px + dirx * tf, py + diry * tf
-    hlon, hlat = from_mercator(hx, hy)
-    # facade normal: perpendicular to the hit edge, facing the camera (against the ray)
-    norm = np.hypot(ex, ey)
+    hlon = lon + ue * tf * deg_e
+    hlat = lat + un * tf * DEG_PER_M
+    # facade normal: perpendicular to the hit edge (in metres), facing the camera
+    em_e = ex / deg_e
+    em_n = ey / DEG_PER_M
+    norm = np.hypot(em_e, em_n)
     with np.errstate(invalid="ignore", divide="ignore"):
-        ne, nn = ey / norm, -ex / norm
-    flip = ne * dirx + nn * diry > 0
+        ne, nn = em_n / norm, -em_e / norm
+    flip = ne * ue + nn * un > 0
     ne, nn = np.where(flip, -ne, ne), np.where(flip, -nn, nn)
-    cos_inc = np.clip(-(ne * dirx + nn * diry), -1.0, 1.0)
+    cos_inc = np.clip(-(ne * ue + nn * un), -1.0, 1.0)
     out.status[idx] = status
-    out.footprint[idx] = fp
+    out.footprint[idx] = hit
     for name, value in (
         ("hit_lat", hlat),
         ("hit_lon", hlon),
-        ("distance_m", tf * np.cos(np.radians(lat))),
+        ("distance_m", tf),
         ("normal_e", ne),
         ("normal_n", nn),
         ("incidence_deg", np.degrees(np.arccos(cos_inc))),

@@ -110,7 +110,7 @@ def _labelled_table(
     idx = np.flatnonzero(keep)
     sub = table.take(pa.array(idx))
     f = labels.footprint[idx]
-    uid = fp.uids[f]
+    uid = fp.uids(f)
     values: dict[str, Any] = {
         "target_uid": uid,
         "target_id": uid,
@@ -326,7 +326,7 @@ def _building_table(
     footprint: np.ndarray, lat: np.ndarray, lon: np.ndarray, fp: Footprints
 ) -> pa.Table:
     """One row per labelled building: id, photos, mean hit position (degrees)."""
-    uid = fp.uids[footprint]
+    uid = fp.uids(footprint)
     u, first, inv, counts = np.unique(
         uid, return_index=True, return_inverse=True, return_counts=True
     )
