@@ -389,3 +389,61 @@ def test_label_crash_matrix(world_inputs: dict[str, Any], tmp_path: Path) -> Non
 
     report = crash_matrix("label", run, tmp_path, changed={"max_distance_m": 20.0})
     assert report.points["same"] >= 4  # marker, parts, unlabelled, buildings, manifest
+
+
+# ---- the whole route on the tiny pipeline's world ------------------------------------------------
+
+
+def test_route_metadata_and_footprints_to_a_trained_head(tiny_pipeline, tmp_path: Path) -> None:
+    """synth (footprints + Mapillary-style metadata) -> ingest -> label -> backbone -> split ->
+    train, scored against the synthetic truth; the card's data line says synthetic."""
+    from sbe.config import BackboneConfig, SplitConfig, TrainConfig
+    from sbe.stages import backbone as backbone_stage
+    from sbe.stages import split as split_stage
+    from sbe.stages import train as train_stage
+    from sbe.stages.publish import data_sources
+
+    cfg, _ = tiny_pipeline
+    raw = Path(cfg.section("synth").output)
+    images = Path(cfg.section("ingest").output)
+    m = label_stage.run(
+        LabelConfig(
+            input=images,
+            footprints=raw / "footprints.parquet",
+            metadata=raw / "mapillary.geojson",
+            output=tmp_path / "labelled",
+        )
+    )
+    truth = pq.read_table(raw / "truth.parquet")
+    uid = make_uid(truth["dataset_id"].to_numpy(), truth["patch_id"].to_numpy())
+    true_building = dict(zip(uid.tolist(), truth["building_index"].to_pylist(), strict=True))
+    accuracy, _ = _accuracy(tmp_path / "labelled", true_building)
+    assert accuracy >= 0.9, accuracy
+    assert m.extra["data_sources"] == ["synthetic"]
+
+    bb = cfg.section("backbone").model_copy(
+        update={"input": tmp_path / "labelled", "output": tmp_path / "backbone"}
+    )
+    assert isinstance(bb, BackboneConfig)
+    backbone_stage.run(bb)
+    sm = split_stage.run(
+        SplitConfig(
+            input=tmp_path / "backbone",
+            output=tmp_path / "split",
+            identity="target",
+            cell_size_m=150,
+        )
+    )
+    assert all(sm.rows[s] > 0 for s in ("train", "val", "test"))
+    tm = train_stage.run(
+        TrainConfig(
+            input=tmp_path / "split",
+            neighbors=None,
+            output=tmp_path / "run",
+            epochs=1,
+            min_steps_per_epoch=5,
+            device="cpu",
+        )
+    )
+    assert "head_below_backbone" in tm.extra["val_vs_backbone"]
+    assert data_sources(tmp_path / "split") == ["synthetic"]
