@@ -8,6 +8,8 @@ against the world's truth.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -447,3 +449,16 @@ def test_route_metadata_and_footprints_to_a_trained_head(tiny_pipeline, tmp_path
     )
     assert "head_below_backbone" in tm.extra["val_vs_backbone"]
     assert data_sources(tmp_path / "split") == ["synthetic"]
+
+
+def test_benchmark_runs_small() -> None:
+    """benchmarks/label_footprints.py still runs against the library (tiny sizes, no timing)."""
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "label_footprints.py"
+    args = ["--footprints", "3000", "--photos", "2000", "--loop-sample", "100"]
+    args += ["--buildings", "12", "--repeats", "1"]
+    proc = subprocess.run(
+        [sys.executable, str(bench), *args], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "agree on 100.00%" in proc.stdout, proc.stdout
+    assert "| 0 | 0 | 100.0% | 100.0% |" in proc.stdout, proc.stdout

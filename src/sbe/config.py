@@ -153,7 +153,7 @@ class LabelConfig(Section):
     )
     fov_step_deg: float = Field(2.0, gt=0, le=45, description="spacing of those rays, degrees")
     chunk_rows: int = Field(
-        65_536, ge=1, description="photos per vectorised batch", json_schema_extra=RUNTIME
+        32_768, ge=1, description="photos per vectorised batch", json_schema_extra=RUNTIME
     )
 
 

@@ -49,6 +49,8 @@ MAX_ABS_LAT = 85.0
 #: CRS spellings accepted as WGS84 lon/lat
 _WGS84_CODES = {("EPSG", "4326"), ("OGC", "CRS84"), ("OGC", "CRS84H"), ("EPSG", "4979")}
 _HASH_BIT = np.int64(1 << 62)
+#: GeoParquet rows decoded at once
+READ_BATCH_ROWS = 131_072
 _POLYGONAL = {shapely.GeometryType.POLYGON, shapely.GeometryType.MULTIPOLYGON}
 
 # reasons a photo is not labelled (manifest skip keys)
@@ -220,11 +222,17 @@ def _read_geoparquet(path: Path, id_column: str) -> tuple[np.ndarray, np.ndarray
             f"{path}: no id column {id_column!r} (columns: {', '.join(schema.names)}); "
             "pass --footprint-id-column"
         )
-    table = pq.read_table(path, columns=[id_column, column])
-    ids = table.column(id_column).cast(pa.string()).to_numpy(zero_copy_only=False)
-    wkb = table.column(column).to_numpy(zero_copy_only=False)
-    geoms = shapely.from_wkb(wkb, on_invalid="ignore")
-    return ids.astype(object), geoms, _crs_text(crs) if crs is not None else "OGC:CRS84"
+    # decoded batch by batch: the WKB bytes of one batch at a time are held as Python objects
+    ids: list[np.ndarray] = []
+    geoms: list[np.ndarray] = []
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, columns=[id_column, column]):
+        ids.append(batch.column(0).cast(pa.string()).to_numpy(zero_copy_only=False))
+        wkb = batch.column(1).to_numpy(zero_copy_only=False)
+        geoms.append(shapely.from_wkb(wkb, on_invalid="ignore"))
+    id_arr = np.concatenate(ids).astype(object) if ids else np.zeros(0, dtype=object)
+    geom_arr = np.concatenate(geoms) if geoms else np.zeros(0, dtype=object)
+    return id_arr, geom_arr, _crs_text(crs) if crs is not None else "OGC:CRS84"
 
 
 def _read_geojson(path: Path, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
@@ -350,7 +358,7 @@ class RaySettings:
     max_distance_m: float = 60.0
     fov_tolerance_deg: float = 10.0
     fov_step_deg: float = 2.0
-    chunk: int = 65_536
+    chunk: int = 32_768
 
 
 @dataclass

@@ -209,11 +209,10 @@ class LabelStage(Stage):
                 pre = np.full(n, -1, dtype=np.int8)  # index into (NO_METADATA, PANORAMA)
                 if meta is not None:
                     lat, lon, head = _apply_metadata(table, meta, pre)
+                    lat = np.where(pre < 0, lat, np.nan)  # rows without metadata are not cast
                 else:
                     lat, lon = _column(table, "camera_lat"), _column(table, "camera_lon")
                     head = _column(table, "heading")
-                if meta is not None:  # rows without metadata are not cast
-                    lat = np.where(pre < 0, lat, np.nan)
                 labels = cast_rays(fp, lat, lon, head, settings)
                 code = np.where(
                     pre >= 0,
