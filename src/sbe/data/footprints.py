@@ -560,9 +560,9 @@ def _label_chunk(
     status[hit < 0] = REASONS.index(NO_HIT)
     # a camera inside a building meets that building's own wall first (from inside); one
     # inside a building too big to leave within the ray is found by a point query
-    got = np.flatnonzero(hit >= 0)
+    found = np.flatnonzero(hit >= 0)
     inside = np.zeros(m, dtype=bool)
-    inside[got] = shapely.contains_xy(fp.geoms[hit[got]], lon[got], lat[got])
+    inside[found] = shapely.contains_xy(fp.geoms[hit[found]], lon[found], lat[found])
     missed = np.flatnonzero(hit < 0)
     if len(missed):
         q, _ = fp.tree.query(shapely.points(lon[missed], lat[missed]), predicate="intersects")

@@ -86,7 +86,7 @@ def region_footprints(
 
 def _to_lonlat(plan: DatasetPlan, geom: shapely.Geometry) -> shapely.Geometry:
     def f(xy: np.ndarray) -> np.ndarray:
-        lat, lon = offset_latlon(plan.lat0, plan.lon0, xy[:, 0], xy[:, 1])
+        lat, lon = offset_latlon(np.asarray(plan.lat0), np.asarray(plan.lon0), xy[:, 0], xy[:, 1])
         return np.stack([lon, lat], axis=1)
 
     return shapely.transform(geom, f)

@@ -65,7 +65,10 @@ def view_features(world: WorldPlan, noise: MetadataNoise, seed: int) -> list[dic
             g = view_geometry(plan, view)
             de, dn, dh = err[view.panorama_id]
             lat, lon = offset_latlon(
-                plan.lat0, plan.lon0, g.camera_enu[0] + de, g.camera_enu[1] + dn
+                np.asarray(plan.lat0),
+                np.asarray(plan.lon0),
+                np.asarray(g.camera_enu[0] + de),
+                np.asarray(g.camera_enu[1] + dn),
             )
             pano = plan.panoramas[view.panorama_id]
             drive = plan.drives[pano.drive]
