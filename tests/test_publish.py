@@ -26,7 +26,7 @@ from sbe.geo.predict import predict_geo
 from sbe.models.backbones import load_backbone
 from sbe.models.projector import Projector
 from sbe.models.published import load_embedder
-from sbe.models.published.card import backbone_licence, model_licence
+from sbe.models.published.card import backbone_licence, model_licence, render_card
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -201,10 +201,11 @@ def test_card_preprocessor_rerun_and_refusals(tmp_path: Path) -> None:
     m1 = stage.run(PublishConfig(run=tmp_path / "run", output=tmp_path / "model"))
     folder = tmp_path / "model"
     card = (folder / "README.md").read_text()
-    assert card.startswith("---\nlicense: other")  # Street View data is non-commercial
+    assert card.startswith("---\nlicense: other")  # unknown data: the restrictive licence
     for number in ("0.7431", "0.6518", "0.5517", "0.8125"):  # from run.json
         assert number in card
-    assert "non-commercial" in card and "Apache-2.0" in card
+    # no manifest says what was read: no made-up data line
+    assert "Not recorded" in card and "3D Street View" not in card and "Apache-2.0" in card
     prep = json.loads((folder / "preprocessor_config.json").read_text())
     assert prep["size"] == {"shortest_edge": 32} and prep["crop_size"]["height"] == 28
     np.testing.assert_allclose(prep["image_mean"], [0.485, 0.456, 0.406], atol=1e-9)
@@ -277,6 +278,12 @@ def test_licences() -> None:
     )
     assert model_licence(CardInfo(**{**info.__dict__, "data_sources": ["streetview"]})) == "other"
     assert model_licence(info) == "other"  # unknown data: assume the restrictive licence
+    with_osm = CardInfo(**{**info.__dict__, "data_sources": ["osm_footprints", "synthetic"]})
+    assert model_licence(with_osm) == "odbl"
+    mixed = CardInfo(**{**info.__dict__, "data_sources": ["osm_footprints", "mapillary"]})
+    assert model_licence(mixed) == "other"
+    card = render_card(CardInfo(**{**info.__dict__, "data_sources": ["mapillary", "webdataset"]}))
+    assert "CC BY-SA 4.0" in card and "`webdataset` data: its licence is not recorded" in card
 
 
 def test_geo_heads_ship_with_the_model(tmp_path: Path) -> None:
@@ -370,3 +377,78 @@ def test_cli_publish(tmp_path: Path) -> None:
     assert out["stage"] == "publish" and not out["up_to_date"]
     assert out["extra"]["head_max_abs_diff"] <= 1e-5
     assert json.loads(CliRunner().invoke(app, args).output)["up_to_date"]
+
+
+def _set_val(run_dir: Path, head: float, backbone: float) -> None:
+    run = json.loads((run_dir / "run.json").read_text())
+    run["best_val_map@r"] = head
+    run["val_baseline"] = {"map@r": backbone, "recall@1": 0.5, "queries": 10}
+    (run_dir / "run.json").write_text(json.dumps(run))
+
+
+def test_publish_refuses_a_head_below_the_backbone_unless_forced(tmp_path: Path) -> None:
+    from sbe.config import PublishConfig
+    from sbe.stages import publish as stage
+
+    make_run(tmp_path / "run", efficientnet_identity())
+    _set_val(tmp_path / "run", head=0.40, backbone=0.45)
+    with pytest.raises(
+        SbeError,
+        match=r"run: the trained head is below the raw backbone .*0\.4000 < 0\.4500.*--force",
+    ):
+        stage.run(PublishConfig(run=tmp_path / "run", output=tmp_path / "model"))
+    assert not (tmp_path / "model" / "README.md").exists()
+    m = stage.run(PublishConfig(run=tmp_path / "run", output=tmp_path / "model", force=True))
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "**Warning: the head is below the raw backbone on validation** (0.4000 < 0.4500)" in card
+    assert "published with `--force`" in card
+    assert m.extra["val_vs_backbone"]["forced"] is True
+    # a head above the backbone publishes without --force and says so plainly
+    _set_val(tmp_path / "run", head=0.60, backbone=0.45)
+    stage.run(PublishConfig(run=tmp_path / "run", output=tmp_path / "model"))
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "the selected head reaches mAP@R 0.6000, the raw backbone 0.4500" in card
+    assert "Warning" not in card
+
+
+def _manifest(folder: Path, stage: str, inputs: list[Path], extra: dict | None = None) -> None:
+    from sbe.storage import InputFingerprint, Manifest, write_manifest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fps = [InputFingerprint(path=str(p), size=1, mtime_ns=0) for p in inputs]
+    write_manifest(folder, Manifest(stage=stage, inputs=fps, extra=extra or {}))
+
+
+def test_card_data_lines_follow_the_inputs(tmp_path: Path) -> None:
+    """Footprint labels, Mapillary metadata, tars and own images each give their own line."""
+    from sbe.stages.publish import data_sources
+
+    w = tmp_path
+    # own images (no tars) -> label with OSM footprints -> backbone -> split
+    _manifest(w / "images", "ingest", [w / "photos" / "a.jpg"])
+    _manifest(
+        w / "labelled",
+        "label",
+        [w / "images" / "a.parquet", w / "osm" / "b.parquet"],
+        {"data_sources": ["mapillary", "osm_footprints"]},
+    )
+    _manifest(w / "backbone", "backbone", [w / "labelled" / "a.parquet"])
+    _manifest(w / "split", "split", [w / "backbone" / "a-0.parquet"])
+    assert data_sources(w / "split") == ["mapillary", "osm_footprints", "own_images"]
+    # 3D Street View tars
+    _manifest(w / "i2", "ingest", [w / "tars" / "0001.tar"])
+    _manifest(w / "s2", "split", [w / "i2" / "x.parquet"])
+    assert data_sources(w / "s2") == ["streetview"]
+    # an ingest that declares what it read is believed
+    _manifest(w / "i3", "ingest", [w / "shards" / "0.tar"], {"data_sources": ["webdataset"]})
+    _manifest(w / "s3", "split", [w / "i3" / "x.parquet"])
+    assert data_sources(w / "s3") == ["webdataset"]
+
+
+def test_train_says_when_the_head_is_below_the_backbone() -> None:
+    from sbe.stages.train import _val_versus_backbone
+
+    below = _val_versus_backbone(0.41, {"map@r": 0.45, "recall@1": 0.6})
+    assert below == {"head_map@r": 0.41, "backbone_map@r": 0.45, "head_below_backbone": True}
+    assert not _val_versus_backbone(0.5, {"map@r": 0.45})["head_below_backbone"]
+    assert _val_versus_backbone(0.5, None)["backbone_map@r"] is None

@@ -346,7 +346,7 @@ def test_identity_target_mode(gen, tmp_path: Path) -> None:
 def test_bad_rows_are_counted(tmp_path: Path) -> None:
     table, _ = make_images(30, seed=2)
     lat = table["target_lat"].to_numpy().copy()
-    lat[0] = np.nan
+    lat[0] = 95.0  # out of range: an error in the data (NaN means "no position", kept)
     table = table.set_column(
         table.schema.get_field_index("target_lat"), "target_lat", pa.array(lat)
     )
@@ -441,3 +441,76 @@ def test_streaming_part_is_atomic(tmp_path: Path) -> None:
     assert pf.metadata.num_row_groups == 3  # 4 + 4 + 2 rows
     assert pq.read_table(path)["a"].to_pylist() == list(range(10))
     assert read_part_meta(path) == {"x": 2}
+
+
+def _without_positions(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """``table`` with target lat/lon NaN in ``rows`` (photos with an id but no coordinates)."""
+    for name in ("target_lat", "target_lon"):
+        v = table[name].to_numpy().copy()
+        v[rows] = np.nan
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(v))
+    return table
+
+
+def test_identities_without_coordinates_are_split_by_hash(tmp_path: Path) -> None:
+    table, building = make_images(80, seed=4)
+    uid = table["target_uid"].to_numpy()
+    # half the buildings lose every position: they can only be assigned by identity
+    lost = np.isin(building, np.unique(building)[::2])
+    write_backbone_dir(tmp_path / "bb", _without_positions(table, np.flatnonzero(lost)))
+    m = _run(tmp_path / "bb", tmp_path / "split", cell_size_m=300)
+    assert "bad_target_position" not in m.skipped
+    un = m.extra["unlocated"]
+    assert un["images_without_position"] == int(lost.sum())
+    assert "salted hash" in un["assignment"]
+    splits = read_splits(tmp_path / "split")
+    where: dict[int, str] = {}
+    for name, t in splits.items():
+        for u, cell in zip(t["target_uid"].to_numpy(), t["cell_id"].to_numpy(), strict=True):
+            assert where.setdefault(int(u), name) == name  # a target never spans two splits
+            assert (cell == -1) == bool(lost[np.flatnonzero(uid == u)[0]])
+    lost_uids = np.unique(uid[lost])
+    got = {where[int(u)] for u in lost_uids if int(u) in where}
+    assert got == {"train", "val", "test"}  # 40 identities: the hash reaches every split
+    # the assignment depends on the salt and on nothing else
+    m2 = _run(tmp_path / "bb", tmp_path / "split2", cell_size_m=300, salt="other")
+    other = {
+        int(u): name
+        for name, t in read_splits(tmp_path / "split2").items()
+        for u in t["target_uid"].to_numpy()
+    }
+    assert any(other.get(int(u)) != where.get(int(u)) for u in lost_uids)
+    assert m2.extra["unlocated"]["identities"] == m.extra["unlocated"]["identities"]
+
+
+def test_no_coordinates_at_all_still_trains(tmp_path: Path) -> None:
+    table, _ = make_images(60, seed=5)
+    write_backbone_dir(tmp_path / "bb", _without_positions(table, np.arange(table.num_rows)))
+    m = _run(tmp_path / "bb", tmp_path / "split", identity="building")
+    assert all(m.rows[s] > 0 for s in ("train", "val", "test"))
+    assert m.extra["grouping"]["identities"] == m.extra["grouping"]["targets"]
+    assert "warnings" not in m.extra
+
+
+def test_small_area_shrinks_cells_and_says_so(tmp_path: Path) -> None:
+    # 30 buildings 60 m apart in one city: a few 2 km cells only
+    table, _ = make_images(30, seed=6, cities=[(45.5017, -73.5673)])
+    write_backbone_dir(tmp_path / "bb", table)
+    m = _run(tmp_path / "bb", tmp_path / "split", cell_size_m=2000)
+    used = m.extra["cell_size_m"]["used"]
+    assert m.extra["cell_size_m"]["configured"] == 2000 and used < 2000
+    assert all(m.rows[s] > 0 for s in ("train", "val", "test"))
+    (warning,) = m.extra["warnings"]
+    assert f"used {used:g} m cells" in warning and "--cell-size-m" in warning
+    # a large enough area keeps the configured size and says nothing
+    big = _run(tmp_path / "bb", tmp_path / "split-small-cells", cell_size_m=120)
+    assert big.extra["cell_size_m"]["used"] == 120 and "warnings" not in big.extra
+
+
+def test_too_small_for_any_cell_size_is_said(tmp_path: Path) -> None:
+    table, _ = make_images(2, seed=7, cities=[(45.5017, -73.5673)])
+    write_backbone_dir(tmp_path / "bb", table)
+    m = _run(tmp_path / "bb", tmp_path / "split")
+    assert m.extra["cell_size_m"]["used"] == 500
+    (warning,) = m.extra["warnings"]
+    assert "too small for a geographic split" in warning

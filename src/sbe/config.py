@@ -84,6 +84,18 @@ class SynthConfig(Section):
     packaged_buildings: int = Field(50, ge=1, description="new buildings in the packaged parquet")
     jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the images")
     preview: bool = Field(False, description="write preview.png (a contact sheet)")
+    footprints: bool = Field(
+        True, description="also write footprints.parquet: every building's polygon (GeoParquet)"
+    )
+    mapillary: bool = Field(
+        True, description="also write mapillary.geojson: noisy positions and compass angles"
+    )
+    gps_noise_m: float = Field(
+        1.5, ge=0, description="mapillary.geojson: position error (std dev per axis), metres"
+    )
+    compass_noise_deg: float = Field(
+        3.0, ge=0, description="mapillary.geojson: compass error (std dev), degrees"
+    )
     workers: int = Field(
         0, ge=0, description="processes; 0 = one per core", json_schema_extra=RUNTIME
     )
@@ -115,6 +127,43 @@ class IngestConfig(Section):
     )
     engine: Engine = Field(
         "local", description="local processes, or Ray tasks", json_schema_extra=RUNTIME
+    )
+
+
+class LabelConfig(Section):
+    """``sbe label``: ingest parts + building footprints -> the same parts with targets filled.
+
+    Each photo with a position and a heading gets the first footprint its heading ray hits (see
+    docs/footprints.md); the others are counted by reason and left out.
+    """
+
+    _path_fields = ("input", "footprints", "metadata", "output")
+    input: Path = Path("images")
+    footprints: Path = Field(
+        Path("footprints.parquet"), description="building polygons: GeoParquet or GeoJSON, WGS84"
+    )
+    footprint_id_column: str = Field("osm_id", description="the footprints' building id column")
+    footprint_licence: str | None = Field(
+        None,
+        description="data licence of the footprints for the model card; None = ODbL when the "
+        "ids look like OpenStreetMap or Overture ids",
+    )
+    metadata: Path | None = Field(
+        None,
+        description="Mapillary-style GeoJSON whose positions and compass angles replace the "
+        "ingest table's (matched by image id)",
+    )
+    prefer_computed: bool = Field(
+        True, description="metadata: use computed_geometry/computed_compass_angle when present"
+    )
+    output: Path = Path("labelled")
+    max_distance_m: float = Field(60.0, gt=0, description="longest camera-to-facade ray, metres")
+    fov_tolerance_deg: float = Field(
+        10.0, ge=0, le=90, description="when the central ray misses, try rays turned up to this"
+    )
+    fov_step_deg: float = Field(2.0, gt=0, le=45, description="spacing of those rays, degrees")
+    chunk_rows: int = Field(
+        32_768, ge=1, description="photos per vectorised batch", json_schema_extra=RUNTIME
     )
 
 
@@ -430,6 +479,9 @@ class PublishConfig(Section):
     geo: Path | None = Field(None, description="geo stage output whose heads ship with the model")
     output: Path = Path("model")
     bundle_backbone: bool = Field(False, description="copy the backbone weights into the folder")
+    force: bool = Field(
+        False, description="publish even when the head is below the raw backbone on validation"
+    )
 
 
 class EmbedConfig(Section):
@@ -626,6 +678,7 @@ class SbeConfig(BaseModel):
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)
     synth: SynthConfig = Field(default_factory=SynthConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    label: LabelConfig = Field(default_factory=LabelConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     neighbors: NeighborsConfig = Field(default_factory=NeighborsConfig)

@@ -62,6 +62,8 @@ for _name in PIPELINE_STAGES:
         register(app, _name)
     if _name == "evaluate":
         register(app, "tune", runner=commands.run_tune)
+    if _name == "ingest":  # not part of `sbe run`: footprints label your own photos
+        register(app, "label")
 app.command("run")(commands.run)
 app.command("demo")(commands.demo)
 config_app.command("show")(commands.config_show)

@@ -14,6 +14,7 @@ from sbe.stages.base import Input, Stage, StageContext, run_stage
 STAGE_CLASSES: dict[str, str] = {
     "synth": "sbe.stages.synth:SynthStage",
     "ingest": "sbe.stages.ingest:IngestStage",
+    "label": "sbe.stages.label:LabelStage",
     "backbone": "sbe.stages.backbone:BackboneStage",
     "split": "sbe.stages.split:SplitStage",
     "neighbors": "sbe.stages.neighbors:NeighborsStage",

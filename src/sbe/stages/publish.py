@@ -96,9 +96,14 @@ def _split_dir(run: dict[str, Any]) -> Path | None:
 def data_sources(start: Path | None, max_depth: int = 8) -> list[str]:
     """Which training data a run used, by walking the stage manifests upstream of ``start``.
 
+    A manifest may declare its sources (``extra["data_sources"]``: keys of
+    :data:`~sbe.models.published.card.DATA_LICENCES`, e.g. ``label`` says where its footprints
+    came from, an ingest of Mapillary or image folders says what it read). Otherwise a ``synth``
+    output is ``synthetic``; an ``ingest`` of tars not made by ``synth`` is ``streetview`` (the
+    3D Street View format) and an ingest of anything else ``own_images``.
+
     Returns:
-        ``["synthetic"]`` when the chain reaches a ``synth`` output, ``["streetview"]`` when it
-        reaches an ``ingest`` whose inputs were not made by ``synth``; ``[]`` when unknown.
+        The sorted keys found; ``[]`` when the chain cannot be followed.
     """
     seen: set[Path] = set()
     found: set[str] = set()
@@ -112,17 +117,42 @@ def data_sources(start: Path | None, max_depth: int = 8) -> list[str]:
             m = load_manifest(d)
             if m is None:
                 continue
+            declared = m.extra.get("data_sources")
+            if isinstance(declared, list):
+                found.update(str(x) for x in declared if x)
             if m.stage == "synth":
                 found.add("synthetic")
                 continue
             parents = {Path(i.path).parent for i in m.inputs}
-            if m.stage == "ingest" and not any(
-                (load_manifest(p) or Manifest(stage="")).stage == "synth" for p in parents
-            ):
-                found.add("streetview")
+            if m.stage == "ingest" and not declared:
+                from_synth = any(
+                    (load_manifest(p) or Manifest(stage="")).stage == "synth" for p in parents
+                )
+                if not from_synth:
+                    tars = all(i.path.endswith(".tar") for i in m.inputs) and m.inputs
+                    found.add("streetview" if tars else "own_images")
             nxt += sorted(parents)
         frontier = nxt
     return sorted(found)
+
+
+def val_check(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The head against the raw backbone on validation, from ``run.json`` (``None``: unknown).
+
+    Returns:
+        ``{"head_map@r", "backbone_map@r", "head_below_backbone"}``.
+    """
+    check = run.get("val_vs_backbone")
+    if isinstance(check, dict) and check.get("backbone_map@r") is not None:
+        return dict(check)
+    head, base = run.get("best_val_map@r"), (run.get("val_baseline") or {}).get("map@r")
+    if head is None or base is None:
+        return None
+    return {
+        "head_map@r": float(head),
+        "backbone_map@r": float(base),
+        "head_below_backbone": float(head) < float(base),
+    }
 
 
 def _check_geo(geo_dir: Path, backbone: dict[str, Any], best: Path) -> dict[str, Any]:
@@ -215,6 +245,19 @@ class PublishStage(Stage):
             input_files += [geo_dir / "config.json", geo_dir / WEIGHTS_NAME]
             if (geo_dir / GEO_METRICS).is_file():
                 input_files.append(geo_dir / GEO_METRICS)
+        check = val_check(run_info)
+        if check is not None and check["head_below_backbone"]:
+            if not cfg.force:
+                raise SbeError(
+                    f"{run_dir}: the trained head is below the raw backbone on validation "
+                    f"(mAP@R {check['head_map@r']:.4f} < {check['backbone_map@r']:.4f}); "
+                    "retrain (more data, other settings) or pass --force to publish it anyway"
+                )
+            check["forced"] = True
+            ctx.log(
+                f"publish: warning: head below the raw backbone on validation "
+                f"({check['head_map@r']:.4f} < {check['backbone_map@r']:.4f}); published (--force)"
+            )
         if (done := ctx.check(fingerprint_paths(input_files), code=_code_hash())) is not None:
             return done
         for stale in out.iterdir():  # builds of killed runs (only inside this locked folder)
@@ -236,16 +279,18 @@ class PublishStage(Stage):
             geo_metrics = (
                 read_json(geo_dir / GEO_METRICS) if (geo_dir / GEO_METRICS).is_file() else {}
             )
+        sources = data_sources(_split_dir(run_info))
         card = render_card(
             CardInfo(
                 name=out.name,
                 backbone=backbone,
                 projector=proj_cfg,
                 bundled=cfg.bundle_backbone,
-                data_sources=data_sources(_split_dir(run_info)),
+                data_sources=sources,
                 run=run_info,
                 geo_metrics=geo_metrics,
                 provenance={"run": str(run_dir), **({"geo": str(geo_dir)} if geo_dir else {})},
+                val_check=check,
             )
         )
         # built and verified inside the output folder (never a sibling's name), then moved in
@@ -282,6 +327,8 @@ class PublishStage(Stage):
                 "geo": geo_cfg is not None,
                 "bundled_backbone": cfg.bundle_backbone,
                 "head_max_abs_diff": diff,
+                "val_vs_backbone": check,
+                "data_sources": sources,
             },
         )
 

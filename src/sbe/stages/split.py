@@ -123,29 +123,43 @@ def _read_identity_columns(parts: list[Path]) -> tuple[dict[str, np.ndarray], li
 
 
 def plan_split(parts: list[Path], cfg: SplitConfig, skips: SkipLog) -> Plan:
-    """Pass 1: decide identity, cell and split of every target from the small columns only."""
+    """Pass 1: decide identity, cell and split of every target from the small columns only.
+
+    Targets without any position (NaN or null target lat/lon in every image, e.g. photos with a
+    building id but no coordinates) stay their own identity and are split by a salted hash of
+    their id, since no geographic cell exists for them (``unlocated`` in the manifest). When the
+    configured cell size leaves val or test without images (a small area), cells are halved until
+    every split gets some, and the manifest and the log say so.
+    """
     cols, rows_per_part = _read_identity_columns(parts)
     n = len(cols["image_id"])
     lat, lon = cols["target_lat"].astype(np.float64), cols["target_lon"].astype(np.float64)
-    valid = np.isfinite(lat) & np.isfinite(lon) & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
-    if (~valid).any():
-        bad = np.flatnonzero(~valid)
-        skips.add("bad_target_position", uid_str(cols["image_id"][bad[0]]), n=len(bad))
+    missing = ~np.isfinite(lat) | ~np.isfinite(lon)
+    valid = ~missing & (np.abs(lat) <= 90) & (np.abs(lon) <= 180)
+    bad = ~missing & ~valid
+    if bad.any():
+        skips.add(
+            "bad_target_position",
+            uid_str(cols["image_id"][np.flatnonzero(bad)[0]]),
+            n=int(bad.sum()),
+        )
+    usable = valid | missing
     # duplicate image ids: the first occurrence (part order, then row order) wins
-    keep = valid.copy()
+    keep = usable.copy()
     ids = cols["image_id"]
-    _, first = np.unique(np.where(valid, ids, np.iinfo(np.int64).min), return_index=True)
+    _, first = np.unique(np.where(usable, ids, np.iinfo(np.int64).min), return_index=True)
     is_first = np.zeros(n, dtype=bool)
     is_first[first] = True
-    dup = valid & ~is_first
+    dup = usable & ~is_first
     if dup.any():
         skips.add("duplicate_image_id", uid_str(ids[np.flatnonzero(dup)[0]]), n=int(dup.sum()))
         keep &= ~dup
 
-    # one record per target: mean position and mean normal over its images
+    # one record per target: mean position (of the images that have one) and mean normal
     uids, inv = np.unique(cols["target_uid"][keep], return_inverse=True)
     n_targets = len(uids)
     images_per_target = np.bincount(inv, minlength=n_targets)
+    located_row = valid[keep]
     unit = latlon_to_unit(lat[keep], lon[keep])
     raw_normals = np.stack([cols[c][keep] for c in ("normal_x", "normal_y", "normal_z")], 1)
     # an image with a bad normal contributes nothing; a target with no good one gets NaN below
@@ -153,24 +167,44 @@ def plan_split(parts: list[Path], cfg: SplitConfig, skips: SkipLog) -> Plan:
     usum = np.zeros((n_targets, 3))
     nsum = np.zeros((n_targets, 3))
     for a in range(3):
-        usum[:, a] = np.bincount(inv, weights=unit[:, a], minlength=n_targets)
+        usum[:, a] = np.bincount(
+            inv, weights=np.where(located_row, unit[:, a], 0.0), minlength=n_targets
+        )
         nsum[:, a] = np.bincount(inv, weights=normals[:, a], minlength=n_targets)
-    t_lat, t_lon = unit_to_latlon(usum) if n_targets else (np.zeros(0), np.zeros(0))
+    located = np.bincount(inv, weights=located_row, minlength=n_targets) > 0
+    with np.errstate(invalid="ignore"):  # targets without a position sum to zero: NaN
+        t_lat, t_lon = unit_to_latlon(usum) if n_targets else (np.zeros(0), np.zeros(0))
+    t_lat = np.where(located, t_lat, np.nan)
+    t_lon = np.where(located, t_lon, np.nan)
     no_normal = int(np.isnan(unit_normals(nsum)[:, 0]).sum()) if n_targets else 0
 
-    if cfg.identity == "building":
+    loc = np.flatnonzero(located)
+    if cfg.identity == "building" and len(loc) == n_targets:
         labels = group_targets(t_lat, t_lon, nsum, cfg.group_radius_m, cfg.normal_max_angle_deg)
+    elif cfg.identity == "building":  # only located targets can be grouped
+        labels = np.empty(n_targets, dtype=np.int64)
+        sub = group_targets(
+            t_lat[loc], t_lon[loc], nsum[loc], cfg.group_radius_m, cfg.normal_max_angle_deg
+        )
+        labels[loc] = sub
+        unloc = np.flatnonzero(~located)
+        labels[unloc] = (int(sub.max()) + 1 if len(sub) else 0) + np.arange(len(unloc))
     else:
         labels = np.arange(n_targets, dtype=np.int64)
-    ident = identities_from_labels(uids, labels, t_lat, t_lon)
+    with np.errstate(invalid="ignore"):
+        ident = identities_from_labels(uids, labels, t_lat, t_lon)
 
     g = len(ident)
     images_per_identity = np.bincount(
         ident.target_identity, weights=images_per_target, minlength=g
     ).astype(np.int64)
-    cell = cell_ids(ident.lat_deg, ident.lon_deg, cfg.cell_size_m)
-    split = assign_splits(cell, [cfg.train_ratio, cfg.val_ratio, cfg.test_ratio], cfg.salt)
+    ident_located = np.zeros(g, dtype=bool)
+    ident_located[ident.target_identity[located]] = True
     singleton = images_per_identity == 1
+    ratios = [cfg.train_ratio, cfg.val_ratio, cfg.test_ratio]
+    cell_size, cell, split, cell_note = _choose_cells(
+        ident, ident_located, images_per_identity, singleton, ratios, cfg
+    )
     test = SPLITS.index("test")
     drop = singleton & ((split != test) | (not cfg.singletons_in_test))
     if drop.any():
@@ -183,19 +217,30 @@ def plan_split(parts: list[Path], cfg: SplitConfig, skips: SkipLog) -> Plan:
     stats, expected = _split_stats(
         ident, ident_split, cell, images_per_identity, singleton, t_lat, t_lon, cfg
     )
+    with np.errstate(invalid="ignore"):
+        extent = identity_extent_m(ident, t_lat, t_lon) if g else np.zeros(0)
+    extent = extent[np.isfinite(extent)]
     stats["grouping"] = {
         "identity": cfg.identity,
         "targets": n_targets,
         "identities": g,
         "targets_without_normal": no_normal,
         "largest_identity_targets": int(ident.n_targets.max()) if g else 0,
-        "largest_identity_extent_m": round(float(identity_extent_m(ident, t_lat, t_lon).max()), 1)
-        if g
-        else 0.0,
+        "largest_identity_extent_m": round(float(extent.max()), 1) if len(extent) else 0.0,
         "mean_images_per_identity": round(float(images_per_identity.mean()), 3) if g else 0.0,
         "singleton_identities": int(singleton.sum()),
         "dropped_singleton_images": int(images_per_identity[drop].sum()),
     }
+    if (~ident_located).any() or missing.any():
+        stats["unlocated"] = {
+            "images_without_position": int((missing & keep).sum()),
+            "identities": int((~ident_located).sum()),
+            "assignment": "whole identities by a salted hash of the building id "
+            f"(salt {cfg.salt!r}/identity): no geographic cell without a position",
+        }
+    stats["cell_size_m"] = {"configured": cfg.cell_size_m, "used": cell_size}
+    if cell_note:
+        stats["warnings"] = {cell_note: 1}
     return Plan(
         n_rows=n,
         rows_per_part=rows_per_part,
@@ -207,6 +252,73 @@ def plan_split(parts: list[Path], cfg: SplitConfig, skips: SkipLog) -> Plan:
         stats=stats,
         expected_rows=expected,
     )
+
+
+#: smallest cell side tried when shrinking cells for a small area, in group radii
+MIN_CELL_RADII = 4.0
+
+
+def _assign(
+    ident: Identities, located: np.ndarray, cell_size_m: float, ratios: list[float], salt: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cell (-1 = none) and split of every identity: by cell when located, else by id hash."""
+    cell = np.full(len(ident), -1, dtype=np.int64)
+    split = np.zeros(len(ident), dtype=np.int8)
+    if located.all():
+        cell = cell_ids(ident.lat_deg, ident.lon_deg, cell_size_m)
+        return cell, assign_splits(cell, ratios, salt)
+    loc = np.flatnonzero(located)
+    cell[loc] = cell_ids(ident.lat_deg[loc], ident.lon_deg[loc], cell_size_m)
+    split[loc] = assign_splits(cell[loc], ratios, salt)
+    unloc = np.flatnonzero(~located)
+    split[unloc] = assign_splits(ident.building_id[unloc], ratios, f"{salt}/identity")
+    return cell, split
+
+
+def _choose_cells(
+    ident: Identities,
+    located: np.ndarray,
+    images: np.ndarray,
+    singleton: np.ndarray,
+    ratios: list[float],
+    cfg: SplitConfig,
+) -> tuple[float, np.ndarray, np.ndarray, str]:
+    """The configured cell size, or a smaller one when it leaves a split without images.
+
+    A split "gets images" when it has a non-singleton identity (singletons only survive in test).
+
+    Returns:
+        ``(cell size used, cell per identity, split per identity, warning or "")``.
+    """
+
+    def empty_splits(split: np.ndarray) -> list[str]:
+        return [
+            name
+            for s, name in enumerate(SPLITS)
+            if ratios[s] > 0 and not (images[(split == s) & ~singleton] > 0).any()
+        ]
+
+    size = cfg.cell_size_m
+    cell, split = _assign(ident, located, size, ratios, cfg.salt)
+    empty = empty_splits(split)
+    if not empty or not located.any():
+        return size, cell, split, ""
+    floor = max(MIN_CELL_RADII * cfg.group_radius_m, 1.0)
+    trial = size / 2
+    while trial >= floor:
+        c, s = _assign(ident, located, trial, ratios, cfg.salt)
+        if not empty_splits(s):
+            note = (
+                f"{' and '.join(empty)} had no images with {size:g} m cells (a small area): "
+                f"used {trial:g} m cells; pass --cell-size-m {trial:g} to make it explicit"
+            )
+            return trial, c, s, note
+        trial /= 2
+    note = (
+        f"{' and '.join(empty)} have no images even with cells down to {floor:g} m: the area "
+        "is too small for a geographic split (add data, or set --val-ratio/--test-ratio)"
+    )
+    return size, cell, split, note
 
 
 def _split_stats(
@@ -230,14 +342,15 @@ def _split_stats(
             "images": expected[name],
             "identities": int(sel.sum()),
             "targets": int((target_split == s).sum()),
-            "cells": len(np.unique(cell[sel])),
+            "cells": len(np.unique(cell[sel & (cell >= 0)])),
             "singleton_identities": int((sel & singleton).sum()),
         }
-    train = target_split == SPLITS.index("train")
+    located = np.isfinite(t_lat)
+    train = (target_split == SPLITS.index("train")) & located
     leakage: dict[str, Any] = {}
     for name in ("val", "test"):
         s = SPLITS.index(name)
-        own = target_split == s
+        own = (target_split == s) & located
         d_target = nearest_distance_m(t_lat[own], t_lon[own], t_lat[train], t_lon[train])
         # per identity: its closest target to any train target
         d_ident = np.full(len(ident), np.inf)
@@ -346,6 +459,9 @@ class SplitStage(Stage):
             raise SbeError(
                 f"rows written {written} differ from the plan {plan.expected_rows}; rerun"
             )
+        for warning in plan.stats.get("warnings", {}):
+            ctx.log(f"split: warning: {warning}")
+        ctx.results["warnings"] = list(plan.stats.get("warnings", {}))
         return ctx.commit(
             outputs=[f"{s}.parquet" for s in SPLITS],
             rows={"input_images": plan.n_rows, **written},

@@ -6,6 +6,10 @@ Output folder (``cfg.output``):
 - ``truth.parquet``: ground truth per image (building, facade, city, style, conditions), not part
   of the raw format;
 - ``_truth/NNNN.parquet``: the same per tar, with the tar's key in the footer (resume bookkeeping);
+- ``footprints.parquet``: every building's footprint (GeoParquet, OSM-style ``osm_id``) and
+  ``mapillary.geojson``: Mapillary-style metadata of every view with GPS and compass noise
+  (:mod:`sbe.synth.footprints`, :mod:`sbe.synth.mapillary`; off with ``--no-footprints``,
+  ``--no-mapillary``);
 - ``preview.png`` with ``--preview``; ``_manifest.json``.
 
 With ``cfg.packaged`` it also writes ``packaged_images.parquet`` of *new* buildings (the input of
@@ -39,6 +43,8 @@ from sbe.storage import (
 )
 from sbe.synth import RENDER_VERSION
 from sbe.synth.difficulty import knobs_for
+from sbe.synth.footprints import FOOTPRINTS_NAME, write_footprints
+from sbe.synth.mapillary import MAPILLARY_NAME, MetadataNoise, write_mapillary
 from sbe.synth.preview import contact_sheet, save_preview
 from sbe.synth.scene import RenderSettings
 from sbe.synth.world import plan_world
@@ -249,6 +255,21 @@ class SynthStage(Stage):
         # what this run did (not what the output is): beside the other per-run facts
         extra["tars_written"] = len(tasks)
         extra["tars_skipped"] = len(world.datasets) - len(tasks)
+        # what a route from footprints + Mapillary-style metadata starts from (docs/footprints.md)
+        for flag, name in ((cfg.footprints, FOOTPRINTS_NAME), (cfg.mapillary, MAPILLARY_NAME)):
+            if not flag:
+                (out / name).unlink(missing_ok=True)
+        if cfg.footprints:
+            rows["footprints"] = write_footprints(world, cfg.seed, out / FOOTPRINTS_NAME)
+            outputs.append(FOOTPRINTS_NAME)
+        if cfg.mapillary:
+            noise = MetadataNoise(cfg.gps_noise_m, cfg.compass_noise_deg)
+            write_mapillary(world, noise, cfg.seed, out / MAPILLARY_NAME)
+            outputs.append(MAPILLARY_NAME)
+            extra["mapillary"] = {
+                "gps_noise_m": cfg.gps_noise_m,
+                "compass_noise_deg": cfg.compass_noise_deg,
+            }
         if cfg.packaged is not None:
             info = _write_packaged(cfg, settings, ctx)
             rows["packaged_rows"] = info["rows"]

@@ -200,6 +200,14 @@ class TrainStage(Stage):
                     test["projector"]["map@r"],
                 )
             )
+        versus = _val_versus_backbone(trainer.best_score, result.baseline)
+        if versus["head_below_backbone"]:
+            ctx.log(
+                f"train: WARNING: the head ends below the raw backbone on val (mAP@R "
+                f"{versus['head_map@r']:.4f} < {versus['backbone_map@r']:.4f}): the backbone "
+                "alone retrieves better; `sbe publish` refuses this run without --force "
+                "(more data, a larger area or other settings may help)"
+            )
         identity = backbone_identity(cfg.input)
         record = {
             "config": section_dict(cfg),
@@ -214,6 +222,7 @@ class TrainStage(Stage):
             "epochs_completed": trainer.epoch,
             "stopped_early": trainer.stopped_early,
             "val_baseline": result.baseline or None,
+            "val_vs_backbone": versus,
             "test": test,
         }
         write_json_atomic(out / RUN_JSON, record)
@@ -225,7 +234,12 @@ class TrainStage(Stage):
         }
         if test is not None:
             rows["test_images"] = test["images"]
-        summary = {"backbone": identity, "best_val_map@r": trainer.best_score, "test": test}
+        summary = {
+            "backbone": identity,
+            "best_val_map@r": trainer.best_score,
+            "test": test,
+            "val_vs_backbone": versus,
+        }
         ctx.results.update(summary)
         return ctx.commit(
             outputs=[
@@ -238,6 +252,16 @@ class TrainStage(Stage):
             rows=rows,
             extra=summary,
         )
+
+
+def _val_versus_backbone(head: float, baseline: dict[str, Any] | None) -> dict[str, Any]:
+    """The selected head's val mAP@R against the raw backbone's (``None`` when not measured)."""
+    base = (baseline or {}).get("map@r")
+    return {
+        "head_map@r": head,
+        "backbone_map@r": base,
+        "head_below_backbone": base is not None and head < base,
+    }
 
 
 def run(
