@@ -225,7 +225,8 @@ def index_identity(cfg: EmbedConfig, fmt: str, index: SourceIndex) -> dict[str, 
         "format": fmt,
         "size": int(sum(st.st_size for st in sizes)),
         "mtime_ns": int(max((st.st_mtime_ns for st in sizes), default=0)),
-        "schema": index.table.schema.to_string(show_schema_metadata=False),
+        # the files, not the settings: --id-column / --keep-columns change the table, not the input
+        "schema": f"{fmt} photos",
         "num_rows": index.table.num_rows,
         "listing": index.listing,
     }
