@@ -279,3 +279,41 @@ def test_file_gone_after_listing_is_a_counted_failure(
     assert m.skip_examples["missing_image"][0].endswith(
         f"missing_image: {photos.resolve() / 'b1/img1.jpg'} does not exist"
     )
+
+
+# ---- report pictures of photo inputs ------------------------------------------------------------
+
+
+def test_report_reads_folder_source_images(tmp_path: Path, model: Path) -> None:
+    """Gallery thumbnails from a folder-source ingest (a file per image, the folder stored
+    relative to the ingest output), and cluster pictures from a photo embed's sources.parquet."""
+    from sbe.config import IngestConfig
+    from sbe.report.clusters import _osmid_images
+    from sbe.report.gallery import image_bytes_by_id
+    from sbe.report.thumbs import thumbnail_uri
+    from sbe.stages import ingest
+
+    photos = tmp_path / "photos"
+    names = photo_folder(photos, 6)
+    ingest.run(IngestConfig(inputs=[photos], output=tmp_path / "images", workers=1))
+    rows = pa.concat_tables(
+        [pq.read_table(p) for p in sorted((tmp_path / "images").glob("*.parquet"))]
+    )
+    assert set(rows["source_kind"].to_pylist()) == {"file"}
+    assert not Path(rows["tar_file"][0].as_py()).is_absolute()
+    ids = rows["image_id"].to_pylist()
+    got = image_bytes_by_id(tmp_path / "images", [*ids, 12345])
+    members = rows["member_name"].to_pylist()
+    assert sorted(members) == names
+    for i, m in zip(ids, members, strict=True):
+        assert got[i] == (photos / m).read_bytes()
+        assert thumbnail_uri(got[i], 32).startswith("data:image/jpeg;base64,")
+    assert got[12345] == "not in the ingest output"
+
+    out = tmp_path / "emb"
+    run(photos, out, model)
+    blobs, note = _osmid_images(out, ["b0", "b2", "nope"])
+    assert note == ""
+    assert blobs["b0"] == (photos / "b0/img0.jpg").read_bytes()
+    assert blobs["b2"] == (photos / "b2/img2.jpg").read_bytes()
+    assert "nope" not in blobs

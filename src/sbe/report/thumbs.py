@@ -1,4 +1,5 @@
-"""Small JPEG thumbnails as ``data:`` URIs, read straight from raw tars or a packaged parquet.
+"""Small JPEG thumbnails as ``data:`` URIs, read straight from raw tars, image folders or a packaged
+parquet.
 
 A report embeds every picture in the page, so each one is decoded at reduced JPEG scale, shrunk
 to a thumbnail and re-encoded at a modest quality: a few kilobytes each.
@@ -20,10 +21,34 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
 from sbe.data.images import ImageDecodeError, decode_rgb
-from sbe.data.tarstream import ImageReadError, read_member
+from sbe.data.tarstream import ImageReadError, read_image, read_member
 
-#: columns of the ingest parts that locate an image's bytes in its tar
-LOCATION_COLUMNS = ["image_id", "tar_file", "tar_offset", "tar_size"]
+#: columns of the ingest parts that locate an image's bytes: a tar member (``tar_file`` is the tar)
+#: or a plain file (``tar_file`` is the folder, ``member_name`` the file's path inside it)
+LOCATION_COLUMNS = ["image_id", "tar_file", "member_name", "tar_offset", "tar_size"]
+
+
+def read_located(
+    base: str | os.PathLike[str] | None, container: str, member: str, offset: int, size: int
+) -> bytes:
+    """An image by its ingest reference (:func:`sbe.data.tarstream.read_image`).
+
+    Args:
+        base: the folder a relative ``container`` is relative to (ingest stores an image folder
+            relative to its output folder); ``None`` = as given.
+        container, member, offset, size: ``tar_file``, ``member_name``, ``tar_offset``,
+            ``tar_size`` of the row.
+
+    Raises:
+        ImageReadError: the tar or file is missing, or the location is invalid.
+    """
+    path = container
+    if base is not None and not os.path.isabs(container):
+        path = os.path.join(base, container)
+    try:
+        return read_image(path, member, offset, size)
+    except ImageReadError as e:
+        raise ImageReadError(f"{path}: {e}") from None
 
 
 def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) -> bytes:
