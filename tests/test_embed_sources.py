@@ -317,3 +317,101 @@ def test_report_reads_folder_source_images(tmp_path: Path, model: Path) -> None:
     assert blobs["b0"] == (photos / "b0/img0.jpg").read_bytes()
     assert blobs["b2"] == (photos / "b2/img2.jpg").read_bytes()
     assert "nope" not in blobs
+
+
+# ---- the README recipes, as written, on generated data ------------------------------------------
+
+
+def cli(*args: str) -> None:
+    from typer.testing import CliRunner
+
+    from sbe.cli import app
+
+    r = CliRunner().invoke(app, list(args))
+    assert r.exit_code == 0, r.output
+
+
+def test_recipe_photo_folder_with_csv(tmp_path: Path, model: Path) -> None:
+    photos = tmp_path / "photos"
+    names = photo_folder(photos, 6)
+    write_csv(
+        photos / "metadata.csv",
+        ["file_name", "building_id", "lat", "lon", "heading", "captured_at"],
+        [[f, 500 + int(f[1]), 45.0, 7.0 + int(f[1]), 90, "2024-05-01"] for f in names],
+    )
+    w = tmp_path / "work"
+    cli("embed", "--in", str(photos), "--model", str(model), "--out", str(w / "embeddings"),
+        "--keep-columns", "captured_at")  # fmt: skip
+    cli("aggregate", "--in", str(w / "embeddings"), "--out", str(w / "buildings"))
+    cli("index", "build", "--in", str(w / "buildings"), "--out", str(w / "index"))
+    b = pq.read_table(w / "buildings" / "buildings.parquet")
+    assert b["OSMID"].to_pylist() == [500, 501, 502]
+    np.testing.assert_allclose(b["lon"].to_numpy(), [7, 8, 9], atol=1e-6)
+    src = pq.read_table(w / "embeddings" / "sources.parquet")
+    assert src["captured_at"].to_pylist()[0].year == 2024
+
+
+def test_recipe_webdataset_from_img2dataset(tmp_path: Path, model: Path) -> None:
+    """img2dataset's layout: NNNNN.tar with key.jpg + key.json (url, status, the
+    --save_additional_columns values) and NNNNN.parquet beside it."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    samples = [
+        (f"{i:09d}", jpeg(i), {"key": f"{i:09d}", "url": f"https://e/{i}.jpg", "status": "success",
+                              "building_id": 7 + i % 2})
+        for i in range(4)
+    ]  # fmt: skip
+    samples.append(("000000004", None, {"key": "000000004", "status": "failed_to_download"}))
+    write_shard(shards / "00000.tar", samples)
+    pq.write_table(pa.table({"key": [s[0] for s in samples]}), shards / "00000.parquet")
+    w = tmp_path / "work"
+    cli("embed", "--in", str(shards), "--model", str(model), "--out", str(w / "embeddings"),
+        "--keep-columns", "url")  # fmt: skip
+    cli("aggregate", "--in", str(w / "embeddings"), "--out", str(w / "buildings"))
+    b = pq.read_table(w / "buildings" / "buildings.parquet")
+    assert b["OSMID"].to_pylist() == [7, 8] and b["image_count"].to_pylist() == [2, 2]
+
+
+LANDMARKS = Path("/work/shared/data/landmarks-mini")
+
+
+@pytest.mark.skipif(not LANDMARKS.is_dir(), reason="landmarks-mini not present")
+def test_recipe_landmarks_mini(tmp_path: Path, model: Path) -> None:
+    """As a folder (sub-folders = landmarks) and as its labels.csv list: the same vectors."""
+    import csv
+
+    with open(LANDMARKS / "labels.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    w = tmp_path / "work"
+    cli("embed", "--in", str(LANDMARKS / "images"), "--model", str(model),
+        "--out", str(w / "emb-folder"))  # fmt: skip
+    cli("embed", "--in", str(LANDMARKS / "labels.csv"), "--model", str(model),
+        "--out", str(w / "emb-list"), "--id-column", "landmark",
+        "--keep-columns", "landmark_name")  # fmt: skip
+    cli("aggregate", "--in", str(w / "emb-list"), "--out", str(w / "buildings"))
+    a, b = parts(w / "emb-folder"), parts(w / "emb-list")
+    assert a.num_rows == b.num_rows == len(rows)
+    assert a["OSMID"].to_pylist() == b["OSMID"].to_pylist()  # both sorted by path
+    np.testing.assert_allclose(
+        to_numpy_matrix(a["embedding"]), to_numpy_matrix(b["embedding"]), atol=1e-5
+    )
+    bld = pq.read_table(w / "buildings" / "buildings.parquet")
+    assert bld["OSMID"].to_pylist() == sorted({r["landmark"] for r in rows})
+    assert bld.column("lat").null_count == 0  # approximate landmark centres
+
+
+def test_recipe_mapillary_ingest(tmp_path: Path) -> None:
+    """The first step of the Mapillary + footprints recipe (``sbe label`` is separate)."""
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i in range(3):
+        (root / f"{1000 + i}.jpg").write_bytes(jpeg(i))
+        (root / f"{1000 + i}.json").write_text(
+            json.dumps({"id": str(1000 + i), "computed_geometry": {"type": "Point",
+                        "coordinates": [2.35 + i * 1e-4, 48.85]}, "computed_compass_angle": 10.0})
+        )  # fmt: skip
+    cli("ingest", "--in", str(root), "--format", "mapillary", "--out", str(tmp_path / "images"))
+    rows = pa.concat_tables(
+        [pq.read_table(p) for p in sorted((tmp_path / "images").glob("*.parquet"))]
+    )
+    assert rows.num_rows == 3 and rows["camera_lat"].null_count == 0
