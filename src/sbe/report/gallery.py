@@ -19,6 +19,7 @@ from sbe.report.readers import (
 )
 from sbe.report.thumbs import (
     LOCATION_COLUMNS,
+    MEMBER_COLUMN,
     ImageReadError,
     image_locations,
     read_located,
@@ -120,7 +121,8 @@ def image_bytes_by_id(images_dir: Path | None, image_ids: Sequence[int]) -> dict
         return dict.fromkeys(ids, str(e))
     loc = image_locations(folder, ids, files=parts)
     tars = loc.column("tar_file").to_pylist()
-    members = loc.column("member_name").to_pylist()
+    names = loc.column_names
+    members = loc.column(MEMBER_COLUMN).to_pylist() if MEMBER_COLUMN in names else [""] * len(tars)
     offs = loc.column("tar_offset").to_numpy()
     sizes = loc.column("tar_size").to_numpy()
     for i, image_id in enumerate(loc.column("image_id").to_numpy()):

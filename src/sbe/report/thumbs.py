@@ -23,9 +23,11 @@ from PIL import Image, ImageOps
 from sbe.data.images import ImageDecodeError, decode_rgb
 from sbe.data.tarstream import ImageReadError, read_image, read_member
 
-#: columns of the ingest parts that locate an image's bytes: a tar member (``tar_file`` is the tar)
-#: or a plain file (``tar_file`` is the folder, ``member_name`` the file's path inside it)
-LOCATION_COLUMNS = ["image_id", "tar_file", "member_name", "tar_offset", "tar_size"]
+#: columns of the ingest parts that locate an image's bytes in its tar
+LOCATION_COLUMNS = ["image_id", "tar_file", "tar_offset", "tar_size"]
+#: and, for an image-folder source, the file's path inside the folder ``tar_file`` names (read
+#: when the parts have it; every part ``sbe ingest`` writes does)
+MEMBER_COLUMN = "member_name"
 
 
 def read_located(
@@ -74,7 +76,7 @@ def image_locations(
     image_ids: Iterable[int],
     files: Sequence[str | os.PathLike[str]] | None = None,
 ) -> pa.Table:
-    """Where the JPEGs of ``image_ids`` sit: the ingest parts' ``LOCATION_COLUMNS`` for those ids.
+    """Where the images of ``image_ids`` sit: the parts' ``LOCATION_COLUMNS`` (+ ``member_name``).
 
     Args:
         ingest_dir: the ingest output folder (``*.parquet`` with ``IMAGES_SCHEMA`` columns).
@@ -96,7 +98,8 @@ def image_locations(
         raise FileNotFoundError(f"no ingest parts (*.parquet) in {ingest_dir}")
     wanted = pa.array(np.unique(np.asarray(list(image_ids), dtype=np.int64)), pa.int64())
     dataset = ds.dataset([str(f) for f in files], format="parquet")
-    table = dataset.to_table(columns=LOCATION_COLUMNS, filter=pc.field("image_id").isin(wanted))
+    columns = LOCATION_COLUMNS + ([MEMBER_COLUMN] if MEMBER_COLUMN in dataset.schema.names else [])
+    table = dataset.to_table(columns=columns, filter=pc.field("image_id").isin(wanted))
     if table.num_rows == 0:
         return table
     ids = table.column("image_id").to_numpy()
