@@ -124,6 +124,38 @@ def test_embed_crash_at_every_commit(inputs: Inputs, tmp_path: Path) -> None:
         _check(crash_matrix("embed", run, work, changed=changed, same_output=same), 8)
 
 
+def test_embed_folder_input_crash_at_every_commit(tmp_path: Path) -> None:
+    """A photo folder with metadata.csv: sources.parquet, state and parts at every commit point;
+    the changed runs list other kept columns (only sources.parquet differs) or other chunks."""
+    from test_publish_fixtures import make_tiny_model
+    from test_sources import jpeg, write_csv
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    model = make_tiny_model(tmp_path / "tiny")
+    photos = tmp_path / "photos"
+    rows = []
+    for i in range(5):
+        (photos / f"b{i % 2}").mkdir(parents=True, exist_ok=True)
+        (photos / f"b{i % 2}" / f"img{i}.jpg").write_bytes(jpeg(i))
+        rows.append([f"b{i % 2}/img{i}.jpg", f"way/{i % 2}", "n" if i % 2 else "s"])
+    (photos / "b0" / "bad.jpg").write_bytes(b"not an image")
+    rows.append(["b0/bad.jpg", "way/0", "s"])
+    write_csv(photos / "metadata.csv", ["file_name", "building_id", "side"], rows)
+
+    def run(workdir: Path, overrides: dict[str, Any]) -> None:
+        settings = {"chunk_rows": 2, "batch_size": 2, "keep_columns": ["side"], **overrides}
+        with inside(workdir) as out:
+            cfg = EmbedConfig(input=photos, model=model, output=out, **settings)
+            embed.run(cfg, progress=False)
+
+    same = _same_with({r"parts/.*\.parquet": _parts_close})
+    for changed in ({"keep_columns": []}, {"chunk_rows": 3}):
+        work = tmp_path / next(iter(changed))
+        work.mkdir()
+        # marker, sources, state, (failures?, part, state) per chunk, state, manifest
+        _check(crash_matrix("embed", run, work, changed=changed, same_output=same), 10)
+
+
 def test_aggregate_crash_at_every_commit(inputs: Inputs, tmp_path: Path) -> None:
     def run(workdir: Path, overrides: dict[str, Any]) -> None:
         with inside(workdir) as out:

@@ -518,6 +518,20 @@ class EmbedConfig(Section):
     )
     shard_index: int = Field(0, ge=0, description="this job's shard (SLURM arrays)")
     shard_count: int = Field(1, ge=1, description="chunks are dealt round-robin to shards")
+    format: Literal["auto", "packaged", "imagefolder", "webdataset", "mapillary"] = Field(
+        "auto",
+        description="input format: a packaged parquet (image_bytes + OSMID), an image folder or "
+        "CSV/JSONL list of paths, WebDataset shards, a Mapillary download; auto = detected",
+    )
+    id_column: str | None = Field(
+        None,
+        description="key of each image in a folder/list/WebDataset input (stored as OSMID); "
+        "default building_id/OSMID/osm_id, else the sub-folder, else the image's path",
+    )
+    keep_columns: list[str] = Field(
+        default_factory=list,
+        description="metadata columns of a folder/list/WebDataset input copied to sources.parquet",
+    )
 
     @model_validator(mode="after")
     def _check_shard(self) -> Self:

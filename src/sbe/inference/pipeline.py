@@ -10,6 +10,7 @@ row is embedded.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -23,16 +24,36 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from sbe.data.tarstream import ImageReadError, read_image
 from sbe.inference.plan import IMAGE_BYTES, IS_VALID, Chunk
 from sbe.models.backbones.pipeline import run_ahead
 from sbe.models.published.embedder import Embedder
 from sbe.storage import fixed_size_list, read_part_meta, write_parquet_atomic, write_part
 from sbe.storage.schemas import OSMID, embed_failures_schema, embed_schema
 
+#: columns of a chunk table that locate each image when it has no ``image_bytes``
+#: (``sbe.data.tarstream.read_image(tar_file, member_name, tar_offset, tar_size)``)
+REFERENCE_COLUMNS = ("tar_file", "member_name", "tar_offset", "tar_size")
 PARTS_DIR = "parts"
 FAILURES_DIR = "failures"
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _where(container: str, member: str) -> str:
+    return os.path.join(container, member) if os.path.isdir(container) else f"{container}:{member}"
+
+
+def read_reference(container: str, member: str, offset: int, size: int) -> bytes | str:
+    """An image's bytes by its reference, or why they cannot be read: ``missing_image: <path>
+    does not exist`` when the file (or shard) is gone, else ``unreadable_image: <path>: ...``."""
+    try:
+        return read_image(container, member, offset, size)
+    except ImageReadError as e:
+        gone = os.path.join(container, member) if os.path.isdir(container) else container
+        if not os.path.exists(gone):
+            return f"missing_image: {gone} does not exist"
+        return f"unreadable_image: {_where(container, member)}: {e}"
 
 
 def reason_kind(reason: str) -> str:
@@ -209,8 +230,9 @@ def embed_chunks(
 
     Args:
         embedder: the loaded model.
-        tables: ``(chunk, table)`` with columns ``image_bytes``, ``OSMID`` and maybe ``is_valid``
-            (e.g. from :func:`sbe.inference.plan.read_chunks`).
+        tables: ``(chunk, table)`` with columns ``OSMID``, maybe ``is_valid``, and either
+            ``image_bytes`` (e.g. from :func:`sbe.inference.plan.read_chunks`) or the
+            :data:`REFERENCE_COLUMNS` of each image, which is then read in the decode threads.
         writer: where parts go.
         filter_valid: skip rows whose ``is_valid`` is False.
         max_in_flight: images decoded ahead of the model (default: two batches + one per thread).
@@ -226,15 +248,31 @@ def embed_chunks(
     def tagged(st: _Open, j: int, data: bytes | None) -> tuple[_Open, int, np.ndarray | str]:
         return st, j, embedder.decode_or_reason(data)
 
+    def tagged_ref(
+        st: _Open, j: int, ref: tuple[str, str, int, int]
+    ) -> tuple[_Open, int, np.ndarray | str]:
+        data = read_reference(*ref)
+        if isinstance(data, str):
+            return st, j, data
+        out = embedder.decode_or_reason(data)
+        if isinstance(out, str):  # one category, each example naming its file
+            out = f"corrupt_image: {_where(ref[0], ref[1])}: {out}"
+        return st, j, out
+
     def jobs() -> Iterator[tuple[Any, tuple[Any, ...]]]:
         # lazily: a chunk's table is read, and its _Open made, when the window reaches it
         for chunk, table in tables:
             st = _Open(chunk, table, writer.dim, filter_valid)
             open_chunks.append(st)
-            images = table.column(IMAGE_BYTES).to_pylist()
+            if IMAGE_BYTES in table.column_names:
+                images = table.column(IMAGE_BYTES).to_pylist()
+                for j, row in enumerate(st.selected):
+                    yield tagged, (st, j, images[row])
+                del images
+                continue
+            refs = list(zip(*(table.column(c).to_pylist() for c in REFERENCE_COLUMNS), strict=True))
             for j, row in enumerate(st.selected):
-                yield tagged, (st, j, images[row])
-            del images
+                yield tagged_ref, (st, j, refs[row])
 
     def run_batch() -> None:
         if not batch:

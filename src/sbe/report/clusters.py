@@ -21,7 +21,7 @@ from sbe.report.readers import (
     read_parquet,
     require_columns,
 )
-from sbe.report.thumbs import read_parquet_rows, thumbnail_uri
+from sbe.report.thumbs import ImageReadError, read_located, read_parquet_rows, thumbnail_uri
 
 
 @dataclass
@@ -50,16 +50,21 @@ def _osmid_images(
         state = read_json(folder / "state.json", "embed state.json")
     except Unavailable as e:
         return {}, str(e)
-    source = Path((state.get("input") or {}).get("path", ""))
+    # a photo input (folder, list, WebDataset): images by reference from sources.parquet
+    photos = folder / "sources.parquet"
+    source = photos if photos.is_file() else Path((state.get("input") or {}).get("path", ""))
     if not source.is_file():
         return {}, f"the embed input {source} is gone"
     parts = sorted((folder / "parts").glob("*.parquet"))
     if not parts:
         return {}, f"no embed parts in {folder}"
+    columns = ["tar_file", "member_name", "tar_offset", "tar_size"] if photos.is_file() else []
     try:
         for f in parts:
             require_columns(parquet_schema(f, "embed part"), ["OSMID", "row_index"], f, "embed")
-        require_columns(parquet_schema(source, "embed input"), ["image_bytes"], source, "embed")
+        require_columns(
+            parquet_schema(source, "embed input"), columns or ["image_bytes"], source, "embed"
+        )
     except Unavailable as e:
         return {}, str(e)
     table = ds.dataset([str(f) for f in parts], format="parquet").to_table(
@@ -72,8 +77,23 @@ def _osmid_images(
         if osmid not in first or row < first[osmid]:
             first[osmid] = row
     wanted = {o: first[o] for o in osmids if o in first}
-    blobs = read_parquet_rows(source, list(wanted.values()), "image_bytes")
-    return {o: blobs.get(r) for o, r in wanted.items()}, ""
+    if not columns:
+        blobs = read_parquet_rows(source, list(wanted.values()), "image_bytes")
+        return {o: blobs.get(r) for o, r in wanted.items()}, ""
+    refs = {c: read_parquet_rows(source, list(wanted.values()), c) for c in columns}
+    out: dict[Any, bytes | None] = {}
+    for o, r in wanted.items():
+        try:
+            out[o] = read_located(
+                None,
+                str(refs["tar_file"][r]),
+                str(refs["member_name"][r]),
+                int(refs["tar_offset"][r]),  # type: ignore[call-overload]
+                int(refs["tar_size"][r]),  # type: ignore[call-overload]
+            )
+        except (ImageReadError, KeyError):
+            out[o] = None
+    return out, ""
 
 
 def cluster_samples(

@@ -19,9 +19,10 @@ from sbe.report.readers import (
 )
 from sbe.report.thumbs import (
     LOCATION_COLUMNS,
+    MEMBER_COLUMN,
     ImageReadError,
     image_locations,
-    read_tar_member,
+    read_located,
     thumbnail_uri,
 )
 from sbe.storage import to_numpy_matrix
@@ -109,7 +110,8 @@ def ingest_parts(folder: Path) -> list[Path]:
 
 
 def image_bytes_by_id(images_dir: Path | None, image_ids: Sequence[int]) -> dict[int, bytes | str]:
-    """JPEG bytes of images (one positional read each), or a reason string when not readable."""
+    """Image bytes by id (a tar member by one positional read, or a file of an image-folder
+    source), or a reason string when not readable."""
     out: dict[int, bytes | str] = {}
     ids = [int(i) for i in image_ids]
     try:
@@ -119,11 +121,15 @@ def image_bytes_by_id(images_dir: Path | None, image_ids: Sequence[int]) -> dict
         return dict.fromkeys(ids, str(e))
     loc = image_locations(folder, ids, files=parts)
     tars = loc.column("tar_file").to_pylist()
+    names = loc.column_names
+    members = loc.column(MEMBER_COLUMN).to_pylist() if MEMBER_COLUMN in names else [""] * len(tars)
     offs = loc.column("tar_offset").to_numpy()
     sizes = loc.column("tar_size").to_numpy()
     for i, image_id in enumerate(loc.column("image_id").to_numpy()):
         try:
-            out[int(image_id)] = read_tar_member(tars[i], int(offs[i]), int(sizes[i]))
+            out[int(image_id)] = read_located(
+                folder, tars[i], members[i], int(offs[i]), int(sizes[i])
+            )
         except ImageReadError as e:
             out[int(image_id)] = str(e)
     for i in ids:

@@ -1,4 +1,5 @@
-"""Small JPEG thumbnails as ``data:`` URIs, read straight from raw tars or a packaged parquet.
+"""Small JPEG thumbnails as ``data:`` URIs, read straight from raw tars, image folders or a packaged
+parquet.
 
 A report embeds every picture in the page, so each one is decoded at reduced JPEG scale, shrunk
 to a thumbnail and re-encoded at a modest quality: a few kilobytes each.
@@ -20,10 +21,36 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
 from sbe.data.images import ImageDecodeError, decode_rgb
-from sbe.data.tarstream import ImageReadError, read_member
+from sbe.data.tarstream import ImageReadError, read_image, read_member
 
 #: columns of the ingest parts that locate an image's bytes in its tar
 LOCATION_COLUMNS = ["image_id", "tar_file", "tar_offset", "tar_size"]
+#: and, for an image-folder source, the file's path inside the folder ``tar_file`` names (read
+#: when the parts have it; every part ``sbe ingest`` writes does)
+MEMBER_COLUMN = "member_name"
+
+
+def read_located(
+    base: str | os.PathLike[str] | None, container: str, member: str, offset: int, size: int
+) -> bytes:
+    """An image by its ingest reference (:func:`sbe.data.tarstream.read_image`).
+
+    Args:
+        base: the folder a relative ``container`` is relative to (ingest stores an image folder
+            relative to its output folder); ``None`` = as given.
+        container, member, offset, size: ``tar_file``, ``member_name``, ``tar_offset``,
+            ``tar_size`` of the row.
+
+    Raises:
+        ImageReadError: the tar or file is missing, or the location is invalid.
+    """
+    path = container
+    if base is not None and not os.path.isabs(container):
+        path = os.path.join(base, container)
+    try:
+        return read_image(path, member, offset, size)
+    except ImageReadError as e:
+        raise ImageReadError(f"{path}: {e}") from None
 
 
 def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) -> bytes:
@@ -49,7 +76,7 @@ def image_locations(
     image_ids: Iterable[int],
     files: Sequence[str | os.PathLike[str]] | None = None,
 ) -> pa.Table:
-    """Where the JPEGs of ``image_ids`` sit: the ingest parts' ``LOCATION_COLUMNS`` for those ids.
+    """Where the images of ``image_ids`` sit: the parts' ``LOCATION_COLUMNS`` (+ ``member_name``).
 
     Args:
         ingest_dir: the ingest output folder (``*.parquet`` with ``IMAGES_SCHEMA`` columns).
@@ -71,7 +98,8 @@ def image_locations(
         raise FileNotFoundError(f"no ingest parts (*.parquet) in {ingest_dir}")
     wanted = pa.array(np.unique(np.asarray(list(image_ids), dtype=np.int64)), pa.int64())
     dataset = ds.dataset([str(f) for f in files], format="parquet")
-    table = dataset.to_table(columns=LOCATION_COLUMNS, filter=pc.field("image_id").isin(wanted))
+    columns = LOCATION_COLUMNS + ([MEMBER_COLUMN] if MEMBER_COLUMN in dataset.schema.names else [])
+    table = dataset.to_table(columns=columns, filter=pc.field("image_id").isin(wanted))
     if table.num_rows == 0:
         return table
     ids = table.column("image_id").to_numpy()

@@ -8,8 +8,9 @@ Output folder::
                            GeoPandas, DuckDB and QGIS; only when locations are known
     _manifest.json
 
-Locations come from ``--locations`` (a parquet with OSMID, lat, lon) or, failing that, from
-``lat``/``lon`` columns of the packaged input the embeddings were made from. Several embed
+Locations come from ``--locations`` (a parquet with OSMID, lat, lon) or, failing that, from the
+camera positions in ``sources.parquet`` (a photo input) or the ``lat``/``lon`` columns of the
+packaged input the embeddings were made from. Several embed
 folders can be given: the shards of one sharded run (``sbe embed --shard K/N``).
 """
 
@@ -35,6 +36,7 @@ from sbe.inference.buildings import (
     mean_locations,
 )
 from sbe.inference.pipeline import PARTS_DIR
+from sbe.inference.sources import SOURCES_NAME
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import Manifest, SkipLog, fingerprint_paths, write_parquet_atomic
 from sbe.storage.schemas import OSMID, buildings_schema
@@ -99,8 +101,25 @@ def _location_columns(path: Path, flag: str) -> tuple[Path, str, str] | None:
     return None if cols is None else (path, *cols)
 
 
-def _location_source(cfg: AggregateConfig, state: dict[str, Any]) -> tuple[Path, str, str] | None:
-    """Where building locations come from: ``--locations``, else the packaged input, else none."""
+def _has_values(path: Path, column: str) -> bool:
+    """Whether a parquet column holds any non-null value (footer statistics, else a read)."""
+    pf = pq.ParquetFile(path)
+    md = pf.metadata
+    i = pf.schema_arrow.get_field_index(column)
+    nulls = 0
+    for g in range(md.num_row_groups):
+        stats = md.row_group(g).column(i).statistics
+        if stats is None or not stats.has_null_count:
+            return pq.read_table(path, columns=[column]).column(0).null_count < md.num_rows
+        nulls += stats.null_count
+    return nulls < md.num_rows
+
+
+def _location_source(
+    cfg: AggregateConfig, state: dict[str, Any], folder: Path | None = None
+) -> tuple[Path, str, str] | None:
+    """Where building locations come from: ``--locations``, else the photo index of a folder
+    input (``sources.parquet``, when it has coordinates), else the packaged input, else none."""
     if cfg.locations is not None:
         path = Path(cfg.locations)
         if not path.is_file():
@@ -114,8 +133,14 @@ def _location_source(cfg: AggregateConfig, state: dict[str, Any]) -> tuple[Path,
                 f"{', '.join(pq.read_schema(path).names)})"
             )
         return found
+    sources = None if folder is None else folder / SOURCES_NAME
+    if sources is not None and sources.is_file():
+        found = _location_columns(sources, "the photo index ")
+        return found if found is not None and _has_values(sources, found[1]) else None
     path = Path(state["input"]["path"])
-    return _location_columns(path, "the embedded input ") if path.is_file() else None
+    if not path.is_file() or "listing" in state["input"]:  # a photo input's own list file
+        return None
+    return _location_columns(path, "the embedded input ")
 
 
 def _mean_locations(
@@ -160,7 +185,7 @@ class AggregateStage(Stage):
             key=lambda p: p.name,
         )
         dim = int(states[0]["model"]["dim"])
-        loc = _location_source(cfg, states[0])
+        loc = _location_source(cfg, states[0], folders[0])
         read = [f / STATE_NAME for f in folders] + parts + ([loc[0]] if loc else [])
         if (done := ctx.check(fingerprint_paths(read))) is not None:
             return done

@@ -1,8 +1,15 @@
-"""Stage ``embed``: a packaged parquet of new images -> per-image embeddings from a published model.
+"""Stage ``embed``: new images -> per-image embeddings from a published model.
+
+The input is a packaged parquet (``image_bytes`` + ``OSMID``), or photos as ``sbe ingest`` reads
+them: an image folder (with ``metadata.csv``/``metadata.jsonl``, or sub-folders named by building
+id), a CSV/JSONL list of paths, WebDataset shards or a Mapillary download. Those are first listed
+into ``sources.parquet`` (:mod:`sbe.inference.sources`: key, file reference, kept metadata); each
+image is then read by its reference in the decode threads, never copied.
 
 Output folder::
 
     state.json            input fingerprint, model identity, settings, counters (atomic)
+    sources.parquet       (photo inputs) row_index, OSMID, file reference, metadata, kept columns
     parts/rows-<start>-<stop>.parquet      OSMID, row_index, embedding (fixed-size float32)
     failures/rows-<start>-<stop>.parquet   OSMID, row_index, reason (only for chunks with bad images)
     _manifest.json        written when the run completes
@@ -26,11 +33,20 @@ from sbe.config import EmbedConfig, SbeConfig
 from sbe.errors import SbeError
 from sbe.inference import ChunkResult, ChunkWriter, embed_chunks, inspect_input, make_plan
 from sbe.inference.buildings import id_value_type
-from sbe.inference.pipeline import FAILURES_DIR, PARTS_DIR
+from sbe.inference.pipeline import FAILURES_DIR, PARTS_DIR, REFERENCE_COLUMNS
 from sbe.inference.plan import IMAGE_BYTES, IS_VALID, Chunk, InputInfo, Plan, read_chunks
+from sbe.inference.sources import SOURCES_NAME, SourceIndex, index_folder, index_shards
 from sbe.models.published import load_embedder, model_identity
 from sbe.stages.base import Input, Stage, StageContext, run_stage
-from sbe.storage import Manifest, SkipLog, config_hash, fingerprint_paths, write_json_atomic
+from sbe.storage import (
+    Manifest,
+    SkipLog,
+    config_hash,
+    fingerprint_paths,
+    read_part_meta,
+    write_json_atomic,
+    write_part,
+)
 from sbe.storage.schemas import OSMID
 
 STAGE = "embed"
@@ -55,20 +71,26 @@ def read_state(out_dir: Path) -> dict[str, Any] | None:
 
 
 def check_resume(
-    out_dir: Path, old: dict[str, Any], info: InputInfo, model: dict[str, Any]
+    out_dir: Path,
+    old: dict[str, Any],
+    info: InputInfo | dict[str, Any],
+    model: dict[str, Any],
 ) -> None:
     """Refuse to continue an output made from another input or another model.
+
+    Args:
+        info: the input (its ``fingerprint()``), or a photo input's identity dict.
 
     Raises:
         SbeError: naming what differs and how to proceed.
     """
     hint = f"use a new --output, or delete {out_dir} to start over"
     prev = old.get("input", {})
-    now = info.fingerprint()
+    now = info if isinstance(info, dict) else info.fingerprint()
     diffs = [
         f"{k} {prev.get(k)!r} -> {now[k]!r}"
-        for k in ("size", "mtime_ns", "num_rows", "schema")
-        if prev.get(k) != now[k]
+        for k in ("format", "size", "mtime_ns", "num_rows", "schema", "listing")
+        if k in now and prev.get(k) != now[k]
     ]
     if diffs:
         raise SbeError(
@@ -122,7 +144,7 @@ class _Counters:
 
 def _state(
     status: str,
-    info: InputInfo,
+    info: InputInfo | dict[str, Any],
     model: dict[str, Any],
     cfg: EmbedConfig,
     plan: Plan,
@@ -134,9 +156,12 @@ def _state(
         "format": STATE_FORMAT,
         "stage": STAGE,
         "status": status,
-        "input": info.fingerprint(),
+        "input": info if isinstance(info, dict) else info.fingerprint(),
         "model": model,
         "settings": {
+            "format": cfg.format,
+            "id_column": cfg.id_column,
+            "keep_columns": list(cfg.keep_columns),
             "filter_valid": cfg.filter_valid,
             "limit": cfg.limit,
             "chunk_rows": cfg.chunk_rows,
@@ -144,7 +169,7 @@ def _state(
             "shard_count": cfg.shard_count,
         },
         "counters": {
-            "input_rows": info.num_rows,
+            "input_rows": info["num_rows"] if isinstance(info, dict) else info.num_rows,
             "filtered_out": plan.filtered_out,
             "selected": selected,
             "chunks_total": counters.chunks_total,
@@ -156,19 +181,99 @@ def _state(
     }
 
 
+PHOTO_FORMATS = ("imagefolder", "webdataset", "mapillary")
+
+
+def input_format(cfg: EmbedConfig) -> str:
+    """``packaged`` for a parquet input, else the photo format (named or detected).
+
+    Raises:
+        SbeError: the input is missing, or holds 3D Street View tars (ingest those).
+    """
+    if cfg.format != "auto":
+        return cfg.format
+    p = Path(cfg.input)
+    if p.is_file() and p.suffix.lower() == ".parquet":
+        return "packaged"
+    from sbe.data.sources import detect_one
+
+    fmt = detect_one(p)
+    if fmt == "3dsv":
+        raise SbeError(
+            f"{p}: 3D Street View tars are read by `sbe ingest`; embed takes a packaged parquet, "
+            "an image folder, a CSV/JSONL list, WebDataset shards or a Mapillary download "
+            "(or pass --format)"
+        )
+    return fmt
+
+
+def build_index(cfg: EmbedConfig, fmt: str) -> SourceIndex:
+    """The :class:`SourceIndex` of a photo input (see :mod:`sbe.inference.sources`)."""
+    if fmt == "webdataset":
+        from sbe.stages.ingest import discover_tars
+
+        return index_shards(discover_tars([Path(cfg.input)]), cfg.id_column, cfg.keep_columns)
+    return index_folder(fmt, cfg.input, cfg.id_column, cfg.keep_columns)
+
+
+def index_identity(cfg: EmbedConfig, fmt: str, index: SourceIndex) -> dict[str, Any]:
+    """A photo input's identity in ``state.json`` (same keys as a packaged input's, plus the
+    listing hash): a resume against a changed folder is refused like a changed parquet."""
+    sizes = [f.stat() for f in index.files]
+    return {
+        "path": str(Path(cfg.input).expanduser().resolve()),
+        "format": fmt,
+        "size": int(sum(st.st_size for st in sizes)),
+        "mtime_ns": int(max((st.st_mtime_ns for st in sizes), default=0)),
+        # the files, not the settings: --id-column / --keep-columns change the table, not the input
+        "schema": f"{fmt} photos",
+        "num_rows": index.table.num_rows,
+        "listing": index.listing,
+    }
+
+
+def write_index(out_dir: Path, index: SourceIndex) -> InputInfo:
+    """Write ``sources.parquet`` (only when its content changed, so a rerun keeps the file) and
+    describe it as the embedding input (one row group: chunks are cut by ``chunk_rows`` only)."""
+    path = out_dir / SOURCES_NAME
+    digest = index.digest()
+    meta = read_part_meta(path) if path.is_file() else None
+    if meta is None or meta.get("digest") != digest:
+        write_part(
+            index.table, path, {"digest": digest}, row_group_size=max(1, index.table.num_rows)
+        )
+    st = path.stat()
+    table = index.table
+    return InputInfo(
+        path=path.resolve(),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        schema=table.schema.to_string(show_schema_metadata=False),
+        num_rows=table.num_rows,
+        row_group_rows=(table.num_rows,),
+        osmid_type=table.schema.field(OSMID).type,
+        has_valid=False,
+    )
+
+
 class EmbedStage(Stage):
     """``sbe embed``: see the module docstring."""
 
     name = "embed"
     inputs = (Input("input", "synth", "packaged"), Input("model", "publish"))
-    examples = ("sbe embed --in packaged_images.parquet --model work/model --out work/embeddings",)
+    examples = (
+        "sbe embed --in packaged_images.parquet --model work/model --out work/embeddings",
+        "sbe embed --in photos --model work/model --out work/embeddings --id-column building_id",
+        "sbe embed --in list.csv --model work/model --out work/embeddings --keep-columns city",
+        "sbe embed --in shards --model work/model --out work/embeddings --format webdataset",
+    )
 
     def skip_reason(self, cfg: SbeConfig) -> str | None:
         path = cfg.section("embed").input
-        return None if Path(path).is_file() else f"no packaged images at {path}"
+        return None if Path(path).exists() else f"no images to embed at {path}"
 
     def run(self, cfg: EmbedConfig, ctx: StageContext) -> Manifest:
-        """Embed the rows of ``cfg.input`` with the model in ``cfg.model`` into ``cfg.output``.
+        """Embed the images of ``cfg.input`` with the model in ``cfg.model`` into ``cfg.output``.
 
         Finished parts are kept across runs when their own footer proves they were made from the
         same input, model, rows and settings (see :class:`~sbe.inference.ChunkWriter`), so a
@@ -181,6 +286,14 @@ class EmbedStage(Stage):
         Raises:
             SbeError: bad input, a mismatched resume, or a missing model.
         """
+        fmt = input_format(cfg)
+        if fmt in PHOTO_FORMATS:
+            return self.run_photos(cfg, ctx, fmt)
+        if cfg.id_column or cfg.keep_columns:
+            raise SbeError(
+                f"{cfg.input}: --id-column and --keep-columns apply to photo inputs (a folder, a "
+                "CSV/JSONL list, WebDataset shards); a packaged parquet is keyed by its OSMID"
+            )
         out_dir = ctx.out_dir
         info = inspect_input(cfg.input)
         model = model_identity(cfg.model)
@@ -193,6 +306,67 @@ class EmbedStage(Stage):
             return done
         if ctx.restart:
             remove_stale(out_dir, set())
+        (out_dir / SOURCES_NAME).unlink(missing_ok=True)
+        columns = [IMAGE_BYTES, OSMID] + ([IS_VALID] if cfg.filter_valid and info.has_valid else [])
+        return self.embed(cfg, ctx, info, info, model, input_key(info), columns)
+
+    def run_photos(self, cfg: EmbedConfig, ctx: StageContext, fmt: str) -> Manifest:
+        """Embed a photo input: list it into ``sources.parquet``, then embed by reference."""
+        if cfg.engine == "ray":
+            raise SbeError(
+                f"{cfg.input}: --engine ray embeds packaged parquet inputs; use --engine local "
+                "for a folder, list or WebDataset input"
+            )
+        out_dir = ctx.out_dir
+        index = build_index(cfg, fmt)
+        if index.table.num_rows == 0:
+            summary = ", ".join(f"{k}: {v}" for k, v in sorted(index.skips.counts.items()))
+            raise SbeError(f"{cfg.input}: no images to embed ({summary or 'none listed'})")
+        ident = index_identity(cfg, fmt, index)
+        model = model_identity(cfg.model)
+        old = None if ctx.restart else read_state(out_dir)
+        if old is not None:
+            check_resume(out_dir, old, ident, model)
+        done = ctx.check(
+            fingerprint_paths(index.files), model=model["fingerprint"], input_format=fmt
+        )
+        if done is not None:
+            return done
+        if ctx.restart:
+            remove_stale(out_dir, set())
+        info = write_index(out_dir, index)
+        return self.embed(
+            cfg,
+            ctx,
+            info,
+            ident,
+            model,
+            index.reference_digest(),
+            [OSMID, *REFERENCE_COLUMNS],
+            index=index,
+        )
+
+    def embed(
+        self,
+        cfg: EmbedConfig,
+        ctx: StageContext,
+        info: InputInfo,
+        ident: InputInfo | dict[str, Any],
+        model: dict[str, Any],
+        key: str,
+        columns: list[str],
+        index: SourceIndex | None = None,
+    ) -> Manifest:
+        """Plan chunks of ``info``, embed the unfinished ones, and commit.
+
+        Args:
+            info: the table embedded (the packaged parquet, or ``sources.parquet``).
+            ident: the input's identity recorded in ``state.json``.
+            key: the input's content key in every part footer.
+            columns: the columns of ``info`` each chunk table needs.
+            index: a photo input's index (its skips and warnings go to the manifest).
+        """
+        out_dir = ctx.out_dir
         plan = make_plan(info, cfg.chunk_rows, cfg.filter_valid, cfg.limit)
         chunks = shard_chunks(plan, cfg.shard_index, cfg.shard_count)
         writer = ChunkWriter(
@@ -201,7 +375,7 @@ class EmbedStage(Stage):
             int(model["dim"]),
             {
                 "stage": STAGE,
-                "input": input_key(info),
+                "input": key,
                 "model": model["fingerprint"],
                 "filter_valid": cfg.filter_valid,
                 "runtime": cfg.runtime,
@@ -221,7 +395,7 @@ class EmbedStage(Stage):
         selected = sum(c.selected for c in chunks)
 
         def save_state(status: str) -> None:
-            state = _state(status, info, model, cfg, plan, selected, counters)
+            state = _state(status, ident, model, cfg, plan, selected, counters)
             write_json_atomic(out_dir / STATE_NAME, state)
 
         save_state("running" if todo else "complete")
@@ -229,7 +403,7 @@ class EmbedStage(Stage):
         images_this_run = 0
         if todo:
             t0 = time.perf_counter()
-            results = _run_engine(cfg, info, todo, writer)
+            results = _run_engine(cfg, info, todo, writer, columns)
             load_s = time.perf_counter() - t0
             total = sum(c.selected for c in todo)
             with ctx.progress("embed", total, unit="images") as bar:
@@ -246,12 +420,25 @@ class EmbedStage(Stage):
                 )
             save_state("complete")
         skips = SkipLog()
+        if index is not None:
+            skips.merge(index.skips.counts, index.skips.examples)
         skips.merge(counters.skips.counts, counters.skips.examples)
         if plan.filtered_out and cfg.shard_count == 1:
             skips.add("is_valid is False", n=plan.filtered_out)
         outputs = [STATE_NAME, PARTS_DIR]
+        if index is not None:
+            outputs.insert(1, SOURCES_NAME)
         if (out_dir / FAILURES_DIR).is_dir():
             outputs.append(FAILURES_DIR)
+        extra: dict[str, Any] = {}
+        if index is not None:
+            extra = {
+                "input_format": ident["format"] if isinstance(ident, dict) else "packaged",
+                "id_source": index.id_source,
+                "sources": SOURCES_NAME,
+                "warnings": dict(sorted(index.warns.counts.items())),
+                "warning_examples": dict(sorted(index.warns.examples.items())),
+            }
         return ctx.commit(
             outputs=outputs,
             rows={
@@ -266,6 +453,7 @@ class EmbedStage(Stage):
                 "model": model,
                 "engine": cfg.engine,
                 "state": STATE_NAME,
+                **extra,
                 "images_this_run": images_this_run,
                 "load_seconds": round(load_s, 3),
                 "embed_seconds": round(embed_s, 3),
@@ -286,7 +474,9 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None, **options: Any) -> Ma
     return run_stage(EmbedStage(), cfg, **options)[0]
 
 
-def _run_engine(cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: ChunkWriter) -> Any:
+def _run_engine(
+    cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: ChunkWriter, columns: list[str]
+) -> Any:
     """An iterator of :class:`ChunkResult` from the configured engine."""
     if cfg.engine == "ray":
         from sbe.distributed.embed import ray_embed_chunks
@@ -311,6 +501,5 @@ def _run_engine(cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: Ch
         batch_size=cfg.batch_size,
         decode_workers=cfg.decode_workers,
     )
-    columns = [IMAGE_BYTES, OSMID] + ([IS_VALID] if cfg.filter_valid and info.has_valid else [])
     tables = read_chunks(pq.ParquetFile(info.path), info, todo, columns)
     return embed_chunks(embedder, tables, writer, filter_valid=cfg.filter_valid)
