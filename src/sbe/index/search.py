@@ -207,7 +207,12 @@ class SearchIndex:
         return self._search_excluding(self.vectors(rows), excl, k)
 
     def search_images(
-        self, images: Sequence[Any], k: int = 10, *, model_dir: str | Path | None = None
+        self,
+        images: Sequence[Any],
+        k: int = 10,
+        *,
+        model_dir: str | Path | None = None,
+        **embedder_options: Any,
     ) -> SearchResult:
         """Embed images with the published model, then search.
 
@@ -216,8 +221,9 @@ class SearchIndex:
             k: neighbours per image.
             model_dir: the published model folder; ``None`` uses the one recorded in
                 ``index.json``.
+            embedder_options: passed to ``load_embedder`` (e.g. ``precision``, ``calibration``).
         """
-        vectors = embed_images(images, model_dir or self.info.model_dir)
+        vectors = embed_images(images, model_dir or self.info.model_dir, **embedder_options)
         if vectors.shape[1] != self.dim:
             raise SbeError(
                 f"the model makes {vectors.shape[1]}-d vectors but the index holds {self.dim}-d "
@@ -269,7 +275,9 @@ class SearchIndex:
         return self._result(out_rows, out_sims)
 
 
-def embed_images(images: Sequence[Any], model_dir: str | Path | None) -> np.ndarray:
+def embed_images(
+    images: Sequence[Any], model_dir: str | Path | None, **embedder_options: Any
+) -> np.ndarray:
     """Embed images with a published model (``sbe publish`` output) through
     ``sbe.models.published.load_embedder(model_dir).embed_images(images)``.
 
@@ -293,7 +301,7 @@ def embed_images(images: Sequence[Any], model_dir: str | Path | None) -> np.ndar
             "install lacks: publish a model with `sbe publish` first"
         )
     published = importlib.import_module(PUBLISHED_MODULE)
-    embedder = published.load_embedder(model_dir)
+    embedder = published.load_embedder(model_dir, **embedder_options)
     vectors = np.asarray(embedder.embed_images(list(images)), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(images):
         raise SbeError(

@@ -174,6 +174,7 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
                 "input": input_key(info),
                 "model": model["fingerprint"],
                 "filter_valid": cfg.filter_valid,
+                **_precision_meta(cfg),
             },
         )
         removed = remove_stale(out_dir, {c.name for c in chunks})
@@ -218,11 +219,12 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
             )
 
         save_state("running" if todo else "complete")
+        calibration: dict[str, Any] = {}  # int8: the calibration sample's digest, when made
         load_s = embed_s = 0.0
         images_this_run = 0
         if todo:
             t0 = time.perf_counter()
-            results = _run_engine(cfg, info, todo, writer)
+            results = _run_engine(cfg, info, todo, writer, calibration)
             load_s = time.perf_counter() - t0
             total = sum(c.selected for c in todo)
             with progress_bar("embed", total=total, unit="images", enabled=progress) as bar:
@@ -264,6 +266,8 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
                 "load_seconds": round(load_s, 3),
                 "embed_seconds": round(embed_s, 3),
                 "images_per_second": round(images_this_run / embed_s, 1) if embed_s else None,
+                "precision": cfg.precision,
+                **calibration,
             },
         ).with_skips(skips)
         manifest.up_to_date = not todo
@@ -271,8 +275,16 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None) -> Manifest:
         return manifest
 
 
-def _run_engine(cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: ChunkWriter) -> Any:
+def _run_engine(
+    cfg: EmbedConfig,
+    info: InputInfo,
+    todo: list[Chunk],
+    writer: ChunkWriter,
+    calibration: dict[str, Any] | None = None,
+) -> Any:
     """An iterator of :class:`ChunkResult` from the configured engine."""
+    if cfg.engine == "ray" and cfg.precision != "fp32":
+        raise SbeError(f"--precision {cfg.precision} runs with --engine local; or use fp32")
     if cfg.engine == "ray":
         from sbe.distributed.embed import ray_embed_chunks
 
@@ -295,10 +307,38 @@ def _run_engine(cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: Ch
         runtime=cfg.runtime,
         batch_size=cfg.batch_size,
         decode_workers=cfg.decode_workers,
+        **_precision_load(cfg, info, calibration if calibration is not None else {}),
     )
     columns = [IMAGE_BYTES, OSMID] + ([IS_VALID] if cfg.filter_valid and info.has_valid else [])
     tables = read_chunks(pq.ParquetFile(info.path), info, todo, columns)
     return embed_chunks(embedder, tables, writer, filter_valid=cfg.filter_valid)
+
+
+# ---- int8 (issue 19): calibrated on a seeded sample of the input's own images ------------------
+
+
+def _precision_meta(cfg: EmbedConfig) -> dict[str, Any]:
+    """Part provenance for the precision: none for fp32 (older parts stay current)."""
+    if cfg.precision == "fp32":
+        return {}
+    return {"precision": cfg.precision, "calibration_images": cfg.calibration_images}
+
+
+def _precision_load(cfg: EmbedConfig, info: InputInfo, record: dict[str, Any]) -> dict[str, Any]:
+    """``load_embedder`` arguments; int8 records its sample's digest in ``record``
+    (``sbe search --precision int8 --calibration DIGEST`` reloads the same model)."""
+    if cfg.precision == "fp32":
+        return {}
+    from sbe.models.backbones.int8 import calibration_digest, parquet_calibration
+
+    make = parquet_calibration(info.path, IMAGE_BYTES, size=cfg.calibration_images)
+
+    def sample(preprocess: Any) -> Any:
+        images = make(preprocess)
+        record["calibration"] = calibration_digest(images)
+        return images
+
+    return {"precision": cfg.precision, "calibration": sample}
 
 
 class EmbedStage(Stage):

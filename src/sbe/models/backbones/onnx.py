@@ -237,13 +237,43 @@ class OnnxBackbone(Backbone):
     default_batch_size = 32
 
     def __init__(
-        self, spec: BackboneSpec, path: str | os.PathLike[str], threads: int | None = None
+        self,
+        spec: BackboneSpec,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        *,
+        precision: str = "fp32",
+        calibration: str | None = None,
     ) -> None:
         self.spec = spec
         self.name, self.dim, self.preprocess = spec.name, spec.dim, spec.preprocess
         self.path = Path(path)
         self.threads = threads or available_cores()
+        #: ``fp32`` or ``int8``; for ``int8``, ``calibration`` is the sample's digest
+        self.precision, self.calibration = precision, calibration
         self.session = make_session(self.path, self.threads)
+
+    @classmethod
+    def int8(
+        cls,
+        spec: BackboneSpec,
+        calibration: np.ndarray | str | None,
+        *,
+        encoder: Encoder | None = None,
+        threads: int | None = None,
+    ) -> OnnxBackbone:
+        """The statically quantised model of ``spec`` (see :mod:`sbe.models.backbones.int8`).
+
+        Args:
+            calibration: uint8 (N, crop, crop, 3) images, or the digest of a cached sample.
+        """
+        from sbe.models.backbones.int8 import quantize_verified
+
+        if isinstance(calibration, str):
+            path, digest = quantize_verified(spec, calibration=calibration, encoder=encoder)
+        else:
+            path, digest = quantize_verified(spec, calibration, encoder=encoder)
+        return cls(spec, path, threads, precision="int8", calibration=digest)
 
     @classmethod
     def from_spec(
