@@ -65,8 +65,8 @@ def heaviest_imports(args: list[str], top: int = 8) -> list[tuple[float, str]]:
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cum, name = (x.strip() for x in line.removeprefix("import time:").split("|"))
-        if not name.startswith(" "):  # top-level imports only (indent = nesting)
+        _, cum, name = line.removeprefix("import time:").split("|")
+        if not name.startswith("  "):  # top-level imports only (indent = nesting)
             rows.append((int(cum) / 1e6, name.strip()))
     return sorted(rows, reverse=True)[:top]
 
