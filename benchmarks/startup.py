@@ -50,9 +50,10 @@ ROWS: dict[str, list[str]] = {
 }
 
 
-def timed(args: list[str]) -> float:
+def timed(args: list[str], src: str | None = None) -> float:
+    env = {**os.environ, "PYTHONPATH": src} if src else None
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, *args], check=True, capture_output=True)
+    subprocess.run([sys.executable, *args], check=True, capture_output=True, env=env)
     return time.perf_counter() - t0
 
 
@@ -75,18 +76,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--importtime", action="store_true", help="also list the heaviest imports")
+    ap.add_argument(
+        "--compare-src",
+        default=None,
+        help="another checkout's src/ (e.g. before a change): its rows are timed alongside",
+    )
     args = ap.parse_args()
-    for a in ROWS.values():  # warm the page cache and the backbone caches
-        timed(a)
+    rows = {name: (a, None) for name, a in ROWS.items()}
+    if args.compare_src:
+        for name in ("sbe --help", "search --image (to model ready)"):
+            rows[f"{name} [compare]"] = (ROWS[name], args.compare_src)
+    for a, src in rows.values():  # warm the page cache and the backbone caches
+        timed(a, src)
     print(f"load average at start: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    best = {name: float("inf") for name in ROWS}
+    best = {name: float("inf") for name in rows}
     for _ in range(args.repeats):
-        for name, a in ROWS.items():
-            best[name] = min(best[name], timed(a))
+        for name, (a, src) in rows.items():
+            best[name] = min(best[name], timed(a, src))
     base = best["import numpy"]
-    print(f"{'command':34s} {'seconds':>8s} {'x numpy':>8s}")
+    print(f"{'command':44s} {'seconds':>8s} {'x numpy':>8s}")
     for name, s in best.items():
-        print(f"{name:34s} {s:8.3f} {s / base:8.2f}")
+        print(f"{name:44s} {s:8.3f} {s / base:8.2f}")
     ratio = best["sbe --help"] / base
     print(f"sbe --help / import numpy: {ratio:.2f} (target < {TARGET}): {ratio < TARGET}")
     print(f"load average at end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
