@@ -153,3 +153,32 @@ def test_backbone_stage_hash_keys_only_for_int8():
         "precision": "int8",
         "calibration_images": 128,
     }
+
+
+def test_embed_stage_int8_reembeds_records_the_digest_and_reloads(tmp_path, monkeypatch):
+    """sbe embed --precision int8: calibrated on the input, parts redone, digest reloads."""
+    import pyarrow.parquet as pq
+    from test_publish_fixtures import make_run, packaged_parquet, publish
+
+    from sbe.models.published import load_embedder
+    from sbe.stages import embed as stage
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    make_run(tmp_path / "run", resolve_spec("efficientnet-lite0").identity())
+    model = publish(tmp_path / "run", tmp_path / "model")
+    inp = packaged_parquet(tmp_path / "p.parquet", 40, row_group_size=7, size=120)
+    cfg = EmbedConfig(input=inp, output=tmp_path / "out", model=model)
+    m32 = stage.run(cfg)
+    int8 = cfg.model_copy(update={"precision": "int8", "calibration_images": 40})
+    m8 = stage.run(int8)
+    assert m32.extra["precision"] == "fp32" and "calibration" not in m32.extra
+    assert m8.extra["precision"] == "int8" and m8.extra["images_this_run"] == 40  # all redone
+    assert stage.run(int8).up_to_date
+    digest = m8.extra["calibration"]
+    data = pq.read_table(inp, columns=["image_bytes"])["image_bytes"].to_pylist()[:5]
+    a, _ = load_embedder(model, "cpu").embed_bytes(data)
+    b, _ = load_embedder(model, "cpu", precision="int8", calibration=digest).embed_bytes(data)
+    assert a.shape == b.shape == (5, 16) and q.mean_cosine(a, b) >= 0.98
+    ray = int8.model_copy(update={"engine": "ray", "output": tmp_path / "ray"})
+    with pytest.raises(SbeError, match="--engine local"):
+        stage.run(ray)
