@@ -21,6 +21,12 @@ from pydantic import (
 
 Device = Literal["auto", "cpu", "cuda"]
 Engine = Literal["local", "ray"]
+#: backbone arithmetic on the CPU: float32, or ONNX Runtime static INT8 calibrated on the input
+Precision = Literal["fp32", "int8"]
+PRECISION_HELP = (
+    "fp32, or int8 = ONNX Runtime static quantisation calibrated on a seeded sample of the input "
+    "(CPU only; docs/backbone.md)"
+)
 
 #: ``json_schema_extra`` of a field that says how, not what: it stays out of the config hash, so
 #: changing it never makes a finished stage redo its work (devices, threads, workers, logging).
@@ -207,6 +213,10 @@ class BackboneConfig(Section):
     )
     part_rows: int = Field(
         8192, ge=1, description="rows per output part (a kill loses at most one part)"
+    )
+    precision: Precision = Field("fp32", description=PRECISION_HELP)
+    calibration_images: int = Field(
+        128, ge=1, le=4096, description="int8: images drawn (seeded) from the input to calibrate"
     )
     engine: Engine = Field(
         "local",
@@ -505,6 +515,10 @@ class EmbedConfig(Section):
     )
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="backbone runtime; auto = ONNX Runtime on CPU, torch on GPU"
+    )
+    precision: Precision = Field("fp32", description=PRECISION_HELP)
+    calibration_images: int = Field(
+        128, ge=1, le=4096, description="int8: images drawn (seeded) from the input to calibrate"
     )
     engine: Engine = Field("local", json_schema_extra=RUNTIME, description="local, or Ray actors")
     ray_workers: int = Field(

@@ -73,16 +73,28 @@ app.add_typer(config_app, name="config")
 def main() -> None:
     """Console entry point: a user-facing error is one line ``error: ...`` (exit 1), no traceback
     unless ``--verbose``; config and usage errors exit 2, Ctrl-C 130 (see :mod:`sbe.cli.base`)."""
-    from sbe.storage import LockedError
-
     try:
         app()
-    except (SbeError, LockedError, OSError) as e:
+    except Exception as e:
+        if not _user_error(e):
+            raise
         if state["verbose"]:
             traceback.print_exc()
         message = os_error_message(e) if isinstance(e, OSError) else str(e)
         err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
         sys.exit(1)
+
+
+def _user_error(e: BaseException) -> bool:
+    """An error reported in one line: SbeError, OSError or sbe.storage's LockedError.
+
+    LockedError is looked up only if its module is loaded (it is whenever one was raised):
+    importing ``sbe.storage`` here would load numpy and pyarrow, a third of ``sbe --help``.
+    """
+    lock = sys.modules.get("sbe.storage.lock")
+    return isinstance(e, SbeError | OSError) or (
+        lock is not None and isinstance(e, lock.LockedError)
+    )
 
 
 __all__ = ["app", "main"]

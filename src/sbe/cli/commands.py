@@ -148,6 +148,14 @@ def search(
     include_self: Annotated[
         bool, typer.Option("--include-self", help="With --id: keep the query's own rows.")
     ] = False,
+    precision: Annotated[
+        Literal["fp32", "int8"],
+        typer.Option(help="With --image: backbone precision (int8: CPU, needs --calibration)."),
+    ] = "fp32",
+    calibration: Annotated[
+        str | None,
+        typer.Option(help="With int8: the calibration digest in the embed run's _manifest.json."),
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -164,6 +172,8 @@ def search(
         model_dir=model,
         ef_search=ef_search,
         exclude_self=not include_self,
+        precision=precision,
+        calibration=calibration,
     )
     payload = stage.to_payload(index_dir, idx, labels, result)
     if as_json:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import ast
 import functools
 import inspect
+import io
 import re
+import token
+import tokenize
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -82,10 +85,30 @@ def _plain(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _docstring_and_class(source: str, cls: str | None) -> ast.Module:
+    """The module docstring and the top-level class ``cls`` of ``source``, as one small tree.
+
+    Parsing whole stage modules (15 of them, thousands of lines) was half of ``sbe --help``;
+    this parses the lines up to the end of the leading docstring and the text from
+    ``class cls(`` on (stage classes close their modules), falling back to the whole file when
+    that text does not parse alone.
+    """
+    skip = {token.ENCODING, token.COMMENT, token.NL, token.NEWLINE}
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    first = next((t for t in tokens if t.type not in skip), None)
+    lines = source.splitlines(keepends=True)
+    head = "".join(lines[: first.end[0]]) if first and first.type == token.STRING else ""
+    start = source.find(f"\nclass {cls}(") if cls else -1
+    try:
+        return ast.parse(head + (source[start:] if start >= 0 else ""))
+    except SyntaxError:
+        return ast.parse(source)
+
+
 @functools.cache
 def stage_doc(module: str, cls: str | None) -> tuple[str, tuple[str, ...]]:
     """(summary, examples) of a stage class (or of the module when ``cls`` is ``None``)."""
-    tree = ast.parse(_source(module).read_text())
+    tree = _docstring_and_class(_source(module).read_text(), cls)
     doc, examples = ast.get_docstring(tree) or "", ()
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == cls:

@@ -207,7 +207,12 @@ class SearchIndex:
         return self._search_excluding(self.vectors(rows), excl, k)
 
     def search_images(
-        self, images: Sequence[Any], k: int = 10, *, model_dir: str | Path | None = None
+        self,
+        images: Sequence[Any],
+        k: int = 10,
+        *,
+        model_dir: str | Path | None = None,
+        **embedder_options: Any,
     ) -> SearchResult:
         """Embed images with the published model, then search.
 
@@ -227,7 +232,7 @@ class SearchIndex:
                     f"the model recorded in the index ({model_dir}) is not there any more; pass "
                     "--model DIR (the folder `sbe publish` wrote)"
                 )
-        vectors = embed_images(images, model_dir)
+        vectors = embed_images(images, model_dir, **embedder_options)
         if vectors.shape[1] != self.dim:
             raise SbeError(
                 f"the model makes {vectors.shape[1]}-d vectors but the index holds {self.dim}-d "
@@ -279,7 +284,9 @@ class SearchIndex:
         return self._result(out_rows, out_sims)
 
 
-def embed_images(images: Sequence[Any], model_dir: str | Path | None) -> np.ndarray:
+def embed_images(
+    images: Sequence[Any], model_dir: str | Path | None, **embedder_options: Any
+) -> np.ndarray:
     """Embed images with a published model (``sbe publish`` output).
 
     Args:
@@ -308,7 +315,7 @@ def embed_images(images: Sequence[Any], model_dir: str | Path | None) -> np.ndar
     from sbe.data.images import ImageDecodeError
     from sbe.models.published import load_embedder
 
-    embedder = load_embedder(model_dir)
+    embedder = load_embedder(model_dir, **embedder_options)
     try:
         vectors = np.asarray(embedder.embed_images(list(images)), dtype=np.float32)
     except ImageDecodeError as e:

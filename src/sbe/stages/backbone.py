@@ -86,6 +86,7 @@ class PartTask:
         threads: ONNX Runtime intra-op threads per model call (0 = every core).
         lanes: model calls run at once, each decoding its own batches (see ``embed_stream``).
         decode_processes: decode in this many worker processes instead of threads (GPU).
+        precision, calibration: ``fp32``, or ``int8`` and the calibration sample's digest.
     """
 
     source: str
@@ -103,6 +104,9 @@ class PartTask:
     threads: int = 0
     lanes: int = 1
     decode_processes: int = 0
+    # int8 (issue 19): the quantised graph, found in the cache by its calibration sample's digest
+    precision: str = "fp32"
+    calibration: str | None = None
 
 
 def cpu_plan(threads: int, cores: int) -> tuple[int, int]:
@@ -133,18 +137,37 @@ class PartResult:
 _BACKBONES: dict[str, Backbone] = {}
 
 
-def _backbone_key(identity: dict[str, Any], runtime: str, device: str, threads: int) -> str:
-    return json.dumps([identity, runtime, device, threads], sort_keys=True)
+def _backbone_key(
+    identity: dict[str, Any],
+    runtime: str,
+    device: str,
+    threads: int,
+    precision: str = "fp32",
+    calibration: str | None = None,
+) -> str:
+    return json.dumps([identity, runtime, device, threads, precision, calibration], sort_keys=True)
 
 
 def get_backbone(
-    identity: dict[str, Any], runtime: str = "auto", device: str = "auto", threads: int = 0
+    identity: dict[str, Any],
+    runtime: str = "auto",
+    device: str = "auto",
+    threads: int = 0,
+    precision: str = "fp32",
+    calibration: str | None = None,
 ) -> Backbone:
     """The backbone for ``identity`` on this runtime and device, loaded once per process."""
-    key = _backbone_key(identity, runtime, device, threads)
+    key = _backbone_key(identity, runtime, device, threads, precision, calibration)
     bb = _BACKBONES.get(key)
     if bb is None:
-        bb = load_backbone(identity, runtime=runtime, device=device, threads=threads or None)
+        bb = load_backbone(
+            identity,
+            runtime=runtime,
+            device=device,
+            threads=threads or None,
+            precision=precision,
+            calibration=calibration,
+        )
         _BACKBONES.clear()  # one model at a time: they can be large
         _BACKBONES[key] = bb
     return bb
@@ -195,7 +218,9 @@ def embed_part(task: PartTask, progress: Callable[[int], None] | None = None) ->
         The part's :class:`PartResult`.
     """
     t0 = time.perf_counter()
-    bb = get_backbone(task.backbone, task.runtime, task.device, task.threads)
+    bb = get_backbone(
+        task.backbone, task.runtime, task.device, task.threads, task.precision, task.calibration
+    )
     np_dtype, pa_dtype = DTYPES[task.dtype]
     rows = read_rows(task.source, task.start, task.stop)
     n = rows.num_rows
@@ -436,6 +461,7 @@ class BackboneStage(Stage):
                         decode_workers=cfg.decode_workers,
                         dtype=cfg.dtype,
                         threads=cfg.threads,
+                        precision=cfg.precision,
                     )
                 )
         # parts of other settings or other inputs never survive into this run's output
@@ -458,15 +484,31 @@ class BackboneStage(Stage):
         elif todo:
             t_load = time.perf_counter()
             threads, lanes = cpu_plan(cfg.threads, available_cores())
-            bb = load_backbone(spec, runtime=cfg.runtime, device=cfg.device, threads=threads)
+            bb = load_backbone(
+                spec,
+                runtime=cfg.runtime,
+                device=cfg.device,
+                threads=threads,
+                **_precision_load(cfg, plan, spec),
+            )
             if bb.runtime != "onnx":  # torch uses its own thread pool (or the GPU): one call
                 threads, lanes = cfg.threads, 1
             _BACKBONES.clear()
-            _BACKBONES[_backbone_key(identity, cfg.runtime, cfg.device, threads)] = bb
+            key = _backbone_key(
+                identity, cfg.runtime, cfg.device, threads, bb.precision, bb.calibration
+            )
+            _BACKBONES[key] = bb
             # a GPU outruns decoder threads sharing one interpreter: decode in processes
             processes = (cfg.decode_workers or auto_decode_workers(bb)) if bb.device != "cpu" else 0
             todo = [
-                replace(t, threads=threads, lanes=lanes, decode_processes=processes) for t in todo
+                replace(
+                    t,
+                    threads=threads,
+                    lanes=lanes,
+                    decode_processes=processes,
+                    calibration=bb.calibration,
+                )
+                for t in todo
             ]
             load_s = time.perf_counter() - t_load
             t_embed = time.perf_counter()
@@ -488,6 +530,8 @@ class BackboneStage(Stage):
                 "backbone": identity,
                 "dim": spec.dim,
                 "dtype": cfg.dtype,
+                "precision": cfg.precision,
+                "calibration": bb.calibration if bb else None,
                 "runtime": bb.runtime if bb else None,
                 "device": bb.device if bb else None,
                 "batch_size": (cfg.batch_size or bb.default_batch_size) if bb else None,
@@ -526,6 +570,41 @@ def run(
         LockedError: another run is writing ``cfg.output``.
     """
     return run_stage(BackboneStage(on_part), cfg, **options)[0]
+
+
+# ---- int8 (issue 19): the calibration sample is drawn from the stage's own input ----------------
+
+
+def _precision_load(
+    cfg: BackboneConfig, plan: list[tuple[Path, int, dict[str, str]]], spec: Any
+) -> dict[str, Any]:
+    """``load_backbone`` arguments for the precision; int8 draws its seeded calibration sample
+    from every ingest row (in part order), decoded as for the model."""
+    if cfg.precision == "fp32":
+        return {}
+    from sbe.models.backbones.int8 import calibration_sample
+
+    tables = []
+    for p, _, _ in plan:
+        names = pq.read_schema(p).names
+        cols = [*SOURCE_COLUMNS, *(["member_name"] if "member_name" in names else [])]
+        tables.append(pq.read_table(p, columns=cols))
+    table = pa.concat_tables(tables, promote_options="default")
+    tars = {k: v for _, _, ts in plan for k, v in ts.items()}
+    reader = TarReader(
+        table["tar_file"].to_pylist(),
+        table["tar_offset"].to_numpy(),
+        table["tar_size"].to_numpy(),
+        tars,
+        members=table["member_name"].to_pylist() if "member_name" in table.column_names else None,
+    )
+    try:
+        sample = calibration_sample(
+            table.num_rows, reader, spec.preprocess, size=cfg.calibration_images
+        )
+    finally:
+        reader.close()
+    return {"precision": cfg.precision, "calibration": sample}
 
 
 __all__ = [

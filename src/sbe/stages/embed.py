@@ -379,6 +379,7 @@ class EmbedStage(Stage):
                 "model": model["fingerprint"],
                 "filter_valid": cfg.filter_valid,
                 "runtime": cfg.runtime,
+                **_precision_meta(cfg),
             },
         )
         remove_stale(out_dir, {c.name for c in chunks})
@@ -399,11 +400,12 @@ class EmbedStage(Stage):
             write_json_atomic(out_dir / STATE_NAME, state)
 
         save_state("running" if todo else "complete")
+        calibration: dict[str, Any] = {}  # int8: the calibration sample's digest, when made
         load_s = embed_s = 0.0
         images_this_run = 0
         if todo:
             t0 = time.perf_counter()
-            results = _run_engine(cfg, info, todo, writer, columns)
+            results = _run_engine(cfg, info, todo, writer, columns, calibration)
             load_s = time.perf_counter() - t0
             total = sum(c.selected for c in todo)
             with ctx.progress("embed", total, unit="images") as bar:
@@ -458,6 +460,8 @@ class EmbedStage(Stage):
                 "load_seconds": round(load_s, 3),
                 "embed_seconds": round(embed_s, 3),
                 "images_per_second": round(images_this_run / embed_s, 1) if embed_s else None,
+                "precision": cfg.precision,
+                **calibration,
             },
         )
 
@@ -475,9 +479,16 @@ def run(cfg: EmbedConfig, *, progress: bool | None = None, **options: Any) -> Ma
 
 
 def _run_engine(
-    cfg: EmbedConfig, info: InputInfo, todo: list[Chunk], writer: ChunkWriter, columns: list[str]
+    cfg: EmbedConfig,
+    info: InputInfo,
+    todo: list[Chunk],
+    writer: ChunkWriter,
+    columns: list[str],
+    calibration: dict[str, Any] | None = None,
 ) -> Any:
     """An iterator of :class:`ChunkResult` from the configured engine."""
+    if cfg.engine == "ray" and cfg.precision != "fp32":
+        raise SbeError(f"--precision {cfg.precision} runs with --engine local; or use fp32")
     if cfg.engine == "ray":
         from sbe.distributed.embed import ray_embed_chunks
 
@@ -500,6 +511,39 @@ def _run_engine(
         runtime=cfg.runtime,
         batch_size=cfg.batch_size,
         decode_workers=cfg.decode_workers,
+        **_precision_load(cfg, info, calibration if calibration is not None else {}),
     )
     tables = read_chunks(pq.ParquetFile(info.path), info, todo, columns)
     return embed_chunks(embedder, tables, writer, filter_valid=cfg.filter_valid)
+
+
+# ---- int8 (issue 19): calibrated on a seeded sample of the input's own images ------------------
+
+
+def _precision_meta(cfg: EmbedConfig) -> dict[str, Any]:
+    """Part provenance for the precision: none for fp32 (older parts stay current)."""
+    if cfg.precision == "fp32":
+        return {}
+    return {"precision": cfg.precision, "calibration_images": cfg.calibration_images}
+
+
+def _precision_load(cfg: EmbedConfig, info: InputInfo, record: dict[str, Any]) -> dict[str, Any]:
+    """``load_embedder`` arguments; int8 records its sample's digest in ``record``
+    (``sbe search --precision int8 --calibration DIGEST`` reloads the same model)."""
+    if cfg.precision == "fp32":
+        return {}
+    from sbe.models.backbones.int8 import calibration_digest, parquet_calibration
+
+    if IMAGE_BYTES not in pq.read_schema(info.path).names:
+        raise SbeError(
+            f"{cfg.input}: --precision int8 calibrates on a packaged parquet's images; embed this "
+            "photo input with --precision fp32"
+        )
+    make = parquet_calibration(info.path, IMAGE_BYTES, size=cfg.calibration_images)
+
+    def sample(preprocess: Any) -> Any:
+        images = make(preprocess)
+        record["calibration"] = calibration_digest(images)
+        return images
+
+    return {"precision": cfg.precision, "calibration": sample}

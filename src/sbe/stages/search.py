@@ -72,8 +72,14 @@ def run_query(
     model_dir: str | Path | None = None,
     ef_search: int | None = None,
     exclude_self: bool = True,
+    precision: str = "fp32",
+    calibration: str | None = None,
 ) -> tuple[SearchIndex, list[str], SearchResult]:
     """Run exactly one kind of query.
+
+    ``precision`` / ``calibration`` (image queries): ``int8`` embeds with the quantised backbone
+    that ``sbe embed --precision int8`` calibrated (its manifest records the digest), so query
+    and indexed vectors come from the same model.
 
     Returns:
         ``(index, labels, result)``: one label per query (``id=...``, ``vector i``, image path).
@@ -102,7 +108,15 @@ def run_query(
     missing = [str(p) for p in images if not Path(p).is_file()]
     if missing:
         raise SbeError(f"image not found: {', '.join(missing)}")
-    result = index.search_images([str(p) for p in images], k, model_dir=model_dir)
+    options: dict[str, Any] = {}
+    if precision != "fp32":  # int8 (issue 19): the cached model of the embed run's sample
+        if not calibration:
+            raise SbeError(
+                f"--precision {precision} needs --calibration DIGEST: the 'calibration' that "
+                "`sbe embed --precision int8` recorded in its _manifest.json"
+            )
+        options = {"precision": precision, "calibration": calibration, "device": "cpu"}
+    result = index.search_images([str(p) for p in images], k, model_dir=model_dir, **options)
     return index, [str(p) for p in images], result
 
 

@@ -9,13 +9,17 @@ Example:
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone, BackboneSpec, Encoder, Preprocess
 from sbe.models.backbones.efficientnet import VARIANTS as EFFICIENTNET_VARIANTS
 from sbe.models.backbones.efficientnet import EfficientNetLiteBackbone, EfficientNetSpec
 from sbe.models.backbones.hf import HF_PREFIX, HFSpec
+from sbe.models.backbones.int8 import PRECISIONS, check_precision
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
 RUNTIMES = ("auto", "torch", "onnx")
@@ -74,6 +78,8 @@ def load_backbone(
     device: str = "auto",
     pooling: str = "auto",
     threads: int | None = None,
+    precision: str = "fp32",
+    calibration: np.ndarray | str | None = None,
 ) -> Backbone:
     """Build a ready-to-run backbone.
 
@@ -84,19 +90,25 @@ def load_backbone(
         device: ``auto`` (GPU when visible), ``cpu`` or ``cuda``.
         pooling: ``auto``, ``cls``, ``pooler``, ``mean`` or ``gem``.
         threads: ONNX Runtime intra-op threads (default: every available core).
+        precision: ``fp32``, or ``int8``: the ONNX graph statically quantised on ``calibration``
+            (CPU only; see :mod:`sbe.models.backbones.int8`).
+        calibration: for ``int8``: uint8 (N, crop, crop, 3) calibration images, or the digest of
+            a sample an earlier run quantised with (then the model must be in the cache).
 
     Returns:
-        A :class:`Backbone` whose ``identity()`` rebuilds it.
+        A :class:`Backbone` whose ``identity()`` rebuilds it (the network; ``precision`` and
+        ``calibration`` are attributes of the backbone, not part of the identity).
 
     Raises:
-        SbeError: unknown backbone or runtime, GPU requested but missing, ONNX export refused
-            with ``runtime="onnx"``.
+        SbeError: unknown backbone, runtime or precision, GPU requested but missing, ONNX export
+            refused with ``runtime="onnx"``, ``int8`` without calibration or on a GPU.
     """
     from sbe.models.backbones.eager import TorchBackbone, resolve_device
     from sbe.models.backbones.onnx import OnnxBackbone, OnnxExportError
 
     if runtime not in RUNTIMES:
         raise SbeError(f"unknown runtime {runtime!r}; choose from {RUNTIMES}")
+    check_precision(precision)
     spec = (
         spec_or_identity
         if isinstance(spec_or_identity, BackboneSpec)
@@ -106,6 +118,14 @@ def load_backbone(
     chosen = runtime
     if chosen == "auto":
         chosen = "onnx" if dev.type == "cpu" else "torch"
+    if precision == "int8":
+        if dev.type != "cpu" or chosen != "onnx":
+            raise SbeError(
+                "precision int8 runs on the CPU through ONNX Runtime; use --device cpu with "
+                "--runtime auto or onnx, or --precision fp32"
+            )
+        # no silent fallback: the user asked for the quantised model
+        return OnnxBackbone.int8(spec, calibration, threads=threads)
     if chosen == "onnx":
         if dev.type != "cpu":
             raise SbeError("runtime 'onnx' runs on the CPU; use --runtime torch with a GPU")
@@ -120,6 +140,7 @@ def load_backbone(
 
 __all__ = [
     "DEFAULT_BACKBONE",
+    "PRECISIONS",
     "Backbone",
     "BackboneSpec",
     "EfficientNetLiteBackbone",

@@ -113,6 +113,10 @@ class Backbone(ABC):
     device: str = "cpu"
     default_batch_size: int = 32
     spec: BackboneSpec | None = None
+    #: ``fp32``, or ``int8`` (a statically quantised ONNX graph; CPU only)
+    precision: str = "fp32"
+    #: for ``int8``: the digest of the calibration sample the graph was quantised on
+    calibration: str | None = None
 
     @abstractmethod
     def embed(self, images: np.ndarray) -> np.ndarray:

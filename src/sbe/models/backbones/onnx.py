@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.metadata
 import json
 import os
 import re
@@ -74,13 +75,13 @@ def probe_images(n: int, side: int, seed: int = 0) -> np.ndarray:
 
 def cache_path(spec: BackboneSpec) -> Path:
     """Where the verified export of ``spec`` lives (the file may not exist yet)."""
-    import onnx
-
     key = {
         "identity": spec.identity(),
         "weights": spec.weights_fingerprint(),
         "torch": torch.__version__,
-        "onnx": onnx.__version__,
+        # the installed version, read without importing onnx (2 s of every cached load; the
+        # exporter imports it when it runs)
+        "onnx": importlib.metadata.version("onnx"),
         "format": EXPORT_FORMAT,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -237,13 +238,43 @@ class OnnxBackbone(Backbone):
     default_batch_size = 32
 
     def __init__(
-        self, spec: BackboneSpec, path: str | os.PathLike[str], threads: int | None = None
+        self,
+        spec: BackboneSpec,
+        path: str | os.PathLike[str],
+        threads: int | None = None,
+        *,
+        precision: str = "fp32",
+        calibration: str | None = None,
     ) -> None:
         self.spec = spec
         self.name, self.dim, self.preprocess = spec.name, spec.dim, spec.preprocess
         self.path = Path(path)
         self.threads = threads or available_cores()
+        #: ``fp32`` or ``int8``; for ``int8``, ``calibration`` is the sample's digest
+        self.precision, self.calibration = precision, calibration
         self.session = make_session(self.path, self.threads)
+
+    @classmethod
+    def int8(
+        cls,
+        spec: BackboneSpec,
+        calibration: np.ndarray | str | None,
+        *,
+        encoder: Encoder | None = None,
+        threads: int | None = None,
+    ) -> OnnxBackbone:
+        """The statically quantised model of ``spec`` (see :mod:`sbe.models.backbones.int8`).
+
+        Args:
+            calibration: uint8 (N, crop, crop, 3) images, or the digest of a cached sample.
+        """
+        from sbe.models.backbones.int8 import quantize_verified
+
+        if isinstance(calibration, str):
+            path, digest = quantize_verified(spec, calibration=calibration, encoder=encoder)
+        else:
+            path, digest = quantize_verified(spec, calibration, encoder=encoder)
+        return cls(spec, path, threads, precision="int8", calibration=digest)
 
     @classmethod
     def from_spec(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from sbe.data.images import ImageDecodeError, orient, to_rgb
-from sbe.data.preprocess import decode_image
+from sbe.data.preprocess import Preprocess, decode_image
 from sbe.device import resolve_device, usable_cores
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone
@@ -299,6 +299,8 @@ def load_embedder(
     batch_size: int = 0,
     decode_workers: int = 0,
     backbone_source: str | None = None,
+    precision: str = "fp32",
+    calibration: np.ndarray | str | Callable[[Preprocess], np.ndarray] | None = None,
 ) -> Embedder:
     """Load a published model folder (as written by ``sbe publish``) for embedding.
 
@@ -312,6 +314,11 @@ def load_embedder(
         batch_size: images per forward pass; 0 = the backbone's default (at least 32).
         decode_workers: image-decoding threads; 0 = one per core (at most 8).
         backbone_source: load the backbone from here instead of the source the model names.
+        precision: ``fp32``, or ``int8`` (the backbone's ONNX graph statically quantised; CPU
+            only, see :mod:`sbe.models.backbones.int8`).
+        calibration: for ``int8``: uint8 (N, crop, crop, 3) images, the digest of a sample
+            quantised with before (cached), or a function from the backbone's
+            :class:`~sbe.data.preprocess.Preprocess` to such images.
 
     Returns:
         An :class:`Embedder`; its backbone is loaded now, so errors surface here.
@@ -321,7 +328,9 @@ def load_embedder(
             cannot be loaded from its source.
     """
     from sbe.models.backbones import load_backbone
+    from sbe.models.backbones.int8 import Int8Error, check_precision
 
+    check_precision(precision)
     root = Path(model_dir).expanduser().resolve()
     if not (root / "config.json").is_file():
         raise SbeError(f"{root} is not a model folder (no config.json); make one with sbe publish")
@@ -338,7 +347,20 @@ def load_embedder(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            backbone = load_backbone(_backbone_identity(model), runtime=runtime, device=str(dev))
+            identity = _backbone_identity(model)
+            if precision != "fp32" and callable(calibration):
+                from sbe.models.backbones import resolve_spec
+
+                calibration = calibration(resolve_spec(identity).preprocess)
+            backbone = load_backbone(
+                identity,
+                runtime=runtime,
+                device=str(dev),
+                precision=precision,
+                calibration=None if callable(calibration) else calibration,
+            )
+    except Int8Error:
+        raise  # already names the cache file and what to do
     except (SbeError, ValueError, OSError, ImportError) as e:
         raise SbeError(
             f"cannot load the backbone of {root} from {model.backbone_source()!r}: {e}; "
