@@ -145,14 +145,14 @@ def test_precision_changes_the_config_hash(cls):
     assert config_hash(int8.hashed_settings()) != config_hash(more.hashed_settings())
 
 
-def test_backbone_stage_hash_keys_only_for_int8():
-    from sbe.stages.backbone import _precision_hash
-
-    assert _precision_hash(BackboneConfig()) == {}  # fp32 outputs made before stay current
-    assert _precision_hash(BackboneConfig(precision="int8")) == {
-        "precision": "int8",
-        "calibration_images": 128,
-    }
+def test_backbone_precision_is_in_the_stage_hash():
+    """precision and the calibration size decide the output: both are hashed, threads are not."""
+    base = BackboneConfig().hashed_settings()
+    assert BackboneConfig(precision="int8").hashed_settings() != base
+    assert BackboneConfig(precision="int8", calibration_images=64).hashed_settings() != (
+        BackboneConfig(precision="int8").hashed_settings()
+    )
+    assert BackboneConfig(threads=1).hashed_settings() == base
 
 
 def test_embed_stage_int8_reembeds_records_the_digest_and_reloads(tmp_path, monkeypatch):
