@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 TARGET_SPEED, TARGET_COS, TARGET_R1_POINTS = 1.6, 0.98, 1.0
-LANDMARKS = Path("/work/shared/data/landmarks-mini")
+LANDMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "landmarks-mini"
 
 
 def load_avg() -> str:

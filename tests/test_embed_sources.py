@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import LANDMARKS  # ../shared beside the checkout, or $SBE_LANDMARKS_DIR
 from test_publish_fixtures import make_tiny_model
 from test_sources import jpeg, write_csv, write_shard
 
@@ -370,9 +371,6 @@ def test_recipe_webdataset_from_img2dataset(tmp_path: Path, model: Path) -> None
     cli("aggregate", "--in", str(w / "embeddings"), "--out", str(w / "buildings"))
     b = pq.read_table(w / "buildings" / "buildings.parquet")
     assert b["OSMID"].to_pylist() == [7, 8] and b["image_count"].to_pylist() == [2, 2]
-
-
-LANDMARKS = Path("/work/shared/data/landmarks-mini")
 
 
 @pytest.mark.skipif(not LANDMARKS.is_dir(), reason="landmarks-mini not present")

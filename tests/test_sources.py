@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import LANDMARKS  # ../shared beside the checkout, or $SBE_LANDMARKS_DIR
 from PIL import Image
 from test_backbone_stage import _env, tiny_vit  # noqa: F401 (fixtures)
 
@@ -26,8 +27,6 @@ from sbe.data.tarstream import TarReader, read_image
 from sbe.errors import SbeError
 from sbe.stages import ingest
 from sbe.storage.schemas import IMAGES_SCHEMA, make_uid
-
-LANDMARKS = Path("/work/shared/data/landmarks-mini")
 
 
 def jpeg(seed: int, size: tuple[int, int] = (64, 48)) -> bytes:
