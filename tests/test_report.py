@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import tarfile
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -500,3 +501,144 @@ def test_text_from_stage_outputs_is_escaped_by_the_templates() -> None:
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "&lt;b&gt;bad&lt;/b&gt;: 2" in html and "not available: no &lt;ingest&gt;" in html
     assert '<td class="num">1,234</td>' in html and "not synth &amp; real" in html
+
+
+# ---- issue 17: captions by place, the buildings layer, the gallery controls ------------------
+
+
+def _truth(raw: Path, rows: list[tuple[str, float, float]]) -> None:
+    raw.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        pa.table(
+            {
+                "city": [c for c, _, _ in rows],
+                "building_lat": [la for _, la, _ in rows],
+                "building_lon": [lo for _, _, lo in rows],
+            }
+        ),
+        raw / "truth.parquet",
+    )
+
+
+def test_places_name_the_synthetic_city_else_give_coordinates(tmp_path: Path) -> None:
+    from sbe.report.places import grid_text, latlon_text, world_places
+
+    _truth(tmp_path / "raw", [("Sydney", -33.85, 151.20), ("Sydney", -33.86, 151.22), ("Oslo", 59.91, 10.75)])  # fmt: skip
+    places = world_places(tmp_path / "raw")
+    assert places.names == ["Oslo", "Sydney"]
+    np.testing.assert_allclose(places.lat, [59.91, -33.855])
+    assert places.caption(-33.8544, 151.2072) == "Sydney · 33.8544° S, 151.2072° E"
+    assert places.group(59.9, 10.7) == "Oslo"
+    # farther than 60 km from every city: coordinates, and a 1° cell to filter by
+    assert places.caption(48.8566, 2.3522) == "48.8566° N, 2.3522° E"
+    assert places.group(48.8566, -2.3522) == "48° N, 3° W" == grid_text(48.8566, -2.3522)
+    assert places.caption(float("nan"), 1.0) == "location unknown"
+    assert latlon_text(-0.5, -120.25, 2) == "0.50° S, 120.25° W"
+    # real data: no truth (or one without cities) names nothing, and never fails
+    for raw in (None, tmp_path / "none", tmp_path):
+        assert world_places(raw).caption(-33.8544, 151.2072) == "33.8544° S, 151.2072° E"
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "truth.parquet").write_bytes(b"not parquet")
+    assert world_places(tmp_path / "bad").names == []
+
+
+def test_gallery_captions_and_filter_data_come_from_places(tmp_path: Path) -> None:
+    from sbe.report.html import gallery_section
+    from sbe.report.places import Places
+
+    split, run, images, building_of = _gallery_world(tmp_path)
+    table = pq.read_table(split / "test.parquet")
+    # buildings 1000 and 1001 in "Aville", 1002 far from any city
+    where = {1000: (10.0, 20.0), 1001: (10.01, 20.01), 1002: (-40.0, -70.0)}
+    b = table.column("building_id").to_pylist()
+    table = table.append_column("target_lat", pa.array([where[x][0] for x in b]))
+    table = table.append_column("target_lon", pa.array([where[x][1] for x in b]))
+    pq.write_table(table, split / "test.parquet")
+    places = Places(["Aville"], np.array([10.0]), np.array([20.0]))
+    gal = g.retrieval_gallery(
+        split, run, images, queries=6, k=3, seed=0, thumb=g.ThumbSettings(), places=places
+    )
+    for q in gal.queries:
+        lat, lon = where[q.query.building_id]
+        expect = "Aville" if q.query.building_id != 1002 else "40° S, 70° W"
+        assert q.group == expect
+        assert q.query.place.endswith(f"{abs(lat):.4f}° {'N' if lat > 0 else 'S'}, {abs(lon):.4f}° {'E' if lon > 0 else 'W'}")  # fmt: skip
+        assert q.query.place.startswith("Aville · ") == (q.query.building_id != 1002)
+        ranks = [t.rank for t in q.results if t.correct]
+        assert q.first_right_rank == (ranks[0] if ranks else None)
+    html = gallery_section(gal)
+    groups = sorted({q.group for q in gal.queries})
+    assert re.findall(r'<option value="([^"]+)">', html)[: len(groups)] == groups
+    assert html.count('class="row gallery-query"') == len(gal.queries)
+    for q in gal.queries:
+        top = q.results[0]
+        assert (
+            f'data-place="{q.group}" data-correct="{"correct" if top.correct else "incorrect"}" '
+            f'data-sim="{top.similarity:.6f}" data-rank="{q.first_right_rank or 999}"'
+        ) in html
+    # the text a reader sees (entities such as &#10003; decoded: they hold digits)
+    captions = [unescape(c) for c in re.findall(r"<figcaption>(.*?)</figcaption>", html)]
+    assert len(captions) == len(gal.queries) * 4
+    assert all("°" in c for c in captions)  # a place, never a bare id
+    bad = [c for c in captions for i in set(building_of.values()) if str(i) in c]
+    assert not bad, bad
+
+
+def test_map_buildings_layer_sample_and_notes(tmp_path: Path) -> None:
+    from sbe.report.geoloc import map_buildings
+    from sbe.report.places import Places
+    from sbe.report.worldmap import MapBuilding, world_map_svg
+    from sbe.storage import Manifest, write_manifest
+
+    out = tmp_path / "buildings"
+    out.mkdir()
+    lat = np.array([10.0, 10.1, 10.2, -40.0, np.nan])
+    pq.write_table(
+        pa.table(
+            {
+                "OSMID": pa.array([1, 2, 3, 4, 5], pa.int64()),
+                "image_count": pa.array([1, 2, 3, 4, 5], pa.int32()),
+                "lat": pa.array(lat),
+                "lon": pa.array([20.0, 20.1, 20.2, -70.0, 1.0]),
+            }
+        ),
+        out / "buildings.parquet",
+    )
+    with pytest.raises(g.Unavailable, match="no valid _manifest"):
+        map_buildings(out, Places(), max_points=10, seed=0)
+    write_manifest(out, Manifest(stage="aggregate"))
+    places = Places(["Aville"], np.array([10.0]), np.array([20.0]))
+    drawn, located = map_buildings(out, places, max_points=10, seed=0)
+    assert located == 4 and [b.images for b in drawn] == [1, 2, 3, 4]
+    assert drawn[0].label == "Aville · 10.0000° N, 20.0000° E"
+    assert drawn[3].label == "40.0000° S, 70.0000° W"
+    sample, located = map_buildings(out, places, max_points=2, seed=3)
+    assert located == 4 and len(sample) == 2
+    assert sample == map_buildings(out, places, max_points=2, seed=3)[0]  # seeded
+    # 10.0-10.2 share a half-degree cell: one dot for three buildings
+    svg = world_map_svg([], None, buildings=drawn)
+    assert svg.count('class="building-pt"') == 2 and 'data-layer="predictions"' not in svg
+    assert "3 buildings around Aville · 10.0000° N, 20.0000° E, 6 image(s)" in svg
+    assert 'data-layer="buildings"' not in world_map_svg([], None, buildings=[])
+    one = world_map_svg([], None, buildings=[MapBuilding(1.0, 2.0, "", 0)])
+    assert "1 building: 1.0000, 2.0000</title>" in one
+    pq.write_table(pa.table({"OSMID": [1]}), out / "buildings.parquet")
+    with pytest.raises(g.Unavailable, match="not located"):
+        map_buildings(out, places, max_points=10, seed=0)
+
+
+def test_pipeline_report_names_cities_and_draws_the_buildings(tiny_pipeline) -> None:
+    cfg, _ = tiny_pipeline
+    html = (cfg.workdir / "report" / "report.html").read_text()
+    cities = set(pq.read_table(cfg.workdir / "raw" / "truth.parquet", columns=["city"])["city"].to_pylist())  # fmt: skip
+    gallery = html.split('<section id="gallery">')[1].split("</section>")[0]
+    assert set(re.findall(r'data-place="([^"]+)"', gallery)) <= cities
+    assert "<script>" in gallery and 'id="gallery-sort"' in gallery
+    clusters = html.split('<section id="clusters">')[1].split("</section>")[0]
+    for section in (gallery, clusters):
+        captions = re.findall(r"<figcaption>(.*?)</figcaption>", section, re.S)
+        assert captions and all("°" in c and any(x in c for x in cities) for c in captions)
+    geo = html.split('<section id="geolocation">')[1].split("</section>")[0]
+    buildings = pq.read_table(cfg.workdir / "buildings" / "buildings.parquet")
+    assert 0 < geo.count('class="building-pt"') <= buildings.num_rows
+    assert 'data-layer="predictions"' in geo and 'type="checkbox" data-layer="buildings"' in geo

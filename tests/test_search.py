@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -352,3 +355,154 @@ def test_moved_work_folder_still_searches_by_image(tmp_path: Path, tiny_model: P
     shutil.rmtree(moved / "model")
     r = runner.invoke(app, [*args, "--image", str(image)])
     assert isinstance(r.exception, SbeError) and "--model" in str(r.exception)
+
+
+# ---- issue 17: folders, globs and several --image in one process -----------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_index(tmp_path_factory, tiny_model: Path) -> tuple[Path, Path]:
+    """An index of 12 one-image buildings made by the tiny published model, and the photos as
+    files ``photos/b07.jpg`` (building 1007) etc."""
+    from test_publish_fixtures import packaged_parquet
+
+    from sbe.config import AggregateConfig, EmbedConfig
+    from sbe.stages import aggregate, embed
+
+    work = tmp_path_factory.mktemp("tiny-index")
+    inp = packaged_parquet(work / "packaged.parquet", 12, images_per_building=1)
+    embed.run(EmbedConfig(input=inp, output=work / "emb", model=tiny_model))
+    aggregate.run(AggregateConfig(input=[work / "emb"], output=work / "b"))
+    index_stage.run(IndexConfig(input=work / "b", output=work / "index"))
+    photos = work / "photos"
+    photos.mkdir()
+    for i, blob in enumerate(pq.read_table(inp)["image_bytes"].to_pylist()):
+        (photos / f"b{i:02d}.jpg").write_bytes(blob)
+    return work / "index", photos
+
+
+def _count_model_loads(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    import sbe.models.published as published
+
+    loads: list[Path] = []
+    real = published.load_embedder
+
+    def counting(model_dir, *args, **kwargs):
+        loads.append(Path(model_dir))
+        return real(model_dir, *args, **kwargs)
+
+    monkeypatch.setattr(published, "load_embedder", counting)
+    return loads
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_folder_of_images_is_answered_with_one_model_load(
+    tiny_index, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    idx, photos = tiny_index
+    folder = tmp_path / "queries"
+    folder.mkdir()
+    for i in (3, 7, 10):
+        (folder / f"q{i:02d}.JPG").write_bytes((photos / f"b{i:02d}.jpg").read_bytes())
+    (folder / "notes.txt").write_text("not an image: left out")
+    (folder / "sub").mkdir()  # folders inside are not entered
+    loads = _count_model_loads(monkeypatch)
+    args = ["search", "--index", str(idx), "--k", "2", "--image", str(folder)]
+    out = _json(runner.invoke(app, [*args, "--json"]))
+    assert len(loads) == 1
+    assert [q["query"] for q in out["queries"]] == [str(folder / f"q{i:02d}.JPG") for i in (3, 7, 10)]  # fmt: skip
+    assert [q["hits"][0]["id"] for q in out["queries"]] == [1003, 1007, 1010]
+    assert all(q["hits"][0]["similarity"] > 0.999 for q in out["queries"])
+    # the table form: one table per query, each titled with its image
+    r = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert [r.stdout.count(f"q{i:02d}.JPG: top 2") for i in (3, 7, 10)] == [1, 1, 1]
+    assert len(loads) == 2  # the second command: again one load for three queries
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_globs_and_several_images_mix_in_one_query(
+    tiny_index, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    idx, photos = tiny_index
+    loads = _count_model_loads(monkeypatch)
+    pattern = str(photos / "b0[12].jpg")
+    args = ["search", "--index", str(idx), "--k", "1", "--json"]
+    # a file named twice (by the pattern and by itself) is answered once, in its first place
+    out = _json(runner.invoke(app, [*args, "--image", pattern, "--image", str(photos / "b11.jpg"), "--image", str(photos / "b02.jpg")]))  # fmt: skip
+    assert len(loads) == 1
+    assert [Path(q["query"]).name for q in out["queries"]] == ["b01.jpg", "b02.jpg", "b11.jpg"]
+    assert [q["hits"][0]["id"] for q in out["queries"]] == [1001, 1002, 1011]
+
+
+def test_image_values_that_name_nothing_are_one_error_line(image_index, tmp_path: Path) -> None:
+    """Checked before the index or a model is loaded (this index has no model at all)."""
+    idx_dir, _, _ = image_index
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no images here")
+    for value, words in [
+        (tmp_path / "no-such-folder", "no such file or folder"),
+        (tmp_path / "nothing-*.jpg", "no file matches this pattern"),
+        (empty, "the folder holds no images"),
+    ]:
+        r = runner.invoke(app, ["search", "--index", str(idx_dir), "--image", str(value)])
+        assert r.exit_code == 1 and isinstance(r.exception, SbeError), (value, r.output)
+        message = str(r.exception)
+        assert message.startswith(f"--image {value}: ") and words in message, message
+        assert "\n" not in message
+
+
+def test_expand_images_orders_and_dedupes(tmp_path: Path) -> None:
+    from sbe.stages.search import expand_images
+
+    for name in ("b.png", "a.jpeg", "c.webp", "d.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "deep").mkdir()
+    (tmp_path / "deep" / "e.jpg").write_bytes(b"x")
+    assert [p.name for p in expand_images([tmp_path])] == ["a.jpeg", "b.png", "c.webp"]
+    assert [p.name for p in expand_images([str(tmp_path / "**" / "*.jpg")])] == ["e.jpg"]
+    got = expand_images([tmp_path / "c.webp", tmp_path, str(tmp_path / "*.png")])
+    assert [p.name for p in got] == ["c.webp", "a.jpeg", "b.png"]
+
+
+def _sbe(*args: str) -> subprocess.CompletedProcess[str]:
+    """``sbe ARGS`` in a fresh interpreter (this checkout's source first on the path)."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    code = (
+        "import sys\n"
+        "from sbe.cli import app\n"
+        "try:\n"
+        "    app(sys.argv[1:], standalone_mode=False)\n"
+        "finally:\n"
+        "    heavy = [m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules]\n"
+        "    print('heavy modules:', heavy, file=sys.stderr)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_search_by_id_starts_without_torch_or_onnxruntime(image_index) -> None:
+    """``sbe search --id`` needs faiss and the side table, never a model runtime."""
+    idx_dir, _, _ = image_index
+    r = _sbe("search", "--index", str(idx_dir), "--id", "b3", "--k", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    hits = json.loads(r.stdout)["queries"][0]["hits"]
+    assert len(hits) == 2 and "b3" not in [h["id"] for h in hits]
+    assert "heavy modules: []" in r.stderr
+
+
+def test_a_missing_image_folder_is_one_line_from_the_command(image_index, tmp_path: Path) -> None:
+    idx_dir, _, _ = image_index
+    missing = tmp_path / "no-such-folder"
+    r = subprocess.run(
+        [sys.executable, "-m", "sbe.cli", "search", "--index", str(idx_dir), "--image", str(missing)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "COLUMNS": "400"},
+    )  # fmt: skip
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"error: --image {missing}: no such file or folder"]

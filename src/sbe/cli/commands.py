@@ -138,7 +138,10 @@ def search(
     ] = None,
     image: Annotated[
         list[Path] | None,
-        typer.Option("--image", help="Query image(s), embedded by the published model."),
+        typer.Option(
+            "--image",
+            help="Query image(s): a file, a folder or a glob (repeatable); one model load for all.",
+        ),
     ] = None,
     k: Annotated[int, typer.Option("--k", "-k", help="Neighbours per query.")] = 10,
     model: Annotated[

@@ -35,7 +35,10 @@ def read_side_table(path: str | Path, build_id: str | None = None) -> pa.Table:
     Raises:
         SbeError: the table was written by another build.
     """
-    table = pq.read_table(path)
+    # ParquetFile, not pq.read_table: the latter goes through pyarrow.dataset, which imports
+    # pandas (about a second), and `sbe search --id` should start in well under that
+    with pq.ParquetFile(path) as f:
+        table = f.read()
     if build_id is not None:
         found = (table.schema.metadata or {}).get(BUILD_KEY, b"").decode()
         if found != build_id:

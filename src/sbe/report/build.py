@@ -37,6 +37,8 @@ class ReportOptions:
     cluster_samples: int = 4
     max_clusters: int = 24
     map_points: int = 600
+    #: buildings of ``sbe aggregate`` drawn on the map at most (a seeded sample beyond)
+    building_points: int = 5000
     thumb: g.ThumbSettings = field(default_factory=g.ThumbSettings)
     seed: int = 0
     title: str = "sbe report"
@@ -103,6 +105,8 @@ def build_report(
     """
     o = options or ReportOptions()
     status: dict[str, list[str]] = {}
+    # city names of a synthetic world for captions (empty for real data: coordinates then)
+    places = g.world_places(inputs.raw)
 
     def problems(section: str) -> list[str]:
         return status.setdefault(section, [])
@@ -138,6 +142,7 @@ def build_report(
             k=o.gallery_k,
             seed=o.seed,
             thumb=o.thumb,
+            places=places,
         ),
         problems("gallery"),
     )
@@ -157,14 +162,20 @@ def build_report(
         )
     geo_metrics = attempt(lambda: g.geo_metrics(inputs.geo).get("test") or {}, p)
     geo_curves = attempt(lambda: g.geo_curves(inputs.geo), p)
+    buildings = attempt(
+        lambda: g.map_buildings(
+            inputs.buildings, places, max_points=o.building_points, seed=o.seed
+        ),
+        p,
+    )
     background: str | None = None
     legend: list[tuple[str, str, str]] = []
-    if isinstance(geo, g.Geolocation):
-        points = geo.points
+    if isinstance(geo, g.Geolocation) or not isinstance(buildings, str):
+        points = geo.points if isinstance(geo, g.Geolocation) else []
         drawn = attempt(lambda: _map_background(points), p)
         if not isinstance(drawn, str):
             background, legend = drawn
-    geo_html = h.geo_section(geo, geo_metrics, geo_curves, background, legend)
+    geo_html = h.geo_section(geo, geo_metrics, geo_curves, background, legend, buildings)
     # 6. clusters
     clusters = attempt(
         lambda: g.cluster_samples(
@@ -174,6 +185,7 @@ def build_report(
             per_cluster=o.cluster_samples,
             max_clusters=o.max_clusters,
             thumb=o.thumb,
+            places=places,
         ),
         problems("clusters"),
     )

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from sbe.report.gallery import Tile, image_bytes_by_id
+from sbe.report.places import Places
 from sbe.report.readers import (
     ThumbSettings,
     Unavailable,
@@ -104,8 +105,15 @@ def cluster_samples(
     per_cluster: int,
     max_clusters: int,
     thumb: ThumbSettings,
+    places: Places | None = None,
 ) -> Clusters:
-    """Cluster sizes and the images of each cluster's most central members (rank_in_cluster)."""
+    """Cluster sizes and the images of each cluster's most central members (rank_in_cluster).
+
+    Args:
+        places: names the members' places in captions (with ``lat``/``lon`` in the
+            assignments); ``None``: coordinates only.
+    """
+    places = places or Places()
     m = manifest_of(clusters_dir, "cluster output", "cluster")
     assert clusters_dir is not None
     path = Path(clusters_dir) / "assignments.parquet"
@@ -114,6 +122,12 @@ def cluster_samples(
     table = read_parquet(
         path, "cluster assignments", "cluster", [id_col, "cluster", "rank_in_cluster"]
     )
+    n = table.num_rows
+    lat = lon = np.full(n, np.nan)
+    if {"lat", "lon"} <= set(schema.names):
+        loc = read_parquet(path, "cluster assignments", "cluster", ["lat", "lon"])
+        lat = loc.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
+        lon = loc.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
     labels = table.column("cluster").to_numpy()
     ranks = table.column("rank_in_cluster").to_numpy()
     ids = table.column(id_col).to_pylist()
@@ -143,6 +157,7 @@ def cluster_samples(
                 if isinstance(blob, bytes)
                 else None
             )
+            located = bool(np.isfinite(lat[r]) and np.isfinite(lon[r]))
             tiles.append(
                 Tile(
                     image_id=int(r),
@@ -150,6 +165,11 @@ def cluster_samples(
                     uri=uri,
                     rank=int(ranks[r]) + 1,
                     note=str(ids[r]),
+                    place=(
+                        places.caption(float(lat[r]), float(lon[r]))
+                        if located
+                        else f"{id_col} {ids[r]}, no location"
+                    ),
                 )
             )
         samples.append(ClusterSample(int(c), sizes[int(c)], tiles))

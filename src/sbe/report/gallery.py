@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from sbe.report.places import Places
 from sbe.report.readers import (
     ThumbSettings,
     Unavailable,
@@ -76,6 +77,8 @@ class Tile:
     similarity: float | None = None
     correct: bool | None = None
     note: str = ""
+    #: where it is, for people: city and coordinates, or coordinates (see :mod:`.places`)
+    place: str = ""
 
 
 @dataclass
@@ -85,6 +88,13 @@ class GalleryQuery:
     query: Tile
     results: list[Tile]
     backbone_top1_correct: bool | None = None
+    #: what the page's place filter groups by: the query's city, else its 1° cell
+    group: str = ""
+
+    @property
+    def first_right_rank(self) -> int | None:
+        """Rank of the first result of the query's building (``None``: none in the top k)."""
+        return next((t.rank for t in self.results if t.correct), None)
 
 
 @dataclass
@@ -146,8 +156,14 @@ def retrieval_gallery(
     k: int,
     seed: int,
     thumb: ThumbSettings,
+    places: Places | None = None,
 ) -> Gallery:
-    """Seeded test queries with their top-k by the trained projector (cosine, query excluded)."""
+    """Seeded test queries with their top-k by the trained projector (cosine, query excluded).
+
+    Args:
+        places: names places in captions (a synthetic world's cities); ``None``: coordinates.
+    """
+    places = places or Places()
     folder = need_dir(split_dir, "split output")
     test = folder / "test.parquet"
     best = need_dir(run_dir, "training run") / "best"
@@ -156,6 +172,12 @@ def retrieval_gallery(
     from sbe.models.projector import Projector
 
     table = read_parquet(test, "test split", "split", ["building_id", "image_id", "embedding"])
+    located = {"target_lat", "target_lon"} <= set(parquet_schema(test, "test split").names)
+    lat = lon = np.full(table.num_rows, np.nan)
+    if located:
+        loc = read_parquet(test, "test split", "split", ["target_lat", "target_lon"])
+        lat = loc.column("target_lat").to_numpy(zero_copy_only=False).astype(np.float64)
+        lon = loc.column("target_lon").to_numpy(zero_copy_only=False).astype(np.float64)
     if table.num_rows < 2:
         raise Unavailable(f"{test} has fewer than two images")
     building = table.column("building_id").to_numpy()
@@ -186,7 +208,10 @@ def retrieval_gallery(
 
     def tile(row: int, **kw: Any) -> Tile:
         iid = int(image_ids[row])
-        return Tile(iid, int(building[row]), uris.get(iid), note=notes.get(iid, ""), **kw)
+        place = places.caption(float(lat[row]), float(lon[row]))
+        return Tile(
+            iid, int(building[row]), uris.get(iid), note=notes.get(iid, ""), place=place, **kw
+        )
 
     out = []
     for i, qr in enumerate(q):
@@ -204,6 +229,7 @@ def retrieval_gallery(
                 query=tile(int(qr)),
                 results=results,
                 backbone_top1_correct=bool(building[b_rows[i, 0]] == building[qr]),
+                group=places.group(float(lat[qr]), float(lon[qr])),
             )
         )
     return Gallery(

@@ -32,7 +32,8 @@ from sbe.report.gallery import (
     retrieval_gallery,
     top_k_excluding_self,
 )
-from sbe.report.geoloc import Geolocation, GeoPredictor, geo_metrics, geolocation
+from sbe.report.geoloc import Geolocation, GeoPredictor, geo_metrics, geolocation, map_buildings
+from sbe.report.places import Places, world_places
 from sbe.report.readers import (
     Malformed,
     ReportInputs,
@@ -59,14 +60,15 @@ from sbe.report.thumbs import file_thumbnail_uri
 
 __all__ = [
     "STAGE_DIRS", "ClusterSample", "Clusters", "Gallery", "GalleryQuery", "GeoCurves",
-    "GeoPredictor", "Geolocation", "LandmarkPhoto", "Malformed", "ReportInputs",
+    "GeoPredictor", "Geolocation", "LandmarkPhoto", "Malformed", "Places", "ReportInputs",
     "RetrievalMetrics", "RunFacts", "SplitSummary", "StageCounts", "StageTime", "SynthWorld",
     "ThumbSettings", "Tile", "TrainingCurves", "Unavailable", "cluster_samples",
     "evaluated_landmarks_dir", "geo_curves", "geo_metrics", "geolocation", "image_bytes_by_id",
-    "ingest_parts", "input_files", "landmark_photos", "manifest_of", "need_dir", "parquet_schema",
-    "pick_queries", "read_json", "read_jsonl", "read_parquet", "require_columns",
+    "ingest_parts", "input_files", "landmark_photos", "manifest_of", "map_buildings", "need_dir",
+    "parquet_schema", "pick_queries", "read_json", "read_jsonl", "read_parquet", "require_columns",
     "retrieval_gallery", "retrieval_metrics", "run_facts", "split_summary", "stage_counts",
     "stage_dirs", "synth_world", "top_k_excluding_self", "training_curves",
+    "world_places",
 ]  # fmt: skip
 
 

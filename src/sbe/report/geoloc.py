@@ -10,8 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from sbe.report.readers import Unavailable, need_dir, read_json, read_parquet
-from sbe.report.worldmap import MapPoint
+from sbe.report.places import Places
+from sbe.report.readers import (
+    Unavailable,
+    manifest_of,
+    need_dir,
+    parquet_schema,
+    read_json,
+    read_parquet,
+)
+from sbe.report.worldmap import MapBuilding, MapPoint
 from sbe.storage import to_numpy_matrix
 
 #: ``predict(geo_dir, embeddings (N, D) float32) -> [{"locations": [{"lat", "lon", ...}], ...}]``
@@ -81,3 +89,47 @@ def geolocation(
         selection=dict(metrics.get("selection") or {}),
         input_space=space,
     )
+
+
+def map_buildings(
+    buildings_dir: Path | None, places: Places, *, max_points: int, seed: int
+) -> tuple[list[MapBuilding], int]:
+    """The located buildings of ``sbe aggregate`` (a seeded sample beyond ``max_points``).
+
+    Returns:
+        ``(buildings, located)``: the sample to draw, captioned by ``places``, and how many
+        buildings have a location in all.
+
+    Raises:
+        Unavailable: no finished aggregate output, or its buildings have no locations.
+    """
+    manifest_of(buildings_dir, "aggregate output", "aggregate")
+    assert buildings_dir is not None
+    path = Path(buildings_dir) / "buildings.parquet"
+    names = parquet_schema(path, "buildings").names
+    if not {"lat", "lon"} <= set(names):
+        raise Unavailable(
+            f"{path} has no lat/lon: the buildings are not located (`sbe aggregate --locations`)"
+        )
+    columns = ["lat", "lon"] + (["image_count"] if "image_count" in names else [])
+    table = read_parquet(path, "buildings", "aggregate", columns)
+    lat = table.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
+    lon = table.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
+    count = (
+        table.column("image_count").to_numpy(zero_copy_only=False)
+        if "image_count" in columns
+        else np.zeros(len(lat), dtype=np.int64)
+    )
+    located = np.flatnonzero(np.isfinite(lat) & np.isfinite(lon))
+    if len(located) == 0:
+        raise Unavailable(f"{path}: no building has a location")
+    rows = located
+    if len(rows) > max_points:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_points, replace=False))
+    out = [
+        MapBuilding(
+            float(lat[r]), float(lon[r]), places.caption(lat[r], lon[r]), int(count[r] or 0)
+        )
+        for r in rows
+    ]
+    return out, len(located)

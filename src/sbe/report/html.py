@@ -2,7 +2,9 @@
 
 Python here only computes what a section shows (numbers formatted as text, charts as SVG); the
 markup is in the templates, autoescaped, so any text from a stage output is escaped. Everything
-is inline (CSS, SVG, ``data:`` images) so the file opens offline; no scripts are needed.
+is inline (CSS, SVG, ``data:`` images, two small scripts) so the file opens offline. The scripts
+only filter and sort the gallery and toggle the map's layers: without them the page shows
+everything.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from markupsafe import Markup
 
 from sbe.report import gather as g
 from sbe.report.svg import Bars, Mark, Series, bar_chart, line_chart
-from sbe.report.worldmap import error_colour, world_map_svg
+from sbe.report.worldmap import MapBuilding, error_colour, world_map_svg
 
 # ---- text formatting (template filters) --------------------------------------------------------
 
@@ -264,7 +266,8 @@ def metrics_section(m: g.RetrievalMetrics | str, photos: list[g.LandmarkPhoto] |
 
 
 def gallery_section(gal: g.Gallery | str) -> Markup:
-    return render("gallery.html.j2", gal=gal)
+    groups = [] if isinstance(gal, str) else sorted({q.group for q in gal.queries if q.group})
+    return render("gallery.html.j2", gal=gal, groups=groups)
 
 
 #: (label, part, key, format) of the rows of the geo metrics table
@@ -290,16 +293,42 @@ def geo_section(
     curves: g.GeoCurves | str,
     background_uri: str | None,
     legend: list[tuple[str, str, str]],
+    buildings: tuple[list[MapBuilding], int] | str = "no buildings given",
 ) -> Markup:
-    context: dict[str, Any] = {"geo": geo, "metrics": metrics, "curves": curves, "legend": legend}
+    """The geolocation section: the world map (test predictions and the buildings of ``sbe
+    aggregate``, two layers a reader can switch), the geo metrics and the geo training curves.
+
+    Args:
+        buildings: ``(drawn, located)`` from :func:`~sbe.report.geoloc.map_buildings`, or why
+            there are none (then the map has no buildings layer).
+    """
+    context: dict[str, Any] = {
+        "geo": geo,
+        "metrics": metrics,
+        "curves": curves,
+        "legend": legend,
+        "buildings": buildings,
+        "map": None,
+    }
+    drawn = [] if isinstance(buildings, str) else buildings[0]
+    points = [] if isinstance(geo, str) else geo.points
+    if points or drawn:
+        context["map"] = Markup(world_map_svg(points, background_uri, buildings=drawn))
+        context["layers"] = [
+            (name, text)
+            for name, text, present in (
+                ("predictions", "test predictions", bool(points)),
+                ("buildings", f"buildings of sbe aggregate ({len(drawn):,} drawn)", bool(drawn)),
+            )
+            if present
+        ]
+    context["error_legend"] = [
+        (error_colour(km), text)
+        for km, text in ((0, "< 25 km"), (100, "25-750 km"), (1000, "> 750 km"))
+    ]
     if not isinstance(geo, str):
         errs = sorted(p.error_km for p in geo.points)
         context["median_km"] = errs[len(errs) // 2] if errs else float("nan")
-        context["map"] = Markup(world_map_svg(geo.points, background_uri))
-        context["error_legend"] = [
-            (error_colour(km), text)
-            for km, text in ((0, "< 25 km"), (100, "25-750 km"), (1000, "> 750 km"))
-        ]
     if isinstance(metrics, dict) and metrics:
         preds = [
             ("geo heads", metrics["model"]),

@@ -92,7 +92,7 @@ def input_files(inputs: ReportInputs) -> list[Path]:
         if folder is not None and stage != "embed":
             candidates.append(Path(folder) / "_manifest.json")
     if inputs.raw is not None:
-        candidates.append(Path(inputs.raw) / "preview.png")
+        candidates += [Path(inputs.raw) / "preview.png", Path(inputs.raw) / "truth.parquet"]
     if inputs.split is not None:
         candidates.append(Path(inputs.split) / "test.parquet")
     if inputs.run is not None:
@@ -104,6 +104,8 @@ def input_files(inputs: ReportInputs) -> list[Path]:
         candidates += [g / "metrics.json", g / "metrics.jsonl", g / "model.safetensors"]
     if inputs.clusters is not None:
         candidates.append(Path(inputs.clusters) / "assignments.parquet")
+    if inputs.buildings is not None:
+        candidates.append(Path(inputs.buildings) / "buildings.parquet")
     if inputs.embeddings is not None:
         candidates += sorted((Path(inputs.embeddings) / "parts").glob("*.parquet"))
     if inputs.landmarks is not None:

@@ -113,6 +113,16 @@ class MapPoint:
         )
 
 
+@dataclass
+class MapBuilding:
+    """One building of ``sbe aggregate`` on the map: its location (degrees) and a caption."""
+
+    lat: float
+    lon: float
+    label: str = ""
+    images: int = 0
+
+
 def _xy(lat: float, lon: float, width: int, height: int) -> tuple[float, float]:
     return (lon + 180.0) / 360.0 * width, (90.0 - lat) / 180.0 * height
 
@@ -134,6 +144,7 @@ def world_map_svg(
     points: Sequence[MapPoint],
     background_uri: str | None,
     *,
+    buildings: Sequence[MapBuilding] = (),
     width: int = 1440,
     height: int = 720,
     css_width: str = "100%",
@@ -147,8 +158,13 @@ def world_map_svg(
     whose areas are the shares beyond 750 km (red), within 750 km (orange) and within 25 km
     (green); one x per predicted cell. Every mark has a tooltip with the numbers.
 
+    The marks are two layers, each a ``<g data-layer=...>`` a page can hide: ``predictions``
+    (the above) and ``buildings`` (one purple dot per cell holding buildings of ``sbe
+    aggregate``, its area growing with their number).
+
     Args:
         points: images to draw.
+        buildings: the located buildings to draw (may be empty: no layer).
         background_uri: a ``data:`` URI of the background (plate carrée, any size), or ``None``
             for a plain ocean colour.
         width, height: the SVG coordinate system (the map scales to ``css_width``).
@@ -230,11 +246,46 @@ def world_map_svg(
             f'M{x - 4:.1f},{y + 4:.1f}L{x + 4:.1f},{y - 4:.1f}" class="pred-pt">'
             f"<title>{tip}</title></path>"
         )
-    body += arcs + discs + crosses
+    if points:
+        body.append('<g class="layer" data-layer="predictions">')
+        body += arcs + discs + crosses
+        body.append("</g>")
+    if buildings:
+        body.append('<g class="layer" data-layer="buildings">')
+        body += _building_marks(buildings, width, height, cell_deg)
+        body.append("</g>")
     return (
         f'<svg class="worldmap" viewBox="0 0 {width} {height}" width="{css_width}" '
-        f'role="img" aria-label="predicted vs true locations">' + "".join(body) + "</svg>"
+        f'role="img" aria-label="world map: predicted vs true locations, buildings">'
+        + "".join(body)
+        + "</svg>"
     )
+
+
+def _building_marks(
+    buildings: Sequence[MapBuilding], width: int, height: int, cell_deg: float
+) -> list[str]:
+    """One dot per ``cell_deg`` cell holding buildings, with a tooltip naming the place."""
+    cells: dict[tuple[int, int], list[MapBuilding]] = {}
+    for b in buildings:
+        cells.setdefault(_cell(b.lat, b.lon, cell_deg), []).append(b)
+    marks = []
+    for group in cells.values():
+        b = group[0]
+        n = len(group)
+        x, y = _xy(float(np.mean([g.lat for g in group])), float(np.mean([g.lon for g in group])), width, height)  # fmt: skip
+        images = sum(g.images for g in group)
+        where = b.label or f"{b.lat:.4f}, {b.lon:.4f}"
+        tip = escape(
+            ("1 building: " if n == 1 else f"{n:,} buildings around ")
+            + where
+            + (f", {images:,} image(s)" if images else "")
+        )
+        marks.append(
+            f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{2.0 + 1.6 * np.sqrt(n):.1f}" '
+            f'class="building-pt"><title>{tip}</title></circle>'
+        )
+    return marks
 
 
 def koppen_legend_classes(classes: Sequence[int]) -> list[tuple[str, str, str]]:

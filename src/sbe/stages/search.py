@@ -8,7 +8,9 @@ query file is an :class:`~sbe.errors.SbeError` naming the file.
 
 from __future__ import annotations
 
+import glob
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +64,58 @@ def load_vectors(path: str | Path, embedding_column: str = "embedding") -> np.nd
     return arr
 
 
+#: the files a folder given to ``--image`` contributes (case-insensitive suffixes)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+_GLOB_CHARS = frozenset("*?[")
+
+
+def expand_images(specs: Sequence[str | Path]) -> list[Path]:
+    """The image files named by ``--image`` values: files, folders and glob patterns.
+
+    A folder contributes its image files (:data:`IMAGE_SUFFIXES`, not recursive), a pattern with
+    ``*``, ``?`` or ``[`` its matches (``**`` recurses), each in sorted order; a file is itself.
+    A file named twice is answered once (first place kept).
+
+    Args:
+        specs: the ``--image`` values, in order.
+
+    Returns:
+        Image paths in query order.
+
+    Raises:
+        SbeError: one line naming the first value that names nothing (a missing file or folder,
+            a pattern without a match, a folder without images).
+    """
+    out: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(
+                f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+            )
+            if not found:
+                raise SbeError(
+                    f"--image {p}: the folder holds no images ({', '.join(IMAGE_SUFFIXES)})"
+                )
+        elif p.is_file():
+            found = [p]
+        elif _GLOB_CHARS & set(str(spec)):
+            found = [Path(f) for f in sorted(glob.glob(str(spec), recursive=True))]
+            found = [f for f in found if f.is_file()]
+            if not found:
+                raise SbeError(f"--image {spec}: no file matches this pattern")
+        else:
+            raise SbeError(f"--image {p}: no such file or folder")
+        out.extend(found)
+    return list(dict.fromkeys(out))
+
+
 def run_query(
     index_dir: str | Path,
     *,
     id_value: str | None = None,
     vector_file: str | Path | None = None,
-    images: list[Path] | None = None,
+    images: Sequence[str | Path] | None = None,
     k: int = 10,
     model_dir: str | Path | None = None,
     ef_search: int | None = None,
@@ -77,6 +125,8 @@ def run_query(
 ) -> tuple[SearchIndex, list[str], SearchResult]:
     """Run exactly one kind of query.
 
+    ``images`` may name files, folders and glob patterns (:func:`expand_images`); all of them are
+    embedded in one call, so the model is loaded once.
     ``precision`` / ``calibration`` (image queries): ``int8`` embeds with the quantised backbone
     that ``sbe embed --precision int8`` calibrated (its manifest records the digest), so query
     and indexed vectors come from the same model.
@@ -89,6 +139,8 @@ def run_query(
         raise SbeError("give exactly one of --id, --vector-file, --image")
     if k < 1:
         raise SbeError("--k must be at least 1")
+    # named files are checked before the index is read: a typo costs no loading
+    paths = [str(p) for p in expand_images(images)] if images else []
     index = SearchIndex.load(index_dir, ef_search=ef_search)
     if id_value is not None:
         return (
@@ -104,10 +156,6 @@ def run_query(
                 f"{index_dir} holds {index.dim}-d ones"
             )
         return index, [f"vector {i}" for i in range(len(vectors))], index.search(vectors, k)
-    assert images is not None
-    missing = [str(p) for p in images if not Path(p).is_file()]
-    if missing:
-        raise SbeError(f"image not found: {', '.join(missing)}")
     options: dict[str, Any] = {}
     if precision != "fp32":  # int8 (issue 19): the cached model of the embed run's sample
         if not calibration:
@@ -116,8 +164,8 @@ def run_query(
                 "`sbe embed --precision int8` recorded in its _manifest.json"
             )
         options = {"precision": precision, "calibration": calibration, "device": "cpu"}
-    result = index.search_images([str(p) for p in images], k, model_dir=model_dir, **options)
-    return index, [str(p) for p in images], result
+    result = index.search_images(paths, k, model_dir=model_dir, **options)
+    return index, paths, result
 
 
 def to_payload(
