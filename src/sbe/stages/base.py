@@ -14,8 +14,9 @@ Commit protocol (what makes a crash at any moment safe):
    config hash and removes the old manifest. From then on the folder is never "up to date"
    until the run finishes, whatever files a kill leaves behind.
 3. The stage writes every file atomically (temp file + rename, :mod:`sbe.storage.atomic`).
-4. :meth:`StageContext.commit` writes the manifest last (listing every output file and its size)
-   and only then removes the in-progress marker.
+4. :meth:`StageContext.commit` writes the manifest last (listing every output file and its size
+   and the output's :class:`~sbe.storage.lineage.Lineage`: the upstream stages, found from the
+   manifests next to the inputs, and the backbone) and only then removes the in-progress marker.
 
 A rerun after a kill with the *same* settings sees ``ctx.resuming`` and may keep finished parts (each
 part carries its own config hash); with other settings it starts over.
@@ -56,9 +57,14 @@ from sbe.storage import (
     write_json_atomic,
     write_manifest,
 )
+from sbe.storage.artifacts import ArtifactDir
+from sbe.storage.lineage import BackboneIdentity, Lineage
 from sbe.storage.manifest import MANIFEST_NAME
 
 IN_PROGRESS_NAME = "_in_progress.json"
+#: how many folders above an input file are searched for the manifest of the stage that wrote it
+#: (``split/train.parquet``: 1; ``run/best/config.json``, ``embed/parts/x.parquet``: 2)
+UPSTREAM_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,8 @@ class StageContext:
         rows: dict[str, int] | None = None,
         skips: SkipLog | None = None,
         extra: dict[str, Any] | None = None,
+        backbone: BackboneIdentity | dict[str, Any] | None = None,
+        backbone_weights: str | None = None,
     ) -> Manifest:
         """Write the manifest (last), then clear the in-progress marker.
 
@@ -218,6 +226,9 @@ class StageContext:
             rows: counts for the summary.
             skips: records skipped by reason.
             extra: stage-specific facts for later stages and the report.
+            backbone: the backbone of this output's vectors when this stage decides it (the
+                backbone stage); otherwise the one upstream (see :meth:`lineage`).
+            backbone_weights: the backbone's weights fingerprint, with ``backbone``.
 
         Returns:
             The written manifest.
@@ -232,12 +243,52 @@ class StageContext:
             rows=dict(rows or {}),
             wall_seconds=self.timer.seconds,
             extra=dict(extra or {}),
+            lineage=self.lineage(BackboneIdentity.of(backbone), backbone_weights),
         )
         if skips is not None:
             manifest.with_skips(skips)
         write_manifest(self.out_dir, manifest)
         (self.out_dir / IN_PROGRESS_NAME).unlink(missing_ok=True)
         return manifest
+
+    # -- lineage -------------------------------------------------------------------------------
+
+    def upstream(self) -> list[ArtifactDir]:
+        """The output folders of the stages whose files this run read (in input order).
+
+        The nearest folder above each input (up to :data:`UPSTREAM_DEPTH` levels) holding a
+        ``_manifest.json``; never this stage's own folder.
+        """
+        own = self.out_dir.resolve()
+        found: list[ArtifactDir] = []
+        seen: set[Path] = set()
+        for parent in dict.fromkeys(Path(i.path).parent for i in self._inputs):
+            folder: Path | None = parent
+            for _ in range(UPSTREAM_DEPTH):
+                if folder is None or folder in seen:
+                    break
+                seen.add(folder)
+                if folder != own and (folder / MANIFEST_NAME).is_file():
+                    found.append(ArtifactDir(folder))
+                    break
+                folder = folder.parent if folder.parent != folder else None
+        return found
+
+    def lineage(
+        self, backbone: BackboneIdentity | None = None, backbone_weights: str | None = None
+    ) -> Lineage:
+        """This output's lineage: the upstream outputs' lineages, merged, then this stage.
+
+        An upstream manifest of an older version (no lineage) counts as its own stage, with the
+        backbone its ``extra`` records.
+        """
+        parents: list[Lineage] = []
+        for d in self.upstream():
+            m = d.manifest()
+            if m is None:
+                continue
+            parents.append(m.lineage or d.lineage().then(m.stage, m.config_hash))
+        return Lineage.merge(parents).then(self.stage, self.hash, backbone, backbone_weights)
 
     # -- progress and log ----------------------------------------------------------------------
 
