@@ -483,6 +483,8 @@ class BackboneStage(Stage):
             outputs=[Path(t.output).name for t in tasks],
             rows={"images": rows_in, "embedded": rows_out, "parts": len(tasks)},
             skips=skips,
+            backbone=identity,
+            backbone_weights=spec.weights_fingerprint(),
             extra={
                 "backbone": identity,
                 "dim": spec.dim,

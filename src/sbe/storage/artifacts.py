@@ -380,7 +380,10 @@ class RunDir(ArtifactDir):
             SbeError: the run records none.
         """
         rec = record or self.run_record()
-        path = self.resolve(rec.input)
+        extra = rec.model_extra or {}
+        config = extra.get("config") if isinstance(extra.get("config"), dict) else {}
+        # older runs: ``split_dir``, or only the config's ``input``
+        path = self.resolve(rec.input or extra.get("split_dir") or config.get("input"))
         if path is None:
             raise SbeError(
                 f"{self.run_json} records no split folder (key 'input'); rerun `sbe train`"
