@@ -186,6 +186,15 @@ class ArtifactDir:
                 return moved
         return p
 
+    def resolve_first(self, *recorded: PathLike | None) -> Path | None:
+        """The first of several recorded values (:meth:`resolve`d) that exists, else the first.
+
+        For a path recorded both relative (works when the whole work folder moved) and absolute
+        (works when this folder alone was copied elsewhere).
+        """
+        paths = [p for p in (self.resolve(r) for r in recorded) if p is not None]
+        return next((p for p in paths if p.exists()), paths[0] if paths else None)
+
 
 class PartsDir(ArtifactDir):
     """A folder of ``*.parquet`` parts (ingest, backbone)."""
@@ -382,8 +391,9 @@ class RunDir(ArtifactDir):
         rec = record or self.run_record()
         extra = rec.model_extra or {}
         config = extra.get("config") if isinstance(extra.get("config"), dict) else {}
-        # older runs: ``split_dir``, or only the config's ``input``
-        path = self.resolve(rec.input or extra.get("split_dir") or config.get("input"))
+        # the relative ``input`` first (a moved work folder); the config's absolute one when the
+        # run folder was copied alone; ``split_dir`` in runs of older versions
+        path = self.resolve_first(rec.input, extra.get("split_dir"), config.get("input"))
         if path is None:
             raise SbeError(
                 f"{self.run_json} records no split folder (key 'input'); rerun `sbe train`"
@@ -392,7 +402,12 @@ class RunDir(ArtifactDir):
 
     def neighbors_dir(self, record: RunRecord | None = None) -> NeighborsDir | None:
         """The neighbours folder the run's band curriculum read (``None``: none)."""
-        path = self.resolve((record or self.run_record()).neighbors)
+        rec = record or self.run_record()
+        if rec.neighbors is None:
+            return None
+        config = (rec.model_extra or {}).get("config")
+        absolute = config.get("neighbors") if isinstance(config, dict) else None
+        path = self.resolve_first(rec.neighbors, absolute)
         return NeighborsDir(path) if path is not None else None
 
     def backbone(self, record: RunRecord | None = None) -> BackboneIdentity | None:
