@@ -218,6 +218,7 @@ class StageContext:
         extra: dict[str, Any] | None = None,
         backbone: BackboneIdentity | dict[str, Any] | None = None,
         backbone_weights: str | None = None,
+        upstream: list[ArtifactDir] | None = None,
     ) -> Manifest:
         """Write the manifest (last), then clear the in-progress marker.
 
@@ -229,6 +230,8 @@ class StageContext:
             backbone: the backbone of this output's vectors when this stage decides it (the
                 backbone stage); otherwise the one upstream (see :meth:`lineage`).
             backbone_weights: the backbone's weights fingerprint, with ``backbone``.
+            upstream: output folders this stage read besides its fingerprinted input files (e.g.
+                a published model known by its content fingerprint): their lineage is merged.
 
         Returns:
             The written manifest.
@@ -243,7 +246,7 @@ class StageContext:
             rows=dict(rows or {}),
             wall_seconds=self.timer.seconds,
             extra=dict(extra or {}),
-            lineage=self.lineage(BackboneIdentity.of(backbone), backbone_weights),
+            lineage=self.lineage(BackboneIdentity.of(backbone), backbone_weights, upstream),
         )
         if skips is not None:
             manifest.with_skips(skips)
@@ -275,15 +278,23 @@ class StageContext:
         return found
 
     def lineage(
-        self, backbone: BackboneIdentity | None = None, backbone_weights: str | None = None
+        self,
+        backbone: BackboneIdentity | None = None,
+        backbone_weights: str | None = None,
+        upstream: list[ArtifactDir] | None = None,
     ) -> Lineage:
         """This output's lineage: the upstream outputs' lineages, merged, then this stage.
+
+        Args:
+            backbone: set by the stage that decides it (see :meth:`commit`).
+            backbone_weights: its weights fingerprint.
+            upstream: folders read besides the input files (see :meth:`commit`).
 
         An upstream manifest of an older version (no lineage) counts as its own stage, with the
         backbone its ``extra`` records.
         """
         parents: list[Lineage] = []
-        for d in self.upstream():
+        for d in [*self.upstream(), *(upstream or [])]:
             m = d.manifest()
             if m is None:
                 continue

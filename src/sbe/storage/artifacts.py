@@ -139,15 +139,17 @@ class ArtifactDir:
         m = self.manifest()
         if m is None:
             return Lineage()
-        if m.lineage is not None:
-            return m.lineage
-        # manifests written before lineages: the backbone stage/split record ``extra["backbone"]``,
-        # embed/aggregate ``extra["model"]["backbone"]``
+        lineage = m.lineage or Lineage()
+        if lineage.backbone is not None:
+            return lineage
+        # manifests written before lineages, and stages whose model is not an input file: the
+        # backbone stage/split record ``extra["backbone"]``, embed/aggregate
+        # ``extra["model"]["backbone"]`` (the published model's)
         model = m.extra.get("model")
         backbone = BackboneIdentity.of(m.extra.get("backbone"))
         if backbone is None and isinstance(model, dict):
             backbone = BackboneIdentity.of(model.get("backbone"))
-        return Lineage(backbone=backbone)
+        return lineage.model_copy(update={"backbone": backbone})
 
     def backbone(self) -> BackboneIdentity | None:
         """The backbone identity of this output's vectors (``None`` when not recorded)."""
@@ -176,7 +178,7 @@ class ArtifactDir:
             return None
         p = Path(recorded)
         if not p.is_absolute():
-            return Path(os.path.normpath(self.root / p))
+            return Path(os.path.normpath(self.root.absolute() / p))
         if p.exists():
             return p
         old = self.recorded_root()

@@ -24,7 +24,7 @@ class BackboneIdentity(BaseModel):
 
     Attributes:
         name: the spec string (``efficientnet-lite0``, ``hf:<id or path>``).
-        dim: embedding dimension D.
+        dim: embedding dimension D (always recorded by the backbones of this package).
         preprocess: resize/crop/mean/std (``Preprocess.to_dict``), when recorded.
         pooling: the resolved pooling mode, when recorded.
     """
@@ -32,7 +32,7 @@ class BackboneIdentity(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str
-    dim: int
+    dim: int | None = None
     preprocess: dict[str, Any] | None = None
     pooling: str | None = None
 
@@ -41,7 +41,7 @@ class BackboneIdentity(BaseModel):
         """An identity from a recorded dict (``None`` for anything that is not one)."""
         if isinstance(value, BackboneIdentity):
             return value
-        if not isinstance(value, dict) or not value.get("name") or "dim" not in value:
+        if not isinstance(value, dict) or not value.get("name"):
             return None
         try:
             return cls.model_validate(value)
