@@ -308,7 +308,8 @@ def resolve_tars(part: Path, names: list[str], ingest_dir: Path) -> dict[str, st
     manifest = load_manifest(ingest_dir)
     known = [str((meta.get("source") or {}).get("path", ""))]
     if manifest is not None:
-        known += [i.path for i in manifest.inputs]
+        # recorded relative to the ingest folder (absolute in older manifests)
+        known += [str(ingest_dir / i.path) for i in manifest.inputs]
     out: dict[str, str] = {}
     for name in names:
         base = Path(name).name

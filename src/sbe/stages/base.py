@@ -57,7 +57,7 @@ from sbe.storage import (
     write_json_atomic,
     write_manifest,
 )
-from sbe.storage.artifacts import ArtifactDir
+from sbe.storage.artifacts import ArtifactDir, relpath
 from sbe.storage.lineage import BackboneIdentity, Lineage
 from sbe.storage.manifest import MANIFEST_NAME
 
@@ -127,6 +127,7 @@ class StageContext:
         self._lock = DirLock(self.out_dir)
         self._hash: str | None = None
         self._inputs: list[InputFingerprint] = []
+        self._input_paths: list[Path] = []
 
     def __enter__(self) -> StageContext:
         self._lock.acquire()
@@ -151,13 +152,16 @@ class StageContext:
 
     @property
     def inputs(self) -> list[InputFingerprint]:
+        """The input fingerprints as recorded: paths relative to the output folder."""
         return self._inputs
 
     def check(self, inputs: list[InputFingerprint], **hash_extra: Any) -> Manifest | None:
         """The finished manifest if the output is up to date; else invalidate it and begin.
 
         Args:
-            inputs: fingerprints of every file the stage reads.
+            inputs: fingerprints of every file the stage reads. They are recorded (and compared)
+                with paths relative to the output folder, so a work folder moved as a whole
+                (inputs and outputs together) is still up to date.
             **hash_extra: what besides the hashed settings decides the output (format versions,
                 the backbone identity, ...).
 
@@ -166,7 +170,10 @@ class StageContext:
             the folder is marked in progress, and :attr:`resuming` says whether an interrupted run
             with the same settings and inputs left parts worth keeping.
         """
-        self._inputs = list(inputs)
+        self._input_paths = [Path(i.path) for i in inputs]
+        self._inputs = [
+            i.model_copy(update={"path": relpath(i.path, self.out_dir)}) for i in inputs
+        ]
         self._hash = self.config_hash(**hash_extra)
         marker = self.in_progress()
         if marker is None and not self.restart:
@@ -260,12 +267,14 @@ class StageContext:
         """The output folders of the stages whose files this run read (in input order).
 
         The nearest folder above each input (up to :data:`UPSTREAM_DEPTH` levels) holding a
-        ``_manifest.json``; never this stage's own folder.
+        ``_manifest.json``, then the stage output folders its settings name (absolute paths);
+        never this stage's own folder.
         """
         own = self.out_dir.resolve()
         found: list[ArtifactDir] = []
         seen: set[Path] = set()
-        for parent in dict.fromkeys(Path(i.path).parent for i in self._inputs):
+        for parent in dict.fromkeys(p.parent for p in self._input_paths):
+            parent = parent.resolve()
             folder: Path | None = parent
             for _ in range(UPSTREAM_DEPTH):
                 if folder is None or folder in seen:
@@ -275,6 +284,17 @@ class StageContext:
                     found.append(ArtifactDir(folder))
                     break
                 folder = folder.parent if folder.parent != folder else None
+        # folders the stage reads by its settings rather than by fingerprinted files (embed's
+        # --model: a published model known by its content fingerprint)
+        for value in self.settings.values():
+            for raw in value if isinstance(value, list) else [value]:
+                if not isinstance(raw, str) or not os.path.isabs(raw):
+                    continue
+                folder = Path(raw).resolve()
+                if folder in seen or folder == own or not (folder / MANIFEST_NAME).is_file():
+                    continue
+                seen.add(folder)
+                found.append(ArtifactDir(folder))
         return found
 
     def lineage(
@@ -298,7 +318,10 @@ class StageContext:
             m = d.manifest()
             if m is None:
                 continue
-            parents.append(m.lineage or d.lineage().then(m.stage, m.config_hash))
+            lineage = d.lineage()  # the manifest's, its backbone filled from ``extra`` if need be
+            parents.append(
+                lineage if m.lineage is not None else lineage.then(m.stage, m.config_hash)
+            )
         return Lineage.merge(parents).then(self.stage, self.hash, backbone, backbone_weights)
 
     # -- progress and log ----------------------------------------------------------------------

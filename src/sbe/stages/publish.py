@@ -106,7 +106,8 @@ def data_sources(start: Path | None, max_depth: int = 8) -> list[str]:
             if m.stage == "synth":
                 found.add("synthetic")
                 continue
-            parents = {Path(i.path).parent for i in m.inputs}
+            # input paths are recorded relative to their stage's folder (absolute in old ones)
+            parents = {Path(os.path.normpath(d / i.path)).parent for i in m.inputs}
             if m.stage == "ingest" and not any(
                 (load_manifest(p) or Manifest(stage="")).stage == "synth" for p in parents
             ):

@@ -170,20 +170,19 @@ class ArtifactDir:
     def resolve(self, recorded: PathLike | None) -> Path | None:
         """A path this folder recorded, as a path that works from here.
 
-        Relative values are relative to the folder. An absolute value (older outputs) is used as
-        it is, unless it is gone and the folder has moved since its manifest was written: then it
-        is rebased by the same move (``/old/work/model`` -> ``/new/work/model``).
+        Relative values are relative to the folder. An absolute value (older outputs, or a stage
+        that still records one) is rebased by the same move when the folder was moved or copied
+        since its manifest was written and the rebased path exists (``/old/work/model`` ->
+        ``/new/work/model``); otherwise it is used as it is.
         """
         if recorded is None or str(recorded) == "":
             return None
         p = Path(recorded)
         if not p.is_absolute():
             return Path(os.path.normpath(self.root.absolute() / p))
-        if p.exists():
-            return p
         old = self.recorded_root()
         if old is not None and old.resolve() != self.root.resolve():
-            moved = Path(os.path.normpath(self.root / os.path.relpath(p, old)))
+            moved = Path(os.path.normpath(self.root.absolute() / os.path.relpath(p, old)))
             if moved.exists():
                 return moved
         return p
@@ -196,6 +195,18 @@ class ArtifactDir:
         """
         paths = [p for p in (self.resolve(r) for r in recorded) if p is not None]
         return next((p for p in paths if p.exists()), paths[0] if paths else None)
+
+
+class SynthDir(ArtifactDir):
+    """``sbe synth`` output: ``*.tar`` shards of images, ``preview.png`` with ``--preview``."""
+
+    stage = "synth"
+    what = "synthetic images"
+    command = "sbe synth"
+    PREVIEW: ClassVar[str] = "preview.png"
+
+    def tars(self) -> list[Path]:
+        return sorted(self.root.glob("*.tar"))
 
 
 class PartsDir(ArtifactDir):
@@ -614,6 +625,7 @@ __all__ = [
     "RunDir",
     "RunRecord",
     "SplitDir",
+    "SynthDir",
     "read_json_object",
     "relpath",
     "source_dir",
