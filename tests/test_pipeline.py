@@ -73,3 +73,60 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
     assert cfg.workdir == (tmp_path / "demo").resolve()
     assert cfg.pipeline.source == "synth" and cfg.synth.packaged is not None
     assert cfg.section("report").output == (tmp_path / "demo" / "report").resolve()
+
+
+def test_a_moved_work_folder_keeps_working(tiny_pipeline, tmp_path: Path) -> None:
+    """Recorded paths are relative to their output folder: after the whole work folder moves
+    (copied, then renamed so the copy's first place is gone), ``sbe run`` finds every stage up to
+    date, and publish, embed, index, search and the report work from the new place."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from sbe.stages import search as search_stage
+    from sbe.storage.artifacts import EmbedDir, IndexDir, RunDir
+
+    cfg, _ = tiny_pipeline
+    first = tmp_path / "first"
+    shutil.copytree(cfg.workdir.parent, first)
+    again = run_pipeline(load_config(first / "tiny.toml"), show_progress=False)
+    assert all(o.status in ("up to date", "done") for o in again), again
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    w = moved / "w"
+    outcomes = run_pipeline(load_config(moved / "tiny.toml"), show_progress=False)
+    assert [o.status for o in outcomes] == ["up to date"] * len(PIPELINE_STAGES), [
+        (o.stage, o.status, o.reason) for o in outcomes
+    ]
+    # what the outputs record resolves inside the moved folder
+    run = RunDir(w / "run")
+    assert run.split_dir().root == w / "split"
+    assert run.require_backbone().name == run.run_record().to_dict()["backbone"]["name"]
+    embed = EmbedDir(w / "embeddings")
+    assert embed.model_dir() == w / "model"
+    assert embed.input_path() is not None and embed.input_path().is_relative_to(w)
+    assert IndexDir(w / "index").backbone() is not None
+    # the run's lineage names every stage it descends from, and its backbone
+    lineage = run.lineage()
+    assert lineage.stages[-4:] == ["backbone", "split", "neighbors", "train"]
+    assert lineage.backbone == run.require_backbone()
+    # stages rerun from scratch from the new place
+    restarted = run_pipeline(
+        load_config(moved / "tiny.toml"),
+        show_progress=False,
+        restart=("evaluate", "publish", "embed", "aggregate", "index", "report"),
+    )
+    assert [o.status for o in restarted] == [
+        "done"
+        if o.stage in ("evaluate", "publish", "embed", "aggregate", "index", "report")
+        else "up to date"
+        for o in restarted
+    ], [(o.stage, o.status, o.reason) for o in restarted]
+    assert "first" not in (w / "model" / "README.md").read_text()
+    # an image query finds the model through the index's relative record
+    image = tmp_path / "query.jpg"
+    packaged = embed.input_path()
+    assert packaged is not None
+    image.write_bytes(pq.read_table(packaged, columns=["image_bytes"])["image_bytes"][0].as_py())
+    _, _, result = search_stage.run_query(w / "index", images=[image], k=2)
+    assert len(result.hits(0)) == 2

@@ -102,7 +102,7 @@ class EvaluateStage(Stage):
             }
         else:
             try:
-                backbone = backbone_from_identity(identity.to_dict(), device=str(device))
+                backbone = backbone_from_identity(identity, device=str(device))
             except (SbeError, ValueError, KeyError) as e:
                 results["landmarks"] = {"skipped": str(e)}
             else:
