@@ -76,9 +76,10 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
 
 
 def test_a_moved_work_folder_keeps_working(tiny_pipeline, tmp_path: Path) -> None:
-    """Recorded paths are relative to their output folder: after the whole work folder moves
-    (copied, then renamed so the copy's first place is gone), ``sbe run`` finds every stage up to
-    date, and publish, embed, index, search and the report work from the new place."""
+    """Recorded paths are relative to their output folder: after the whole work folder is copied
+    and then moved (its first place and the original both gone), ``sbe run`` finds every stage up
+    to date, what the outputs record resolves in the new place, and publish, embed, aggregate,
+    index, search and the report rerun from there."""
     import shutil
 
     import pyarrow.parquet as pq
@@ -87,46 +88,53 @@ def test_a_moved_work_folder_keeps_working(tiny_pipeline, tmp_path: Path) -> Non
     from sbe.storage.artifacts import EmbedDir, IndexDir, RunDir
 
     cfg, _ = tiny_pipeline
+    original = cfg.workdir.parent
     first = tmp_path / "first"
-    shutil.copytree(cfg.workdir.parent, first)
+    shutil.copytree(original, first)
+    # a copy is up to date (the original is still there)
     again = run_pipeline(load_config(first / "tiny.toml"), show_progress=False)
-    assert all(o.status in ("up to date", "done") for o in again), again
+    assert [o.status for o in again] == ["up to date"] * len(PIPELINE_STAGES), [
+        (o.stage, o.status, o.reason) for o in again
+    ]
     moved = tmp_path / "moved"
     first.rename(moved)
-    w = moved / "w"
-    outcomes = run_pipeline(load_config(moved / "tiny.toml"), show_progress=False)
-    assert [o.status for o in outcomes] == ["up to date"] * len(PIPELINE_STAGES), [
-        (o.stage, o.status, o.reason) for o in outcomes
-    ]
-    # what the outputs record resolves inside the moved folder
-    run = RunDir(w / "run")
-    assert run.split_dir().root == w / "split"
-    assert run.require_backbone().name == run.run_record().to_dict()["backbone"]["name"]
-    embed = EmbedDir(w / "embeddings")
-    assert embed.model_dir() == w / "model"
-    assert embed.input_path() is not None and embed.input_path().is_relative_to(w)
-    assert IndexDir(w / "index").backbone() is not None
-    # the run's lineage names every stage it descends from, and its backbone
-    lineage = run.lineage()
-    assert lineage.stages[-4:] == ["backbone", "split", "neighbors", "train"]
-    assert lineage.backbone == run.require_backbone()
-    # stages rerun from scratch from the new place
-    restarted = run_pipeline(
-        load_config(moved / "tiny.toml"),
-        show_progress=False,
-        restart=("evaluate", "publish", "embed", "aggregate", "index", "report"),
-    )
-    assert [o.status for o in restarted] == [
-        "done"
-        if o.stage in ("evaluate", "publish", "embed", "aggregate", "index", "report")
-        else "up to date"
-        for o in restarted
-    ], [(o.stage, o.status, o.reason) for o in restarted]
-    assert "first" not in (w / "model" / "README.md").read_text()
-    # an image query finds the model through the index's relative record
-    image = tmp_path / "query.jpg"
-    packaged = embed.input_path()
-    assert packaged is not None
-    image.write_bytes(pq.read_table(packaged, columns=["image_bytes"])["image_bytes"][0].as_py())
-    _, _, result = search_stage.run_query(w / "index", images=[image], k=2)
-    assert len(result.hits(0)) == 2
+    hidden = original.with_name(original.name + "-hidden")
+    original.rename(hidden)  # absolute paths the original recorded now lead nowhere
+    try:
+        w = moved / "w"
+        outcomes = run_pipeline(load_config(moved / "tiny.toml"), show_progress=False)
+        assert [o.status for o in outcomes] == ["up to date"] * len(PIPELINE_STAGES), [
+            (o.stage, o.status, o.reason) for o in outcomes
+        ]
+        # what the outputs record resolves inside the moved folder
+        run = RunDir(w / "run")
+        assert run.split_dir().root == w / "split"
+        assert run.require_backbone().name == run.run_record().to_dict()["backbone"]["name"]
+        embed = EmbedDir(w / "embeddings")
+        assert embed.model_dir() == w / "model"
+        packaged = embed.input_path()
+        assert packaged is not None and packaged.is_relative_to(w) and packaged.is_file()
+        # the lineage names every stage upstream, and the backbone
+        assert run.lineage().stages[-4:] == ["backbone", "split", "neighbors", "train"]
+        assert run.lineage().backbone == run.require_backbone()
+        index_lineage = IndexDir(w / "index").lineage()
+        assert index_lineage.stages[-4:] == ["publish", "embed", "aggregate", "index"]
+        assert index_lineage.backbone == run.require_backbone()
+        # rerun from the new place: what the new model and embeddings feed is redone
+        restarted = run_pipeline(
+            load_config(moved / "tiny.toml"), show_progress=False, restart=("publish", "embed")
+        )
+        redone = ("publish", "embed", "aggregate", "index", "cluster", "report")
+        assert [o.status for o in restarted] == [
+            "done" if o.stage in redone else "up to date" for o in restarted
+        ], [(o.stage, o.status, o.reason) for o in restarted]
+        assert "- run: `../run`" in (w / "model" / "README.md").read_text()
+        # an image query finds the model through the index's relative record
+        image = tmp_path / "query.jpg"
+        image.write_bytes(
+            pq.read_table(packaged, columns=["image_bytes"])["image_bytes"][0].as_py()
+        )
+        _, _, result = search_stage.run_query(w / "index", images=[image], k=2)
+        assert len(result.hits(0)) == 2
+    finally:
+        hidden.rename(original)
