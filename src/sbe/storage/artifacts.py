@@ -88,7 +88,9 @@ class ArtifactDir:
         return f"{type(self).__name__}({str(self.root)!r})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.root == self.root  # type: ignore[attr-defined]
+        return (
+            isinstance(other, ArtifactDir) and type(other) is type(self) and other.root == self.root
+        )
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, self.root))
@@ -403,7 +405,8 @@ class RunDir(ArtifactDir):
         """
         rec = record or self.run_record()
         extra = rec.model_extra or {}
-        config = extra.get("config") if isinstance(extra.get("config"), dict) else {}
+        config = extra.get("config")
+        config = config if isinstance(config, dict) else {}
         # the relative ``input`` first (a moved work folder); the config's absolute one when the
         # run folder was copied alone; ``split_dir`` in runs of older versions
         path = self.resolve_first(rec.input, extra.get("split_dir"), config.get("input"))
