@@ -113,10 +113,10 @@ def _location_source(
                 f"{', '.join(pq.read_schema(path).names)})"
             )
         return found
-    path = embed.input_path(state)  # resolved: the work folder may have moved since
-    if path is None:
+    packaged = embed.input_path(state)  # resolved: the work folder may have moved since
+    if packaged is None or not packaged.is_file():
         return None
-    return _location_columns(path, "the embedded input ") if path.is_file() else None
+    return _location_columns(packaged, "the embedded input ")
 
 
 def _mean_locations(
