@@ -91,11 +91,12 @@ def test_a_moved_work_folder_keeps_working(tiny_pipeline, tmp_path: Path) -> Non
     original = cfg.workdir.parent
     first = tmp_path / "first"
     shutil.copytree(original, first)
-    # a copy is up to date (the original is still there)
+    # a copy is up to date (the original is still there), but for evaluate when it read the
+    # landmarks photos: a folder outside the work folder, now at another relative path
     again = run_pipeline(load_config(first / "tiny.toml"), show_progress=False)
-    assert [o.status for o in again] == ["up to date"] * len(PIPELINE_STAGES), [
-        (o.stage, o.status, o.reason) for o in again
-    ]
+    assert [o.status for o in again if o.stage != "evaluate"] == ["up to date"] * (
+        len(PIPELINE_STAGES) - 1
+    ), [(o.stage, o.status, o.reason) for o in again]
     moved = tmp_path / "moved"
     first.rename(moved)
     hidden = original.with_name(original.name + "-hidden")
