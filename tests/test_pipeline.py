@@ -73,3 +73,70 @@ def test_demo_config_is_valid(tmp_path: Path) -> None:
     assert cfg.workdir == (tmp_path / "demo").resolve()
     assert cfg.pipeline.source == "synth" and cfg.synth.packaged is not None
     assert cfg.section("report").output == (tmp_path / "demo" / "report").resolve()
+
+
+def test_a_moved_work_folder_keeps_working(tiny_pipeline, tmp_path: Path) -> None:
+    """Recorded paths are relative to their output folder: after the whole work folder is copied
+    and then moved (its first place and the original both gone), ``sbe run`` finds every stage up
+    to date, what the outputs record resolves in the new place, and publish, embed, aggregate,
+    index, search and the report rerun from there."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from sbe.stages import search as search_stage
+    from sbe.storage.artifacts import EmbedDir, IndexDir, RunDir
+
+    cfg, _ = tiny_pipeline
+    original = cfg.workdir.parent
+    first = tmp_path / "first"
+    shutil.copytree(original, first)
+    # a copy is up to date (the original is still there), but for evaluate when it read the
+    # landmarks photos (a folder outside the work folder, now at another relative path) and the
+    # report, which reads evaluate's result
+    again = run_pipeline(load_config(first / "tiny.toml"), show_progress=False)
+    assert [o.status for o in again if o.stage not in ("evaluate", "report")] == ["up to date"] * (
+        len(PIPELINE_STAGES) - 2
+    ), [(o.stage, o.status, o.reason) for o in again]
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    hidden = original.with_name(original.name + "-hidden")
+    original.rename(hidden)  # absolute paths the original recorded now lead nowhere
+    try:
+        w = moved / "w"
+        outcomes = run_pipeline(load_config(moved / "tiny.toml"), show_progress=False)
+        assert [o.status for o in outcomes] == ["up to date"] * len(PIPELINE_STAGES), [
+            (o.stage, o.status, o.reason) for o in outcomes
+        ]
+        # what the outputs record resolves inside the moved folder
+        run = RunDir(w / "run")
+        assert run.split_dir().root == w / "split"
+        assert run.require_backbone().name == run.run_record().to_dict()["backbone"]["name"]
+        embed = EmbedDir(w / "embeddings")
+        assert embed.model_dir() == w / "model"
+        packaged = embed.input_path()
+        assert packaged is not None and packaged.is_relative_to(w) and packaged.is_file()
+        # the lineage names every stage upstream, and the backbone
+        assert run.lineage().stages[-4:] == ["backbone", "split", "neighbors", "train"]
+        assert run.lineage().backbone == run.require_backbone()
+        index_lineage = IndexDir(w / "index").lineage()
+        assert index_lineage.stages[-4:] == ["publish", "embed", "aggregate", "index"]
+        assert index_lineage.backbone == run.require_backbone()
+        # rerun from the new place: what the new model and embeddings feed is redone
+        restarted = run_pipeline(
+            load_config(moved / "tiny.toml"), show_progress=False, restart=("publish", "embed")
+        )
+        redone = ("publish", "embed", "aggregate", "index", "cluster", "report")
+        assert [o.status for o in restarted] == [
+            "done" if o.stage in redone else "up to date" for o in restarted
+        ], [(o.stage, o.status, o.reason) for o in restarted]
+        assert "- run: `../run`" in (w / "model" / "README.md").read_text()
+        # an image query finds the model through the index's relative record
+        image = tmp_path / "query.jpg"
+        image.write_bytes(
+            pq.read_table(packaged, columns=["image_bytes"])["image_bytes"][0].as_py()
+        )
+        _, _, result = search_stage.run_query(w / "index", images=[image], k=2)
+        assert len(result.hits(0)) == 2
+    finally:
+        hidden.rename(original)

@@ -236,7 +236,7 @@ def test_card_preprocessor_rerun_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(SbeError, match="not a published model"):
         publish(tmp_path / "run", other)
     assert (other / "notes.txt").read_text() == "keep me"
-    with pytest.raises(SbeError, match="not found"):
+    with pytest.raises(SbeError, match=r"no trained run in .*: pass --run DIR or run `sbe train`"):
         publish(tmp_path / "nowhere", tmp_path / "m4")
 
 

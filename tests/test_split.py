@@ -368,7 +368,9 @@ def test_mixed_backbones_and_bad_inputs_are_errors(tmp_path: Path) -> None:
     with pytest.raises(SbeError, match="different backbone"):
         _run(tmp_path / "bb", tmp_path / "split")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SbeError, match=r"no parts \(\*\.parquet\)"):
+    with pytest.raises(
+        SbeError, match=r"no backbone embeddings in .*: pass --in DIR or run `sbe backbone` first"
+    ):
         _run(tmp_path / "empty", tmp_path / "split2")
     t32, _ = make_images(20, seed=1, dtype=np.float32)
     write_backbone_dir(tmp_path / "mixed", table, n_parts=1)

@@ -20,6 +20,7 @@ from sbe.errors import SbeError
 from sbe.progress import progress_bar, progress_session
 from sbe.stages import Stage, get_stage, run_stage
 from sbe.storage import Manifest
+from sbe.storage.artifacts import BackboneDir, GeoDir, ReportDir, RunDir
 
 
 @dataclass
@@ -192,7 +193,7 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
     """
     cfg = wire(cfg)
     rows: list[tuple[str, str, str]] = []
-    run = _read_json(cfg.section("train").output / "run.json") or {}
+    run = _read_json(RunDir(cfg.section("train").output).run_json) or {}
     test = run.get("test") or {}
     if test:
         b, p = test["backbone"], test["projector"]
@@ -205,7 +206,8 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
             )
         )
         rows.append(("test mAP@R (projector)", f"{p['map@r']:.3f}", f"backbone {b['map@r']:.3f}"))
-    ev = _read_json(cfg.section("evaluate").run / "evaluate" / "test.json") or {}
+    evaluate = RunDir(cfg.section("evaluate").run).evaluate_dir()
+    ev = _read_json(evaluate.result_path(cfg.section("evaluate").split)) or {}
     lm = ev.get("landmarks") or {}
     if "projector" in lm and "backbone" in lm:
         rows.append(
@@ -215,7 +217,7 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
                 f"backbone {lm['backbone']['correct@1']}/{lm['images']}",
             )
         )
-    geo = _read_json(cfg.section("geo").output / "metrics.json") or {}
+    geo = _read_json(GeoDir(cfg.section("geo").output).path(GeoDir.METRICS)) or {}
     gt = geo.get("test") or {}
     if gt:
         m, base = gt["model"], gt["baselines"]
@@ -236,21 +238,18 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
         rows.append(
             ("geo: climate accuracy", f"{cl['fine_acc']:.1%}", f"most common {mcc['fine_acc']:.1%}")
         )
-    bb = _read_json(cfg.section("backbone").output / "_manifest.json") or {}
-    ips = (bb.get("extra") or {}).get("images_per_second")
+    bb = BackboneDir(cfg.section("backbone").output).manifest()
+    extra = bb.extra if bb is not None else {}
+    ips = extra.get("images_per_second")
     if ips:
-        rt = bb["extra"].get("runtime", "")
+        rt = extra.get("runtime", "")
         rows.append(
-            (
-                "backbone throughput",
-                f"{ips:,.0f} images/s",
-                f"{rt} on {bb['extra'].get('device', '')}",
-            )
+            ("backbone throughput", f"{ips:,.0f} images/s", f"{rt} on {extra.get('device', '')}")
         )
     return rows
 
 
 def report_file(cfg: SbeConfig) -> Path | None:
     """The finished run's ``report.html`` (``None`` when there is none)."""
-    report = Path(wire(cfg).section("report").output) / "report.html"  # type: ignore[attr-defined]
+    report = ReportDir(wire(cfg).section("report").output).path(ReportDir.REPORT)  # type: ignore[attr-defined]
     return report if report.is_file() else None

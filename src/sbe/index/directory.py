@@ -20,10 +20,11 @@ from sbe.errors import SbeError
 from sbe.index.faiss_index import read_index, write_index
 from sbe.index.table import read_side_table, write_side_table
 from sbe.storage import write_json_atomic
+from sbe.storage.artifacts import IndexDir
 
-INDEX_FILE = "index.faiss"
-IDS_FILE = "ids.parquet"
-INFO_FILE = "index.json"
+INDEX_FILE = IndexDir.INDEX
+IDS_FILE = IndexDir.IDS
+INFO_FILE = IndexDir.INFO
 FORMAT_VERSION = 1
 
 

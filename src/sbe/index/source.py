@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sbe.errors import SbeError
-from sbe.storage import SkipLog, load_manifest, to_numpy_matrix
+from sbe.storage import SkipLog, to_numpy_matrix
+from sbe.storage.artifacts import source_dir
 
 #: id columns tried in order when none is given
 ID_CANDIDATES = ("OSMID", "building_id", "image_id")
@@ -309,27 +310,24 @@ def _drop_nulls(batch: pa.RecordBatch, source: EmbeddingSource, skips: SkipLog) 
 def source_provenance(path: str | Path) -> dict[str, Any]:
     """What made a source's vectors, as the stage that wrote it recorded in its manifest.
 
-    The one place read is the ``extra`` of the ``_manifest.json`` in the source folder (the
-    file's folder for a file): ``extra["model"]``, the published-model identity that ``sbe embed``
-    records and ``sbe aggregate`` passes on (``model_dir``, ``backbone``), or else
-    ``extra["backbone"]``, the backbone identity of ``sbe backbone`` and ``sbe split``. A relative
-    ``model_dir`` is relative to that folder.
+    The one place read is the ``_manifest.json`` in the source folder (the file's folder for a
+    file), through :class:`~sbe.storage.artifacts.ArtifactDir`: ``extra["model"]["model_dir"]``,
+    the published model that ``sbe embed`` records and ``sbe aggregate`` passes on (relative to
+    that folder; an older absolute one is rebased when the work folder moved), and the backbone
+    of the manifest's lineage (else ``extra["model"]["backbone"]`` or ``extra["backbone"]``).
 
     Returns:
         ``{"model_dir": str | None, "backbone": dict | None}`` (``model_dir`` absolute).
     """
-    p = Path(path)
-    folder = p if p.is_dir() else p.parent
+    folder = source_dir(path)
     found: dict[str, Any] = {"model_dir": None, "backbone": None}
-    manifest = load_manifest(folder) if folder.is_dir() else None
+    manifest = folder.manifest()
     if manifest is None:
         return found
     model = manifest.extra.get("model")
-    if isinstance(model, dict):
-        if isinstance(model.get("model_dir"), str):
-            found["model_dir"] = str((folder / model["model_dir"]).resolve())
-        if isinstance(model.get("backbone"), dict):
-            found["backbone"] = model["backbone"]
-    if found["backbone"] is None and isinstance(manifest.extra.get("backbone"), dict):
-        found["backbone"] = manifest.extra["backbone"]
+    if isinstance(model, dict) and isinstance(model.get("model_dir"), str):
+        model_dir = folder.resolve(model["model_dir"])
+        found["model_dir"] = str(model_dir.resolve()) if model_dir is not None else None
+    backbone = folder.backbone()
+    found["backbone"] = backbone.to_dict() if backbone is not None else None
     return found

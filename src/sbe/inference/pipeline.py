@@ -29,13 +29,14 @@ from sbe.inference.plan import IMAGE_BYTES, IS_VALID, Chunk
 from sbe.models.backbones.pipeline import run_ahead
 from sbe.models.published.embedder import Embedder
 from sbe.storage import fixed_size_list, read_part_meta, write_parquet_atomic, write_part
+from sbe.storage.artifacts import EmbedDir
 from sbe.storage.schemas import OSMID, embed_failures_schema, embed_schema
 
 #: columns of a chunk table that locate each image when it has no ``image_bytes``
 #: (``sbe.data.tarstream.read_image(tar_file, member_name, tar_offset, tar_size)``)
 REFERENCE_COLUMNS = ("tar_file", "member_name", "tar_offset", "tar_size")
-PARTS_DIR = "parts"
-FAILURES_DIR = "failures"
+PARTS_DIR = EmbedDir.PARTS
+FAILURES_DIR = EmbedDir.FAILURES
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 

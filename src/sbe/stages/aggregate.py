@@ -16,7 +16,6 @@ folders can be given: the shards of one sharded run (``sbe embed --shard K/N``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,23 +34,21 @@ from sbe.inference.buildings import (
     mean_embeddings,
     mean_locations,
 )
-from sbe.inference.pipeline import PARTS_DIR
 from sbe.inference.sources import SOURCES_NAME
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import Manifest, SkipLog, fingerprint_paths, write_parquet_atomic
+from sbe.storage.artifacts import BuildingsDir, EmbedDir, relpath
 from sbe.storage.schemas import OSMID, buildings_schema
 
 STAGE = "aggregate"
-BUILDINGS = "buildings.parquet"
-GEOPARQUET = "buildings.geoparquet"
-STATE_NAME = "state.json"  # written by the embed stage
+BUILDINGS = BuildingsDir.BUILDINGS
+GEOPARQUET = BuildingsDir.GEOPARQUET
+STATE_NAME = EmbedDir.STATE  # written by the embed stage
 
 
 def read_embed_state(folder: Path) -> dict[str, Any]:
-    path = folder / STATE_NAME
-    if not path.is_file():
-        raise SbeError(f"{folder} is not an `sbe embed` output (no {STATE_NAME})")
-    state = json.loads(path.read_text())
+    """A finished embed run's ``state.json`` (see :meth:`EmbedDir.state`)."""
+    state = EmbedDir(folder).state()
     if state.get("status") != "complete":
         c = state.get("counters", {})
         raise SbeError(
@@ -116,7 +113,7 @@ def _has_values(path: Path, column: str) -> bool:
 
 
 def _location_source(
-    cfg: AggregateConfig, state: dict[str, Any], folder: Path | None = None
+    cfg: AggregateConfig, embed: EmbedDir, state: dict[str, Any]
 ) -> tuple[Path, str, str] | None:
     """Where building locations come from: ``--locations``, else the photo index of a folder
     input (``sources.parquet``, when it has coordinates), else the packaged input, else none."""
@@ -133,14 +130,16 @@ def _location_source(
                 f"{', '.join(pq.read_schema(path).names)})"
             )
         return found
-    sources = None if folder is None else folder / SOURCES_NAME
-    if sources is not None and sources.is_file():
+    sources = embed.root / SOURCES_NAME
+    if sources.is_file():
         found = _location_columns(sources, "the photo index ")
         return found if found is not None and _has_values(sources, found[1]) else None
-    path = Path(state["input"]["path"])
-    if not path.is_file() or "listing" in state["input"]:  # a photo input's own list file
+    if "listing" in state["input"]:  # a photo input's own list file
         return None
-    return _location_columns(path, "the embedded input ")
+    packaged = embed.input_path(state)  # resolved: the work folder may have moved since
+    if packaged is None or not packaged.is_file():
+        return None
+    return _location_columns(packaged, "the embedded input ")
 
 
 def _mean_locations(
@@ -178,15 +177,16 @@ class AggregateStage(Stage):
                 the location table is unreadable.
         """
         folders = [Path(p) for p in cfg.input]
+        embed = EmbedDir(folders[0])
         states = [read_embed_state(f) for f in folders]
         check_shards(folders, states)
         parts = sorted(
-            (p for f in folders for p in (f / PARTS_DIR).glob("rows-*.parquet")),
+            (p for f in folders for p in (f / EmbedDir.PARTS).glob("rows-*.parquet")),
             key=lambda p: p.name,
         )
         dim = int(states[0]["model"]["dim"])
-        loc = _location_source(cfg, states[0], folders[0])
-        read = [f / STATE_NAME for f in folders] + parts + ([loc[0]] if loc else [])
+        loc = _location_source(cfg, embed, states[0])
+        read = [EmbedDir(f).state_path for f in folders] + parts + ([loc[0]] if loc else [])
         if (done := ctx.check(fingerprint_paths(read))) is not None:
             return done
         out = ctx.out_dir
@@ -231,12 +231,21 @@ class AggregateStage(Stage):
                 "located buildings": located_n,
             },
             skips=skips,
+            # paths relative to this folder (BuildingsDir resolves them): the folder may move
             extra={
-                "model": states[0]["model"],
-                "embed_dirs": [str(f) for f in folders],
-                "locations": str(loc[0]) if loc else None,
+                "model": _relative_model(states[0]["model"], embed, out),
+                "embed_dirs": [relpath(f, out) for f in folders],
+                "locations": relpath(loc[0], out) if loc else None,
             },
         )
+
+
+def _relative_model(model: dict[str, Any], embed: EmbedDir, out: Path) -> dict[str, Any]:
+    """The embed run's model identity with its folder relative to ``out`` (when it exists)."""
+    model_dir = embed.model_dir()
+    if model_dir is None or not model_dir.exists():
+        return model
+    return {**model, "model_dir": relpath(model_dir, out)}
 
 
 def run(cfg: AggregateConfig, **options: Any) -> Manifest:

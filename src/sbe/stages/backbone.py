@@ -51,12 +51,12 @@ from sbe.storage import (
     fingerprint_file,
     fixed_size_list,
     list_parts,
-    load_manifest,
     part_is_current,
     read_part_meta,
     remove_stale_parts,
     write_part,
 )
+from sbe.storage.artifacts import ImagesDir
 from sbe.storage.manifest import MAX_SKIP_EXAMPLES
 from sbe.storage.schemas import CARRIED_FIELDS, backbone_schema, uid_str
 
@@ -323,22 +323,28 @@ def part_meta(
 def resolve_tars(part: Path, names: list[str], ingest_dir: Path) -> dict[str, str]:
     """Map each ``tar_file`` value of an ingest part to a tar that exists here.
 
-    Tried in order: the value itself (ingest records the absolute path), the tar recorded in the
-    part's footer (``source.path``), the ingest manifest's inputs with the same file name, and
-    the file name next to or one level above the ingest folder (a moved data folder).
+    Tried in order: the value rebased by the ingest folder's move since its manifest was written
+    (:meth:`~sbe.storage.artifacts.ArtifactDir.resolve`), the value itself (ingest records the
+    absolute path), the tar recorded in the part's footer (``source.path``), the ingest
+    manifest's inputs with the same file name, and the file name next to or one level above the
+    ingest folder (a moved data folder).
 
     Raises:
         SbeError: a tar cannot be found.
     """
     meta = read_part_meta(part) or {}
-    manifest = load_manifest(ingest_dir)
+    images = ImagesDir(ingest_dir)
+    manifest = images.manifest()
     known = [str((meta.get("source") or {}).get("path", ""))]
     if manifest is not None:
-        known += [i.path for i in manifest.inputs]
+        # recorded relative to the ingest folder (absolute in older manifests)
+        known += [str(ingest_dir / i.path) for i in manifest.inputs]
     out: dict[str, str] = {}
     for name in names:
         base = Path(name).name
-        candidates = [Path(name)] if Path(name).is_absolute() else []
+        # rebased first when the work folder moved or was copied (ingest records absolute paths)
+        candidates = [rebased] if (rebased := images.resolve(name)) is not None else []
+        candidates += [Path(name)] if Path(name).is_absolute() else []
         candidates += [Path(k) for k in known if k and Path(k).name == base]
         candidates += [ingest_dir / name, ingest_dir / base, ingest_dir.parent / base]
         found = next((c for c in candidates if c.exists()), None)  # a tar, or an image folder
@@ -526,6 +532,8 @@ class BackboneStage(Stage):
             outputs=[Path(t.output).name for t in tasks],
             rows={"images": rows_in, "embedded": rows_out, "parts": len(tasks)},
             skips=skips,
+            backbone=identity,
+            backbone_weights=spec.weights_fingerprint(),
             extra={
                 "backbone": identity,
                 "dim": spec.dim,

@@ -14,8 +14,9 @@ Commit protocol (what makes a crash at any moment safe):
    config hash and removes the old manifest. From then on the folder is never "up to date"
    until the run finishes, whatever files a kill leaves behind.
 3. The stage writes every file atomically (temp file + rename, :mod:`sbe.storage.atomic`).
-4. :meth:`StageContext.commit` writes the manifest last (listing every output file and its size)
-   and only then removes the in-progress marker.
+4. :meth:`StageContext.commit` writes the manifest last (listing every output file and its size
+   and the output's :class:`~sbe.storage.lineage.Lineage`: the upstream stages, found from the
+   manifests next to the inputs, and the backbone) and only then removes the in-progress marker.
 
 A rerun after a kill with the *same* settings sees ``ctx.resuming`` and may keep finished parts (each
 part carries its own config hash); with other settings it starts over.
@@ -56,9 +57,14 @@ from sbe.storage import (
     write_json_atomic,
     write_manifest,
 )
+from sbe.storage.artifacts import ArtifactDir, relpath
+from sbe.storage.lineage import BackboneIdentity, Lineage
 from sbe.storage.manifest import MANIFEST_NAME
 
 IN_PROGRESS_NAME = "_in_progress.json"
+#: how many folders above an input file are searched for the manifest of the stage that wrote it
+#: (``split/train.parquet``: 1; ``run/best/config.json``, ``embed/parts/x.parquet``: 2)
+UPSTREAM_DEPTH = 3
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class StageContext:
         self._lock = DirLock(self.out_dir)
         self._hash: str | None = None
         self._inputs: list[InputFingerprint] = []
+        self._input_paths: list[Path] = []
 
     def __enter__(self) -> StageContext:
         self._lock.acquire()
@@ -145,13 +152,16 @@ class StageContext:
 
     @property
     def inputs(self) -> list[InputFingerprint]:
+        """The input fingerprints as recorded: paths relative to the output folder."""
         return self._inputs
 
     def check(self, inputs: list[InputFingerprint], **hash_extra: Any) -> Manifest | None:
         """The finished manifest if the output is up to date; else invalidate it and begin.
 
         Args:
-            inputs: fingerprints of every file the stage reads.
+            inputs: fingerprints of every file the stage reads. They are recorded (and compared)
+                with paths relative to the output folder, so a work folder moved as a whole
+                (inputs and outputs together) is still up to date.
             **hash_extra: what besides the hashed settings decides the output (format versions,
                 the backbone identity, ...).
 
@@ -160,7 +170,10 @@ class StageContext:
             the folder is marked in progress, and :attr:`resuming` says whether an interrupted run
             with the same settings and inputs left parts worth keeping.
         """
-        self._inputs = list(inputs)
+        self._input_paths = [Path(i.path) for i in inputs]
+        self._inputs = [
+            i.model_copy(update={"path": relpath(i.path, self.out_dir)}) for i in inputs
+        ]
         self._hash = self.config_hash(**hash_extra)
         marker = self.in_progress()
         if marker is None and not self.restart:
@@ -210,6 +223,9 @@ class StageContext:
         rows: dict[str, int] | None = None,
         skips: SkipLog | None = None,
         extra: dict[str, Any] | None = None,
+        backbone: BackboneIdentity | dict[str, Any] | None = None,
+        backbone_weights: str | None = None,
+        upstream: list[ArtifactDir] | None = None,
     ) -> Manifest:
         """Write the manifest (last), then clear the in-progress marker.
 
@@ -218,6 +234,11 @@ class StageContext:
             rows: counts for the summary.
             skips: records skipped by reason.
             extra: stage-specific facts for later stages and the report.
+            backbone: the backbone of this output's vectors when this stage decides it (the
+                backbone stage); otherwise the one upstream (see :meth:`lineage`).
+            backbone_weights: the backbone's weights fingerprint, with ``backbone``.
+            upstream: output folders this stage read besides its fingerprinted input files (e.g.
+                a published model known by its content fingerprint): their lineage is merged.
 
         Returns:
             The written manifest.
@@ -232,12 +253,76 @@ class StageContext:
             rows=dict(rows or {}),
             wall_seconds=self.timer.seconds,
             extra=dict(extra or {}),
+            lineage=self.lineage(BackboneIdentity.of(backbone), backbone_weights, upstream),
         )
         if skips is not None:
             manifest.with_skips(skips)
         write_manifest(self.out_dir, manifest)
         (self.out_dir / IN_PROGRESS_NAME).unlink(missing_ok=True)
         return manifest
+
+    # -- lineage -------------------------------------------------------------------------------
+
+    def upstream(self) -> list[ArtifactDir]:
+        """The output folders of the stages whose files this run read (in input order).
+
+        The nearest folder above each input (up to :data:`UPSTREAM_DEPTH` levels) holding a
+        ``_manifest.json``, then the stage output folders its settings name (absolute paths);
+        never this stage's own folder.
+        """
+        own = self.out_dir.resolve()
+        found: list[ArtifactDir] = []
+        seen: set[Path] = set()
+        for parent in dict.fromkeys(p.parent for p in self._input_paths):
+            parent = parent.resolve()
+            folder: Path | None = parent
+            for _ in range(UPSTREAM_DEPTH):
+                if folder is None or folder in seen:
+                    break
+                seen.add(folder)
+                if folder != own and (folder / MANIFEST_NAME).is_file():
+                    found.append(ArtifactDir(folder))
+                    break
+                folder = folder.parent if folder.parent != folder else None
+        # folders the stage reads by its settings rather than by fingerprinted files (embed's
+        # --model: a published model known by its content fingerprint)
+        for value in self.settings.values():
+            for raw in value if isinstance(value, list) else [value]:
+                if not isinstance(raw, str) or not os.path.isabs(raw):
+                    continue
+                folder = Path(raw).resolve()
+                if folder in seen or folder == own or not (folder / MANIFEST_NAME).is_file():
+                    continue
+                seen.add(folder)
+                found.append(ArtifactDir(folder))
+        return found
+
+    def lineage(
+        self,
+        backbone: BackboneIdentity | None = None,
+        backbone_weights: str | None = None,
+        upstream: list[ArtifactDir] | None = None,
+    ) -> Lineage:
+        """This output's lineage: the upstream outputs' lineages, merged, then this stage.
+
+        Args:
+            backbone: set by the stage that decides it (see :meth:`commit`).
+            backbone_weights: its weights fingerprint.
+            upstream: folders read besides the input files (see :meth:`commit`).
+
+        An upstream manifest of an older version (no lineage) counts as its own stage, with the
+        backbone its ``extra`` records.
+        """
+        parents: list[Lineage] = []
+        for d in [*self.upstream(), *(upstream or [])]:
+            m = d.manifest()
+            if m is None:
+                continue
+            lineage = d.lineage()  # the manifest's, its backbone filled from ``extra`` if need be
+            parents.append(
+                lineage if m.lineage is not None else lineage.then(m.stage, m.config_hash)
+            )
+        return Lineage.merge(parents).then(self.stage, self.hash, backbone, backbone_weights)
 
     # -- progress and log ----------------------------------------------------------------------
 

@@ -24,10 +24,12 @@ from sbe.storage import (
     fixed_size_list,
     write_parquet_atomic,
 )
+from sbe.storage.artifacts import ClustersDir
 
 STAGE = "cluster"
-ASSIGNMENTS_FILE = "assignments.parquet"
-CLUSTERS_FILE = "clusters.parquet"
+
+ASSIGNMENTS_FILE = ClustersDir.ASSIGNMENTS
+CLUSTERS_FILE = ClustersDir.CLUSTERS
 
 
 def cluster_vectors(vectors: np.ndarray, cfg: ClusterConfig) -> Clustering:

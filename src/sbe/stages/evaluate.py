@@ -13,7 +13,6 @@ Writes ``RUN/evaluate/<split>.json`` and ``RUN/evaluate/_manifest.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,8 @@ from sbe.errors import SbeError
 from sbe.models.projector import Projector
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import Manifest, fingerprint_paths, write_json_atomic
-from sbe.training.data import load_split, split_path
+from sbe.storage.artifacts import EvaluateDir, RunDir
+from sbe.training.data import load_split
 from sbe.training.evaluation import (
     backbone_from_identity,
     compare_on_split,
@@ -35,10 +35,8 @@ STAGE = "evaluate"
 
 
 def load_run(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "run.json"
-    if not path.is_file():
-        raise SbeError(f"{run_dir} is not a finished training run (no run.json); run `sbe train`")
-    return json.loads(path.read_text())
+    """A run's ``run.json`` (see :meth:`RunDir.run_record`)."""
+    return RunDir(run_dir).run_record().to_dict()
 
 
 class EvaluateStage(Stage):
@@ -52,7 +50,7 @@ class EvaluateStage(Stage):
     )
 
     def output_dir(self, cfg: Section) -> Path:
-        return Path(cfg.run) / "evaluate"  # type: ignore[attr-defined]
+        return RunDir(cfg.run).evaluate_dir().root  # type: ignore[attr-defined]
 
     def run(self, cfg: EvaluateConfig, ctx: StageContext) -> Manifest:
         """Evaluate ``cfg.run`` on ``cfg.split`` (and on real photos when available).
@@ -62,16 +60,20 @@ class EvaluateStage(Stage):
             :func:`sbe.training.evaluation.compare_on_split`) and ``landmarks`` (or a
             ``skipped`` reason).
         """
-        run_dir = Path(cfg.run)
-        info = load_run(run_dir)
-        split_dir = Path(info["input"])
-        split_file = split_path(split_dir, cfg.split)
+        run = RunDir(cfg.run)
+        run_dir = run.root
+        record = run.run_record()
+        split_dir = run.split_dir(record)
+        split_file = split_dir.split_path(cfg.split)
         if not split_file.is_file():
-            raise SbeError(f"split file not found: {split_file}")
+            raise SbeError(
+                f"split file not found: {split_file} (the split folder run.json records); "
+                "rerun `sbe split`, or `sbe train` on another split"
+            )
         lm_dir = Path(cfg.landmarks) if cfg.landmarks is not None else default_landmarks_dir()
         has_landmarks = lm_dir is not None and (lm_dir / "labels.csv").is_file()
-        best = run_dir / "best"
-        read = [split_file, run_dir / "run.json", best / "config.json", best / "model.safetensors"]
+        best = run.best
+        read = [split_file, run.run_json, *run.best_files()]
         if has_landmarks:
             read.append(lm_dir)
         if (done := ctx.check(fingerprint_paths(read))) is not None:
@@ -90,12 +92,13 @@ class EvaluateStage(Stage):
             "split": cfg.split,
             "retrieval": compare_on_split(projector, data, cfg.ks, device=device),
         }
-        identity = info.get("backbone") or {}
+        identity = run.backbone(record)
         if not has_landmarks:
             results["landmarks"] = {"skipped": "no landmarks folder found"}
-        elif int(identity.get("dim", -1)) != projector.config.input_dim:
+        elif identity is None or identity.dim != projector.config.input_dim:
+            name = identity.name if identity is not None else None
             results["landmarks"] = {
-                "skipped": f"backbone {identity.get('name')!r} does not match the projector input"
+                "skipped": f"backbone {name!r} does not match the projector input"
             }
         else:
             try:
@@ -105,14 +108,14 @@ class EvaluateStage(Stage):
             else:
                 results["landmarks"] = {
                     "folder": str(lm_dir),
-                    "backbone_name": identity.get("name"),
+                    "backbone_name": identity.name,
                     **landmarks_check(lm_dir, backbone, projector.cpu()),  # type: ignore[arg-type]
                 }
-        write_json_atomic(ctx.out_dir / f"{cfg.split}.json", results)
+        write_json_atomic(EvaluateDir(ctx.out_dir).result_path(cfg.split), results)
         ctx.results.update(results)
         retrieval = results["retrieval"]
         return ctx.commit(
-            outputs=[f"{cfg.split}.json"],
+            outputs=[EvaluateDir.file_name(cfg.split)],
             rows={"queries": retrieval["queries"], "images": retrieval["images"]},
             extra={"results": results},
         )

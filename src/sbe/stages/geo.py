@@ -56,11 +56,10 @@ from sbe.storage import (
     atomic_path,
     config_hash,
     fingerprint_paths,
-    load_manifest,
-    read_part_meta,
     to_numpy_matrix,
     write_json_atomic,
 )
+from sbe.storage.artifacts import GeoDir, RunDir, SplitDir, relpath
 
 STAGE = "geo"
 COLUMNS = ["target_lat", "target_lon", "capture_date", "building_id", "cell_id", "embedding"]
@@ -86,19 +85,14 @@ class SplitData:
 
 
 def split_file(split_dir: Path, split: str) -> Path:
-    path = Path(split_dir) / f"{split}.parquet"
-    if not path.is_file():
-        raise SbeError(f"{path} not found: run `sbe split` first (or pass --in SPLIT_DIR)")
-    return path
+    """A split's file, checked to exist (the error names ``--in`` and ``sbe split``)."""
+    return SplitDir(split_dir).require_split(split)
 
 
 def backbone_identity(split_dir: Path) -> dict[str, Any] | None:
-    """The backbone identity recorded by the split stage (manifest, else the train file footer)."""
-    m = load_manifest(split_dir)
-    if m is not None and m.extra.get("backbone"):
-        return m.extra["backbone"]
-    meta = read_part_meta(Path(split_dir) / "train.parquet") or {}
-    return meta.get("backbone")
+    """The backbone identity recorded by the split stage (manifest, else a split file's footer)."""
+    found = SplitDir(split_dir).backbone()
+    return found.to_dict() if found is not None else None
 
 
 def load_split(
@@ -127,14 +121,13 @@ def load_split(
 # ---- train ----------------------------------------------------------------------------------
 
 
-CHECKPOINT_DIR = "_checkpoint"
+CHECKPOINT_DIR = GeoDir.CHECKPOINT
 
 
 def _inputs(cfg: GeoConfig) -> list[Path]:
     paths = [split_file(Path(cfg.input), s) for s in ("train", "val", "test")]
     if cfg.run is not None:
-        best = Path(cfg.run) / "best"
-        paths += [best / "config.json", best / "model.safetensors"]
+        paths += RunDir(cfg.run).best_files()
     return paths
 
 
@@ -174,7 +167,7 @@ def _train(
     # what the checkpoint must match to be continued: settings and inputs
     key = config_hash({"config": ctx.hash, "inputs": [i.model_dump() for i in ctx.inputs]})
     torch.manual_seed(cfg.seed)
-    projector = load_projector(Path(cfg.run) / "best") if cfg.run is not None else None
+    projector = load_projector(RunDir(cfg.run).best) if cfg.run is not None else None
     split_dir = Path(cfg.input)
     fb = cfg.coastal_fallback_px
     tr = load_split(split_dir, "train", projector, fallback_px=fb)
@@ -188,7 +181,11 @@ def _train(
         tr.features.shape[1],
         input_space="projector" if projector is not None else "backbone",
         backbone=backbone_identity(split_dir),
-        extra={"split_dir": str(split_dir), "run": str(cfg.run) if cfg.run else None},
+        # relative to the heads' folder, so a moved work folder keeps working (GeoDir resolves)
+        extra={
+            "split_dir": relpath(split_dir, out_dir),
+            "run": relpath(cfg.run, out_dir) if cfg.run else None,
+        },
     )
     head_cfg = heads.config
     criterion = loss_from_config(GeoSettings.of(cfg))
@@ -200,7 +197,7 @@ def _train(
 
     def on_epoch(rec: dict[str, Any]) -> None:
         records.append(rec)
-        with atomic_path(out_dir / "metrics.jsonl") as tmp:
+        with atomic_path(out_dir / GeoDir.HISTORY) as tmp:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
         if on_record is not None:
             on_record(rec)
@@ -230,7 +227,7 @@ def _train(
         best_epoch=result.best_epoch, best_score=result.best_score, select_on=cfg.select_on
     )
     heads.save_pretrained(out_dir)
-    outputs = ["config.json", "model.safetensors", "metrics.jsonl", "metrics.json"]
+    outputs = [GeoDir.CONFIG, GeoDir.WEIGHTS, GeoDir.HISTORY, GeoDir.METRICS]
     if projector is not None:
         projector.save_pretrained(out_dir / PROJECTOR_DIR)
         outputs += [f"{PROJECTOR_DIR}/config.json", f"{PROJECTOR_DIR}/model.safetensors"]
@@ -248,7 +245,7 @@ def _train(
         "val": evaluate_data(heads, va, tr),
         "test": evaluate_data(heads, te, tr) if len(te.lat) else None,
     }
-    write_json_atomic(out_dir / "metrics.json", metrics)
+    write_json_atomic(out_dir / GeoDir.METRICS, metrics)
     shutil.rmtree(ckpt, ignore_errors=True)  # the finished outputs replace it
     return ctx.commit(
         outputs=outputs,
@@ -363,7 +360,9 @@ def evaluate(
     geo_dir = Path(geo_dir)
     heads, projector = load_geo_dir(geo_dir)
     sdir = (
-        Path(split_dir) if split_dir is not None else Path(heads.config.extra.get("split_dir", ""))
+        Path(split_dir)
+        if split_dir is not None
+        else GeoDir(geo_dir).resolve(heads.config.extra.get("split_dir")) or Path()
     )
     train_data = load_split(sdir, "train", projector, fallback_px=fallback_px)
     data = (

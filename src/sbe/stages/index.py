@@ -9,7 +9,6 @@ moved or copied whole.
 
 from __future__ import annotations
 
-import os
 import resource
 import uuid
 from pathlib import Path
@@ -25,7 +24,7 @@ from sbe.index.faiss_index import IndexParams, build_index, index_nbytes
 from sbe.index.source import open_source, read_source, source_provenance
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import Manifest, SkipLog, StageTimer, config_hash, fingerprint_paths
-from sbe.storage.manifest import MANIFEST_NAME
+from sbe.storage.artifacts import relpath, source_dir
 
 STAGE = "index"
 
@@ -41,8 +40,8 @@ def params_from_config(cfg: IndexConfig) -> IndexParams:
 
 
 def relative_to(path: str | Path, folder: Path) -> str:
-    """``path`` relative to ``folder`` (with ``..`` as needed), so a moved work folder still works."""
-    return Path(os.path.relpath(Path(path).resolve(), folder.resolve())).as_posix()
+    """``path`` relative to ``folder`` (see :func:`sbe.storage.artifacts.relpath`)."""
+    return relpath(path, folder)
 
 
 class IndexStage(Stage):
@@ -70,8 +69,7 @@ class IndexStage(Stage):
             embedding_column=cfg.embedding_column,
             metadata_columns=cfg.metadata_columns,
         )
-        record = Path(cfg.input) if Path(cfg.input).is_dir() else Path(cfg.input).parent
-        record = record / MANIFEST_NAME
+        record = source_dir(cfg.input).manifest_path
         read = [*source.files, *([record] if record.is_file() else [])]
         inputs = fingerprint_paths(read)
         model = str(Path(cfg.model).resolve()) if cfg.model else None

@@ -40,10 +40,11 @@ from sbe.storage import (
     read_part_meta,
     to_numpy_matrix,
 )
+from sbe.storage.artifacts import NeighborsDir, SplitDir
 from sbe.storage.schemas import SPLITS, neighbors_schema
 
 STAGE = "neighbors"
-PCA_NAME = "pca.safetensors"
+PCA_NAME = NeighborsDir.PCA
 READ_BATCH_ROWS = 16_384
 ANCHOR_BATCH_ROWS = 16_384
 ROW_GROUP_ROWS = 32_768
@@ -246,7 +247,7 @@ class NeighborsStage(Stage):
             statistics, reused ones marked ``reused``).
         """
         in_dir, out_dir = Path(cfg.input), ctx.out_dir
-        files = {s: in_dir / f"{s}.parquet" for s in SPLITS}
+        files = {s: SplitDir(in_dir).split_path(s) for s in SPLITS}
         missing = [str(p) for p in files.values() if not p.is_file()]
         if missing:
             raise SbeError(f"split files not found: {', '.join(missing)} (run `sbe split` first)")
@@ -276,7 +277,7 @@ class NeighborsStage(Stage):
             per_split: dict[str, Any] = {}
             rows: dict[str, int] = {}
             for s in SPLITS:  # train first: it sets the band edges
-                out_path = out_dir / f"{s}.parquet"
+                out_path = NeighborsDir(out_dir).split_path(s)
                 expected = {
                     "stage": STAGE,
                     "config_hash": h,
@@ -310,7 +311,7 @@ class NeighborsStage(Stage):
         assert edges is not None
         split_manifest = load_manifest(in_dir)
         return ctx.commit(
-            outputs=[f"{s}.parquet" for s in SPLITS] + ([PCA_NAME] if pca else []),
+            outputs=[NeighborsDir.file_name(s) for s in SPLITS] + ([PCA_NAME] if pca else []),
             rows=rows,
             extra={
                 **params,

@@ -24,7 +24,6 @@ progress, and the next run rebuilds it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import uuid
@@ -48,49 +47,44 @@ from sbe.models.published.export import (
 )
 from sbe.stages.base import IN_PROGRESS_NAME, Input, Stage, StageContext, run_stage
 from sbe.storage import Manifest, fingerprint_paths, load_manifest
+from sbe.storage.artifacts import GeoDir, ModelDir, RunDir, RunRecord, read_json_object, relpath
 from sbe.storage.lock import LOCK_NAME
 from sbe.storage.manifest import MANIFEST_NAME
 
 STAGE = "publish"
-RUN_JSON = "run.json"
-BEST_DIR = "best"
-GEO_METRICS = "metrics.json"
+RUN_JSON = RunDir.RUN_JSON
+BEST_DIR = RunDir.BEST
+GEO_METRICS = GeoDir.METRICS
 BUILD_PREFIX = ".tmp-publish-"
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SbeError(f"{path} not found") from None
-    except ValueError as e:
-        raise SbeError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise SbeError(f"{path}: expected a JSON object")
-    return data
+    """A JSON object file (one-line errors; see :func:`sbe.storage.artifacts.read_json_object`)."""
+    return read_json_object(path)
 
 
 def run_backbone(run: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    """The backbone identity a training run recorded in ``run.json``."""
-    for key in ("backbone", "backbone_identity"):
-        ident = run.get(key)
-        if isinstance(ident, dict) and ident.get("name"):
-            return ident
-    raise SbeError(
-        f"{run_dir / RUN_JSON} records no backbone identity (key 'backbone'); "
-        "was this run made by sbe train?"
-    )
+    """The backbone identity a training run recorded (see :meth:`RunDir.require_backbone`)."""
+    return RunDir(run_dir).require_backbone(RunRecord.model_validate(run)).to_dict()
 
 
-def _split_dir(run: dict[str, Any]) -> Path | None:
-    for v in (
-        run.get("split_dir"),
-        run.get("input"),
-        (run.get("config") or {}).get("input") if isinstance(run.get("config"), dict) else None,
-    ):
-        if isinstance(v, str) and v:
-            return Path(v)
-    return None
+def run_data_sources(run: RunDir, record: RunRecord) -> list[str]:
+    """Which training data a run used: the sources its upstream manifests declare or imply
+    (:func:`data_sources`), else what its lineage says.
+
+    Returns:
+        Keys of :data:`~sbe.models.published.card.DATA_LICENCES`; ``[]`` when unknown.
+    """
+    try:
+        found = data_sources(run.split_dir(record).root)
+    except SbeError:
+        found = []
+    if found:
+        return found
+    stages = run.lineage().stages
+    if "synth" in stages:
+        return ["synthetic"]
+    return ["streetview"] if "ingest" in stages else []
 
 
 def data_sources(start: Path | None, max_depth: int = 8) -> list[str]:
@@ -123,7 +117,8 @@ def data_sources(start: Path | None, max_depth: int = 8) -> list[str]:
             if m.stage == "synth":
                 found.add("synthetic")
                 continue
-            parents = {Path(i.path).parent for i in m.inputs}
+            # input paths are recorded relative to their stage's folder (absolute in old ones)
+            parents = {Path(os.path.normpath(d / i.path)).parent for i in m.inputs}
             if m.stage == "ingest" and not declared:
                 from_synth = any(
                     (load_manifest(p) or Manifest(stage="")).stage == "synth" for p in parents
@@ -157,10 +152,7 @@ def val_check(run: dict[str, Any]) -> dict[str, Any] | None:
 
 def _check_geo(geo_dir: Path, backbone: dict[str, Any], best: Path) -> dict[str, Any]:
     """Validate a geo stage folder against the run; returns the heads' config dict."""
-    for name in ("config.json", WEIGHTS_NAME):
-        if not (geo_dir / name).is_file():
-            raise SbeError(f"--geo {geo_dir}: missing {name}; run `sbe geo train` first")
-    geo_cfg = read_json(geo_dir / "config.json")
+    geo_cfg = GeoDir(geo_dir).head_config()
     geo_bb = geo_cfg.get("backbone") or {}
     if geo_bb and (geo_bb.get("name"), geo_bb.get("dim")) != (backbone["name"], backbone["dim"]):
         raise SbeError(
@@ -168,7 +160,7 @@ def _check_geo(geo_dir: Path, backbone: dict[str, Any], best: Path) -> dict[str,
             f"({geo_bb.get('dim')}-d), the run on {backbone['name']} ({backbone['dim']}-d)"
         )
     if geo_cfg.get("input_space") == "projector":
-        geo_proj = geo_dir / "projector" / WEIGHTS_NAME
+        geo_proj = geo_dir / GeoDir.PROJECTOR / GeoDir.WEIGHTS
         if not geo_proj.is_file():
             raise SbeError(f"--geo {geo_dir}: heads read projector outputs but have no projector/")
         a, b = load_file(str(geo_proj)), load_file(str(best / WEIGHTS_NAME))
@@ -227,22 +219,21 @@ class PublishStage(Stage):
             SbeError: missing or inconsistent inputs, or an output path that is not a model
                 folder.
         """
-        run_dir, out = Path(cfg.run), ctx.out_dir
-        best = run_dir / BEST_DIR
-        for name in ("config.json", WEIGHTS_NAME):
-            if not (best / name).is_file():
-                raise SbeError(f"{best / name} not found: publish needs a finished `sbe train` run")
-        run_info = read_json(run_dir / RUN_JSON)
-        backbone = run_backbone(run_info, run_dir)
+        run, out = RunDir(cfg.run), ctx.out_dir
+        run_dir, best = run.root, run.best
+        run.require_best()
+        record = run.run_record()
+        run_info = record.to_dict()
+        backbone = run.require_backbone(record).to_dict()
         geo_dir = Path(cfg.geo) if cfg.geo is not None else None
         geo_cfg = _check_geo(geo_dir, backbone, best) if geo_dir is not None else None
         if not _is_model_folder(out):
             raise SbeError(
                 f"--out {out} exists and is not a published model folder; not replacing it"
             )
-        input_files = [best / "config.json", best / WEIGHTS_NAME, run_dir / RUN_JSON]
+        input_files = [*run.best_files(), run.run_json]
         if geo_dir is not None:
-            input_files += [geo_dir / "config.json", geo_dir / WEIGHTS_NAME]
+            input_files += GeoDir(geo_dir).head_files()
             if (geo_dir / GEO_METRICS).is_file():
                 input_files.append(geo_dir / GEO_METRICS)
         check = val_check(run_info)
@@ -276,10 +267,8 @@ class PublishStage(Stage):
             raise SbeError(f"cannot publish {run_dir}: {e}") from None
         geo_metrics = None
         if geo_dir is not None:
-            geo_metrics = (
-                read_json(geo_dir / GEO_METRICS) if (geo_dir / GEO_METRICS).is_file() else {}
-            )
-        sources = data_sources(_split_dir(run_info))
+            geo_metrics = GeoDir(geo_dir).metrics_record() or {}
+        sources = run_data_sources(run, record)
         card = render_card(
             CardInfo(
                 name=out.name,
@@ -289,8 +278,12 @@ class PublishStage(Stage):
                 data_sources=sources,
                 run=run_info,
                 geo_metrics=geo_metrics,
-                provenance={"run": str(run_dir), **({"geo": str(geo_dir)} if geo_dir else {})},
                 val_check=check,
+                # relative to the model folder: the card stays true when the work folder moves
+                provenance={
+                    "run": relpath(run_dir, out),
+                    **({"geo": relpath(geo_dir, out)} if geo_dir else {}),
+                },
             )
         )
         # built and verified inside the output folder (never a sibling's name), then moved in
@@ -312,12 +305,12 @@ class PublishStage(Stage):
         finally:
             if build.exists():
                 shutil.rmtree(build, ignore_errors=True)
-        outputs = ["config.json", *(f.name for f in CODE_FILES), WEIGHTS_NAME]
+        outputs = [ModelDir.CONFIG, *(f.name for f in CODE_FILES), WEIGHTS_NAME]
         outputs += [PREPROCESSOR_NAME, CARD_NAME]
         if geo_dir is not None:
-            outputs += ["geo/config.json", f"geo/{WEIGHTS_NAME}"]
+            outputs += [f"{ModelDir.GEO}/{GeoDir.CONFIG}", f"{ModelDir.GEO}/{GeoDir.WEIGHTS}"]
         if cfg.bundle_backbone:
-            outputs.append("backbone")
+            outputs.append(ModelDir.BACKBONE)
         return ctx.commit(
             outputs=outputs,
             rows={"projector parameters": sum(p.numel() for p in projector.parameters())},

@@ -20,9 +20,10 @@ from sbe.report.build import ReportOptions, build_report
 from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import Manifest, atomic_path, fingerprint_paths
+from sbe.storage.artifacts import ReportDir
 
 STAGE = "report"
-REPORT_FILE = "report.html"
+REPORT_FILE = ReportDir.REPORT
 
 
 def landmarks_dir(cfg: ReportConfig) -> Path | None:

@@ -35,14 +35,8 @@ from sbe.data.parquet_stream import StreamingPart
 from sbe.errors import SbeError
 from sbe.sphere import latlon_to_unit, unit_to_latlon
 from sbe.stages.base import Input, Stage, StageContext, run_stage
-from sbe.storage import (
-    Manifest,
-    SkipLog,
-    fingerprint_paths,
-    list_parts,
-    load_manifest,
-    read_part_meta,
-)
+from sbe.storage import Manifest, SkipLog, fingerprint_paths
+from sbe.storage.artifacts import BackboneDir, SplitDir
 from sbe.storage.schemas import CARRIED_FIELDS, SPLITS, split_schema, uid_str
 
 STAGE = "split"
@@ -76,24 +70,6 @@ def _embedding_type(parts: list[Path]) -> pa.DataType:
         seen = t
     assert seen is not None
     return seen
-
-
-def _backbone_identity(in_dir: Path, parts: list[Path]) -> dict[str, Any] | None:
-    """The backbone identity from the input manifest, checked against every part's footer."""
-    m = load_manifest(in_dir)
-    identity = m.extra.get("backbone") if m is not None else None
-    for p in parts:
-        found = (read_part_meta(p) or {}).get("backbone")
-        if found is None:
-            continue
-        if identity is None:
-            identity = found
-        elif found != identity:
-            raise SbeError(
-                f"{p.name} was embedded by a different backbone ({found.get('name')!r}) than the "
-                f"rest ({identity.get('name')!r}); rerun the backbone stage on one model"
-            )
-    return identity
 
 
 @dataclass
@@ -393,7 +369,7 @@ def _write_splits(
     with contextlib.ExitStack() as stack:
         writers = {
             name: stack.enter_context(
-                StreamingPart(out_dir / f"{name}.parquet", schema, {**meta, "split": name})
+                StreamingPart(SplitDir(out_dir).split_path(name), schema, {**meta, "split": name})
             )
             for name in SPLITS
         }
@@ -443,12 +419,13 @@ class SplitStage(Stage):
             The manifest (``rows``: input images and rows per split; ``extra``: the backbone
             identity, per-split counts, grouping statistics and the leakage check).
         """
-        in_dir = Path(cfg.input)
-        parts = list_parts(in_dir)
+        in_dir = BackboneDir(cfg.input)
+        parts = in_dir.parts()
         if (done := ctx.check(fingerprint_paths(parts))) is not None:
             return done
         emb_type = _embedding_type(parts)
-        backbone = _backbone_identity(in_dir, parts)
+        identity = in_dir.backbone(parts)
+        backbone = identity.to_dict() if identity is not None else None
         skips = SkipLog()
         plan = plan_split(parts, cfg, skips)
         schema = split_schema(emb_type.list_size, emb_type.value_type)
@@ -463,9 +440,10 @@ class SplitStage(Stage):
             ctx.log(f"split: warning: {warning}")
         ctx.results["warnings"] = list(plan.stats.get("warnings", {}))
         return ctx.commit(
-            outputs=[f"{s}.parquet" for s in SPLITS],
+            outputs=[SplitDir.file_name(s) for s in SPLITS],
             rows={"input_images": plan.n_rows, **written},
             skips=skips,
+            backbone=identity,
             extra={"backbone": backbone, "embedding_type": str(emb_type), **plan.stats},
         )
 

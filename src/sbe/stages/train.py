@@ -34,16 +34,17 @@ from sbe.geo.settings import GeoSettings
 from sbe.models.projector import Projector
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import Manifest, config_hash, fingerprint_paths, write_json_atomic
+from sbe.storage.artifacts import NeighborsDir, RunDir, SplitDir
 from sbe.training.checkpoint import STATE_NAME
-from sbe.training.data import backbone_identity, load_split, split_path
+from sbe.training.data import load_split
 from sbe.training.evaluation import compare_on_split
 from sbe.training.loop import METRICS_NAME, JointGeo, Trainer, resolve_device
 from sbe.training.settings import TrainSettings
 
 STAGE = "train"
-RUN_JSON = "run.json"
+RUN_JSON = RunDir.RUN_JSON
 #: what a fresh start removes (the evaluate/ sub-folder is another stage's and stays)
-RUN_FILES = ("best", "last", ".old-best", ".old-last", METRICS_NAME, RUN_JSON)
+RUN_FILES = (RunDir.BEST, RunDir.LAST, ".old-best", ".old-last", METRICS_NAME, RUN_JSON)
 
 
 def joint_geo_settings(cfg: TrainConfig, geo: Any | None = None) -> GeoSettings:
@@ -71,9 +72,10 @@ def _joint_geo(cfg: TrainConfig, geo: Any | None = None) -> JointGeo:
     from sbe.geo.labels import labels_from_table
 
     settings = joint_geo_settings(cfg, geo)
-    names = pq.read_schema(split_path(cfg.input, "train")).names
+    train_file = SplitDir(cfg.input).split_path("train")
+    names = pq.read_schema(train_file).names
     columns = [c for c in ("target_lat", "target_lon", "capture_date") if c in names]
-    table = pq.read_table(split_path(cfg.input, "train"), columns=columns)
+    table = pq.read_table(train_file, columns=columns)
     lat = table.column("target_lat").to_numpy()
     lon = table.column("target_lon").to_numpy()
     # seeded here, not by whatever ran before: the same config gives the same heads
@@ -93,7 +95,7 @@ def _joint_geo(cfg: TrainConfig, geo: Any | None = None) -> JointGeo:
 def _checkpoint_key(run_dir: Path) -> str | None:
     """The run key stored in ``last/`` (``None``: no readable checkpoint)."""
     try:
-        payload = json.loads((run_dir / "last" / STATE_NAME).read_text())
+        payload = json.loads((RunDir(run_dir).last / STATE_NAME).read_text())
     except (OSError, ValueError):
         return None
     key = (payload.get("trainer") or {}).get("key")
@@ -146,15 +148,13 @@ class TrainStage(Stage):
         use_neighbors = cfg.curriculum == "bands"
         if use_neighbors and cfg.neighbors is None:
             raise SbeError("curriculum 'bands' needs a neighbours folder (--neighbors DIR)")
-        input_files = [split_path(cfg.input, s) for s in ("train", "val")]
-        test_file = split_path(cfg.input, "test")
+        split_dir = SplitDir(cfg.input)
+        input_files = [split_dir.require_split(s) for s in ("train", "val")]
+        test_file = split_dir.split_path("test")
         if test_file.is_file():
             input_files.append(test_file)
         if use_neighbors:
-            input_files.append(Path(cfg.neighbors) / "train.parquet")  # type: ignore[arg-type]
-        for f in input_files:
-            if not f.is_file():
-                raise SbeError(f"input not found: {f}")
+            input_files.append(NeighborsDir(cfg.neighbors).require_split("train"))  # type: ignore[arg-type]
         geo_section = ctx.full_config.geo if ctx.full_config is not None else None
         geo_settings = joint_geo_settings(cfg, geo_section) if cfg.geo_weight > 0 else None
         extra = {"geo": geo_settings.to_dict()} if geo_settings is not None else {}
@@ -186,7 +186,8 @@ class TrainStage(Stage):
         result = trainer.fit(resume=resume)
 
         device = resolve_device(cfg.device)
-        best = Projector.from_pretrained(out / "best", device=device)
+        run_dir = RunDir(out)
+        best = Projector.from_pretrained(run_dir.best, device=device)
         test: dict[str, Any] | None = None
         if test_file.is_file():
             test = compare_on_split(best, load_split(cfg.input, "test"), device=device)
@@ -208,12 +209,14 @@ class TrainStage(Stage):
                 "alone retrieves better; `sbe publish` refuses this run without --force "
                 "(more data, a larger area or other settings may help)"
             )
-        identity = backbone_identity(cfg.input)
+        backbone = split_dir.backbone()
+        identity = backbone.to_dict() if backbone is not None else None
         record = {
             "config": section_dict(cfg),
             "backbone": identity,
-            "input": str(cfg.input),
-            "neighbors": str(cfg.neighbors) if use_neighbors else None,
+            # relative to the run folder, so a moved work folder keeps working (RunDir resolves)
+            "input": run_dir.relative(cfg.input),
+            "neighbors": run_dir.relative(cfg.neighbors) if use_neighbors else None,  # type: ignore[arg-type]
             "projector": best.config.model_dump(),
             "geo_heads": geo_settings.to_dict() if geo_settings is not None else None,
             "best_epoch": trainer.best_epoch,
@@ -225,7 +228,7 @@ class TrainStage(Stage):
             "val_vs_backbone": versus,
             "test": test,
         }
-        write_json_atomic(out / RUN_JSON, record)
+        write_json_atomic(run_dir.run_json, record)
         rows = {
             "train_images": len(train),
             "val_images": len(val),
@@ -243,9 +246,8 @@ class TrainStage(Stage):
         ctx.results.update(summary)
         return ctx.commit(
             outputs=[
-                "best/config.json",
-                "best/model.safetensors",
-                "last/trainer_state.json",
+                *(f"{RunDir.BEST}/{n}" for n in RunDir.PROJECTOR_FILES),
+                f"{RunDir.LAST}/{STATE_NAME}",
                 METRICS_NAME,
                 RUN_JSON,
             ],

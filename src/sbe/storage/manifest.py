@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from sbe import __version__
 from sbe.storage.atomic import write_json_atomic
+from sbe.storage.lineage import Lineage
 
 MANIFEST_NAME = "_manifest.json"
 MAX_SKIP_EXAMPLES = 5
@@ -108,6 +109,8 @@ class Manifest(BaseModel):
     up_to_date: bool = Field(default=False, exclude=True)
     """Set (not saved) when a rerun found the output current and skipped the work."""
     extra: dict[str, Any] = Field(default_factory=dict)
+    lineage: Lineage | None = None
+    """The stages this output descends from and its backbone (``None`` in old manifests)."""
 
     def with_skips(self, skips: SkipLog) -> Manifest:
         self.skipped = dict(sorted(skips.counts.items()))

@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 import torch
 
 from sbe.errors import SbeError
-from sbe.storage import load_manifest, read_part_meta, to_numpy_matrix
+from sbe.storage import to_numpy_matrix
+from sbe.storage.artifacts import SplitDir
 
 
 @dataclass
@@ -49,7 +50,8 @@ class EmbeddingSet:
 
 
 def split_path(split_dir: str | os.PathLike[str], split: str) -> Path:
-    return Path(split_dir) / f"{split}.parquet"
+    """``<split_dir>/<split>.parquet`` (see :class:`~sbe.storage.artifacts.SplitDir`)."""
+    return SplitDir(split_dir).split_path(split)
 
 
 def load_split(
@@ -94,11 +96,5 @@ def load_split(
 
 def backbone_identity(split_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The backbone identity recorded by the split stage (manifest, else a split file's footer)."""
-    m = load_manifest(split_dir)
-    if m is not None and isinstance(m.extra.get("backbone"), dict):
-        return m.extra["backbone"]
-    for split in ("train", "val", "test"):
-        meta = read_part_meta(split_path(split_dir, split))
-        if meta and isinstance(meta.get("backbone"), dict):
-            return meta["backbone"]
-    return None
+    found = SplitDir(split_dir).backbone()
+    return found.to_dict() if found is not None else None

@@ -19,6 +19,7 @@ from sbe.data.images import ImageDecodeError, decode_rgb
 from sbe.errors import SbeError
 from sbe.models.backbones.base import Backbone
 from sbe.models.projector import Projector
+from sbe.storage.lineage import BackboneIdentity
 from sbe.training.data import EmbeddingSet
 from sbe.training.metrics import eligible_queries, retrieval_metrics
 
@@ -53,15 +54,23 @@ def compare_on_split(
     }
 
 
-def backbone_from_identity(identity: dict[str, Any], device: str = "cpu") -> Backbone:
+def backbone_from_identity(
+    identity: BackboneIdentity | dict[str, Any], device: str = "cpu"
+) -> Backbone:
     """Rebuild the backbone that produced a run's inputs from its saved identity.
 
     Uses ``sbe.models.backbones.load_backbone`` when available; otherwise EfficientNet-Lite
     variants are built directly.
 
+    Args:
+        identity: the run's :class:`~sbe.storage.lineage.BackboneIdentity` (or its dict form).
+        device: where to run it.
+
     Raises:
         SbeError: the identity names a backbone that cannot be rebuilt here.
     """
+    if isinstance(identity, BackboneIdentity):
+        identity = identity.to_dict()
     try:
         from sbe.models.backbones import load_backbone  # type: ignore[attr-defined]
     except ImportError:

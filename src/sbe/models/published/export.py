@@ -24,12 +24,13 @@ from sbe.models.published.modeling_sbe import (
     HF_PREFIX,
     SbeEmbeddingModel,
 )
+from sbe.storage.artifacts import ModelDir
 
-WEIGHTS_NAME = "model.safetensors"
-PREPROCESSOR_NAME = "preprocessor_config.json"
-CARD_NAME = "README.md"
-BACKBONE_DIR = "backbone"
-GEO_DIR = "geo"
+WEIGHTS_NAME = ModelDir.WEIGHTS
+PREPROCESSOR_NAME = ModelDir.PREPROCESSOR
+CARD_NAME = ModelDir.CARD
+BACKBONE_DIR = ModelDir.BACKBONE
+GEO_DIR = ModelDir.GEO
 CODE_FILES = tuple(
     Path(m.__file__)
     for m in (configuration_sbe, layers_sbe, processing_sbe, modeling_sbe)
