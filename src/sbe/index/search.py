@@ -123,9 +123,7 @@ class SearchIndex:
         self._ids = table.column(info.id_column)
         # index.json records the location as its [lat, lon] column pair.
         self._location = (
-            cast("tuple[str, str]", tuple(info.location_columns))
-            if info.location_columns
-            else None
+            cast("tuple[str, str]", tuple(info.location_columns)) if info.location_columns else None
         )
 
     @classmethod
