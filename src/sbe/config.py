@@ -69,6 +69,20 @@ class Section(BaseModel):
         return {k: v for k, v in data.items() if k not in skip}
 
 
+# Typed default factories (a bare lambda infers list[int]/list[str], which the fields reject).
+# The percentiles stay ints: they are dumped as-is into the config hash, so 5.0 would change it.
+def _default_band_percentiles() -> list[float]:
+    return [5, 10, 20, 40, 60, 85]
+
+
+def _default_losses() -> list[Literal["triplet", "multi_similarity", "supcon"]]:
+    return ["triplet", "multi_similarity", "supcon"]
+
+
+def _default_curricula() -> list[Literal["none", "bands"]]:
+    return ["none", "bands"]
+
+
 def _under(workdir: Path, p: Path) -> Path:
     p = Path(p).expanduser()
     return p if p.is_absolute() else (workdir / p)
@@ -277,7 +291,7 @@ class NeighborsConfig(Section):
         50, ge=1, description="rank of the neighbour setting the local scale (capped at k)"
     )
     band_percentiles: list[float] = Field(
-        default_factory=lambda: [5, 10, 20, 40, 60, 85],
+        default_factory=_default_band_percentiles,
         description="distance percentiles (train-calibrated) that bound the difficulty bands",
     )
     calibration_fraction: float = Field(
@@ -415,11 +429,11 @@ class TuneConfig(Section):
     epochs: int = Field(8, ge=1, description="epochs per trial")
     seed: int = Field(0, description="sampler seed")
     losses: list[Literal["triplet", "multi_similarity", "supcon"]] = Field(
-        default_factory=lambda: ["triplet", "multi_similarity", "supcon"],
+        default_factory=_default_losses,
         description="losses tried",
     )
     curricula: list[Literal["none", "bands"]] = Field(
-        default_factory=lambda: ["none", "bands"], description="curricula tried"
+        default_factory=_default_curricula, description="curricula tried"
     )
     pruner_warmup_epochs: int = Field(2, ge=0, description="epochs before a trial can be pruned")
     device: Device = Field("auto", json_schema_extra=RUNTIME, description="where trials train")

@@ -268,6 +268,13 @@ def run_stage_command(name: str, cfg: SbeConfig, sec: Any, **options: Any) -> tu
     return run_stage(stage, sec, full_config=cfg, **options)
 
 
+def _explicit(ctx: typer.Context, param: str) -> bool:
+    """Whether the user gave ``param`` (command line or environment), not its default."""
+    source = ctx.get_parameter_source(param)
+    assert source is not None  # every keyword the command receives is one of its parameters
+    return source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 def stage_command(name: str, section: str = "", runner: Runner = run_stage_command) -> Callable:
     """The command of stage ``name`` (options from ``SbeConfig.<section>``)."""
     section = section or name
@@ -284,11 +291,7 @@ def stage_command(name: str, section: str = "", runner: Runner = run_stage_comma
 
     @guarded
     def command(ctx: typer.Context, **kw: Any) -> None:
-        given = {
-            k: v
-            for k, v in kw.items()
-            if v is not None and ctx.get_parameter_source(k).name not in ("DEFAULT", "DEFAULT_MAP")
-        }
+        given = {k: v for k, v in kw.items() if v is not None and _explicit(ctx, k)}
         values: dict[str, Any] = {}
         for key, value in given.items():
             kind, _, field = key.partition("_")

@@ -135,7 +135,11 @@ def inspect_jpeg(data: bytes) -> tuple[int, int, bytes]:
     return width, height, fingerprint(img).tobytes()
 
 
-def _inspect_or_reason(data: bytes) -> tuple[int, int, bytes] | str:
+# ``(width, height, fingerprint)`` of a decodable JPEG, or why it was skipped.
+_Inspected = tuple[int, int, bytes] | str
+
+
+def _inspect_or_reason(data: bytes) -> _Inspected:
     try:
         return inspect_jpeg(data)
     except ImageDecodeError as e:
@@ -150,9 +154,9 @@ class _Image:
     offset: int
     size: int
     seq: int
-    result: Future | tuple[int, int, bytes] | str | None = None
+    result: Future[_Inspected] | _Inspected | None = None
 
-    def outcome(self) -> tuple[int, int, bytes] | str:
+    def outcome(self) -> _Inspected:
         if isinstance(self.result, Future):
             self.result = self.result.result()
         assert self.result is not None
@@ -197,13 +201,13 @@ class _Reader:
         self.pending_meta: dict[str, _Meta] = {}
         self.seen: set[tuple[str, str]] = set()
         self.pairs: list[tuple[_Image, _Meta]] = []
-        self.inflight: deque[Future] = deque()
+        self.inflight: deque[Future[_Inspected]] = deque()
         self.pool: ThreadPoolExecutor | None = None
 
     def where(self, member: str) -> str:
         return f"{self.tar_name}:{member}"
 
-    def decode(self, data: bytes) -> Future | tuple[int, int, bytes] | str:
+    def decode(self, data: bytes) -> Future[_Inspected] | _Inspected:
         if self.pool is None:
             return _inspect_or_reason(data)
         while len(self.inflight) >= self.settings.max_pending_decodes:

@@ -180,9 +180,9 @@ def parse_d_line(line: str, *, normal_tolerance: float = NORMAL_TOLERANCE) -> DL
     for name, tok in zip(D_FIELDS[:_N_ID_FIELDS], values, strict=False):
         if _INTEGER.fullmatch(tok) is None:
             raise MetadataError("not_integer", f"{name}={tok!r} is not an integer")
-        v = int(tok)
-        _check_range(name, v, 0 <= v <= ID_MAX, f"[0, {ID_MAX}]")
-        ids.append(v)
+        n = int(tok)
+        _check_range(name, n, 0 <= n <= ID_MAX, f"[0, {ID_MAX}]")
+        ids.append(n)
     floats = [float(t) for t in values[_N_ID_FIELDS:]]
     for name, v in zip(D_FIELDS[_N_ID_FIELDS:], floats, strict=True):
         if not math.isfinite(v):  # e.g. 1e999

@@ -179,7 +179,7 @@ class TarStream:
                         self.damage = _end_problem(raw, expected_end)
                         break
                     # Stream mode keeps every TarInfo seen; we never look back, so drop them.
-                    tf.members.clear()
+                    tf.members.clear()  # type: ignore[attr-defined]  # typeshed omits TarFile.members
                     expected_end = info.offset_data + _padded(info.size)
                     self.bytes_read = expected_end
                     member = self._member(tf, info)

@@ -122,9 +122,10 @@ def index_nbytes(index: faiss.Index) -> dict[str, int]:
     graph = 0
     if isinstance(index, faiss.IndexHNSW):
         h = index.hnsw
+        # faiss's bundled stubs omit HNSW.neighbors/offsets (both exist at runtime).
         graph = (
-            h.neighbors.size() * 4
-            + h.offsets.size() * 8
+            h.neighbors.size() * 4  # type: ignore[attr-defined]
+            + h.offsets.size() * 8  # type: ignore[attr-defined]
             + h.levels.size() * 4
             + h.assign_probas.size() * 8
             + h.cum_nneighbor_per_level.size() * 4

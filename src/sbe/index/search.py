@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import faiss
 import numpy as np
@@ -121,7 +121,10 @@ class SearchIndex:
         self.root = root
         """The index folder (``None`` when not loaded from disk); recorded paths are under it."""
         self._ids = table.column(info.id_column)
-        self._location = tuple(info.location_columns) if info.location_columns else None
+        # index.json records the location as its [lat, lon] column pair.
+        self._location = (
+            cast("tuple[str, str]", tuple(info.location_columns)) if info.location_columns else None
+        )
 
     @classmethod
     def load(cls, index_dir: str | Path, *, ef_search: int | None = None) -> SearchIndex:
@@ -227,6 +230,7 @@ class SearchIndex:
         """
         if model_dir is None and self.info.model_dir is not None:
             model_dir = self.info.model_path(self.root or Path.cwd())
+            assert model_dir is not None  # info.model_dir is set (checked above)
             if not model_dir.is_dir():
                 raise SbeError(
                     f"the model recorded in the index ({model_dir}) is not there any more; pass "

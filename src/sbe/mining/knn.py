@@ -106,6 +106,9 @@ class VectorIndex:
         seed: seeds the training sample, the k-means and the recall queries.
     """
 
+    index: faiss.Index  # flat (exact) or IVF-flat (approximate)
+    info: IndexInfo
+
     def __init__(
         self,
         x: np.ndarray,

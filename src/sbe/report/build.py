@@ -150,8 +150,9 @@ def build_report(
     # 5. geolocation
     p = problems("geolocation")
     if geo_predict is None:
-        geo: g.Geolocation | str = "no geo predictor given"
-        p.append(geo)
+        no_predictor = "no geo predictor given"
+        geo: g.Geolocation | str = no_predictor
+        p.append(no_predictor)
     else:
         predict = geo_predict
         geo = attempt(

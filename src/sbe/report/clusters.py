@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -80,7 +80,8 @@ def _osmid_images(
     wanted = {o: first[o] for o in osmids if o in first}
     if not columns:
         blobs = read_parquet_rows(source, list(wanted.values()), "image_bytes")
-        return {o: blobs.get(r) for o, r in wanted.items()}, ""
+        # image_bytes is a binary column: its values are bytes (or None when null)
+        return {o: cast("bytes | None", blobs.get(r)) for o, r in wanted.items()}, ""
     refs = {c: read_parquet_rows(source, list(wanted.values()), c) for c in columns}
     out: dict[Any, bytes | None] = {}
     for o, r in wanted.items():

@@ -86,7 +86,9 @@ def render(template: str, **context: Any) -> Markup:
 
 def na(reason: str) -> Markup:
     """The visible note that replaces a section (or part) whose input is missing."""
-    return Markup(environment().get_template("macros.html.j2").module.na(reason))
+    module = environment().get_template("macros.html.j2").module
+    # jinja2 exports a template's macros as attributes its TemplateModule type does not declare.
+    return Markup(module.na(reason))  # type: ignore[attr-defined]
 
 
 # ---- sections ----------------------------------------------------------------------------------

@@ -211,10 +211,10 @@ def world_map_svg(
                 f'stroke-width="{w:.1f}"><title>{tip}</title></polyline>'
             )
     discs = []
-    for group in places.values():
-        n = len(group)
-        errs = np.array([e for _, e in group])
-        p = group[0][0]
+    for place in places.values():
+        n = len(place)
+        errs = np.array([e for _, e in place])
+        p = place[0][0]
         near, mid = float(np.mean(errs < 25)), float(np.mean(errs < 750))
         radius = 3.0 + 2.2 * np.sqrt(n)
         x, y = _xy(p.true_lat, p.true_lon, width, height)

@@ -353,7 +353,11 @@ def create_app(
         if (id is None) == (row is None):
             raise UploadError(422, "give exactly one of id= or row=")
         k = engine.check_k(k)
-        result = engine.search_id(id, k) if id is not None else engine.search_row(int(row), k)
+        if id is not None:
+            result = engine.search_id(id, k)
+        else:
+            assert row is not None  # exactly one of id/row was given (checked above)
+            result = engine.search_row(int(row), k)
         return {
             "query": id if id is not None else f"row {row}",
             "k": k,

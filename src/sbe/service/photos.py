@@ -84,7 +84,7 @@ class PhotoSource:
             if key in self._good:
                 self._good.move_to_end(key)
                 return self._good[key]
-        rows = []
+        rows: list[int] = []
         for r in self.rows_of(id_value):
             if len(rows) >= limit:
                 break

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import DTypeLike
 
 
 def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
@@ -23,7 +24,7 @@ def fixed_size_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
 
 
 def to_numpy_matrix(
-    column: pa.Array | pa.ChunkedArray, dtype: np.dtype | None = None
+    column: pa.Array | pa.ChunkedArray, dtype: DTypeLike | None = None
 ) -> np.ndarray:
     """Turn a ``fixed_size_list<D>`` column into an (N, D) numpy array.
 

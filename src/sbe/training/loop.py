@@ -361,6 +361,7 @@ class Trainer:
         if resume:
             if not self.has_checkpoint():
                 raise SbeError(f"nothing to resume: no checkpoint in {self.run_dir}/last")
+            assert self.run_dir is not None  # has_checkpoint() needs a run folder
             st = load_checkpoint(
                 self.run_dir / "last",
                 model=self.model,
@@ -442,8 +443,10 @@ class Trainer:
         torch.nn.utils.clip_grad_norm_(self._clipped, self.cfg.grad_clip)
         self.optimizer.step()
         self.scheduler.step()
-        if self.geo is not None and hasattr(self.geo.heads, "clamp_"):
-            self.geo.heads.clamp_()
+        # Optional hook of the heads (keeps learned concentrations in range).
+        clamp = getattr(self.geo.heads, "clamp_", None) if self.geo is not None else None
+        if clamp is not None:
+            clamp()
         return loss, z, geo_loss
 
     def _train_epoch(self) -> dict[str, Any]:

@@ -65,7 +65,7 @@ def extract_local_features(
         offsets.append(offsets[-1] + len(f))
         if progress is not None:
             progress(i + 1)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "keypoints.npy": np.concatenate(kps) if kps else np.zeros((0, 2), np.float16),
         "descriptors.npy": np.concatenate(descs) if descs else np.zeros((0, 128), np.float16),
         "offsets.npy": np.asarray(offsets, dtype=np.int64),

@@ -106,7 +106,8 @@ def load_lightglue(device: str | torch.device = "cpu", **conf: object) -> torch.
     from kornia.feature import LightGlue
 
     # features=None: kornia builds the architecture and fetches nothing; the weights come below.
-    model = LightGlue(None, **{**conf, **LIGHTGLUE_DISK_CONF})
+    # kornia annotates `features: str` although its code handles None (the no-download path).
+    model = LightGlue(None, **{**conf, **LIGHTGLUE_DISK_CONF})  # type: ignore[arg-type]
     state = load_weights(LIGHTGLUE_FILE)
     # The checkpoint predates kornia's module names (the same renaming kornia applies).
     n_layers = int(model.conf.n_layers)

@@ -29,6 +29,9 @@ from sbe.data.preprocess import Preprocess, Resample, ResizeMode  # noqa: F401
 class Normalize(nn.Module):
     """uint8 NHWC pixels -> float NCHW ``(x - mean) / std`` (mean and std in 0-255 units)."""
 
+    mean: torch.Tensor  # buffers, (1, 3, 1, 1) float32
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))

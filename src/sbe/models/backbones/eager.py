@@ -62,7 +62,8 @@ class TorchBackbone(Backbone):
         else:
             encoder = encoder.to(dev)
         if dev.type == "cpu" and encoder.convolutional:
-            encoder = encoder.to(memory_format=torch.channels_last)
+            # torch's Module.to overloads omit memory_format, which it accepts at runtime.
+            encoder = encoder.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             encoder.channels_last = True
         self.encoder = encoder
         n_params = sum(p.numel() for p in encoder.parameters())

@@ -23,13 +23,20 @@ import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from sbe.errors import SbeError
-from sbe.models.backbones.base import BackboneSpec, Encoder, Normalize, Preprocess
+from sbe.models.backbones.base import (
+    BackboneSpec,
+    Encoder,
+    Normalize,
+    Preprocess,
+    Resample,
+    ResizeMode,
+)
 from sbe.models.backbones.pooling import GEM_P, POOLING_MODES, pool
 
 HF_PREFIX = "hf:"
@@ -63,7 +70,14 @@ def _dtype_kwarg() -> str:
 
 
 # PIL.Image.Resampling codes as stored in processor configs.
-_RESAMPLE = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "bilinear", 5: "bilinear"}
+_RESAMPLE: dict[int, Resample] = {
+    0: "nearest",
+    1: "lanczos",
+    2: "bilinear",
+    3: "bicubic",
+    4: "bilinear",
+    5: "bilinear",
+}
 
 
 @contextlib.contextmanager
@@ -163,6 +177,7 @@ def preprocess_from_processor_config(
     if isinstance(size, int | float):
         size = {"height": int(size), "width": int(size)}
     size = {k: v for k, v in _as_dict(size).items() if v is not None}
+    mode: ResizeMode
     if "shortest_edge" in size:
         mode, resize = "short_side", int(size["shortest_edge"])
     elif "height" in size and "width" in size:
@@ -192,8 +207,14 @@ def preprocess_from_processor_config(
     if len(mean) == 1:
         mean, std = mean * 3, std * 3
     resample = _RESAMPLE.get(int(merged.get("resample", 2)), "bilinear")
+    # One value per RGB channel (a single value was repeated above).
     return Preprocess(
-        resize=resize, crop=crop, mean=mean, std=std, resize_mode=mode, resample=resample
+        resize=resize,
+        crop=crop,
+        mean=cast("tuple[float, float, float]", mean),
+        std=cast("tuple[float, float, float]", std),
+        resize_mode=mode,
+        resample=resample,
     )
 
 
@@ -285,9 +306,8 @@ class HFSpec(BackboneSpec):
 
     def _processor_config(self) -> dict[str, Any]:
         if self.local:
-            path: str | None = str(Path(self.source) / "preprocessor_config.json")
-            if not Path(path).is_file():
-                path = None
+            local = Path(self.source) / "preprocessor_config.json"
+            path: str | None = str(local) if local.is_file() else None
         else:
             from transformers.utils import cached_file
 
@@ -339,14 +359,17 @@ class HFSpec(BackboneSpec):
         # its weights out of the full checkpoint and leaves the text tower on disk.
         cls = AutoModel
         if self.vision_config is not self.config:
-            cls = MODEL_MAPPING.get(type(self.vision_config), AutoModel)
+            # transformers types the mapping's values as any auto class's (tokenizer pairs too);
+            # this one holds model classes, used here only through AutoModel's from_pretrained call.
+            cls = cast("type[AutoModel]", MODEL_MAPPING.get(type(self.vision_config), AutoModel))
+        dtype_kwarg: dict[str, Any] = {_dtype_kwarg(): dtype}
         try:
             with quiet_transformers():
                 model, info = cls.from_pretrained(
                     self.source,
                     revision=self.revision,
                     output_loading_info=True,
-                    **{_dtype_kwarg(): dtype},
+                    **dtype_kwarg,
                 )
         except (OSError, ValueError) as e:
             raise SbeError(f"cannot load hf:{self.source}: {e}") from None

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import multiprocessing
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -75,7 +75,7 @@ R = TypeVar("R")
 Job = tuple[Callable[..., Any], tuple[Any, ...]]
 
 
-def run_ahead(executor: Executor, jobs: Iterable[Job], ahead: int) -> Iterator[Any]:
+def run_ahead(executor: Executor, jobs: Iterable[Job], ahead: int) -> Generator[Any, None, None]:
     """Run ``jobs`` on ``executor`` at most ``ahead + 1`` at a time; yield results in order.
 
     ``jobs`` is consumed lazily (one new job is taken as each result is handed out), so a long
@@ -199,7 +199,7 @@ def _embed(
     """Run the model on a prepared batch; rows with NaN/inf embeddings become failures."""
     if ok:
         emb = np.asarray(backbone.embed(batch), dtype=np.float32)
-        finite = np.isfinite(emb).all(axis=1)
+        finite = np.asarray(np.isfinite(emb).all(axis=1))  # (B,) bool
         if not finite.all():
             failures = failures + [
                 Failure(ok[j], "non_finite_embedding", "the model returned NaN or inf")
