@@ -84,6 +84,13 @@ class SynthConfig(Section):
     packaged_buildings: int = Field(50, ge=1, description="new buildings in the packaged parquet")
     jpeg_quality: int = Field(90, ge=30, le=100, description="JPEG quality of the images")
     preview: bool = Field(False, description="write preview.png (a contact sheet)")
+    places: Literal["cities10", "world"] = Field(
+        "cities10",
+        description="cities10 = ten hand-made cities; world = n_places gazetteer towns and cities",
+    )
+    n_places: int = Field(
+        300, ge=1, description="places of the world world (towns and cities of every size)"
+    )
     workers: int = Field(
         0, ge=0, description="processes; 0 = one per core", json_schema_extra=RUNTIME
     )

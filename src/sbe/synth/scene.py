@@ -39,8 +39,7 @@ from sbe.synth.props import (
     pole_sprite,
     tree_sprite,
 )
-from sbe.synth.season import Conditions, foliage_state
-from sbe.synth.styles import STYLES
+from sbe.synth.season import Conditions, foliage_by_latitude, foliage_state
 from sbe.synth.textures import smooth_noise
 
 _UP = np.array([0.0, 0.0, 1.0])
@@ -198,7 +197,7 @@ class SceneRenderer:
         self.settings = settings
         self.size = settings.image_size
         self.ppm = facade_ppm(settings.image_size)
-        self.style = STYLES[plan.city]
+        self.style = plan.style_info
         self._textures: dict[tuple[int, bool, int], tuple[Image.Image, FacadeTexture]] = {}
         self._info: dict[int, FacadeTexture] = {}
         self._sprites: dict[tuple, Sprite] = {}
@@ -248,6 +247,12 @@ class SceneRenderer:
         for f in [f for f in self._info if self.plan.facades[f].line not in keep_lines]:
             del self._info[f]
 
+    def _foliage(self, kind: str, date, lat: float) -> str:
+        """Foliage state: by latitude for gazetteer places, the ten cities' calendar otherwise."""
+        if self.plan.place is not None:
+            return foliage_by_latitude(kind, date, lat)
+        return foliage_state(kind, date, lat)
+
     def _sprite(self, key: tuple, make) -> Sprite:
         if key not in self._sprites:
             if len(self._sprites) > 400:
@@ -290,8 +295,12 @@ class SceneRenderer:
         # street), the street side in its own shadow, or diffuse light under clouds
         warm = 1.0 + 0.12 * max(0.0, 1.0 - cond.sun_elevation_deg / 25.0)
         shadow: tuple[list[int], list[tuple[float, float]]] | None = None
+        # gazetteer places: less daylight under a low (winter) sun; x1.0 keeps the cities' bytes
+        dim = 1.0
+        if plan.place is not None:
+            dim = 0.7 + 0.3 * min(1.0, max(0.0, cond.sun_elevation_deg / 35.0))
         if lit:
-            k = 0.92 + 0.32 * cos_inc
+            k = (0.92 + 0.32 * cos_inc) * dim
             main_lut = _lut((k * 1.03 * warm, k, k * 0.94 / warm), alpha=True)
             street_w = plan.streets[line.street].width
             v_sh = (
@@ -313,13 +322,14 @@ class SceneRenderer:
                 if poly:
                     shadow = (_lut((0.56, 0.6, 0.72), alpha=True), poly)
         elif sun_out:
-            main_lut = _lut((0.62, 0.66, 0.78), alpha=True)
+            main_lut = _lut((0.62 * dim, 0.66 * dim, 0.78 * dim), alpha=True)
         else:
             g = {
                 "rain": (0.64, 0.66, 0.7),
                 "fog": (0.86, 0.87, 0.89),
                 "snowfall": (0.84, 0.86, 0.9),
             }.get(weather, (0.83, 0.84, 0.87))
+            g = (g[0] * dim, g[1] * dim, g[2] * dim)
             main_lut = _lut(g, contrast=0.9 if weather != "rain" else 1.05, alpha=True)
         self._facades(img, cam, line, u_lo, u_hi, cond.snow_cover, main_lut, shadow)
         occ = Image.new("L", (size, size), 0)
@@ -581,7 +591,7 @@ class SceneRenderer:
             if p.u < u_lo - 8 or p.u > u_hi + 8:
                 continue
             if p.kind == "tree":
-                state = foliage_state(p.tree_kind, cond.date, lat)
+                state = self._foliage(p.tree_kind, cond.date, lat)
                 spr = self._sprite(("tree", line.id, i, state, cond.snow_cover),
                                    lambda p=p, state=state: tree_sprite(p.tree_kind, state, p.height, p.seed, cond.snow_cover))  # fmt: skip
                 items.append((max(0.5, sw - 0.8), p.u, spr))
