@@ -39,7 +39,7 @@ from sbe.synth.props import (
     pole_sprite,
     tree_sprite,
 )
-from sbe.synth.season import Conditions, foliage_by_latitude, foliage_state
+from sbe.synth.season import Conditions, foliage_by_latitude, foliage_state, greenness
 from sbe.synth.textures import smooth_noise
 
 _UP = np.array([0.0, 0.0, 1.0])
@@ -295,9 +295,9 @@ class SceneRenderer:
         # street), the street side in its own shadow, or diffuse light under clouds
         warm = 1.0 + 0.12 * max(0.0, 1.0 - cond.sun_elevation_deg / 25.0)
         shadow: tuple[list[int], list[tuple[float, float]]] | None = None
-        # gazetteer places: less daylight under a low (winter) sun; x1.0 keeps the cities' bytes
+        # seasonal gazetteer places: less light under a low winter sun; x1.0 keeps the cities' bytes
         dim = 1.0
-        if plan.place is not None:
+        if plan.place is not None and plan.place.seasonal:
             dim = 0.7 + 0.3 * min(1.0, max(0.0, cond.sun_elevation_deg / 35.0))
         if lit:
             k = (0.92 + 0.32 * cos_inc) * dim
@@ -455,6 +455,11 @@ class SceneRenderer:
                     cam, line_points(line, us, cw), line_points(line, us + 3.0, cw)
                 ):
                     d.line([p0, p1], fill=dash, width=lw)
+        place = self.plan.place
+        if place is not None:  # a grass verge along the kerb: green, autumnal, dry or dormant
+            g = greenness(place.koppen, cond.date, place.lat)
+            verge = (226, 230, 236) if cond.snow_cover else mix((134, 118, 84), (72, 120, 50), g)
+            poly(u_lo - 20, u_hi + 20, max(0.3, sw - 1.4), sw - 0.18, verge)
         if sun_out and not lit:
             # the street side is in the shadow of its own buildings
             el = max(3.0, cond.sun_elevation_deg)

@@ -201,6 +201,28 @@ def foliage_by_latitude(kind: str, date: dt.date, lat_deg: float) -> str:
     return "autumn" if d < colour + 21.0 else "autumn_late"
 
 
+def _ramp(x: float, lo: float, hi: float) -> float:
+    return min(1.0, max(0.0, (x - lo) / (hi - lo)))
+
+
+def greenness(koppen: str, date: dt.date, lat_deg: float) -> float:
+    """How green the grass is on ``date``: 1 lush, 0 dormant or dry (pure function).
+
+    Flat where the climate has no seasons (tropics: 1, hot steppes and deserts: 0.15); where it
+    has, the grass greens up with the leaves and browns in autumn (:func:`phenology`); under a
+    dry summer (``Cs*``) it is green in winter and spring and straw-coloured in summer.
+    """
+    if koppen[0] == "A":
+        return 1.0
+    if koppen in ("BWh", "BSh"):
+        return 0.15
+    d = local_day(date, lat_deg)
+    if koppen.startswith("Cs"):
+        return 1.0 - _ramp(d, 140.0, 185.0) * (1.0 - _ramp(d, 275.0, 320.0))
+    leaf_out, colour = phenology(lat_deg)
+    return _ramp(d, leaf_out - 15.0, leaf_out + 25.0) * (1.0 - _ramp(d, colour, colour + 40.0))
+
+
 def foliage_state(kind: str, date: dt.date, lat_deg: float) -> str:
     """What a tree of ``kind`` looks like on ``date``.
 
