@@ -49,7 +49,7 @@ from sbe.geo.predict import (
 )
 from sbe.geo.settings import GeoSettings
 from sbe.geo.trainer import FitSettings, fit, torch_threads
-from sbe.sphere import unit_to_latlon
+from sbe.sphere import haversine_km, unit_to_latlon
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import (
     Manifest,
@@ -318,6 +318,28 @@ def model_points(pred: GeoPrediction) -> PointPredictions:
     )
 
 
+def calibration(pred: GeoPrediction, data: SplitData) -> dict[str, Any]:
+    """How well the predicted spread holds the true places.
+
+    Returns:
+        ``hpd50_coverage`` / ``hpd90_coverage``: share of rows whose true location lies inside
+        the mixture's highest-density region of 50 % / 90 % (calibrated: about 0.5 / 0.9);
+        ``disk90_coverage``: share within the top mode's 90 % radius; ``median_radius50_km`` /
+        ``median_radius90_km`` of the top mode.
+    """
+    if pred.inside is None or pred.regions is None or not len(data.lat):
+        return {}
+    r = pred.regions.radius_km[:, 0, :]  # (N, L) radii of the top mode
+    err = haversine_km(pred.modes.lat[:, 0], pred.modes.lon[:, 0], data.lat, data.lon)
+    return {
+        "hpd50_coverage": float(np.mean(pred.inside[:, 0])),
+        "hpd90_coverage": float(np.mean(pred.inside[:, -1])),
+        "disk90_coverage": float(np.mean(err <= r[:, -1])),
+        "median_radius50_km": float(np.nanmedian(r[:, 0])),
+        "median_radius90_km": float(np.nanmedian(r[:, -1])),
+    }
+
+
 def evaluate_data(heads: GeoHeads, data: SplitData, train: SplitData) -> dict[str, Any]:
     """Metrics of the heads and of both baselines on the same rows.
 
@@ -327,7 +349,7 @@ def evaluate_data(heads: GeoHeads, data: SplitData, train: SplitData) -> dict[st
     """
     true_fine = data.labels.fine.numpy()
     train_fine = train.labels.fine.numpy()
-    pred = heads.predict(torch.from_numpy(data.features), top_k=1)
+    pred = heads.predict(torch.from_numpy(data.features), top_k=1, truth_xyz=data.labels.xyz)
     mc = most_common_baseline(train.lat, train.lon, train_fine, train.doy, len(data.lat))
     nn = nearest_neighbour_baseline(
         data.features, train.features, train.lat, train.lon, train_fine, train.doy
@@ -335,7 +357,7 @@ def evaluate_data(heads: GeoHeads, data: SplitData, train: SplitData) -> dict[st
     args = (data.lat, data.lon, true_fine, data.doy)
     return {
         "n": len(data.lat),
-        "model": score(model_points(pred), *args),
+        "model": {**score(model_points(pred), *args), "calibration": calibration(pred, data)},
         "baselines": {"most_common": score(mc, *args), "nearest_neighbour": score(nn, *args)},
     }
 
