@@ -155,6 +155,18 @@ def climate_name(code: str) -> str:
     return COMMON_NAMES[fine_index_of_code(code)]
 
 
+#: fine classes whose look follows the date (C, D, E and the cold steppes and deserts)
+SEASONAL_FINE: np.ndarray = np.array(
+    [code[0] in "CDE" or code in ("BSk", "BWk") for code in FINE_CODES], dtype=bool
+)
+SEASONAL_FINE[WATER] = False
+
+
+def is_seasonal_fine(fine: np.ndarray) -> np.ndarray:
+    """True where the climate class has seasons a photo shows (same shape as ``fine``)."""
+    return SEASONAL_FINE[np.asarray(fine, dtype=np.int64)]
+
+
 def coarse_of(fine: np.ndarray) -> np.ndarray:
     """Coarse group (0 sea, 1 A, 2 B, 3 C, 4 D, 5 E) of fine class indices, same shape."""
     return COARSE_OF_FINE[np.asarray(fine, dtype=np.int64)]

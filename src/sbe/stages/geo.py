@@ -32,6 +32,7 @@ from sbe.config import GeoConfig
 from sbe.errors import SbeError
 from sbe.geo.build import heads_from_config, loss_from_config
 from sbe.geo.heads import GeoHeads, GeoPrediction
+from sbe.geo.koppen import is_seasonal_fine
 from sbe.geo.labels import GeoLabels, labels_from_table
 from sbe.geo.metrics import (
     PointPredictions,
@@ -354,7 +355,7 @@ def evaluate_data(heads: GeoHeads, data: SplitData, train: SplitData) -> dict[st
     nn = nearest_neighbour_baseline(
         data.features, train.features, train.lat, train.lon, train_fine, train.doy
     )
-    args = (data.lat, data.lon, true_fine, data.doy)
+    args = (data.lat, data.lon, true_fine, data.doy, is_seasonal_fine(true_fine))
     return {
         "n": len(data.lat),
         "model": {**score(model_points(pred), *args), "calibration": calibration(pred, data)},

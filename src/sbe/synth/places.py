@@ -45,7 +45,8 @@ SEASONAL_DRY_CODES = ("BSk", "BWk")
 
 
 def is_seasonal(koppen: str) -> bool:
-    """True where the climate has seasons a photo shows (C, D, E and the cold steppes/deserts)."""
+    """True where the climate has seasons a photo shows (C, D, E and the cold steppes/deserts;
+    the same rule as :func:`sbe.geo.koppen.is_seasonal_fine`)."""
     return koppen[0] in SEASONAL_GROUPS or koppen in SEASONAL_DRY_CODES
 
 
