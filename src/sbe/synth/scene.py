@@ -39,7 +39,13 @@ from sbe.synth.props import (
     pole_sprite,
     tree_sprite,
 )
-from sbe.synth.season import Conditions, foliage_by_latitude, foliage_state, greenness
+from sbe.synth.season import (
+    Conditions,
+    foliage_by_latitude,
+    foliage_state,
+    greenness,
+    season_grade,
+)
 from sbe.synth.textures import smooth_noise
 
 _UP = np.array([0.0, 0.0, 1.0])
@@ -335,6 +341,8 @@ class SceneRenderer:
         occ = Image.new("L", (size, size), 0)
         self._props(img, occ, cam, line, view, drive, cond, target.u, u_lo, u_hi, main_lut, rng)
         img = self._weather(img, geom, cond, rng)
+        if plan.place is not None and plan.place.seasonal:
+            img = self._season_grade(img, cond)
         img = self._camera_effects(img.convert("RGB"), rng, knobs, weather, cond.date.year)
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=self.settings.jpeg_quality)
@@ -646,6 +654,24 @@ class SceneRenderer:
         elif cond.weather == "snowfall":
             img.alpha_composite(_crop_bank(_overlay_bank("snow", s), s, rng))
         return img
+
+    def _season_grade(self, img: Image.Image, cond: Conditions) -> Image.Image:
+        """The season's light where the climate has one: warm and saturated in summer, cool and
+        drab in winter, golden in autumn (:func:`~sbe.synth.season.season_grade`)."""
+        place = self.plan.place
+        assert place is not None
+        summer, autumn = season_grade(place.koppen, cond.date, place.lat)
+        gains = (
+            1.0 + 0.07 * summer + 0.08 * autumn,
+            1.0 + 0.02 * summer + 0.03 * autumn,
+            1.0 - 0.08 * summer - 0.1 * autumn,
+        )
+        img = img.point(
+            _lut((round(gains[0], 3), round(gains[1], 3), round(gains[2], 3)), alpha=True)
+        )
+        sat = 1.0 + 0.3 * summer + 0.1 * autumn
+        grey = img.convert("L").convert(img.mode)
+        return Image.blend(grey, img, max(0.0, sat))
 
     def _camera_effects(
         self, img: Image.Image, rng: np.random.Generator, knobs: Knobs, weather: str, year: int

@@ -223,6 +223,24 @@ def greenness(koppen: str, date: dt.date, lat_deg: float) -> float:
     return _ramp(d, leaf_out - 15.0, leaf_out + 25.0) * (1.0 - _ramp(d, colour, colour + 40.0))
 
 
+def season_grade(koppen: str, date: dt.date, lat_deg: float) -> tuple[float, float]:
+    """The light and colour of the season where the climate has one: ``(summer, autumn)``.
+
+    ``summer`` is +1 at mid-summer and -1 at mid-winter (a cosine of the local day, peak on
+    15 July north / 15 January south), scaled by how strong the seasons are (weaker toward the
+    tropics); ``autumn`` is a bump from the start of leaf colouring to bare trees
+    (:func:`phenology`), 0 elsewhere. Both are 0 where the climate has no seasons.
+    """
+    if not (koppen[0] in "CDE" or koppen in ("BSk", "BWk")):
+        return 0.0, 0.0
+    amp = min(1.0, max(0.35, (abs(lat_deg) - 20.0) / 25.0))
+    d = local_day(date, lat_deg)
+    summer = amp * math.cos(2.0 * math.pi * (d - 195.0) / 365.25)
+    _, colour = phenology(lat_deg)
+    autumn = amp * max(0.0, math.sin(math.pi * _ramp(d, colour - 5.0, colour + 45.0)))
+    return summer, autumn
+
+
 def foliage_state(kind: str, date: dt.date, lat_deg: float) -> str:
     """What a tree of ``kind`` looks like on ``date``.
 

@@ -40,6 +40,10 @@ CITY_ORDER: tuple[str, ...] = (
 )  # fmt: skip
 
 
+#: map regions a gazetteer place is spread over at least (when it has that many buildings)
+PLACE_REGIONS = 3
+
+
 def _region_centres(city: City, n: int, rng: np.random.Generator) -> list[tuple[float, float]]:
     """``n`` region centres (lat, lon) within the city radius, at least 700 m apart."""
     out: list[np.ndarray] = []
@@ -137,6 +141,10 @@ def plan_world(
         if want <= 0:
             continue
         n_regions = max(1, math.ceil(want / buildings_per_tar))
+        if style is not None:
+            # gazetteer places: spread even a small place over a few map regions (up to
+            # PLACE_REGIONS), so that a held-out region leaves its place's others in training
+            n_regions = max(n_regions, min(want, PLACE_REGIONS))
         centres = _region_centres(city, n_regions + 12, rng)
         remaining, r = want, 0
         while remaining > 0 and r < 50 * (n_regions + 12):
