@@ -309,9 +309,9 @@ def mixture_regions(
     mode_lon: np.ndarray,
     *,
     levels: tuple[float, ...] = (0.5, 0.9),
-    components: int = 48,
-    samples: int = 32,
-    chunk: int = 64,
+    components: int = 24,
+    samples: int = 16,
+    chunk: int = 128,
 ) -> Regions:
     """Mass and radii around given modes, and the highest-density-region (HPD) thresholds.
 
@@ -379,7 +379,7 @@ def mixture_regions(
 
 @torch.no_grad()
 def log_density_at(
-    logits: Tensor, log_kappa: Tensor, centres: Tensor, x: Tensor, *, components: int = 48
+    logits: Tensor, log_kappa: Tensor, centres: Tensor, x: Tensor, *, components: int = 24
 ) -> Tensor:
     """Each row's mixture log-density at its own point ``x[b]``, over the same ``components``
     heaviest components (renormalised) as :func:`mixture_regions`, so the two compare.

@@ -230,6 +230,7 @@ def _train(
     heads.config.extra.update(
         best_epoch=result.best_epoch, best_score=result.best_score, select_on=cfg.select_on
     )
+    heads.config.spread_log_scale = fit_spread(heads, va)
     heads.save_pretrained(out_dir)
     outputs = ["config.json", "model.safetensors", "metrics.jsonl", "metrics.json"]
     if projector is not None:
@@ -317,6 +318,33 @@ def model_points(pred: GeoPrediction) -> PointPredictions:
         doy=pred.doy,
         coarse=pred.coarse,
     )
+
+
+def fit_spread(heads: GeoHeads, data: SplitData, level: float = 0.9, steps: int = 10) -> float:
+    """The shift of every log κ that makes the ``level`` highest-density region of the location
+    mixture hold ``level`` of ``data``'s true places (bisection; coverage falls as κ grows).
+
+    Returns:
+        ``GeoHeadsConfig.spread_log_scale`` in [-6, 3]; 0 when ``data`` is empty.
+    """
+    if not len(data.lat):
+        return 0.0
+    x = torch.from_numpy(data.features)
+    saved = heads.config.spread_log_scale
+    lo, hi = -6.0, 3.0
+    try:
+        for _ in range(steps):
+            mid = 0.5 * (lo + hi)
+            heads.config.spread_log_scale = mid
+            inside = heads.predict(x, top_k=1, truth_xyz=data.labels.xyz, levels=(level,)).inside
+            assert inside is not None
+            if float(np.mean(inside[:, 0])) >= level:
+                lo = mid  # wide enough: try tighter
+            else:
+                hi = mid
+    finally:
+        heads.config.spread_log_scale = saved
+    return round(lo, 4)
 
 
 def calibration(pred: GeoPrediction, data: SplitData) -> dict[str, Any]:
