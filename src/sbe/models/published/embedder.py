@@ -228,8 +228,7 @@ class Embedder:
         Needs sbe (the heads' decoding lives in :mod:`sbe.geo.heads`).
 
         Returns:
-            :class:`sbe.geo.heads.GeoPrediction` for the N images, with each mode's mass and
-            50 %/90 % radii (``regions``); :meth:`describe_geo` gives names instead of indices.
+            :class:`sbe.geo.heads.GeoPrediction` for the N images.
 
         Raises:
             SbeError: the model has no geo heads.
@@ -253,16 +252,7 @@ class Embedder:
                 f = self.project(f)
             feats.append(torch.nn.functional.normalize(torch.from_numpy(f).float(), dim=-1))
         x = torch.cat(feats) if feats else torch.zeros((0, self._geo.config.in_dim))
-        return self._geo.predict(x.to(self.device), top_k=top_k, regions=True)
-
-    def describe_geo(self, images: Sequence[ImageInput], top_k: int = 5) -> list[dict[str, Any]]:
-        """:meth:`predict_geo` as one dict per image, with names: the top-k locations with their
-        probability and 50 %/90 % radii, the Köppen-Geiger ``code`` and ``name`` (e.g. ``Csb``,
-        ``warm-summer Mediterranean``) and the season as a ``date`` (``--MM-DD``) and a
-        ``date_label`` (``14 July``); see :func:`sbe.geo.predict.describe`."""
-        from sbe.geo.predict import describe
-
-        return describe(self.predict_geo(images, top_k=top_k))
+        return self._geo.predict(x.to(self.device), top_k=top_k)
 
     # ---- identity ----
 
