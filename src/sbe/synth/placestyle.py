@@ -22,7 +22,7 @@ from sbe.synth.places import Place
 from sbe.synth.styles import RGB, STYLES, CityStyle
 
 #: (spread of the colour shift in 0-255 units, spread of log-weights, storey shift) per level
-_LEVELS = {"region": (16.0, 0.55, 0.8), "cluster": (8.0, 0.3, 0.4), "place": (4.0, 0.15, 0.0)}
+_LEVELS = {"region": (16.0, 0.55, 0.8), "cluster": (9.0, 0.3, 0.4), "place": (7.0, 0.3, 0.3)}
 
 
 def tree_kinds_of(koppen: str, lat: float) -> tuple[dict[str, float], float]:
@@ -39,9 +39,9 @@ def tree_kinds_of(koppen: str, lat: float) -> tuple[dict[str, float], float]:
     if g == "C" and abs(lat) < 30.0:
         return {"deciduous": 0.5, "evergreen": 0.4, "palm": 0.1}, 0.6
     if g == "C":
-        return {"deciduous": 0.85, "conifer": 0.15}, 0.7
+        return {"deciduous": 0.85, "conifer": 0.15}, 0.9
     if g == "D":
-        return {"deciduous": 0.75, "conifer": 0.25}, 0.7
+        return {"deciduous": 0.75, "conifer": 0.25}, 0.9
     return {"conifer": 0.6, "deciduous": 0.4}, 0.3
 
 

@@ -467,7 +467,7 @@ class SceneRenderer:
         if place is not None:  # a grass verge along the kerb: green, autumnal, dry or dormant
             g = greenness(place.koppen, cond.date, place.lat)
             verge = (226, 230, 236) if cond.snow_cover else mix((134, 118, 84), (72, 120, 50), g)
-            poly(u_lo - 20, u_hi + 20, max(0.3, sw - 1.4), sw - 0.18, verge)
+            poly(u_lo - 20, u_hi + 20, max(0.3, sw - 2.0), sw - 0.18, verge)
         if sun_out and not lit:
             # the street side is in the shadow of its own buildings
             el = max(3.0, cond.sun_elevation_deg)
@@ -662,14 +662,14 @@ class SceneRenderer:
         assert place is not None
         summer, autumn = season_grade(place.koppen, cond.date, place.lat)
         gains = (
-            1.0 + 0.07 * summer + 0.08 * autumn,
-            1.0 + 0.02 * summer + 0.03 * autumn,
-            1.0 - 0.08 * summer - 0.1 * autumn,
+            1.0 + 0.1 * summer + 0.12 * autumn,
+            1.0 + 0.03 * summer + 0.04 * autumn,
+            1.0 - 0.12 * summer - 0.14 * autumn,
         )
         img = img.point(
             _lut((round(gains[0], 3), round(gains[1], 3), round(gains[2], 3)), alpha=True)
         )
-        sat = 1.0 + 0.3 * summer + 0.1 * autumn
+        sat = 1.0 + 0.45 * summer + 0.15 * autumn
         grey = img.convert("L").convert(img.mode)
         return Image.blend(grey, img, max(0.0, sat))
 
