@@ -190,8 +190,8 @@ def select_places(n_places: int, seed: int) -> list[tuple[int, int, int]]:
         same = gz.continent == gz.continent[s]
         for _ in range(CLUSTERS_PER_REGION - 1):
             band = (d_seed >= REGION_BAND_KM[0]) & (d_seed <= REGION_BAND_KM[1]) & same & ~taken
-            for c in clusters[1:]:  # clusters of one region at least 200 km apart too
-                d = haversine_km(gz.lat[c[0]], gz.lon[c[0]], gz.lat, gz.lon)
+            for other in clusters[1:]:  # clusters of one region at least 200 km apart too
+                d = haversine_km(gz.lat[other[0]], gz.lon[other[0]], gz.lat, gz.lon)
                 band &= d >= REGION_BAND_KM[0]
             i = _pick(np.where(band, weight, 0.0), rng)
             if i >= 0:

@@ -46,10 +46,11 @@ def tree_kinds_of(koppen: str, lat: float) -> tuple[dict[str, float], float]:
 
 
 def _shift(colours: tuple[RGB, ...], offset: np.ndarray) -> tuple[RGB, ...]:
-    return tuple(
-        tuple(int(np.clip(round(c + o), 0, 255)) for c, o in zip(rgb, offset, strict=True))
-        for rgb in colours
-    )  # type: ignore[return-value]
+    out: list[RGB] = []
+    for rgb in colours:
+        r, g, b = (int(np.clip(round(c + o), 0, 255)) for c, o in zip(rgb, offset, strict=True))
+        out.append((r, g, b))
+    return tuple(out)
 
 
 def _reweight(weights: Mapping[str, float], noise: np.ndarray) -> dict[str, float]:
@@ -85,11 +86,11 @@ def place_style(place: Place, seed: int) -> CityStyle:
         _delta(np.random.default_rng([seed, 5102, place.cluster]), "cluster"),
         _delta(np.random.default_rng([seed, 5103, place.geonameid]), "place"),
     ]
-    colour = sum(d.colour for d in deltas)
-    fam_noise = sum(d.family for d in deltas)
-    mix = sum(d.mix for d in deltas)
-    storeys = sum(d.storeys for d in deltas)
-    scale = np.exp(sum(d.scale for d in deltas))
+    colour = np.sum([d.colour for d in deltas], axis=0)
+    fam_noise = np.sum([d.family for d in deltas], axis=0)
+    mix = np.sum([d.mix for d in deltas], axis=0)
+    storeys = float(sum(d.storeys for d in deltas))
+    scale = np.exp(np.sum([d.scale for d in deltas], axis=0))
     families = []
     for i, fam in enumerate(base.families):
         lo = max(1, fam.floors[0] + round(storeys))
