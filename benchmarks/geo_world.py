@@ -14,7 +14,8 @@ each stage skipped when its outputs are current (so a rerun with ``--keep`` is c
 
 Usage:
     python benchmarks/geo_world.py [--buildings 800] [--places world|cities10] [--n-places 300]
-        [--image-size 224] [--seed 0] [--keep DIR] [--curriculum] [--epochs 10] [--json]
+        [--image-size 224] [--seed 0] [--centres-per-sample 10] [--keep DIR] [--curriculum]
+        [--epochs 10] [--json]
 """
 
 from __future__ import annotations
@@ -66,7 +67,16 @@ def run_world(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     step("ingest", ingest.run, IngestConfig(inputs=[work / "raw"], output=work / "images"))
     step("backbone", backbone.run, BackboneConfig(input=work / "images", output=work / "backbone"))
     step("split", split.run, SplitConfig(input=work / "backbone", output=work / "split"))
-    step("geo", geo.run, GeoConfig(input=work / "split", output=work / "geo", seed=args.seed))
+    step(
+        "geo",
+        geo.run,
+        GeoConfig(
+            input=work / "split",
+            output=work / "geo",
+            seed=args.seed,
+            centres_per_sample=args.centres_per_sample,
+        ),
+    )
     report = json.loads((work / "geo" / "metrics.json").read_text())["test"]
     return {"test": report, "seconds": times}
 
@@ -166,6 +176,9 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0)
+    p.add_argument(
+        "--centres-per-sample", type=int, default=10, help="geo: K_data = unique locations / this"
+    )
     p.add_argument("--keep", type=Path, default=None, help="work folder to keep (and reuse)")
     p.add_argument("--curriculum", action="store_true", help="also compare bands vs none")
     p.add_argument("--epochs", type=int, default=10, help="training epochs for --curriculum")
