@@ -19,6 +19,7 @@ projected. A world where this gain is near zero has no nuisance a learned head c
 Usage:
     python benchmarks/synth_difficulty.py [--buildings 300] [--levels 0,0.25,0.5,0.75,1]
         [--image-size 256] [--runtime onnx|torch] [--workers 2] [--keep DIR]
+        [--places cities10|world]
 
 ``--runtime torch`` embeds with ``EfficientNetLiteBackbone`` (torch eager, ~20-45 images/s on 2
 cores); ``onnx`` (default) runs the same network exported to ONNX Runtime, which agrees to a cosine
@@ -129,6 +130,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--runtime", choices=("onnx", "torch"), default="onnx")
     ap.add_argument("--workers", type=int, default=0)
+    ap.add_argument("--places", choices=("cities10", "world"), default="cities10")
     ap.add_argument(
         "--keep", type=Path, default=None, help="write the worlds here (else a temp dir)"
     )
@@ -152,6 +154,7 @@ def main() -> None:
                 image_size=args.image_size,
                 difficulty=d,
                 workers=args.workers,
+                places=args.places,
             )
         )
         gen = time.perf_counter() - t0

@@ -101,6 +101,11 @@ def test_cli_evaluate_and_predict(trained, toy_split) -> None:
     )
     assert set(report["baselines"]) == {"most_common", "nearest_neighbour"}
     assert set(report["model"]["location"]) >= {"acc_1km", "acc_2500km", "median_km", "mean_km"}
+    cal = report["model"]["calibration"]
+    assert 0.0 <= cal["hpd50_coverage"] <= cal["hpd90_coverage"] <= 1.0
+    assert (
+        "season_seasonal" in report["model"] and "season_flat" in report["baselines"]["most_common"]
+    )
     res = runner.invoke(app, ["geo", "evaluate", "--run", str(trained)])
     assert (
         res.exit_code == 0 and "within 750 km" in res.output and "nearest neighbour" in res.output
@@ -117,8 +122,13 @@ def test_cli_evaluate_and_predict(trained, toy_split) -> None:
     first = rows[0]
     assert 1 <= len(first["locations"]) <= 3 and first["source"] == "0"
     assert sum(loc["prob"] for loc in first["locations"]) <= 1.0 + 1e-6
-    assert set(first["climate"]) == {"code", "name", "prob", "coarse"}
+    assert set(first["climate"]) == {
+        "code", "name", "description", "prob", "coarse", "coarse_code", "coarse_name",
+    }  # fmt: skip
+    loc = first["locations"][0]
+    assert 0 < loc["radius_50_km"] <= loc["radius_90_km"]
     assert 1 <= first["season"]["month"] <= 12
+    assert first["season"]["date"].startswith("--")
     res = runner.invoke(
         app,
         ["geo", "predict", "--model", str(trained), "--embeddings", str(toy_split / "val.parquet")],

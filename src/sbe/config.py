@@ -116,6 +116,13 @@ class SynthConfig(Section):
     compass_noise_deg: float = Field(
         3.0, ge=0, description="mapillary.geojson: compass error (std dev), degrees"
     )
+    places: Literal["cities10", "world"] = Field(
+        "cities10",
+        description="cities10 = ten hand-made cities; world = n_places gazetteer towns and cities",
+    )
+    n_places: int = Field(
+        300, ge=1, description="places of the gazetteer world (towns and cities of every size)"
+    )
     workers: int = Field(
         0, ge=0, description="processes; 0 = one per core", json_schema_extra=RUNTIME
     )

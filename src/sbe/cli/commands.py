@@ -109,18 +109,25 @@ def geo_predict(
         typer.echo(json.dumps(rows))
         return
     table = Table(title="sbe geo predict", title_justify="left")
-    for col in ("input", "rank", "lat", "lon", "prob", "climate", "season"):
-        table.add_column(col, justify="right" if col in ("rank", "lat", "lon", "prob") else "left")
+    right = ("rank", "lat", "lon", "prob", "r50 km", "r90 km")
+    for col in ("input", *right, "climate", "season"):
+        table.add_column(col, justify="right" if col in right else "left")
     for row in rows:
         c, s = row["climate"], row["season"]
         first = [
             Path(row["source"]).name,
-            f"{c['code']} p={c['prob']:.2f}",
-            f"day {s['day_of_year']:.0f} ({MONTHS[s['month'] - 1]})",
+            f"{c['code']} {c['name']} p={c['prob']:.2f}",
+            f"{s['date_label']} (day {s['day_of_year']:.0f})",
         ]
         for j, loc in enumerate(row["locations"]):
             name, climate, season = first if j == 0 else ("", "", "")
-            cells = (f"{loc['lat']:.4f}", f"{loc['lon']:.4f}", f"{loc['prob']:.3f}")
+            cells = (
+                f"{loc['lat']:.4f}",
+                f"{loc['lon']:.4f}",
+                f"{loc['prob']:.3f}",
+                f"{loc.get('radius_50_km', float('nan')):,.0f}",
+                f"{loc.get('radius_90_km', float('nan')):,.0f}",
+            )
             table.add_row(name, str(j + 1), *cells, climate, season)
     out.print(table)
 

@@ -69,6 +69,11 @@ GEO_ROWS = [
     ("season", "mean_error_days", "season mean error (days)", "d"),
     ("season", "north_mean_error_days", "  northern hemisphere", "d"),
     ("season", "south_mean_error_days", "  southern hemisphere", "d"),
+    ("season_seasonal", "mean_error_days", "  seasonal climates", "d"),
+    ("season_flat", "mean_error_days", "  climates without seasons", "d"),
+    ("calibration", "hpd90_coverage", "true place in the 90% region", "%"),
+    ("calibration", "hpd50_coverage", "true place in the 50% region", "%"),
+    ("calibration", "median_radius90_km", "median 90% radius of the top mode (km)", "km"),
 ]
 
 
@@ -87,7 +92,7 @@ def geo_table(report: dict[str, Any], title: str) -> Table:
     for group, key, label, kind in GEO_ROWS:
         cells = []
         for m in predictors.values():
-            v = m[group].get(key)
+            v = m.get(group, {}).get(key)
             if v is None or (isinstance(v, float) and v != v):
                 cells.append("-")
             else:

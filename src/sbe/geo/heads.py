@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from sbe.geo.koppen import COARSE_OF_FINE, NUM_COARSE, NUM_FINE
-from sbe.geo.mvmf import Modes, mixture_modes
+from sbe.geo.mvmf import Modes, Regions, log_density_at, mixture_modes, mixture_regions
 from sbe.geo.season import predicted_doy, season_params
 from sbe.storage import atomic_path, write_json_atomic
 
@@ -50,6 +50,9 @@ class GeoHeadsConfig:
         input_space: ``"backbone"`` (L2-normalised backbone embeddings) or ``"projector"``.
         backbone: identity of the backbone that made the embeddings (to embed new images).
         extra: free-form provenance (split dir, run dir, ...).
+        spread_log_scale: added to every log κ when the heads report their spread (mode radii,
+            highest-density regions; not the point predictions): fit on the validation split so
+            that the 90 % region holds about 90 % of the true places (0 = as trained).
     """
 
     in_dim: int
@@ -66,6 +69,7 @@ class GeoHeadsConfig:
     input_space: str = "backbone"
     backbone: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    spread_log_scale: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +112,8 @@ class GeoPrediction:
         fine: (B,) predicted fine climate class. fine_prob: (B,) its probability.
         coarse: (B,) predicted coarse group. coarse_prob: (B,) its probability.
         doy: (B,) predicted 0-based day of year. season_kappa: (B,) its von Mises concentration.
+        regions: mass and 50 %/90 % radii of the modes, HPD thresholds (``regions=True``).
+        inside: (B, L) the true location lies in the HPD region of each level (``truth_xyz``).
     """
 
     modes: Modes
@@ -117,6 +123,8 @@ class GeoPrediction:
     coarse_prob: np.ndarray
     doy: np.ndarray
     season_kappa: np.ndarray
+    regions: Regions | None = None
+    inside: np.ndarray | None = None
 
 
 def coarse_log_probs(fine_logits: Tensor, coarse_of_fine: Tensor) -> Tensor:
@@ -228,19 +236,46 @@ class GeoHeads(nn.Module):
         top_k: int = 5,
         use_gallery: bool = True,
         batch_size: int = 1024,
+        regions: bool = False,
+        truth_xyz: Tensor | None = None,
+        levels: tuple[float, ...] = (0.5, 0.9),
     ) -> GeoPrediction:
-        """Decode predictions for (B, in_dim) embeddings (eval mode, no grad, batched)."""
+        """Decode predictions for (B, in_dim) embeddings (eval mode, no grad, batched).
+
+        Args:
+            x: (B, in_dim) features.
+            top_k: modes per row.
+            regions: also compute each mode's mass and radii and the HPD thresholds
+                (:func:`~sbe.geo.mvmf.mixture_regions`, at ``levels``).
+            truth_xyz: (B, 3) true locations: also tell whether each lies inside the
+                highest-density region of each level (implies ``regions``).
+        """
         was_training = self.training
         self.eval()
         parts: list[GeoPrediction] = []
+        want = regions or truth_xyz is not None
         try:
             for s in range(0, x.shape[0], batch_size):
-                parts.append(self._predict_batch(x[s : s + batch_size], top_k, use_gallery))
+                truth = truth_xyz[s : s + batch_size] if truth_xyz is not None else None
+                parts.append(
+                    self._predict_batch(
+                        x[s : s + batch_size], top_k, use_gallery, want, truth, levels
+                    )
+                )
         finally:
             self.train(was_training)
         return _concat_predictions(parts, top_k)
 
-    def _predict_batch(self, x: Tensor, top_k: int, use_gallery: bool) -> GeoPrediction:
+    @torch.no_grad()
+    def _predict_batch(
+        self,
+        x: Tensor,
+        top_k: int,
+        use_gallery: bool,
+        want_regions: bool = False,
+        truth_xyz: Tensor | None = None,
+        levels: tuple[float, ...] = (0.5, 0.9),
+    ) -> GeoPrediction:
         out = self(x)
         gallery = self.gallery if use_gallery and len(self.gallery) else None
         modes = mixture_modes(
@@ -256,7 +291,18 @@ class GeoHeads(nn.Module):
         fine_prob, fine = p_fine.max(dim=-1)
         coarse_prob, coarse = p_coarse.max(dim=-1)
         _, kappa = season_params(out.season)
+        reg, inside = None, None
+        spread_lk = out.log_kappa + self.config.spread_log_scale
+        if want_regions:
+            reg = mixture_regions(
+                out.location_logits, spread_lk, out.centres, modes.lat, modes.lon, levels=levels
+            )
+        if truth_xyz is not None and reg is not None:
+            at = log_density_at(out.location_logits, spread_lk, out.centres, truth_xyz.to(x.device))
+            inside = at.cpu().numpy()[:, None] >= reg.hpd_log_density
         return GeoPrediction(
+            regions=reg,
+            inside=inside,
             modes=modes,
             fine=fine.cpu().numpy(),
             fine_prob=fine_prob.cpu().numpy(),
@@ -305,6 +351,17 @@ def _concat_predictions(parts: list[GeoPrediction], top_k: int) -> GeoPrediction
     def cat(get: Any) -> np.ndarray:
         return np.concatenate([get(p) for p in parts])
 
+    regions = None
+    if all(p.regions is not None for p in parts):
+        regions = Regions(
+            mass=cat(lambda p: p.regions.mass),
+            radius_km=cat(lambda p: p.regions.radius_km),
+            hpd_log_density=cat(lambda p: p.regions.hpd_log_density),
+            levels=parts[0].regions.levels,  # type: ignore[union-attr]
+        )
+    inside = None
+    if all(p.inside is not None for p in parts):
+        inside = cat(lambda p: p.inside)
     modes = Modes(
         lat=cat(lambda p: p.modes.lat),
         lon=cat(lambda p: p.modes.lon),
@@ -319,4 +376,6 @@ def _concat_predictions(parts: list[GeoPrediction], top_k: int) -> GeoPrediction
         coarse_prob=cat(lambda p: p.coarse_prob),
         doy=cat(lambda p: p.doy),
         season_kappa=cat(lambda p: p.season_kappa),
+        regions=regions,
+        inside=inside,
     )

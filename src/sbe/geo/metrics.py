@@ -128,13 +128,23 @@ def score(
     true_lon: np.ndarray,
     true_fine: np.ndarray,
     true_doy: np.ndarray,
+    seasonal: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """All metrics of one predictor: ``{"location": ..., "climate": ..., "season": ...}``."""
-    return {
+    """All metrics of one predictor: ``{"location": ..., "climate": ..., "season": ...}``.
+
+    With ``seasonal`` (a (N,) mask of rows whose true climate has seasons) the season metrics
+    are also given for those rows (``season_seasonal``) and the others (``season_flat``).
+    """
+    out = {
         "location": location_metrics(pred.lat, pred.lon, true_lat, true_lon),
         "climate": climate_metrics(pred.fine, true_fine, pred.coarse),
         "season": season_metrics(pred.doy, true_doy, true_lat),
     }
+    if seasonal is not None:
+        doy, t, lat = (np.asarray(a, np.float64) for a in (pred.doy, true_doy, true_lat))
+        for name, m in (("season_seasonal", seasonal), ("season_flat", ~seasonal)):
+            out[name] = season_metrics(doy[m], t[m], lat[m])
+    return out
 
 
 def spatial_mode(lat: np.ndarray, lon: np.ndarray, radius_km: float = 25.0) -> tuple[float, float]:

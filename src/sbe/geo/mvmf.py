@@ -229,6 +229,179 @@ def mixture_modes(
     return out
 
 
+@dataclass
+class Regions:
+    """Probability mass around each mode and the highest-density regions of each row's mixture.
+
+    Attributes:
+        mass: (B, k) share of the mixture closer to this mode than to the other modes (sums to 1
+            over a row's found modes).
+        radius_km: (B, k, L) radius around the mode holding ``levels[l]`` of its mass.
+        hpd_log_density: (B, L) log-density threshold of the highest-density region holding
+            ``levels[l]`` of the mixture (a point is inside when its density is at least this).
+        levels: the L levels, e.g. ``(0.5, 0.9)``.
+    """
+
+    mass: np.ndarray
+    radius_km: np.ndarray
+    hpd_log_density: np.ndarray
+    levels: tuple[float, ...]
+
+
+def vmf_quasi_samples(mu: Tensor, kappa: Tensor, n: int) -> Tensor:
+    """``n`` deterministic, evenly spread samples of each vMF (stratified inverse CDF).
+
+    The angle from the mean follows the exact vMF law on S² (``1 - cos θ = -log(u + (1-u)
+    e^{-2κ}) / κ`` at ``u = (i + ½) / n``); the azimuth turns by the golden angle.
+
+    Args:
+        mu: (..., 3) float64 unit mean directions. kappa: (...) concentrations.
+        n: samples per component.
+
+    Returns:
+        float64 (..., n, 3) unit vectors.
+    """
+    mu = mu.to(torch.float64)
+    kap = kappa.to(torch.float64)[..., None]
+    u = (torch.arange(n, dtype=torch.float64, device=mu.device) + 0.5) / n
+    log_term = torch.logaddexp(torch.log(u), torch.log1p(-u) - 2.0 * kap)
+    t = (-log_term / kap).clamp(0.0, 2.0)  # 1 - cos θ, (..., n)
+    sin_t = torch.sqrt((t * (2.0 - t)).clamp(min=0.0))
+    phi = (
+        2.0
+        * math.pi
+        * torch.frac(torch.arange(n, dtype=torch.float64, device=mu.device) * 0.6180339887498949)
+    )
+    # tangent basis at mu: any axis not parallel to mu
+    axis = torch.zeros_like(mu)
+    axis[..., 2] = 1.0
+    near_pole = mu[..., 2].abs() > 0.9
+    axis[near_pole] = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64, device=mu.device)
+    e1 = torch.linalg.cross(mu, axis)
+    e1 = e1 / e1.norm(dim=-1, keepdim=True)
+    e2 = torch.linalg.cross(mu, e1)
+    x = (
+        (1.0 - t)[..., None] * mu[..., None, :]
+        + (sin_t * torch.cos(phi))[..., None] * e1[..., None, :]
+        + (sin_t * torch.sin(phi))[..., None] * e2[..., None, :]
+    )
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+def _weighted_quantile(values: Tensor, weights: Tensor, q: float) -> Tensor:
+    """Per-row weighted quantile of (R, N) values (weights need not be normalised); NaN if none."""
+    order = torch.argsort(values, dim=1)
+    v = torch.gather(values, 1, order)
+    w = torch.gather(weights, 1, order)
+    cum = torch.cumsum(w, dim=1)
+    total = cum[:, -1:]
+    idx = torch.searchsorted(cum, (q * total).contiguous()).clamp(max=values.shape[1] - 1)
+    out = torch.gather(v, 1, idx).squeeze(1)
+    return torch.where(total.squeeze(1) > 0, out, torch.full_like(out, float("nan")))
+
+
+@torch.no_grad()
+def mixture_regions(
+    logits: Tensor,
+    log_kappa: Tensor,
+    centres: Tensor,
+    mode_lat: np.ndarray,
+    mode_lon: np.ndarray,
+    *,
+    levels: tuple[float, ...] = (0.5, 0.9),
+    components: int = 24,
+    samples: int = 16,
+    chunk: int = 128,
+) -> Regions:
+    """Mass and radii around given modes, and the highest-density-region (HPD) thresholds.
+
+    The mixture of a row is represented by ``samples`` quasi-random points per component of its
+    ``components`` heaviest components (weights renormalised over them), each point weighted by
+    its component's weight / ``samples``. A mode's mass is the weight of the points closer to it
+    than to any other mode; its radius at level ``l`` is the weighted ``l``-quantile of their
+    distances to it. The HPD threshold at level ``l`` is the density above which the points hold
+    ``l`` of the weight (the density of a location inside the region is at least that).
+
+    Args:
+        logits: (B, K). log_kappa: (K,). centres: (K, 3).
+        mode_lat, mode_lon: (B, k) degrees (NaN = no mode).
+        levels: probability levels in (0, 1).
+
+    Returns:
+        :class:`Regions`.
+    """
+    b, k = logits.shape
+    top_k = mode_lat.shape[1]
+    m = min(components, k)
+    centres64 = centres.to(torch.float64)
+    log_norm = log_vmf_normaliser(log_kappa).to(torch.float64)
+    kappa = log_kappa.to(torch.float64).exp()
+    n_lv = len(levels)
+    mass = np.zeros((b, top_k))
+    radius = np.full((b, top_k, n_lv), np.nan)
+    hpd = np.full((b, n_lv), np.nan)
+    modes_all = torch.from_numpy(
+        latlon_to_unit(np.nan_to_num(mode_lat), np.nan_to_num(mode_lon)).reshape(b, top_k, 3)
+    ).to(logits.device, torch.float64)
+    found_all = torch.from_numpy(np.isfinite(mode_lat)).to(logits.device)
+    for s in range(0, b, chunk):
+        log_w = torch.log_softmax(logits[s : s + chunk].double(), dim=-1)
+        r = log_w.shape[0]
+        top_w, top = torch.topk(log_w, m, dim=-1)  # (r, M)
+        top_w = top_w - torch.logsumexp(top_w, dim=-1, keepdim=True)
+        mu = centres64[top]  # (r, M, 3)
+        pts = vmf_quasi_samples(mu, kappa[top], samples).reshape(r, m * samples, 3)
+        wts = (top_w.exp() / samples).repeat_interleave(samples, dim=1)  # (r, N)
+        # mixture log-density at every sample point (the same M components)
+        hcs = (1.0 - torch.bmm(pts, mu.transpose(1, 2))).clamp(min=0.0)  # (r, N, M)
+        dens = torch.logsumexp(
+            top_w[:, None, :] + log_norm[top][:, None, :] - kappa[top][:, None, :] * hcs, dim=-1
+        )
+        for j, lv in enumerate(levels):
+            # the region {f >= t} holding lv of the weight: t = the (1 - lv) quantile of f
+            hpd[s : s + r, j] = _weighted_quantile(dens, wts, 1.0 - lv).cpu().numpy()
+        modes = modes_all[s : s + r]
+        found = found_all[s : s + r]
+        sim = torch.bmm(pts, modes.transpose(1, 2)).masked_fill(~found[:, None, :], -3.0)
+        owner = sim.argmax(dim=-1)  # (r, N)
+        chord = (pts - torch.gather(modes, 1, owner[..., None].expand(-1, -1, 3))).norm(dim=-1)
+        dist_km = 2.0 * EARTH_RADIUS_KM * torch.asin((chord / 2.0).clamp(max=1.0))
+        for j in range(top_k):
+            wj = torch.where(owner == j, wts, torch.zeros_like(wts))
+            mass[s : s + r, j] = wj.sum(dim=1).cpu().numpy()
+            for li, lv in enumerate(levels):
+                radius[s : s + r, j, li] = _weighted_quantile(dist_km, wj, lv).cpu().numpy()
+        f = found.cpu().numpy()
+        mass[s : s + r] = np.where(f, mass[s : s + r], 0.0)
+        radius[s : s + r] = np.where(f[..., None], radius[s : s + r], np.nan)
+    return Regions(mass=mass, radius_km=radius, hpd_log_density=hpd, levels=tuple(levels))
+
+
+@torch.no_grad()
+def log_density_at(
+    logits: Tensor, log_kappa: Tensor, centres: Tensor, x: Tensor, *, components: int = 24
+) -> Tensor:
+    """Each row's mixture log-density at its own point ``x[b]``, over the same ``components``
+    heaviest components (renormalised) as :func:`mixture_regions`, so the two compare.
+
+    Args:
+        logits: (B, K). log_kappa: (K,). centres: (K, 3). x: (B, 3) unit vectors.
+
+    Returns:
+        float64 (B,).
+    """
+    m = min(components, logits.shape[1])
+    log_w = torch.log_softmax(logits.double(), dim=-1)
+    top_w, top = torch.topk(log_w, m, dim=-1)
+    top_w = top_w - torch.logsumexp(top_w, dim=-1, keepdim=True)
+    mu = centres.to(torch.float64)[top]  # (B, M, 3)
+    diff = x.to(torch.float64)[:, None, :] - mu
+    hcs = 0.5 * (diff * diff).sum(-1)
+    kappa = log_kappa.to(torch.float64).exp()[top]
+    log_norm = log_vmf_normaliser(log_kappa).to(torch.float64)[top]
+    return torch.logsumexp(top_w + log_norm - kappa * hcs, dim=-1)
+
+
 def _owner_table(
     extra: Tensor | None, owner: Tensor | None, k: int, per_component: int
 ) -> Tensor | None:

@@ -12,9 +12,16 @@ import numpy as np
 import torch
 
 from sbe.errors import SbeError
-from sbe.geo.heads import GeoHeads
-from sbe.geo.koppen import FINE_CODES, FINE_NAMES, coarse_of
-from sbe.geo.season import doy_to_month
+from sbe.geo.heads import GeoHeads, GeoPrediction
+from sbe.geo.koppen import (
+    COARSE_CODES,
+    COARSE_NAMES,
+    COMMON_NAMES,
+    FINE_CODES,
+    FINE_NAMES,
+    coarse_of,
+)
+from sbe.geo.season import doy_to_date, doy_to_month
 from sbe.geo.trainer import resolve_device, torch_threads
 
 #: sub-folder of a GEO_DIR holding the projector copy when the heads read projector outputs
@@ -55,40 +62,74 @@ def predict_embeddings(
     """Predictions for raw (backbone) embeddings: top-k locations, climate class, season.
 
     Returns:
-        one dict per row: ``locations`` (list of ``{lat, lon, prob}``), ``climate`` (``code``,
-        ``name``, ``prob``, ``coarse``), ``season`` (``day_of_year`` 0-based, ``month``,
-        ``kappa``).
+        one dict per row, see :func:`describe`.
     """
     heads, projector = load_geo_dir(Path(geo_dir))
     x = features_of(embeddings, projector)
     device = resolve_device("auto")
     heads.to(device)
     with torch_threads(threads):
-        pred = heads.predict(torch.from_numpy(x).to(device), top_k=top_k)
+        pred = heads.predict(torch.from_numpy(x).to(device), top_k=top_k, regions=True)
+    return describe(pred)
+
+
+def describe(pred: GeoPrediction) -> list[dict[str, Any]]:
+    """Decoded predictions as plain dicts, with names rather than indices.
+
+    Args:
+        pred: from :meth:`GeoHeads.predict` with ``regions=True`` (without, the locations carry
+            the component-weight share as ``prob`` and no radii).
+
+    Returns:
+        one dict per row:
+
+        - ``locations``: the top-k modes of the location mixture, best first, each
+          ``{lat, lon, prob, radius_50_km, radius_90_km}``: ``prob`` is the share of the mixture
+          closer to this mode than to the other modes (the shares of a row sum to 1), the radii
+          hold 50 % / 90 % of that share around the mode;
+        - ``climate``: ``code`` (Köppen-Geiger, e.g. ``Csb``), ``name`` (e.g. ``warm-summer
+          Mediterranean``), ``description`` (e.g. ``temperate, dry summer, warm summer``),
+          ``prob``, ``coarse`` (group index), ``coarse_code`` and ``coarse_name``;
+        - ``season``: ``day_of_year`` (0-based), ``date`` (``--MM-DD``), ``date_label``
+          (``14 July``), ``month`` (1-12) and ``kappa`` (the von Mises concentration).
+    """
+    reg = pred.regions
     rows = []
     months = doy_to_month(pred.doy)
-    for i in range(len(x)):
-        locs = [
-            {
+    top_k = pred.modes.lat.shape[1]
+    for i in range(len(pred.fine)):
+        locs = []
+        for j in range(top_k):
+            if not np.isfinite(pred.modes.lat[i, j]):
+                continue
+            loc: dict[str, Any] = {
                 "lat": round(float(pred.modes.lat[i, j]), 5),
                 "lon": round(float(pred.modes.lon[i, j]), 5),
-                "prob": round(float(pred.modes.prob[i, j]), 4),
+                "prob": round(float(pred.modes.prob[i, j] if reg is None else reg.mass[i, j]), 4),
             }
-            for j in range(top_k)
-            if np.isfinite(pred.modes.lat[i, j])
-        ]
+            if reg is not None:
+                for li, lv in enumerate(reg.levels):
+                    loc[f"radius_{round(100 * lv)}_km"] = round(float(reg.radius_km[i, j, li]), 2)
+            locs.append(loc)
         f = int(pred.fine[i])
+        g = int(coarse_of(np.array([f]))[0])
+        iso, label = doy_to_date(float(pred.doy[i]))
         rows.append(
             {
                 "locations": locs,
                 "climate": {
                     "code": FINE_CODES[f],
-                    "name": FINE_NAMES[f],
+                    "name": COMMON_NAMES[f],
+                    "description": FINE_NAMES[f],
                     "prob": round(float(pred.fine_prob[i]), 4),
-                    "coarse": int(coarse_of(np.array([f]))[0]),
+                    "coarse": g,
+                    "coarse_code": COARSE_CODES[g],
+                    "coarse_name": COARSE_NAMES[g],
                 },
                 "season": {
                     "day_of_year": round(float(pred.doy[i]), 1),
+                    "date": iso,
+                    "date_label": label,
                     "month": int(months[i]),
                     "kappa": round(float(pred.season_kappa[i]), 3),
                 },

@@ -48,6 +48,23 @@ def angle_to_doy(theta: np.ndarray) -> np.ndarray:
     return np.mod(np.asarray(theta, dtype=np.float64), 2.0 * math.pi) * (YEAR_DAYS / (2 * math.pi))
 
 
+MONTH_NAMES: tuple[str, ...] = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)  # fmt: skip
+
+
+def doy_to_date(doy: float) -> tuple[str, str]:
+    """A 0-based day of the year as a calendar day of a common year.
+
+    Returns:
+        ``("--MM-DD", "14 July")``: the ISO 8601 month-day and an English label. Day 365 (the
+        last of a leap year) wraps to 1 January.
+    """
+    d = dt.date(2001, 1, 1) + dt.timedelta(days=round(float(doy)) % 365)
+    return f"--{d.month:02d}-{d.day:02d}", f"{d.day} {MONTH_NAMES[d.month - 1]}"
+
+
 def doy_to_month(doy: np.ndarray) -> np.ndarray:
     """Month 1..12 of a 0-based day of year (non-leap calendar)."""
     d = np.clip(np.floor(np.asarray(doy, dtype=np.float64)), 0, 364).astype(np.int64)

@@ -32,6 +32,7 @@ from sbe.config import GeoConfig
 from sbe.errors import SbeError
 from sbe.geo.build import heads_from_config, loss_from_config
 from sbe.geo.heads import GeoHeads, GeoPrediction
+from sbe.geo.koppen import is_seasonal_fine
 from sbe.geo.labels import GeoLabels, labels_from_table
 from sbe.geo.metrics import (
     PointPredictions,
@@ -49,7 +50,7 @@ from sbe.geo.predict import (
 )
 from sbe.geo.settings import GeoSettings
 from sbe.geo.trainer import FitSettings, fit, torch_threads
-from sbe.sphere import unit_to_latlon
+from sbe.sphere import haversine_km, unit_to_latlon
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.storage import (
     Manifest,
@@ -226,6 +227,7 @@ def _train(
     heads.config.extra.update(
         best_epoch=result.best_epoch, best_score=result.best_score, select_on=cfg.select_on
     )
+    heads.config.spread_log_scale = fit_spread(heads, va)
     heads.save_pretrained(out_dir)
     outputs = [GeoDir.CONFIG, GeoDir.WEIGHTS, GeoDir.HISTORY, GeoDir.METRICS]
     if projector is not None:
@@ -315,6 +317,55 @@ def model_points(pred: GeoPrediction) -> PointPredictions:
     )
 
 
+def fit_spread(heads: GeoHeads, data: SplitData, level: float = 0.9, steps: int = 10) -> float:
+    """The shift of every log κ that makes the ``level`` highest-density region of the location
+    mixture hold ``level`` of ``data``'s true places (bisection; coverage falls as κ grows).
+
+    Returns:
+        ``GeoHeadsConfig.spread_log_scale`` in [-6, 3]; 0 when ``data`` is empty.
+    """
+    if not len(data.lat):
+        return 0.0
+    x = torch.from_numpy(data.features)
+    saved = heads.config.spread_log_scale
+    lo, hi = -6.0, 3.0
+    try:
+        for _ in range(steps):
+            mid = 0.5 * (lo + hi)
+            heads.config.spread_log_scale = mid
+            inside = heads.predict(x, top_k=1, truth_xyz=data.labels.xyz, levels=(level,)).inside
+            assert inside is not None
+            if float(np.mean(inside[:, 0])) >= level:
+                lo = mid  # wide enough: try tighter
+            else:
+                hi = mid
+    finally:
+        heads.config.spread_log_scale = saved
+    return round(lo, 4)
+
+
+def calibration(pred: GeoPrediction, data: SplitData) -> dict[str, Any]:
+    """How well the predicted spread holds the true places.
+
+    Returns:
+        ``hpd50_coverage`` / ``hpd90_coverage``: share of rows whose true location lies inside
+        the mixture's highest-density region of 50 % / 90 % (calibrated: about 0.5 / 0.9);
+        ``disk90_coverage``: share within the top mode's 90 % radius; ``median_radius50_km`` /
+        ``median_radius90_km`` of the top mode.
+    """
+    if pred.inside is None or pred.regions is None or not len(data.lat):
+        return {}
+    r = pred.regions.radius_km[:, 0, :]  # (N, L) radii of the top mode
+    err = haversine_km(pred.modes.lat[:, 0], pred.modes.lon[:, 0], data.lat, data.lon)
+    return {
+        "hpd50_coverage": float(np.mean(pred.inside[:, 0])),
+        "hpd90_coverage": float(np.mean(pred.inside[:, -1])),
+        "disk90_coverage": float(np.mean(err <= r[:, -1])),
+        "median_radius50_km": float(np.nanmedian(r[:, 0])),
+        "median_radius90_km": float(np.nanmedian(r[:, -1])),
+    }
+
+
 def evaluate_data(heads: GeoHeads, data: SplitData, train: SplitData) -> dict[str, Any]:
     """Metrics of the heads and of both baselines on the same rows.
 
@@ -324,15 +375,15 @@ def evaluate_data(heads: GeoHeads, data: SplitData, train: SplitData) -> dict[st
     """
     true_fine = data.labels.fine.numpy()
     train_fine = train.labels.fine.numpy()
-    pred = heads.predict(torch.from_numpy(data.features), top_k=1)
+    pred = heads.predict(torch.from_numpy(data.features), top_k=1, truth_xyz=data.labels.xyz)
     mc = most_common_baseline(train.lat, train.lon, train_fine, train.doy, len(data.lat))
     nn = nearest_neighbour_baseline(
         data.features, train.features, train.lat, train.lon, train_fine, train.doy
     )
-    args = (data.lat, data.lon, true_fine, data.doy)
+    args = (data.lat, data.lon, true_fine, data.doy, is_seasonal_fine(true_fine))
     return {
         "n": len(data.lat),
-        "model": score(model_points(pred), *args),
+        "model": {**score(model_points(pred), *args), "calibration": calibration(pred, data)},
         "baselines": {"most_common": score(mc, *args), "nearest_neighbour": score(nn, *args)},
     }
 

@@ -102,7 +102,10 @@ def _run_tasks(fn, tasks: list, workers: int, on_done) -> list:
 
 def _world_key(cfg: SynthConfig) -> dict[str, Any]:
     d = section_dict(cfg)
-    return {**{k: d[k] for k in WORLD_FIELDS}, "render_version": RENDER_VERSION}
+    key = {**{k: d[k] for k in WORLD_FIELDS}, "render_version": RENDER_VERSION}
+    if cfg.places != "cities10":  # the ten-city world keeps the keys of its existing tars
+        key.update(places=cfg.places, n_places=cfg.n_places)
+    return key
 
 
 def _remove_stale(out: Path, dataset_ids: set[int]) -> None:
@@ -140,6 +143,8 @@ def _write_packaged(
         cfg.buildings_per_tar,
         stream=1,
         first_dataset_id=9001,
+        places=cfg.places,
+        n_places=cfg.n_places,
     )
     tasks = [PackagedTask(p, settings) for p in world.datasets]
     results: dict[int, list] = {}
@@ -194,7 +199,14 @@ class SynthStage(Stage):
             # settings: write it again
             ctx.begin()
         knobs = knobs_for(cfg.difficulty)
-        world = plan_world(cfg.buildings, cfg.seed, knobs, cfg.buildings_per_tar)
+        world = plan_world(
+            cfg.buildings,
+            cfg.seed,
+            knobs,
+            cfg.buildings_per_tar,
+            places=cfg.places,
+            n_places=cfg.n_places,
+        )
         if world.n_target_buildings != cfg.buildings:
             raise SbeError(
                 f"synth: could only place {world.n_target_buildings} of {cfg.buildings} buildings; "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbe.synth.styles import DARK_ACCENTS, RGB, STYLES, family_by_name, palette
+from sbe.synth.styles import DARK_ACCENTS, RGB, STYLES, CityStyle, family_by_name, palette
 
 
 @dataclass(frozen=True)
@@ -112,9 +112,12 @@ def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
     return float(rng.uniform(lo_hi[0], lo_hi[1]))
 
 
-def sample_theme(city: str, rng: np.random.Generator) -> Theme:
-    """A neighbourhood theme in ``city``: one family, two or three of its wall colours."""
-    style = STYLES[city]
+def sample_theme(city: str, rng: np.random.Generator, style: CityStyle | None = None) -> Theme:
+    """A neighbourhood theme in ``city``: one family, two or three of its wall colours.
+
+    ``style`` overrides ``STYLES[city]`` (places of the gazetteer world carry their own).
+    """
+    style = STYLES[city] if style is None else style
     fam = style.families[
         int(rng.choice(len(style.families), p=_norm([f.weight for f in style.families])))
     ]
@@ -139,6 +142,7 @@ def sample_genome(
     theme: Theme | None = None,
     theme_prob: float = 0.0,
     family: str | None = None,
+    style: CityStyle | None = None,
 ) -> Genome:
     """Draw a building of ``city``.
 
@@ -148,8 +152,9 @@ def sample_genome(
         theme: the neighbourhood theme; used with probability ``theme_prob``.
         theme_prob: probability of taking family and palette from ``theme``.
         family: force a family (e.g. to keep a row of one kind).
+        style: overrides ``STYLES[city]`` (places of the gazetteer world carry their own).
     """
-    style = STYLES[city]
+    style = STYLES[city] if style is None else style
     use_theme = theme is not None and rng.random() < theme_prob
     if family is not None:
         fam = family_by_name(style, family)
@@ -221,13 +226,15 @@ MUTABLE_TRAITS: tuple[str, ...] = (
 )  # fmt: skip
 
 
-def mutate(genome: Genome, rng: np.random.Generator, n_traits: int) -> Genome:
+def mutate(
+    genome: Genome, rng: np.random.Generator, n_traits: int, style: CityStyle | None = None
+) -> Genome:
     """A near-duplicate of ``genome``: new small details plus ``n_traits`` changed traits.
 
     Models a row of houses built from one plan: same family, palette, storeys and window style,
     different door colour, sign, balcony or a slightly different paint.
     """
-    style = STYLES[genome.city]
+    style = STYLES[genome.city] if style is None else style
     fam = family_by_name(style, genome.family)
     changes: dict = {"detail_seed": int(rng.integers(2**31 - 1)), "grime": float(rng.random())}
     picks = rng.choice(len(MUTABLE_TRAITS), size=min(n_traits, len(MUTABLE_TRAITS)), replace=False)

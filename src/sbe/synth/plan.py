@@ -14,6 +14,7 @@ from sbe.sphere import offset_latlon
 from sbe.synth.cities import CITY_BY_KEY, City
 from sbe.synth.genome import Genome
 from sbe.synth.season import Conditions
+from sbe.synth.styles import STYLES, CityStyle
 
 
 @dataclass(frozen=True)
@@ -161,10 +162,18 @@ class DatasetPlan:
     panoramas: dict[int, Panorama] = field(default_factory=dict)
     targets: dict[int, Target] = field(default_factory=dict)
     views: list[View] = field(default_factory=list)
+    #: the place (a gazetteer :class:`~sbe.synth.places.Place`) when not one of the ten cities
+    place: City | None = None
+    #: its derived style (:func:`~sbe.synth.placestyle.place_style`) when not a city's own
+    style: CityStyle | None = None
 
     @property
     def city_info(self) -> City:
-        return CITY_BY_KEY[self.city]
+        return self.place if self.place is not None else CITY_BY_KEY[self.city]
+
+    @property
+    def style_info(self) -> CityStyle:
+        return self.style if self.style is not None else STYLES[self.city]
 
     def target_buildings(self) -> list[int]:
         return sorted({t.building for t in self.targets.values()})

@@ -45,6 +45,9 @@ _FOLIAGE = {
     "bud": [(128, 168, 84), (156, 190, 104), (110, 150, 70), (176, 204, 130)],
     "autumn": [(178, 104, 38), (204, 150, 52), (150, 72, 34), (190, 168, 70)],
     "tropical": [(34, 78, 36), (52, 98, 44), (70, 118, 54), (28, 60, 30)],
+    # gazetteer places only (sbe.synth.season.foliage_by_latitude)
+    "summer": [(34, 66, 30), (48, 84, 36), (64, 100, 44), (28, 52, 26)],
+    "autumn_late": [(138, 66, 30), (160, 94, 40), (116, 54, 28), (148, 108, 52)],
 }
 
 
@@ -161,7 +164,7 @@ def tree_sprite(
         cols = _FOLIAGE[
             "tropical" if kind == "evergreen" else state if state in _FOLIAGE else "green"
         ]
-        density = {"bud": 0.35, "autumn": 0.8}.get(state, 1.0)
+        density = {"bud": 0.35, "autumn": 0.8, "autumn_late": 0.45}.get(state, 1.0)
         cy, ry = (height_m + crown_base) / 2 + 0.4, (height_m - crown_base) / 2
         rx = crown_w / 2
         n = int(70 * density) if density >= 0.8 else 45

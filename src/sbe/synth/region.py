@@ -10,11 +10,11 @@ import math
 
 import numpy as np
 
-from sbe.synth.cities import CITY_BY_KEY, City
+from sbe.synth.cities import City
 from sbe.synth.difficulty import Knobs
 from sbe.synth.genome import Genome, mutate, sample_genome, sample_theme
 from sbe.synth.plan import Building, DatasetPlan, Facade, Line, Prop, Street
-from sbe.synth.styles import STYLES, family_by_name
+from sbe.synth.styles import STYLES, CityStyle, family_by_name
 from sbe.synth.views import pick_targets, plan_drives, plan_views
 
 
@@ -42,14 +42,16 @@ class Ids:
 class _RegionBuilder:
     """Builds one map region's blocks, buildings and lines (see the module docstring)."""
 
-    def __init__(self, city: str, rng: np.random.Generator, knobs: Knobs, ids: Ids) -> None:
-        self.city = city
-        self.style = STYLES[city]
+    def __init__(
+        self, city: City, rng: np.random.Generator, knobs: Knobs, ids: Ids, style: CityStyle
+    ) -> None:
+        self.city = city.key
+        self.style = style
         self.rng = rng
         self.knobs = knobs
         self.ids = ids
-        self.theme = sample_theme(city, rng)
-        angle = CITY_BY_KEY[city].grid_angle_deg + float(rng.normal(0.0, 5.0))
+        self.theme = sample_theme(city.key, rng, style)
+        angle = city.grid_angle_deg + float(rng.normal(0.0, 5.0))
         self.a_hat = _unit(angle + 90.0)
         self.b_hat = _unit(angle)
         self.buildings: dict[int, Building] = {}
@@ -68,8 +70,8 @@ class _RegionBuilder:
             root = self.buildings[src].duplicate_of
             src = root if root >= 0 else src
             n = max(1, int(rng.poisson(k.duplicate_mutations)))
-            return mutate(self.buildings[src].genome, rng, n), src
-        return sample_genome(self.city, rng, self.theme, k.theme_prob), -1
+            return mutate(self.buildings[src].genome, rng, n, self.style), src
+        return sample_genome(self.city, rng, self.theme, k.theme_prob, style=self.style), -1
 
     def _new_building(self, genome: Genome, dup: int) -> int:
         idx = self.ids.next_building()
@@ -124,10 +126,16 @@ def plan_region(
     knobs: Knobs,
     rng: np.random.Generator,
     ids: Ids,
+    style: CityStyle | None = None,
 ) -> DatasetPlan:
-    """Lay out one map region with up to ``n_targets`` target buildings (see module docstring)."""
-    style = STYLES[city.key]
-    rb = _RegionBuilder(city.key, rng, knobs, ids)
+    """Lay out one map region with up to ``n_targets`` target buildings (see module docstring).
+
+    ``style`` overrides ``STYLES[city.key]``; with it, ``city`` is a gazetteer place and the plan
+    carries both (``plan.place``, ``plan.style``) to the renderers.
+    """
+    own = style is not None
+    style = STYLES[city.key] if style is None else style
+    rb = _RegionBuilder(city, rng, knobs, ids, style)
     # grid: a row of blocks (or two), enough edges for the requested targets
     nby = 1 if n_targets <= 6 or rng.random() < 0.5 else 2
     per_block = 5.5 if nby == 1 else 4.5
@@ -179,7 +187,14 @@ def plan_region(
             rb.fill_edge(top, -a_hi + cl[4], -a_lo - cl[7])
             rb.fill_edge(left, -b_hi + cl[6], -b_lo - cl[1])
 
-    plan = DatasetPlan(dataset_id=dataset_id, city=city.key, lat0=lat0, lon0=lon0)
+    plan = DatasetPlan(
+        dataset_id=dataset_id,
+        city=city.key,
+        lat0=lat0,
+        lon0=lon0,
+        place=city if own else None,
+        style=style if own else None,
+    )
     a_hat, b_hat = rb.a_hat, rb.b_hat
     a_min, a_max = a0[0] - wv[0], a0[-1] + bx[-1] + wv[-1]
     b_min, b_max = b0[0] - wh[0], b0[-1] + by[-1] + wh[-1]

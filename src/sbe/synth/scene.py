@@ -39,8 +39,13 @@ from sbe.synth.props import (
     pole_sprite,
     tree_sprite,
 )
-from sbe.synth.season import Conditions, foliage_state
-from sbe.synth.styles import STYLES
+from sbe.synth.season import (
+    Conditions,
+    foliage_by_latitude,
+    foliage_state,
+    greenness,
+    season_grade,
+)
 from sbe.synth.textures import smooth_noise
 
 _UP = np.array([0.0, 0.0, 1.0])
@@ -198,7 +203,7 @@ class SceneRenderer:
         self.settings = settings
         self.size = settings.image_size
         self.ppm = facade_ppm(settings.image_size)
-        self.style = STYLES[plan.city]
+        self.style = plan.style_info
         self._textures: dict[tuple[int, bool, int], tuple[Image.Image, FacadeTexture]] = {}
         self._info: dict[int, FacadeTexture] = {}
         self._sprites: dict[tuple, Sprite] = {}
@@ -248,6 +253,12 @@ class SceneRenderer:
         for f in [f for f in self._info if self.plan.facades[f].line not in keep_lines]:
             del self._info[f]
 
+    def _foliage(self, kind: str, date, lat: float) -> str:
+        """Foliage state: by latitude for gazetteer places, the ten cities' calendar otherwise."""
+        if self.plan.place is not None:
+            return foliage_by_latitude(kind, date, lat)
+        return foliage_state(kind, date, lat)
+
     def _sprite(self, key: tuple, make) -> Sprite:
         if key not in self._sprites:
             if len(self._sprites) > 400:
@@ -290,8 +301,12 @@ class SceneRenderer:
         # street), the street side in its own shadow, or diffuse light under clouds
         warm = 1.0 + 0.12 * max(0.0, 1.0 - cond.sun_elevation_deg / 25.0)
         shadow: tuple[list[int], list[tuple[float, float]]] | None = None
+        # seasonal gazetteer places: less light under a low winter sun; x1.0 keeps the cities' bytes
+        dim = 1.0
+        if plan.place is not None and plan.place.seasonal:
+            dim = 0.7 + 0.3 * min(1.0, max(0.0, cond.sun_elevation_deg / 35.0))
         if lit:
-            k = 0.92 + 0.32 * cos_inc
+            k = (0.92 + 0.32 * cos_inc) * dim
             main_lut = _lut((k * 1.03 * warm, k, k * 0.94 / warm), alpha=True)
             street_w = plan.streets[line.street].width
             v_sh = (
@@ -313,18 +328,21 @@ class SceneRenderer:
                 if poly:
                     shadow = (_lut((0.56, 0.6, 0.72), alpha=True), poly)
         elif sun_out:
-            main_lut = _lut((0.62, 0.66, 0.78), alpha=True)
+            main_lut = _lut((0.62 * dim, 0.66 * dim, 0.78 * dim), alpha=True)
         else:
             g = {
                 "rain": (0.64, 0.66, 0.7),
                 "fog": (0.86, 0.87, 0.89),
                 "snowfall": (0.84, 0.86, 0.9),
             }.get(weather, (0.83, 0.84, 0.87))
+            g = (g[0] * dim, g[1] * dim, g[2] * dim)
             main_lut = _lut(g, contrast=0.9 if weather != "rain" else 1.05, alpha=True)
         self._facades(img, cam, line, u_lo, u_hi, cond.snow_cover, main_lut, shadow)
         occ = Image.new("L", (size, size), 0)
         self._props(img, occ, cam, line, view, drive, cond, target.u, u_lo, u_hi, main_lut, rng)
         img = self._weather(img, geom, cond, rng)
+        if plan.place is not None and plan.place.seasonal:
+            img = self._season_grade(img, cond)
         img = self._camera_effects(img.convert("RGB"), rng, knobs, weather, cond.date.year)
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=self.settings.jpeg_quality)
@@ -445,6 +463,11 @@ class SceneRenderer:
                     cam, line_points(line, us, cw), line_points(line, us + 3.0, cw)
                 ):
                     d.line([p0, p1], fill=dash, width=lw)
+        place = self.plan.place
+        if place is not None:  # a grass verge along the kerb: green, autumnal, dry or dormant
+            g = greenness(place.koppen, cond.date, place.lat)
+            verge = (226, 230, 236) if cond.snow_cover else mix((134, 118, 84), (72, 120, 50), g)
+            poly(u_lo - 20, u_hi + 20, max(0.3, sw - 2.0), sw - 0.18, verge)
         if sun_out and not lit:
             # the street side is in the shadow of its own buildings
             el = max(3.0, cond.sun_elevation_deg)
@@ -581,7 +604,7 @@ class SceneRenderer:
             if p.u < u_lo - 8 or p.u > u_hi + 8:
                 continue
             if p.kind == "tree":
-                state = foliage_state(p.tree_kind, cond.date, lat)
+                state = self._foliage(p.tree_kind, cond.date, lat)
                 spr = self._sprite(("tree", line.id, i, state, cond.snow_cover),
                                    lambda p=p, state=state: tree_sprite(p.tree_kind, state, p.height, p.seed, cond.snow_cover))  # fmt: skip
                 items.append((max(0.5, sw - 0.8), p.u, spr))
@@ -631,6 +654,24 @@ class SceneRenderer:
         elif cond.weather == "snowfall":
             img.alpha_composite(_crop_bank(_overlay_bank("snow", s), s, rng))
         return img
+
+    def _season_grade(self, img: Image.Image, cond: Conditions) -> Image.Image:
+        """The season's light where the climate has one: warm and saturated in summer, cool and
+        drab in winter, golden in autumn (:func:`~sbe.synth.season.season_grade`)."""
+        place = self.plan.place
+        assert place is not None
+        summer, autumn = season_grade(place.koppen, cond.date, place.lat)
+        gains = (
+            1.0 + 0.1 * summer + 0.12 * autumn,
+            1.0 + 0.03 * summer + 0.04 * autumn,
+            1.0 - 0.12 * summer - 0.14 * autumn,
+        )
+        img = img.point(
+            _lut((round(gains[0], 3), round(gains[1], 3), round(gains[2], 3)), alpha=True)
+        )
+        sat = 1.0 + 0.45 * summer + 0.15 * autumn
+        grey = img.convert("L").convert(img.mode)
+        return Image.blend(grey, img, max(0.0, sat))
 
     def _camera_effects(
         self, img: Image.Image, rng: np.random.Generator, knobs: Knobs, weather: str, year: int

@@ -129,7 +129,12 @@ def sample_conditions(
         weather = "snowfall"
     if snow_cover and weather == "rain":
         weather = "overcast"
-    solar_hour = float(rng.uniform(8.5, 17.0))
+    if getattr(city, "geonameid", 0):  # a gazetteer place: captures happen in daylight
+        rise, set_ = daylight_hours(city.lat, day_of_year(date))
+        lo, hi = max(8.0, rise + 0.75), min(17.5, set_ - 0.75)
+        solar_hour = float(rng.uniform(lo, hi)) if hi > lo else 12.0
+    else:
+        solar_hour = float(rng.uniform(8.5, 17.0))
     el, az = sun_position(city.lat, day_of_year(date), solar_hour)
     return Conditions(
         date=date,
@@ -141,6 +146,99 @@ def sample_conditions(
         sun_azimuth_deg=az,
         winterness=w,
     )
+
+
+def daylight_hours(lat_deg: float, doy: int) -> tuple[float, float]:
+    """Local solar hours of sunrise and sunset (0 and 24 in polar day, 12 and 12 in polar night)."""
+    decl = math.radians(23.44) * math.sin(2.0 * math.pi * (284 + doy + 1) / 365.0)
+    x = -math.tan(math.radians(lat_deg)) * math.tan(decl)
+    if x <= -1.0:
+        return 0.0, 24.0
+    if x >= 1.0:
+        return 12.0, 12.0
+    half = math.degrees(math.acos(x)) / 15.0
+    return 12.0 - half, 12.0 + half
+
+
+def local_day(date: dt.date, lat_deg: float) -> float:
+    """Day of the *local* seasonal year: the 0-based day of year, shifted half a year south."""
+    d = float(day_of_year(date))
+    return d if lat_deg >= 0 else (d + 182.625) % 365.25
+
+
+def phenology(lat_deg: float) -> tuple[float, float]:
+    """Leaf-out and autumn-colour days of deciduous trees in the local seasonal year.
+
+    Spring comes later and autumn earlier away from the equator: leaf-out on about day 75
+    (mid-March) at 30 degrees and day 115 (late April) at 50; colouring starts about day 290
+    (mid-October) at 30 degrees and day 250 (early September) at 50.
+    """
+    a = abs(lat_deg)
+    leaf_out = float(min(160.0, max(45.0, 75.0 + 2.0 * (a - 30.0))))
+    colour = float(min(320.0, max(225.0, 290.0 - 2.0 * (a - 30.0))))
+    return leaf_out, colour
+
+
+def foliage_by_latitude(kind: str, date: dt.date, lat_deg: float) -> str:
+    """What a tree of ``kind`` looks like on ``date`` at ``lat_deg`` (gazetteer places).
+
+    Unlike :func:`foliage_state` the timing follows the latitude (:func:`phenology`) and there
+    are two more states: ``"summer"`` (the darker green of high summer) and ``"autumn_late"``
+    (thinning brown-red leaves). Evergreens, palms and conifers are always ``"green"``.
+    """
+    if kind != "deciduous":
+        return "green"
+    d = local_day(date, lat_deg)
+    leaf_out, colour = phenology(lat_deg)
+    if d < leaf_out or d >= colour + 42.0:
+        return "bare"
+    if d < leaf_out + 18.0:
+        return "bud"
+    if d < leaf_out + 60.0:
+        return "green"
+    if d < colour:
+        return "summer"
+    return "autumn" if d < colour + 21.0 else "autumn_late"
+
+
+def _ramp(x: float, lo: float, hi: float) -> float:
+    return min(1.0, max(0.0, (x - lo) / (hi - lo)))
+
+
+def greenness(koppen: str, date: dt.date, lat_deg: float) -> float:
+    """How green the grass is on ``date``: 1 lush, 0 dormant or dry (pure function).
+
+    Flat where the climate has no seasons (tropics: 1, hot steppes and deserts: 0.15); where it
+    has, the grass greens up with the leaves and browns in autumn (:func:`phenology`); under a
+    dry summer (``Cs*``) it is green in winter and spring and straw-coloured in summer.
+    """
+    if koppen[0] == "A":
+        return 1.0
+    if koppen in ("BWh", "BSh"):
+        return 0.15
+    d = local_day(date, lat_deg)
+    if koppen.startswith("Cs"):
+        return 1.0 - _ramp(d, 140.0, 185.0) * (1.0 - _ramp(d, 275.0, 320.0))
+    leaf_out, colour = phenology(lat_deg)
+    return _ramp(d, leaf_out - 15.0, leaf_out + 25.0) * (1.0 - _ramp(d, colour, colour + 40.0))
+
+
+def season_grade(koppen: str, date: dt.date, lat_deg: float) -> tuple[float, float]:
+    """The light and colour of the season where the climate has one: ``(summer, autumn)``.
+
+    ``summer`` is +1 at mid-summer and -1 at mid-winter (a cosine of the local day, peak on
+    15 July north / 15 January south), scaled by how strong the seasons are (weaker toward the
+    tropics); ``autumn`` is a bump from the start of leaf colouring to bare trees
+    (:func:`phenology`), 0 elsewhere. Both are 0 where the climate has no seasons.
+    """
+    if not (koppen[0] in "CDE" or koppen in ("BSk", "BWk")):
+        return 0.0, 0.0
+    amp = min(1.0, max(0.35, (abs(lat_deg) - 20.0) / 25.0))
+    d = local_day(date, lat_deg)
+    summer = amp * math.cos(2.0 * math.pi * (d - 195.0) / 365.25)
+    _, colour = phenology(lat_deg)
+    autumn = amp * max(0.0, math.sin(math.pi * _ramp(d, colour - 5.0, colour + 45.0)))
+    return summer, autumn
 
 
 def foliage_state(kind: str, date: dt.date, lat_deg: float) -> str:

@@ -122,7 +122,10 @@ def pick_targets(plan: DatasetPlan, n_targets: int, rng: np.random.Generator, kn
             root = plan.buildings[src].duplicate_of
             src = root if root >= 0 else src
             genome = mutate(
-                plan.buildings[src].genome, rng, max(1, int(rng.poisson(knobs.duplicate_mutations)))
+                plan.buildings[src].genome,
+                rng,
+                max(1, int(rng.poisson(knobs.duplicate_mutations))),
+                plan.style_info,
             )
             dup = src
         plan.buildings[b] = Building(old.index, genome, old.facades, True, dup)
