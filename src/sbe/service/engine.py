@@ -155,7 +155,9 @@ class Engine:
         )
         self.photo_note = ""
         self.photos: PhotoSource | None = None
-        photo_path = photos or find_photo_parquet(self.info.source.get("path"), self.info.id_column)
+        recorded = self.info.source.get("path")  # relative to the index folder
+        source = None if recorded is None else Path(self.index_dir) / recorded
+        photo_path = photos or find_photo_parquet(source, self.info.id_column)
         if photo_path is not None:
             self.photos = PhotoSource(
                 photo_path, self.info.id_column, thumb_px=self.settings.thumb_px

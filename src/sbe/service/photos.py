@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -153,18 +154,19 @@ def find_photo_parquet(source_path: str | Path | None, id_column: str) -> Path |
     folder = src if src.is_dir() else src.parent
     candidates: list[Path] = []
     manifest = _read_json(folder / "_manifest.json")
+    # recorded paths are relative to the folder that recorded them (absolute in old outputs)
     for rec in manifest.get("inputs") or []:
         if isinstance(rec, dict) and isinstance(rec.get("path"), str):
-            candidates.append(Path(rec["path"]))
+            candidates.append(Path(os.path.normpath(folder / rec["path"])))
     loc = (manifest.get("extra") or {}).get("locations")
     if isinstance(loc, str):
-        candidates.append(Path(loc))
+        candidates.append(Path(os.path.normpath(folder / loc)))
     for c in list(candidates):
         for up in (c.parent, c.parent.parent):
             state = _read_json(up / "state.json")
             inp = (state.get("input") or {}).get("path")
             if isinstance(inp, str):
-                candidates.append(Path(inp))
+                candidates.append(Path(os.path.normpath(up / inp)))
     seen: set[Path] = set()
     for c in candidates:
         if c in seen or c.suffix != ".parquet" or not c.is_file():
