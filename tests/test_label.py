@@ -272,6 +272,10 @@ def ingest_from_world(world: WorldPlan, folder: Path) -> dict[int, int]:
             }
             for k, x in vals.items():
                 rows[k].append(x)
+        n = len(rows["image_id"])
+        for field in IMAGES_SCHEMA:  # source columns this test does not set are null
+            if field.name not in rows or not rows[field.name]:
+                rows[field.name] = [None] * n
         table = pa.table(rows, schema=IMAGES_SCHEMA)
         write_part(table, folder / f"{plan.dataset_id:04d}.parquet", {"stage": "ingest"})
     return truth

@@ -82,6 +82,6 @@ def check_image(name: str, content_type: str | None, data: bytes, limits: Upload
     if width * height > limits.max_pixels:
         raise UploadError(
             413,
-            f"{name}: {width} x {height} = {width * height:,} pixels; images may have at most "
-            f"{limits.max_pixels:,} pixels",
+            f"{name}: {width} x {height} = {width * height:,} pixels: refused as a decompression "
+            f"bomb; images may have at most {limits.max_pixels:,} pixels",
         )
