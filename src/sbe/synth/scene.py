@@ -219,24 +219,22 @@ class SceneRenderer:
         key = (facade, snow, level)
         if key not in self._textures:
             if level > 0:
-                base, tex = self._textures.get((facade, snow, 0)) or (None, None)
-                if base is None:
+                if (facade, snow, 0) not in self._textures:
                     self.texture(facade, snow, 0)
-                    base, tex = self._textures[(facade, snow, 0)]
+                base, tex = self._textures[(facade, snow, 0)]
                 f = 2**level
                 img = base.resize(
                     (max(2, base.size[0] // f), max(2, base.size[1] // f)), Image.Resampling.BOX
                 )
                 self._textures[key] = (img, tex)
             else:
-                tex = self._info.get(facade)
-                if tex is None:
+                if facade not in self._info:
                     fac = self.plan.facades[facade]
                     genome = self.plan.buildings[fac.building].genome
-                    tex = render_facade(genome, fac.width, self.ppm, side=fac.side)
-                    self._info[facade] = tex
-                rgba = with_snow(tex, np.random.default_rng([facade, 3])) if snow else tex.image
-                self._textures[key] = (rgba.convert("RGBa"), tex)
+                    self._info[facade] = render_facade(genome, fac.width, self.ppm, side=fac.side)
+                info = self._info[facade]
+                rgba = with_snow(info, np.random.default_rng([facade, 3])) if snow else info.image
+                self._textures[key] = (rgba.convert("RGBa"), info)
         img, tex = self._textures[key]
         return img, tex.ppm * img.size[0] / tex.image.size[0]
 
@@ -303,7 +301,7 @@ class SceneRenderer:
         shadow: tuple[list[int], list[tuple[float, float]]] | None = None
         # seasonal gazetteer places: less light under a low winter sun; x1.0 keeps the cities' bytes
         dim = 1.0
-        if plan.place is not None and plan.place.seasonal:
+        if plan.seasonal:
             dim = 0.7 + 0.3 * min(1.0, max(0.0, cond.sun_elevation_deg / 35.0))
         if lit:
             k = (0.92 + 0.32 * cos_inc) * dim
@@ -341,7 +339,7 @@ class SceneRenderer:
         occ = Image.new("L", (size, size), 0)
         self._props(img, occ, cam, line, view, drive, cond, target.u, u_lo, u_hi, main_lut, rng)
         img = self._weather(img, geom, cond, rng)
-        if plan.place is not None and plan.place.seasonal:
+        if plan.seasonal:
             img = self._season_grade(img, cond)
         img = self._camera_effects(img.convert("RGB"), rng, knobs, weather, cond.date.year)
         buf = io.BytesIO()
@@ -407,8 +405,8 @@ class SceneRenderer:
                 tone = np.clip(182.0 + 14.0 * fine, 160.0, 200.0)
             sky = np.asarray(img, dtype=np.float32)
             cloud = np.stack([tone, tone + 1.5, tone + 4.0], axis=-1)
-            sky = sky * (1.0 - a[..., None]) + cloud * a[..., None]
-            img = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8), "RGB")
+            covered = sky * (1.0 - a[..., None]) + cloud * a[..., None]
+            img = Image.fromarray(np.clip(covered, 0, 255).astype(np.uint8), "RGB")
         return img
 
     def _ground(self, img: Image.Image, cam: Camera, line: Line, drive, cond: Conditions,
@@ -418,9 +416,9 @@ class SceneRenderer:
         sw = line.sidewalk_m
         far_w = st.width + 2.0
         wet = cond.weather == "rain"
-        asphalt = self.style.asphalt
-        paving = self.style.paving
-        kerb = self.style.kerb
+        asphalt: tuple[int, ...] = self.style.asphalt
+        paving: tuple[int, ...] = self.style.paving
+        kerb: tuple[int, ...] = self.style.kerb
         if cond.snow_cover:
             asphalt, paving, kerb = (178, 180, 185), (226, 230, 236), (232, 235, 240)
         elif wet:
