@@ -58,22 +58,27 @@ class Knobs:
         return asdict(self)
 
 
+#: every scalar knob's value at difficulty 0 and at difficulty 1 (linear in between)
+KNOB_RANGES: dict[str, tuple[float, float]] = {
+    "duplicate_prob": (0.02, 0.8),
+    "duplicate_mutations": (4.0, 1.2),
+    "theme_prob": (0.1, 0.95),
+    "tree_density": (0.4, 1.7),
+    "cars_per_10m": (0.15, 1.1),
+    "pedestrians_per_view": (0.1, 3.0),
+    "max_view_angle_deg": (30.0, 65.0),
+    "weather_severity": (0.4, 2.2),
+    "exposure_range": (0.1, 0.45),
+    "colour_cast": (0.03, 0.16),
+    "blur_prob": (0.05, 0.5),
+    "crop_jitter": (0.0, 0.08),
+    "camera_strength": (0.3, 1.6),
+}
+
+
 def knobs_for(difficulty: float) -> Knobs:
     """The knob values at ``difficulty`` in [0, 1] (0.5 is the calibrated default)."""
     d = min(1.0, max(0.0, float(difficulty)))
-    return Knobs(
-        duplicate_prob=_lerp(0.02, 0.8, d),
-        duplicate_mutations=_lerp(4.0, 1.2, d),
-        theme_prob=_lerp(0.1, 0.95, d),
-        tree_density=_lerp(0.4, 1.7, d),
-        cars_per_10m=_lerp(0.15, 1.1, d),
-        pedestrians_per_view=_lerp(0.1, 3.0, d),
-        max_view_angle_deg=_lerp(30.0, 65.0, d),
-        fov_range_deg=(_lerp(58.0, 38.0, d), _lerp(66.0, 88.0, d)),
-        weather_severity=_lerp(0.4, 2.2, d),
-        exposure_range=_lerp(0.1, 0.45, d),
-        colour_cast=_lerp(0.03, 0.16, d),
-        blur_prob=_lerp(0.05, 0.5, d),
-        crop_jitter=_lerp(0.0, 0.08, d),
-        camera_strength=_lerp(0.3, 1.6, d),
-    )
+    scalars: dict[str, Any] = {k: _lerp(lo, hi, d) for k, (lo, hi) in KNOB_RANGES.items()}
+    # the zoom range widens at both ends: narrower and wider fields of view
+    return Knobs(fov_range_deg=(_lerp(58.0, 38.0, d), _lerp(66.0, 88.0, d)), **scalars)

@@ -105,7 +105,8 @@ def _jitter(rgb: RGB, rng: np.random.Generator, amount: float) -> RGB:
     """Shift a colour by up to ``amount`` (0-255 units) per channel, mostly in brightness."""
     shift = rng.normal(0.0, amount)
     ch = rng.normal(0.0, amount * 0.35, 3)
-    return tuple(int(np.clip(c + shift + d, 0, 255)) for c, d in zip(rgb, ch, strict=True))
+    r, g, b = (int(np.clip(c + shift + d, 0, 255)) for c, d in zip(rgb, ch, strict=True))
+    return (r, g, b)
 
 
 def _uniform(rng: np.random.Generator, lo_hi: tuple[float, float]) -> float:
@@ -155,18 +156,19 @@ def sample_genome(
         style: overrides ``STYLES[city]`` (places of the gazetteer world carry their own).
     """
     style = STYLES[city] if style is None else style
-    use_theme = theme is not None and rng.random() < theme_prob
+    # the theme in use (None when not drawn); one draw whether or not a family is forced
+    used = theme if theme is not None and rng.random() < theme_prob else None
     if family is not None:
         fam = family_by_name(style, family)
-    elif use_theme:
-        fam = family_by_name(style, theme.family)
+    elif used is not None:
+        fam = family_by_name(style, used.family)
     else:
         fam = style.families[
             int(rng.choice(len(style.families), p=_norm([f.weight for f in style.families])))
         ]
-    if use_theme and fam.name == theme.family:
-        wall = _jitter(_choice(rng, theme.walls), rng, 6.0)
-        trim, accent = theme.trim, theme.accent
+    if used is not None and fam.name == used.family:
+        wall = _jitter(_choice(rng, used.walls), rng, 6.0)
+        trim, accent = used.trim, used.accent
     else:
         wall = _jitter(_choice(rng, fam.walls), rng, 10.0)
         trim, accent = _choice(rng, fam.trims), _choice(rng, fam.accents)

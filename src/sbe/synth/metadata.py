@@ -58,7 +58,11 @@ class ViewGeometry:
     def camera(self, view: View, image_size: int) -> Camera:
         """The rendering camera (aimed at the target, plus the view's zoom, roll and jitter)."""
         return Camera(
-            position=tuple(float(x) for x in self.camera_enu),
+            position=(
+                float(self.camera_enu[0]),
+                float(self.camera_enu[1]),
+                float(self.camera_enu[2]),
+            ),
             heading_deg=self.heading_deg,
             pitch_deg=self.pitch_deg,
             fov_deg=view.fov_deg,

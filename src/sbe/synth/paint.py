@@ -7,7 +7,7 @@ ground; the painter maps them to pixels at ``ppm`` pixels per metre (see :mod:`s
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,7 +27,8 @@ def shade(rgb: Sequence[int], f: float, alpha: int | None = None) -> tuple[int, 
 
 def mix(a: Sequence[int], b: Sequence[int], t: float) -> RGB:
     """Linear blend ``(1 - t) * a + t * b``."""
-    return tuple(round(x + (y - x) * t) for x, y in zip(a[:3], b[:3], strict=True))
+    r, g, bl = (round(x + (y - x) * t) for x, y in zip(a[:3], b[:3], strict=True))
+    return (r, g, bl)
 
 
 @functools.lru_cache(maxsize=64)
@@ -106,12 +107,12 @@ class Painter:
         """Remember a roof surface (metre polygon) for the snow variant."""
         self.roof_polys.append([(self.x(u), self.y(v)) for u, v in pts])
 
-    def vbars(self, us: Sequence[float], bar_w: float, v0: float, v1: float, fill) -> None:
+    def vbars(self, us: Iterable[float], bar_w: float, v0: float, v1: float, fill) -> None:
         """Vertical bars ``bar_w`` wide from ``v0`` to ``v1``, their left edges at ``us``."""
         for u in us:
             self.rect(float(u), v0, float(u) + bar_w, v1, fill=fill)
 
-    def hbars(self, vs: Sequence[float], bar_h: float, u0: float, u1: float, fill) -> None:
+    def hbars(self, vs: Iterable[float], bar_h: float, u0: float, u1: float, fill) -> None:
         """Horizontal bars ``bar_h`` high from ``u0`` to ``u1``, their bottom edges at ``vs``."""
         for v in vs:
             self.rect(u0, float(v), u1, float(v) + bar_h, fill=fill)

@@ -13,8 +13,17 @@ import numpy as np
 from sbe.sphere import offset_latlon
 from sbe.synth.cities import CITY_BY_KEY, City
 from sbe.synth.genome import Genome
+from sbe.synth.places import is_seasonal
 from sbe.synth.season import Conditions
 from sbe.synth.styles import STYLES, CityStyle
+
+
+def latlon_at(lat0: float, lon0: float, east_m: float, north_m: float) -> tuple[float, float]:
+    """Latitude/longitude (degrees) of a point ``east_m``/``north_m`` metres from ``(lat0, lon0)``."""
+    lat, lon = offset_latlon(
+        np.asarray(lat0), np.asarray(lon0), np.asarray(east_m), np.asarray(north_m)
+    )
+    return float(lat), float(lon)
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,11 @@ class DatasetPlan:
     style: CityStyle | None = None
 
     @property
+    def seasonal(self) -> bool:
+        """A gazetteer place whose look follows the capture date (:func:`~sbe.synth.places.is_seasonal`)."""
+        return self.place is not None and is_seasonal(self.place.koppen)
+
+    @property
     def city_info(self) -> City:
         return self.place if self.place is not None else CITY_BY_KEY[self.city]
 
@@ -180,5 +194,4 @@ class DatasetPlan:
 
     def latlon(self, east_m: float, north_m: float) -> tuple[float, float]:
         """Latitude/longitude (degrees) of a point in this region's local frame."""
-        lat, lon = offset_latlon(self.lat0, self.lon0, east_m, north_m)
-        return float(lat), float(lon)
+        return latlon_at(self.lat0, self.lon0, east_m, north_m)

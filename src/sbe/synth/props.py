@@ -141,11 +141,11 @@ def tree_sprite(
                 depth - 1,
             )
 
-    for a in (math.pi / 2 - 0.5, math.pi / 2, math.pi / 2 + 0.5):
+    for ang0 in (math.pi / 2 - 0.5, math.pi / 2, math.pi / 2 + 0.5):
         grow(
             0.0,
             crown_base,
-            a + float(branch_rng.normal(0, 0.1)),
+            ang0 + float(branch_rng.normal(0, 0.1)),
             (height_m - crown_base) * 0.36,
             trunk_w * 0.7,
             4,

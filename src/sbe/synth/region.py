@@ -200,18 +200,20 @@ def plan_region(
     b_min, b_max = b0[0] - wh[0], b0[-1] + by[-1] + wh[-1]
     # streets (centrelines)
     street_of: dict[tuple[str, int], int] = {}
+
+    def add_street(
+        key: tuple[str, int], start: np.ndarray, direction: np.ndarray, length: float, width: float
+    ) -> None:
+        sid = len(plan.streets)
+        plan.streets[sid] = Street(sid, tuple(start), tuple(direction), length, width)
+        street_of[key] = sid
+
     for j in range(nby + 1):
         b_c = (b0[j] - wh[j] / 2) if j < nby else (b0[-1] + by[-1] + wh[j] / 2)
-        sid = len(plan.streets)
-        start = a_min * a_hat + b_c * b_hat
-        plan.streets[sid] = Street(sid, tuple(start), tuple(a_hat), a_max - a_min, wh[j])
-        street_of[("h", j)] = sid
+        add_street(("h", j), a_min * a_hat + b_c * b_hat, a_hat, a_max - a_min, wh[j])
     for i in range(nbx + 1):
         a_c = (a0[i] - wv[i] / 2) if i < nbx else (a0[-1] + bx[-1] + wv[i] / 2)
-        sid = len(plan.streets)
-        start = a_c * a_hat + b_min * b_hat
-        plan.streets[sid] = Street(sid, tuple(start), tuple(b_hat), b_max - b_min, wv[i])
-        street_of[("v", i)] = sid
+        add_street(("v", i), a_c * a_hat + b_min * b_hat, b_hat, b_max - b_min, wv[i])
 
     # lines: plane origin / tangent / normal per key
     heights: dict[tuple[str, int, int], float] = {}

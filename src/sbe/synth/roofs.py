@@ -158,30 +158,13 @@ def draw_roof(ctx: FacadeCtx, xs: np.ndarray, ww: float, mask: ImageDraw.ImageDr
                 shade(g.roof_color, 0.75),
             )
         p.roof_poly(pts)
-        for uc in xs:
+        for uc in xs:  # dormers: a trim frame with an arched head around the glass
             dw = ww * 0.8
-            p.rect(
-                float(uc) - dw / 2 - 0.15,
-                top + 0.4,
-                float(uc) + dw / 2 + 0.15,
-                top + 1.9,
-                fill=g.trim,
-            )
-            p.chord_top(
-                float(uc) - dw / 2 - 0.15,
-                top + 1.6,
-                float(uc) + dw / 2 + 0.15,
-                top + 2.3,
-                fill=g.trim,
-            )
-            p.rect(
-                float(uc) - dw / 2,
-                top + 0.5,
-                float(uc) + dw / 2,
-                top + 1.8,
-                fill=shade(g.glass, 0.9),
-            )
-            p.ledge(float(uc) - dw / 2 - 0.15, float(uc) + dw / 2 + 0.15, top + 2.0)
+            lo, hi = float(uc) - dw / 2, float(uc) + dw / 2
+            p.rect(lo - 0.15, top + 0.4, hi + 0.15, top + 1.9, fill=g.trim)
+            p.chord_top(lo - 0.15, top + 1.6, hi + 0.15, top + 2.3, fill=g.trim)
+            p.rect(lo, top + 0.5, hi, top + 1.8, fill=shade(g.glass, 0.9))
+            p.ledge(lo - 0.15, hi + 0.15, top + 2.0)
         p.rect(0.4, top + rh - 0.1, width - 0.4, top + rh, fill=(150, 155, 160))
     else:  # Dutch gables
         pts = gable_outline(roof, width, top, rh)

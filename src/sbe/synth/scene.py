@@ -32,6 +32,7 @@ from sbe.synth.facade import render_facade, with_snow
 from sbe.synth.metadata import ViewGeometry, view_geometry
 from sbe.synth.paint import FacadeTexture, mix, shade
 from sbe.synth.plan import DatasetPlan, Line, View
+from sbe.synth.projection import line_points, project_polygon, project_segments
 from sbe.synth.props import (
     Sprite,
     car_sprite,
@@ -103,47 +104,6 @@ def _lut(
     return out
 
 
-def _clip_near(cam_pts: np.ndarray, near: float) -> np.ndarray:
-    """Clip a polygon in camera coordinates to depth >= ``near`` (Sutherland-Hodgman)."""
-    inside = cam_pts[:, 2] >= near
-    if inside.all():
-        return cam_pts
-    out: list[np.ndarray] = []
-    n = len(cam_pts)
-    for i in range(n):
-        a, b = cam_pts[i], cam_pts[(i + 1) % n]
-        ina, inb = inside[i], inside[(i + 1) % n]
-        if ina:
-            out.append(a)
-        if ina != inb:
-            t = (near - a[2]) / (b[2] - a[2])
-            out.append(a + t * (b - a))
-    return np.asarray(out).reshape(-1, 3)
-
-
-def project_polygon(cam: Camera, pts: np.ndarray, near: float = 0.3) -> list[tuple[float, float]]:
-    """Project a world polygon (N, 3) to pixels, clipped to the part in front of the camera."""
-    cam_pts = (np.asarray(pts, dtype=np.float64) - np.asarray(cam.position)) @ cam.rotation().T
-    clipped = _clip_near(cam_pts, near)
-    if len(clipped) < 3:
-        return []
-    hom = clipped @ cam.intrinsics().T
-    xy = hom[:, :2] / hom[:, 2:3]
-    return list(map(tuple, xy.tolist()))
-
-
-def project_segments(cam: Camera, a: np.ndarray, b: np.ndarray, near: float = 0.5) -> list[tuple]:
-    """Project world segments a[i] -> b[i] (each (N, 3)); segments not fully in front are dropped."""
-    rot, k, c = cam.rotation(), cam.intrinsics(), np.asarray(cam.position)
-    ca, cb = (a - c) @ rot.T, (b - c) @ rot.T
-    ok = (ca[:, 2] >= near) & (cb[:, 2] >= near)
-    ha, hb = ca[ok] @ k.T, cb[ok] @ k.T
-    pa, pb = ha[:, :2] / ha[:, 2:3], hb[:, :2] / hb[:, 2:3]
-    return [
-        ((x0, y0), (x1, y1)) for (x0, y0), (x1, y1) in zip(pa.tolist(), pb.tolist(), strict=True)
-    ]
-
-
 @functools.lru_cache(maxsize=8)
 def _overlay_bank(kind: str, size: int) -> Image.Image:
     """Cached full-frame overlays (2x the image side, cropped at random offsets per view)."""
@@ -187,14 +147,6 @@ def _crop_bank(bank: Image.Image, size: int, rng: np.random.Generator) -> Image.
     return bank.crop((x, y, x + size, y + size))
 
 
-def line_points(line: Line, u: np.ndarray, w: float, v: float = 0.0) -> np.ndarray:
-    """World points (N, 3) at positions ``u`` along a line, ``w`` toward the street, ``v`` up."""
-    u = np.asarray(u, dtype=np.float64)
-    e = line.origin[0] + u * line.tangent[0] + w * line.normal[0]
-    n = line.origin[1] + u * line.tangent[1] + w * line.normal[1]
-    return np.stack([e, n, np.full_like(u, v)], axis=1)
-
-
 class SceneRenderer:
     """Renders the views of one map region (caches textures and sprites between views)."""
 
@@ -219,24 +171,22 @@ class SceneRenderer:
         key = (facade, snow, level)
         if key not in self._textures:
             if level > 0:
-                base, tex = self._textures.get((facade, snow, 0)) or (None, None)
-                if base is None:
+                if (facade, snow, 0) not in self._textures:
                     self.texture(facade, snow, 0)
-                    base, tex = self._textures[(facade, snow, 0)]
+                base, tex = self._textures[(facade, snow, 0)]
                 f = 2**level
                 img = base.resize(
                     (max(2, base.size[0] // f), max(2, base.size[1] // f)), Image.Resampling.BOX
                 )
                 self._textures[key] = (img, tex)
             else:
-                tex = self._info.get(facade)
-                if tex is None:
+                if facade not in self._info:
                     fac = self.plan.facades[facade]
                     genome = self.plan.buildings[fac.building].genome
-                    tex = render_facade(genome, fac.width, self.ppm, side=fac.side)
-                    self._info[facade] = tex
-                rgba = with_snow(tex, np.random.default_rng([facade, 3])) if snow else tex.image
-                self._textures[key] = (rgba.convert("RGBa"), tex)
+                    self._info[facade] = render_facade(genome, fac.width, self.ppm, side=fac.side)
+                info = self._info[facade]
+                rgba = with_snow(info, np.random.default_rng([facade, 3])) if snow else info.image
+                self._textures[key] = (rgba.convert("RGBa"), info)
         img, tex = self._textures[key]
         return img, tex.ppm * img.size[0] / tex.image.size[0]
 
@@ -303,7 +253,7 @@ class SceneRenderer:
         shadow: tuple[list[int], list[tuple[float, float]]] | None = None
         # seasonal gazetteer places: less light under a low winter sun; x1.0 keeps the cities' bytes
         dim = 1.0
-        if plan.place is not None and plan.place.seasonal:
+        if plan.seasonal:
             dim = 0.7 + 0.3 * min(1.0, max(0.0, cond.sun_elevation_deg / 35.0))
         if lit:
             k = (0.92 + 0.32 * cos_inc) * dim
@@ -341,7 +291,7 @@ class SceneRenderer:
         occ = Image.new("L", (size, size), 0)
         self._props(img, occ, cam, line, view, drive, cond, target.u, u_lo, u_hi, main_lut, rng)
         img = self._weather(img, geom, cond, rng)
-        if plan.place is not None and plan.place.seasonal:
+        if plan.seasonal:
             img = self._season_grade(img, cond)
         img = self._camera_effects(img.convert("RGB"), rng, knobs, weather, cond.date.year)
         buf = io.BytesIO()
@@ -407,8 +357,8 @@ class SceneRenderer:
                 tone = np.clip(182.0 + 14.0 * fine, 160.0, 200.0)
             sky = np.asarray(img, dtype=np.float32)
             cloud = np.stack([tone, tone + 1.5, tone + 4.0], axis=-1)
-            sky = sky * (1.0 - a[..., None]) + cloud * a[..., None]
-            img = Image.fromarray(np.clip(sky, 0, 255).astype(np.uint8), "RGB")
+            covered = sky * (1.0 - a[..., None]) + cloud * a[..., None]
+            img = Image.fromarray(np.clip(covered, 0, 255).astype(np.uint8), "RGB")
         return img
 
     def _ground(self, img: Image.Image, cam: Camera, line: Line, drive, cond: Conditions,
@@ -418,9 +368,9 @@ class SceneRenderer:
         sw = line.sidewalk_m
         far_w = st.width + 2.0
         wet = cond.weather == "rain"
-        asphalt = self.style.asphalt
-        paving = self.style.paving
-        kerb = self.style.kerb
+        asphalt: tuple[int, ...] = self.style.asphalt
+        paving: tuple[int, ...] = self.style.paving
+        kerb: tuple[int, ...] = self.style.kerb
         if cond.snow_cover:
             asphalt, paving, kerb = (178, 180, 185), (226, 230, 236), (232, 235, 240)
         elif wet:

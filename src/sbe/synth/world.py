@@ -24,12 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sbe.sphere import offset_latlon
 from sbe.synth.cities import CITY_BY_KEY, City
 from sbe.synth.difficulty import Knobs
 from sbe.synth.places import Place, build_places
 from sbe.synth.placestyle import place_style
-from sbe.synth.plan import DatasetPlan
+from sbe.synth.plan import DatasetPlan, latlon_at
 from sbe.synth.region import Ids, plan_region
 from sbe.synth.styles import CityStyle
 
@@ -48,7 +47,7 @@ def _region_centres(city: City, n: int, rng: np.random.Generator) -> list[tuple[
     """``n`` region centres (lat, lon) within the city radius, at least 700 m apart."""
     out: list[np.ndarray] = []
     for _ in range(n):
-        best = None
+        best = np.zeros(2)  # replaced on the first attempt
         for _attempt in range(60):
             r = 1000.0 * city.radius_km * math.sqrt(float(rng.uniform(0.02, 1.0)))
             th = float(rng.uniform(0, 2 * math.pi))
@@ -56,11 +55,7 @@ def _region_centres(city: City, n: int, rng: np.random.Generator) -> list[tuple[
             if not out or float(np.min(np.linalg.norm(np.asarray(out) - best, axis=1))) >= 700.0:
                 break
         out.append(best)
-    res = []
-    for p in out:
-        lat, lon = offset_latlon(city.lat, city.lon, float(p[0]), float(p[1]))
-        res.append((float(lat), float(lon)))
-    return res
+    return [latlon_at(city.lat, city.lon, float(p[0]), float(p[1])) for p in out]
 
 
 def _share_by_population(n_buildings: int, places: tuple[Place, ...]) -> list[int]:
