@@ -489,7 +489,8 @@ def predict(
 
 def centre_latlon(heads: GeoHeads) -> tuple[np.ndarray, np.ndarray]:
     """Lat/lon (degrees) of the heads' MvMF centres."""
-    return unit_to_latlon(heads.centres.numpy())
+    # a registered buffer, which nn.Module types as Tensor | Module; as_tensor neither copies nor casts
+    return unit_to_latlon(torch.as_tensor(heads.centres).numpy())
 
 
 class GeoStage(Stage):
