@@ -252,5 +252,5 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
 
 def report_file(cfg: SbeConfig) -> Path | None:
     """The finished run's ``report.html`` (``None`` when there is none)."""
-    report = ReportDir(wire(cfg).section("report").output).path(ReportDir.REPORT)  # type: ignore[attr-defined]
+    report = ReportDir(wire(cfg).resolved().report.output).path(ReportDir.REPORT)
     return report if report.is_file() else None
