@@ -192,8 +192,9 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
         not fit a table cell, is :func:`report_file`).
     """
     cfg = wire(cfg)
+    res = cfg.resolved()
     rows: list[tuple[str, str, str]] = []
-    run = _read_json(RunDir(cfg.section("train").output).run_json) or {}
+    run = _read_json(RunDir(res.train.output).run_json) or {}
     test = run.get("test") or {}
     if test:
         b, p = test["backbone"], test["projector"]
@@ -206,8 +207,8 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
             )
         )
         rows.append(("test mAP@R (projector)", f"{p['map@r']:.3f}", f"backbone {b['map@r']:.3f}"))
-    evaluate = RunDir(cfg.section("evaluate").run).evaluate_dir()
-    ev = _read_json(evaluate.result_path(cfg.section("evaluate").split)) or {}
+    evaluate = RunDir(res.evaluate.run).evaluate_dir()
+    ev = _read_json(evaluate.result_path(res.evaluate.split)) or {}
     lm = ev.get("landmarks") or {}
     if "projector" in lm and "backbone" in lm:
         rows.append(
@@ -217,7 +218,7 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
                 f"backbone {lm['backbone']['correct@1']}/{lm['images']}",
             )
         )
-    geo = _read_json(GeoDir(cfg.section("geo").output).path(GeoDir.METRICS)) or {}
+    geo = _read_json(GeoDir(res.geo.output).path(GeoDir.METRICS)) or {}
     gt = geo.get("test") or {}
     if gt:
         m, base = gt["model"], gt["baselines"]
@@ -238,7 +239,7 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
         rows.append(
             ("geo: climate accuracy", f"{cl['fine_acc']:.1%}", f"most common {mcc['fine_acc']:.1%}")
         )
-    bb = BackboneDir(cfg.section("backbone").output).manifest()
+    bb = BackboneDir(res.backbone.output).manifest()
     extra = bb.extra if bb is not None else {}
     ips = extra.get("images_per_second")
     if ips:
@@ -251,5 +252,5 @@ def key_numbers(cfg: SbeConfig) -> list[tuple[str, str, str]]:
 
 def report_file(cfg: SbeConfig) -> Path | None:
     """The finished run's ``report.html`` (``None`` when there is none)."""
-    report = ReportDir(wire(cfg).section("report").output).path(ReportDir.REPORT)  # type: ignore[attr-defined]
+    report = ReportDir(wire(cfg).resolved().report.output).path(ReportDir.REPORT)
     return report if report.is_file() else None

@@ -66,13 +66,13 @@ def geo_evaluate(
     """Accuracy at 1/25/200/750/2500 km, climate and season errors, beside two baselines."""
     from sbe.stages import geo
 
-    cfg = load_cfg(config).section("geo")
+    cfg = load_cfg(config).resolved().geo
     report = geo.evaluate(
-        run.resolve() if run is not None else Path(cfg.output),  # type: ignore[attr-defined]
+        run.resolve() if run is not None else Path(cfg.output),
         split=split,
         split_dir=input.resolve() if input is not None else None,
-        fallback_px=cfg.coastal_fallback_px,  # type: ignore[attr-defined]
-        threads=cfg.threads,  # type: ignore[attr-defined]
+        fallback_px=cfg.coastal_fallback_px,
+        threads=cfg.threads,
     )
     if as_json:
         typer.echo(json.dumps(report))
@@ -97,13 +97,13 @@ def geo_predict(
     """Top-k locations with probabilities, climate class and season for images or embeddings."""
     from sbe.stages import geo
 
-    cfg = load_cfg(config).section("geo")
+    cfg = load_cfg(config).resolved().geo
     rows = geo.predict(
-        model.resolve() if model is not None else Path(cfg.output),  # type: ignore[attr-defined]
+        model.resolve() if model is not None else Path(cfg.output),
         images=images or None,
         embeddings_file=embeddings,
         top_k=top_k,
-        threads=cfg.threads,  # type: ignore[attr-defined]
+        threads=cfg.threads,
     )
     if as_json:
         typer.echo(json.dumps(rows))
@@ -172,7 +172,7 @@ def search(
     """Nearest neighbours by id, vector or image: similarity, id and location."""
     from sbe.stages import search as stage
 
-    index_dir = index or load_cfg(config).section("index").output  # type: ignore[attr-defined]
+    index_dir = index or load_cfg(config).resolved().index.output
     idx, labels, result = stage.run_query(
         index_dir,
         id_value=id_value,
@@ -233,7 +233,7 @@ def serve(
     """
     from sbe.service.command import serve as run_server
 
-    index_dir = index or load_cfg(config).section("index").output  # type: ignore[attr-defined]
+    index_dir = index or load_cfg(config).resolved().index.output
     run_server(index_dir, model, host, port, workers, photos=photos)
 
 
@@ -241,7 +241,7 @@ def run_tune(name: str, cfg: SbeConfig, sec: Any, log: Any = None, **_: Any) -> 
     """``sbe tune``: trials of the shared study, starting from the ``[train]`` settings."""
     from sbe.stages import tune
 
-    return tune.run(sec, cfg.section("train"), console=log), {}  # type: ignore[arg-type]
+    return tune.run(sec, cfg.resolved().train, console=log), {}
 
 
 def run_and_report(cfg: SbeConfig, restart: list[str], as_json: bool) -> None:

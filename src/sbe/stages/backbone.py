@@ -196,6 +196,7 @@ def read_rows(path: str | os.PathLike[str], start: int, stop: int) -> pa.Table:
         offset += n
     if not groups:
         return pf.schema_arrow.empty_table()
+    assert first is not None  # set with the first group kept
     table = pf.read_row_groups(groups)
     return table.slice(start - first, stop - start)
 

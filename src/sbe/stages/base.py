@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -40,7 +41,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sbe.config import SbeConfig, Section, section_dict
 from sbe.progress import progress_bar
@@ -60,6 +61,11 @@ from sbe.storage import (
 from sbe.storage.artifacts import ArtifactDir, relpath
 from sbe.storage.lineage import BackboneIdentity, Lineage
 from sbe.storage.manifest import MANIFEST_NAME
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+SettingsT = TypeVar("SettingsT", bound="DataclassInstance")
 
 IN_PROGRESS_NAME = "_in_progress.json"
 #: how many folders above an input file are searched for the manifest of the stage that wrote it
@@ -397,3 +403,24 @@ def run_stage(
     with ctx:
         manifest = stage.run(cfg, ctx)
     return manifest, ctx.results
+
+
+def settings_from(cls: type[SettingsT], section: object, **overrides: Any) -> SettingsT:
+    """A library settings dataclass built from the same-named fields of a config section.
+
+    Args:
+        cls: the dataclass; every one of its init fields is taken from ``section`` unless given in
+            ``overrides`` (a field the section lacks is an ``AttributeError``, so a renamed field
+            cannot quietly fall back to its default).
+        section: the config section (or any object with those attributes).
+        overrides: values computed by the stage rather than read from the section.
+
+    Returns:
+        ``cls(**values)``.
+    """
+    values = {
+        f.name: getattr(section, f.name)
+        for f in dataclasses.fields(cls)
+        if f.init and f.name not in overrides
+    }
+    return cls(**values, **overrides)

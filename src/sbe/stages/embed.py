@@ -269,7 +269,7 @@ class EmbedStage(Stage):
     )
 
     def skip_reason(self, cfg: SbeConfig) -> str | None:
-        path = cfg.section("embed").input
+        path = cfg.resolved().embed.input
         return None if Path(path).exists() else f"no images to embed at {path}"
 
     def run(self, cfg: EmbedConfig, ctx: StageContext) -> Manifest:

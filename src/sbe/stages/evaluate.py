@@ -74,7 +74,7 @@ class EvaluateStage(Stage):
         has_landmarks = lm_dir is not None and (lm_dir / "labels.csv").is_file()
         best = run.best
         read = [split_file, run.run_json, *run.best_files()]
-        if has_landmarks:
+        if has_landmarks and lm_dir is not None:
             read.append(lm_dir)
         if (done := ctx.check(fingerprint_paths(read))) is not None:
             ctx.results.update(done.extra.get("results") or {})

@@ -51,7 +51,7 @@ from sbe.geo.predict import (
 from sbe.geo.settings import GeoSettings
 from sbe.geo.trainer import FitSettings, fit, torch_threads
 from sbe.sphere import haversine_km, unit_to_latlon
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
 from sbe.storage import (
     Manifest,
     atomic_path,
@@ -134,18 +134,7 @@ def _inputs(cfg: GeoConfig) -> list[Path]:
 
 def fit_settings(cfg: GeoConfig) -> FitSettings:
     """The optimisation settings of a ``[geo]`` section."""
-    return FitSettings(
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps,
-        grad_clip=cfg.grad_clip,
-        patience=cfg.patience,
-        select_on=cfg.select_on,
-        seed=cfg.seed,
-        device=cfg.device,
-    )
+    return settings_from(FitSettings, cfg)
 
 
 def _epoch_line(rec: dict[str, Any]) -> str:
@@ -489,7 +478,8 @@ def predict(
 
 def centre_latlon(heads: GeoHeads) -> tuple[np.ndarray, np.ndarray]:
     """Lat/lon (degrees) of the heads' MvMF centres."""
-    return unit_to_latlon(heads.centres.numpy())
+    # a registered buffer, which nn.Module types as Tensor | Module; as_tensor neither copies nor casts
+    return unit_to_latlon(torch.as_tensor(heads.centres).numpy())
 
 
 class GeoStage(Stage):

@@ -22,7 +22,7 @@ from sbe.errors import SbeError
 from sbe.index.directory import IDS_FILE, INDEX_FILE, INFO_FILE, IndexInfo, save_index_dir
 from sbe.index.faiss_index import IndexParams, build_index, index_nbytes
 from sbe.index.source import open_source, read_source, source_provenance
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
 from sbe.storage import Manifest, SkipLog, StageTimer, config_hash, fingerprint_paths
 from sbe.storage.artifacts import relpath, source_dir
 
@@ -30,13 +30,7 @@ STAGE = "index"
 
 
 def params_from_config(cfg: IndexConfig) -> IndexParams:
-    return IndexParams(
-        kind=cfg.kind,
-        exact_max_rows=cfg.exact_max_rows,
-        hnsw_m=cfg.hnsw_m,
-        ef_construction=cfg.ef_construction,
-        ef_search=cfg.ef_search,
-    )
+    return settings_from(IndexParams, cfg)
 
 
 def relative_to(path: str | Path, folder: Path) -> str:

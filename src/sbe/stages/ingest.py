@@ -345,6 +345,31 @@ def _cross_tar_duplicates(out: Path, parts: list[str]) -> tuple[int, list[str]]:
     return int(counts[counts > 1].sum() - len(dup)), [uid_str(int(u)) for u in dup[:5]]
 
 
+def _run_stats(
+    todo: list[Any],
+    processes: int,
+    threads: int,
+    fresh_rows: int,
+    seconds: float,
+    removed: list[str],
+) -> dict[str, Any]:
+    """The manifest's throughput entries, shared by the tar and the folder paths.
+
+    Args:
+        todo: the tasks decoded in this run (empty: all reused, so no processes ran).
+        processes, threads: decode processes and threads per process.
+        fresh_rows: rows ingested (not reused) in this run; ``seconds``: its wall time.
+        removed: the stale part files removed (names).
+    """
+    return {
+        "processes": processes if todo else 0,
+        "decode_threads": threads if todo else 0,
+        # rows ingested (not reused) in this run per second of wall time
+        "images_per_second": round(fresh_rows / seconds, 1) if fresh_rows else None,
+        "removed_stale_parts": removed,
+    }
+
+
 def _skip_summary(r: TarReport) -> str:
     if not r.skipped:
         return "the archive holds no image/metadata pairs"
@@ -476,11 +501,7 @@ class IngestStage(Stage):
                     for r in reports
                 },
                 "tars_reused": len(reused),
-                "processes": processes if todo else 0,
-                "decode_threads": threads if todo else 0,
-                # rows ingested (not reused) in this run per second of wall time
-                "images_per_second": round(fresh_rows / seconds, 1) if fresh_rows else None,
-                "removed_stale_parts": removed,
+                **_run_stats(todo, processes, threads, fresh_rows, seconds, removed),
             },
         )
 
@@ -586,10 +607,7 @@ class IngestStage(Stage):
                     for p in plans
                 },
                 "parts_reused": len(reused),
-                "processes": processes if todo else 0,
-                "decode_threads": threads if todo else 0,
-                "images_per_second": round(fresh_rows / seconds, 1) if fresh_rows else None,
-                "removed_stale_parts": removed,
+                **_run_stats(todo, processes, threads, fresh_rows, seconds, removed),
             },
         )
 

@@ -18,7 +18,7 @@ from sbe.config import ReportConfig, SbeConfig
 from sbe.errors import SbeError
 from sbe.report.build import ReportOptions, build_report
 from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
 from sbe.storage import Manifest, atomic_path, fingerprint_paths
 from sbe.storage.artifacts import ReportDir
 
@@ -40,21 +40,7 @@ def landmarks_dir(cfg: ReportConfig) -> Path | None:
 
 def inputs_of(cfg: ReportConfig) -> ReportInputs:
     """The report's inputs from its config section (absolute paths)."""
-    return ReportInputs(
-        raw=cfg.raw,
-        images=cfg.images,
-        backbone=cfg.backbone,
-        split=cfg.split,
-        neighbors=cfg.neighbors,
-        run=cfg.run,
-        geo=cfg.geo,
-        model=cfg.model,
-        embeddings=cfg.embeddings,
-        buildings=cfg.buildings,
-        clusters=cfg.clusters,
-        index=cfg.index,
-        landmarks=landmarks_dir(cfg),
-    )
+    return settings_from(ReportInputs, cfg, landmarks=landmarks_dir(cfg))
 
 
 def _geo_predict(geo_dir: Path, embeddings: np.ndarray) -> list[dict[str, Any]]:

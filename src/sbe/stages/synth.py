@@ -132,6 +132,8 @@ def _write_packaged(
     Returns:
         What it holds (path, rows, buildings, invalid rows...), also stored in its footer.
     """
+    if cfg.packaged is None:
+        raise ValueError("_write_packaged needs cfg.packaged")
     path = Path(cfg.packaged)
     meta_key = _packaged_meta(cfg)
     if part_is_current(path, meta_key):
@@ -149,12 +151,12 @@ def _write_packaged(
     tasks = [PackagedTask(p, settings) for p in world.datasets]
     results: dict[int, list] = {}
     with ctx.progress("packaged", len(tasks), unit="regions") as bar:
-        _run_tasks(
-            render_packaged,
-            tasks,
-            _workers(cfg, len(tasks)),
-            lambda t, r: (results.__setitem__(t.plan.dataset_id, r), bar.advance(1)),
-        )
+
+        def done(t: PackagedTask, r: list) -> None:
+            results[t.plan.dataset_id] = r
+            bar.advance(1)
+
+        _run_tasks(render_packaged, tasks, _workers(cfg, len(tasks)), done)
     rows = [r for did in sorted(results) for r in results[did]]
     table, info = assemble_packaged(rows, cfg.seed)
     info = {
