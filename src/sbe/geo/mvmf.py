@@ -180,6 +180,7 @@ def mixture_modes(
     log_norm = log_vmf_normaliser(log_kappa)
     kappa = log_kappa.float().exp()
     table = _owner_table(extra_candidates, extra_owner, k, per_component)
+    extra64 = None if extra_candidates is None else extra_candidates.to(torch.float64)
     out = Modes(
         lat=np.full((b, top_k), np.nan),
         lon=np.full((b, top_k), np.nan),
@@ -194,9 +195,9 @@ def mixture_modes(
         cand_comp = top[:, :m_cand]
         cand = [centres64[cand_comp]]  # (r, m, 3)
         valid = [torch.ones(r, m_cand, dtype=torch.bool, device=logits.device)]
-        if table is not None:
+        if table is not None and extra64 is not None:
             idx = table[cand_comp].reshape(r, -1)  # (r, m * G), -1 = padding
-            cand.append(extra_candidates.to(torch.float64)[idx.clamp(min=0)])
+            cand.append(extra64[idx.clamp(min=0)])
             valid.append(idx >= 0)
         pts = torch.cat(cand, dim=1)  # (r, P, 3)
         ok = torch.cat(valid, dim=1)
