@@ -145,16 +145,8 @@ class EfficientNetSpec(BackboneSpec):
         self.preprocess = preprocess or default_preprocess(name)
 
     def identity(self) -> dict[str, Any]:
-        ident: dict[str, Any] = {
-            "name": self.name,
-            "dim": self.dim,
-            "preprocess": self.preprocess.to_dict(),
-            "pooling": self.pooling,
-            "weights": f"{VARIANTS[self.name][1]}=={importlib.metadata.version(VARIANTS[self.name][1])}",
-        }
-        if self.pooling == "gem":
-            ident["gem_p"] = GEM_P
-        return ident
+        package = VARIANTS[self.name][1]
+        return self._identity(weights=f"{package}=={importlib.metadata.version(package)}")
 
     def weights_fingerprint(self) -> str:
         p = weights_path(self.name)
