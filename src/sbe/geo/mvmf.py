@@ -446,7 +446,7 @@ def spherical_kmeans(
     centres = x[kmeans_plus_plus_indices(x, k, rng)]
     assign = np.full(n, -1, dtype=np.int64)
     for _ in range(iters):
-        new = _nearest_centre(x, centres)
+        new = nearest_by_dot(x, centres)
         if np.array_equal(new, assign):
             break
         assign = new
@@ -458,10 +458,12 @@ def spherical_kmeans(
         if empty.any():  # re-seed empty clusters at the points farthest from their centres
             far = np.argsort(np.einsum("ij,ij->i", x, centres[assign]))[: int(empty.sum())]
             centres[np.flatnonzero(empty)] = x[far]
-    return centres, _nearest_centre(x, centres)
+    return centres, nearest_by_dot(x, centres)
 
 
-def _nearest_centre(x: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def nearest_by_dot(x: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Index of the row of ``centres`` (K, D) with the largest dot product, for each row of
+    ``x`` (N, D), computed ``chunk`` rows of ``x`` at a time; int64 (N,)."""
     out = np.empty(len(x), dtype=np.int64)
     for s in range(0, len(x), chunk):
         out[s : s + chunk] = np.argmax(x[s : s + chunk] @ centres.T, axis=1)
