@@ -103,7 +103,7 @@ def sample_columns(
     s: Sample,
     side: dict[str, dict[str, Any]],
     cols_cache: dict[tuple[str, ...], Columns],
-    id_column: str,
+    id_column: str | None,
     warns: SkipLog,
     where: str,
 ) -> tuple[dict[str, Any], Columns]:
