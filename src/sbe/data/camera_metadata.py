@@ -8,13 +8,13 @@ north), ``is_pano``, ``captured_at`` (ms since the epoch) and ``sequence``. The 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from sbe.data.geojson import read_feature_collection
 from sbe.errors import SbeError
 
 
@@ -68,12 +68,7 @@ def read_camera_metadata(path: str | Path, prefer_computed: bool = True) -> Came
         SbeError: unreadable, not a FeatureCollection, or an id that is not an integer.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SbeError(f"{path}: not a readable GeoJSON file ({e})") from None
-    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
-        raise SbeError(f"{path}: expected a GeoJSON FeatureCollection of images")
+    data = read_feature_collection(path, "images")
     feats = data.get("features") or []
     n = len(feats)
     ids = np.zeros(n, dtype=np.int64)

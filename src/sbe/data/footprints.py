@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import shapely
 
+from sbe.data.geojson import read_feature_collection
 from sbe.errors import SbeError
 from sbe.sphere import EARTH_RADIUS_M
 from sbe.storage import SkipLog
@@ -236,12 +237,7 @@ def _read_geoparquet(path: Path, id_column: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _read_geojson(path: Path, id_column: str) -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise SbeError(f"{path}: not a readable GeoJSON file ({e})") from None
-    if not isinstance(data, dict) or data.get("type") != "FeatureCollection":
-        raise SbeError(f"{path}: expected a GeoJSON FeatureCollection")
+    data = read_feature_collection(path)
     crs = data.get("crs")
     if crs is not None and not _crs_is_wgs84(crs):
         raise SbeError(f"{path}: CRS {_crs_text(crs)} is not WGS84; reproject to EPSG:4326 lon/lat")

@@ -146,6 +146,12 @@ def coarse_log_probs(fine_logits: Tensor, coarse_of_fine: Tensor) -> Tensor:
 class GeoHeads(nn.Module):
     """Shared trunk + location (MvMF), climate (31 fine / 6 coarse) and season heads."""
 
+    # registered buffers (declared so type checkers see tensors, not ``Tensor | Module``)
+    centres: Tensor
+    gallery: Tensor
+    gallery_owner: Tensor
+    coarse_of_fine: Tensor
+
     def __init__(self, config: GeoHeadsConfig) -> None:
         super().__init__()
         self.config = config

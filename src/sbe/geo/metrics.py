@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from sbe.geo.koppen import coarse_of
+from sbe.geo.mvmf import nearest_by_dot
 from sbe.geo.season import circular_error_days, circular_mean_doy
 from sbe.sphere import haversine_km, latlon_to_unit
 
@@ -190,11 +191,7 @@ def nearest_rows(query: np.ndarray, gallery: np.ndarray, max_block: int = 32_000
     """
     g = _normalise(np.asarray(gallery, np.float32))
     q = _normalise(np.asarray(query, np.float32))
-    chunk = max(1, min(4096, max_block // max(1, len(g))))
-    out = np.empty(len(q), dtype=np.int64)
-    for s in range(0, len(q), chunk):
-        out[s : s + chunk] = np.argmax(q[s : s + chunk] @ g.T, axis=1)
-    return out
+    return nearest_by_dot(q, g, chunk=max(1, min(4096, max_block // max(1, len(g)))))
 
 
 def nearest_neighbour_baseline(

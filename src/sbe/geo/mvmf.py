@@ -180,6 +180,7 @@ def mixture_modes(
     log_norm = log_vmf_normaliser(log_kappa)
     kappa = log_kappa.float().exp()
     table = _owner_table(extra_candidates, extra_owner, k, per_component)
+    extra64 = None if extra_candidates is None else extra_candidates.to(torch.float64)
     out = Modes(
         lat=np.full((b, top_k), np.nan),
         lon=np.full((b, top_k), np.nan),
@@ -194,9 +195,9 @@ def mixture_modes(
         cand_comp = top[:, :m_cand]
         cand = [centres64[cand_comp]]  # (r, m, 3)
         valid = [torch.ones(r, m_cand, dtype=torch.bool, device=logits.device)]
-        if table is not None:
+        if table is not None and extra64 is not None:
             idx = table[cand_comp].reshape(r, -1)  # (r, m * G), -1 = padding
-            cand.append(extra_candidates.to(torch.float64)[idx.clamp(min=0)])
+            cand.append(extra64[idx.clamp(min=0)])
             valid.append(idx >= 0)
         pts = torch.cat(cand, dim=1)  # (r, P, 3)
         ok = torch.cat(valid, dim=1)
@@ -445,7 +446,7 @@ def spherical_kmeans(
     centres = x[kmeans_plus_plus_indices(x, k, rng)]
     assign = np.full(n, -1, dtype=np.int64)
     for _ in range(iters):
-        new = _nearest_centre(x, centres)
+        new = nearest_by_dot(x, centres)
         if np.array_equal(new, assign):
             break
         assign = new
@@ -457,10 +458,12 @@ def spherical_kmeans(
         if empty.any():  # re-seed empty clusters at the points farthest from their centres
             far = np.argsort(np.einsum("ij,ij->i", x, centres[assign]))[: int(empty.sum())]
             centres[np.flatnonzero(empty)] = x[far]
-    return centres, _nearest_centre(x, centres)
+    return centres, nearest_by_dot(x, centres)
 
 
-def _nearest_centre(x: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def nearest_by_dot(x: np.ndarray, centres: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Index of the row of ``centres`` (K, D) with the largest dot product, for each row of
+    ``x`` (N, D), computed ``chunk`` rows of ``x`` at a time; int64 (N,)."""
     out = np.empty(len(x), dtype=np.int64)
     for s in range(0, len(x), chunk):
         out[s : s + chunk] = np.argmax(x[s : s + chunk] @ centres.T, axis=1)

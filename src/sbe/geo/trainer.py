@@ -37,9 +37,9 @@ from sbe.geo.loss import GeoLoss
 from sbe.sphere import haversine_km, unit_to_latlon
 from sbe.storage import atomic_path
 from sbe.training.checkpoint import (
-    optimizer_join,
     optimizer_split,
     recover_dir,
+    restore_optimizer_scheduler,
     restore_rng_tensors,
     rng_tensors,
     write_dir_atomic,
@@ -193,14 +193,7 @@ def _load_fit_checkpoint(
     best_state = {
         k[len("best.") :]: v.to(device) for k, v in tensors.items() if k.startswith("best.")
     }
-    optimizer.load_state_dict(optimizer_join(tensors, payload["optimizer"]))
-    for st in optimizer.state.values():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                st[k] = v.to(device)
-    sched = scheduler.state_dict()
-    sched.update(payload["scheduler"])
-    scheduler.load_state_dict(sched)
+    restore_optimizer_scheduler(optimizer, scheduler, tensors, payload, device)
     generator.set_state(tensors["rng.generator"])
     restore_rng_tensors(tensors)
     return payload["fit"], best_state

@@ -129,22 +129,15 @@ def kmeans(
             best = (total, labels[:, 0].astype(np.int32), sims[:, 0].astype(np.float32))
     assert best is not None
     _, labels, score = best
-    sizes = np.bincount(labels, minlength=k).astype(np.int64)
-    return Clustering(
-        labels=labels,
-        score=score,
-        score_name="centroid_similarity",
-        centroids=_centroids(x, labels, k),
-        sizes=sizes,
-        params={
-            "method": "kmeans",
-            "k": int(k),
-            "niter": int(niter),
-            "restarts": int(restarts),
-            "init": "k-means++",
-            "seed": int(seed),
-        },
-    )
+    params = {
+        "method": "kmeans",
+        "k": int(k),
+        "niter": int(niter),
+        "restarts": int(restarts),
+        "init": "k-means++",
+        "seed": int(seed),
+    }
+    return _clustering(x, labels, k, score, "centroid_similarity", params)
 
 
 def hdbscan(
@@ -191,18 +184,32 @@ def hdbscan(
     model.fit(feats)
     labels = model.labels_.astype(np.int32)
     n_clusters = int(labels.max()) + 1 if (labels >= 0).any() else 0
+    score = np.asarray(model.probabilities_, dtype=np.float32)
+    params = {
+        "method": "hdbscan",
+        "min_cluster_size": int(min_cluster_size),
+        "min_samples": min_samples,
+        "pca_components": used_pca,
+        "seed": int(seed),
+    }
+    return _clustering(x, labels, n_clusters, score, "probability", params)
+
+
+def _clustering(
+    x: np.ndarray,
+    labels: np.ndarray,
+    n_clusters: int,
+    score: np.ndarray,
+    score_name: str,
+    params: dict[str, Any],
+) -> Clustering:
+    """A :class:`Clustering` from labels (N,) in [0, n_clusters) or -1: sizes and centroids."""
     sizes = np.bincount(labels[labels >= 0], minlength=n_clusters).astype(np.int64)
     return Clustering(
         labels=labels,
-        score=np.asarray(model.probabilities_, dtype=np.float32),
-        score_name="probability",
+        score=score,
+        score_name=score_name,
         centroids=_centroids(x, labels, n_clusters),
         sizes=sizes,
-        params={
-            "method": "hdbscan",
-            "min_cluster_size": int(min_cluster_size),
-            "min_samples": min_samples,
-            "pca_components": used_pca,
-            "seed": int(seed),
-        },
+        params=params,
     )

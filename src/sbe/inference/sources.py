@@ -44,7 +44,7 @@ from sbe.data.sources.base import (
     record_from_row,
     records_table,
 )
-from sbe.data.sources.webdataset import iter_samples, sidecar
+from sbe.data.sources.webdataset import iter_samples, sample_columns, sidecar
 from sbe.data.tarstream import NotATarError, TarStream
 from sbe.errors import SbeError
 from sbe.storage import SkipLog
@@ -257,14 +257,7 @@ def index_shards(shards: Sequence[Path], id_column: str | None, keep: Sequence[s
             if s.size > MAX_IMAGE_BYTES:
                 skips.add("corrupt_image", f"{where}: {s.size:,} bytes, over the limit")
                 continue
-            meta = s.meta if s.meta is not None else side.get(s.key.rsplit("/", 1)[-1])
-            if meta is None:
-                warns.add("no_metadata", where)
-                meta = {}
-            key_names = tuple(meta)
-            cols = cols_cache.get(key_names)
-            if cols is None:
-                cols = cols_cache[key_names] = Columns.resolve(key_names, id_column)
+            meta, cols = sample_columns(s, side, cols_cache, id_column, warns, where)
             try:
                 rec = record_from_row(meta, s.member, cols, warns, where)
             except RowSkip as e:

@@ -112,6 +112,31 @@ def optimizer_join(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> di
     return {"state": state, "param_groups": groups}
 
 
+def restore_optimizer_scheduler(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    tensors: dict[str, torch.Tensor],
+    payload: dict[str, Any],
+    device: torch.device,
+) -> None:
+    """Load optimiser and scheduler state saved by :func:`optimizer_split` and the scheduler's
+    ``state_dict``.
+
+    Args:
+        tensors: the checkpoint's tensors (``optimizer.*`` entries are read).
+        payload: the checkpoint's JSON state (``optimizer`` and ``scheduler`` entries are read).
+        device: where the parameters live; state tensors (all but ``step``) are moved there.
+    """
+    optimizer.load_state_dict(optimizer_join(tensors, payload["optimizer"]))
+    for st in optimizer.state.values():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor) and k != "step":
+                st[k] = v.to(device)
+    sched = scheduler.state_dict()
+    sched.update(payload["scheduler"])
+    scheduler.load_state_dict(sched)
+
+
 def rng_tensors() -> dict[str, torch.Tensor]:
     """The torch RNG states (CPU and every CUDA device) as uint8 tensors."""
     out = {"rng.torch_cpu": torch.get_rng_state()}
@@ -198,15 +223,7 @@ def load_checkpoint(
     payload = json.loads((directory / STATE_NAME).read_text())
     tensors = load_file(str(directory / TENSORS_NAME), device="cpu")
     device = next(model.parameters()).device
-    opt_sd = optimizer_join(tensors, payload["optimizer"])
-    optimizer.load_state_dict(opt_sd)  # moves state tensors to the parameters' device
-    for st in optimizer.state.values():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor) and k != "step":
-                st[k] = v.to(device)
-    sched = scheduler.state_dict()
-    sched.update(payload["scheduler"])
-    scheduler.load_state_dict(sched)
+    restore_optimizer_scheduler(optimizer, scheduler, tensors, payload, device)
     rng.bit_generator.state = payload["numpy_rng"]
     if restore_rng:
         restore_rng_tensors(tensors)

@@ -59,8 +59,7 @@ def backbone_from_identity(
 ) -> Backbone:
     """Rebuild the backbone that produced a run's inputs from its saved identity.
 
-    Uses ``sbe.models.backbones.load_backbone`` when available; otherwise EfficientNet-Lite
-    variants are built directly.
+    Uses :func:`sbe.models.backbones.load_backbone`.
 
     Args:
         identity: the run's :class:`~sbe.storage.lineage.BackboneIdentity` (or its dict form).
@@ -71,18 +70,9 @@ def backbone_from_identity(
     """
     if isinstance(identity, BackboneIdentity):
         identity = identity.to_dict()
-    try:
-        from sbe.models.backbones import load_backbone  # type: ignore[attr-defined]
-    except ImportError:
-        load_backbone = None
-    if load_backbone is not None:
-        return load_backbone(identity, device=device)
-    from sbe.models.backbones.efficientnet import VARIANTS, EfficientNetLiteBackbone
+    from sbe.models.backbones import load_backbone
 
-    name = identity.get("name")
-    if name in VARIANTS:
-        return EfficientNetLiteBackbone(name, device=device)
-    raise SbeError(f"cannot rebuild backbone {name!r} for the real-photo check")
+    return load_backbone(identity, device=device)
 
 
 def read_landmarks(directory: str | os.PathLike[str]) -> tuple[list[Path], np.ndarray, list[str]]:

@@ -331,6 +331,17 @@ class Trainer:
     def has_checkpoint(self) -> bool:
         return self.run_dir is not None and (self.run_dir / "last").is_dir()
 
+    def _checkpoint_objects(self) -> dict[str, Any]:
+        """The live objects a checkpoint saves and restores (keyword arguments of
+        :func:`save_checkpoint` / :func:`load_checkpoint`)."""
+        return {
+            "model": self.model,
+            "extra": self.geo.heads if self.geo is not None else None,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "rng": self.rng,
+        }
+
     # ---- training ----------------------------------------------------------------------------
 
     def fit(
@@ -362,14 +373,7 @@ class Trainer:
             if not self.has_checkpoint():
                 raise SbeError(f"nothing to resume: no checkpoint in {self.run_dir}/last")
             assert self.run_dir is not None  # has_checkpoint() needs a run folder
-            st = load_checkpoint(
-                self.run_dir / "last",
-                model=self.model,
-                extra=self.geo.heads if self.geo is not None else None,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                rng=self.rng,
-            )
+            st = load_checkpoint(self.run_dir / "last", **self._checkpoint_objects())
             self._load_state(st)
             self._truncate_log(self.epoch)
             baseline = self._logged_baseline()
@@ -561,13 +565,7 @@ class Trainer:
         self._log(rec)
         if self.run_dir is not None:
             save_checkpoint(
-                self.run_dir / "last",
-                model=self.model,
-                extra=self.geo.heads if self.geo is not None else None,
-                optimizer=self.optimizer,
-                scheduler=self.scheduler,
-                rng=self.rng,
-                state=self.state_dict(),
+                self.run_dir / "last", **self._checkpoint_objects(), state=self.state_dict()
             )
         msg = (
             f"epoch {epoch:>3}/{cfg.epochs}  loss {rec['loss']:.4f}  val mAP@R {score:.4f}"

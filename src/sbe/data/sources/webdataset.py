@@ -99,6 +99,27 @@ def iter_samples(
     yield from pending.values()
 
 
+def sample_columns(
+    s: Sample,
+    side: dict[str, dict[str, Any]],
+    cols_cache: dict[tuple[str, ...], Columns],
+    id_column: str | None,
+    warns: SkipLog,
+    where: str,
+) -> tuple[dict[str, Any], Columns]:
+    """A sample's metadata (its JSON, else its :func:`sidecar` row, else empty with a
+    ``no_metadata`` warning) and the columns resolved for that set of names (cached by names)."""
+    meta = s.meta if s.meta is not None else side.get(s.key.rsplit("/", 1)[-1])
+    if meta is None:
+        warns.add("no_metadata", where)
+        meta = {}
+    names = tuple(meta)
+    cols = cols_cache.get(names)
+    if cols is None:
+        cols = cols_cache[names] = Columns.resolve(names, id_column)
+    return meta, cols
+
+
 def sidecar(shard: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
     """The parquet beside a shard (``00000.parquet``) as ``key -> row``; empty when absent."""
     p = Path(shard).with_suffix(".parquet")
@@ -187,14 +208,7 @@ def read_shard(
         if isinstance(outcome, str):
             skips.add("corrupt_image", f"{where}: {outcome}")
             continue
-        meta = s.meta if s.meta is not None else side.get(s.key.rsplit("/", 1)[-1])
-        if meta is None:
-            warns.add("no_metadata", where)
-            meta = {}
-        names = tuple(meta)
-        cols = cols_cache.get(names)
-        if cols is None:
-            cols = cols_cache[names] = Columns.resolve(names, id_column)
+        meta, cols = sample_columns(s, side, cols_cache, id_column, warns, where)
         try:
             rec = record_from_row(meta, s.member or "", cols, warns, where)
         except RowSkip as e:

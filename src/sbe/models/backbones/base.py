@@ -24,6 +24,7 @@ from torch import nn
 
 # re-exported: Preprocess lives with the decoding, which must not need torch (decoder processes)
 from sbe.data.preprocess import Preprocess, Resample, ResizeMode  # noqa: F401
+from sbe.models.backbones.pooling import GEM_P
 
 
 class Normalize(nn.Module):
@@ -87,6 +88,20 @@ class BackboneSpec(ABC):
             device: where the weights go.
             dtype: parameter dtype (float32 on CPU; bfloat16/float16 is worth it on GPU).
         """
+
+    def _identity(self, **extra: Any) -> dict[str, Any]:
+        """The identity fields every spec shares (name, dim, preprocess, pooling), then
+        ``extra`` in the order given, then ``gem_p`` when pooling is GeM."""
+        ident: dict[str, Any] = {
+            "name": self.name,
+            "dim": self.dim,
+            "preprocess": self.preprocess.to_dict(),
+            "pooling": self.pooling,
+            **extra,
+        }
+        if self.pooling == "gem":
+            ident["gem_p"] = GEM_P
+        return ident
 
     def num_parameters(self) -> int | None:
         """Parameter count if known without loading (used for batch-size and ONNX decisions)."""

@@ -12,7 +12,6 @@ better with it (numbers in ``docs/backbone.md``).
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import importlib.metadata
 from pathlib import Path
@@ -20,14 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from sbe.errors import SbeError
 from sbe.models.backbones.base import BackboneSpec, Encoder, Normalize, Preprocess
-from sbe.models.backbones.cache import cache_dir
+from sbe.models.backbones.cache import safetensors_copy
 from sbe.models.backbones.eager import TorchBackbone
 from sbe.models.backbones.pooling import GEM_P, pool_feature_map
-from sbe.storage import atomic_path
 
 #: name -> (architecture name, weights distribution, weights module, weights class, native px)
 VARIANTS: dict[str, tuple[str, str, str, str, int]] = {
@@ -71,17 +68,7 @@ def load_state_dict(name: str) -> dict[str, torch.Tensor]:
     (a restricted unpickler that only builds tensors) and copied to safetensors, which later loads
     read without any unpickling.
     """
-    src = weights_path(name)
-    st = src.stat()
-    key = hashlib.sha256(f"{src.name}:{st.st_size}".encode()).hexdigest()[:12]
-    cached = cache_dir("weights") / f"{name}-{key}.safetensors"
-    if cached.is_file():
-        return load_file(str(cached))
-    state = torch.load(src, map_location="cpu", weights_only=True)
-    state = {k: v.contiguous() for k, v in state.items()}
-    with atomic_path(cached) as tmp:
-        save_file(state, str(tmp))
-    return state
+    return safetensors_copy(weights_path(name), name, dict)
 
 
 class EfficientNetEncoder(Encoder):
@@ -145,16 +132,8 @@ class EfficientNetSpec(BackboneSpec):
         self.preprocess = preprocess or default_preprocess(name)
 
     def identity(self) -> dict[str, Any]:
-        ident: dict[str, Any] = {
-            "name": self.name,
-            "dim": self.dim,
-            "preprocess": self.preprocess.to_dict(),
-            "pooling": self.pooling,
-            "weights": f"{VARIANTS[self.name][1]}=={importlib.metadata.version(VARIANTS[self.name][1])}",
-        }
-        if self.pooling == "gem":
-            ident["gem_p"] = GEM_P
-        return ident
+        package = VARIANTS[self.name][1]
+        return self._identity(weights=f"{package}=={importlib.metadata.version(package)}")
 
     def weights_fingerprint(self) -> str:
         p = weights_path(self.name)

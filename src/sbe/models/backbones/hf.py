@@ -327,18 +327,11 @@ class HFSpec(BackboneSpec):
         return json.loads(Path(path).read_text())
 
     def identity(self) -> dict[str, Any]:
-        ident: dict[str, Any] = {
-            "name": self.name,
-            "dim": self.dim,
-            "preprocess": self.preprocess.to_dict(),
-            "pooling": self.pooling,
-            "num_prefix_tokens": self.num_prefix_tokens,
-            "model_type": self.model_type,
-            "revision": self.revision,
-        }
-        if self.pooling == "gem":
-            ident["gem_p"] = GEM_P
-        return ident
+        return self._identity(
+            num_prefix_tokens=self.num_prefix_tokens,
+            model_type=self.model_type,
+            revision=self.revision,
+        )
 
     def weights_fingerprint(self) -> str:
         if not self.local:

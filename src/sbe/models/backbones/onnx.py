@@ -22,6 +22,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -136,29 +137,28 @@ def _export(encoder: Encoder, path: Path, *, dynamo: bool) -> None:
         torch.no_grad(),
     ):
         warnings.simplefilter("ignore")
-        if dynamo:
-            torch.onnx.export(
-                encoder,
-                (example,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_shapes=({0: torch.export.Dim("batch", max=4096)},),
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-            )
-        else:
-            torch.onnx.export(
-                encoder,
-                (example,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        # the two exporters take different options for the variable batch dimension
+        options: dict[str, Any] = (
+            {
+                "dynamic_shapes": ({0: torch.export.Dim("batch", max=4096)},),
+                "external_data": False,
+                "verbose": False,
+            }
+            if dynamo
+            else {
+                "dynamic_axes": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                "opset_version": OPSET,
+            }
+        )
+        torch.onnx.export(
+            encoder,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamo=dynamo,
+            **options,
+        )
 
 
 def agreement(encoder: Encoder, session) -> float:

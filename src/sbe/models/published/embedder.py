@@ -196,7 +196,7 @@ class Embedder:
         for i, d in enumerate(decoded):
             if isinstance(d, str):
                 raise ImageDecodeError(f"image {i}: {d}")
-        return self._embed_decoded(decoded)  # type: ignore[arg-type]
+        return self._embed_decoded([d for d in decoded if not isinstance(d, str)])
 
     def embed_bytes(
         self, images: Sequence[bytes | None]
@@ -213,7 +213,7 @@ class Embedder:
         decoded = self._decode_many(list(images))
         failures = [(i, d) for i, d in enumerate(decoded) if isinstance(d, str)]
         good = [d for d in decoded if not isinstance(d, str)]
-        return self._embed_decoded(good), failures  # type: ignore[arg-type]
+        return self._embed_decoded(good), failures
 
     # ---- geo heads ----
 

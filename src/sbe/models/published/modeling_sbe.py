@@ -28,7 +28,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -153,7 +153,8 @@ class HFBackboneFeatures(nn.Module):
         revision = identity.get("revision") if pinned else None
         config = AutoConfig.from_pretrained(source, revision=revision)
         vision_config = getattr(config, "vision_config", None) or config
-        cls = (
+        # transformers types the mapping's values loosely (class or tuple of classes)
+        cls: Any = (
             MODEL_MAPPING.get(type(vision_config), AutoModel)
             if vision_config is not config
             else AutoModel
@@ -192,14 +193,15 @@ class SbeEmbeddingOutput(ModelOutput):
         backbone_embeddings: (B, backbone dim) float32: the frozen backbone's vector.
     """
 
-    embeddings: torch.FloatTensor | None = None
-    backbone_embeddings: torch.FloatTensor | None = None
+    embeddings: torch.Tensor | None = None
+    backbone_embeddings: torch.Tensor | None = None
 
 
 class SbeEmbeddingModel(PreTrainedModel):
     """Street-level building photo -> identity embedding (images of one building land close)."""
 
     config_class = SbeEmbeddingConfig
+    config: SbeEmbeddingConfig
     base_model_prefix = "sbe"
     main_input_name = "pixel_values"
 
@@ -218,7 +220,8 @@ class SbeEmbeddingModel(PreTrainedModel):
         transformers would otherwise initialise missing weights at random with only a warning.
         """
         want_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        loaded = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        model, info = cast("tuple[SbeEmbeddingModel, dict[str, Any]]", loaded)
         bad = {
             k: sorted(info.get(k) or [])
             for k in ("missing_keys", "unexpected_keys", "mismatched_keys")
@@ -251,13 +254,17 @@ class SbeEmbeddingModel(PreTrainedModel):
             return str(self.model_dir / cfg.backbone_bundled)
         return name[len(HF_PREFIX) :] if name.startswith(HF_PREFIX) else name
 
+    def _device(self) -> torch.device:
+        """Where the projector's weights live (the first layer's first parameter)."""
+        return next(self.projector.mlp[0].parameters()).device
+
     def get_backbone(self) -> nn.Module:
         """The frozen backbone module (eval mode, on this model's device); loaded on first use."""
         backbone = self._frozen.get("backbone")
         if backbone is None:
             backbone = self._load_backbone()
             self._frozen["backbone"] = backbone
-        device = self.projector.mlp[0].weight.device
+        device = self._device()
         if next(backbone.parameters()).device != device:
             backbone.to(device)
         return backbone
@@ -318,7 +325,7 @@ class SbeEmbeddingModel(PreTrainedModel):
     def normalize_uint8(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) RGB -> normalised float (B, 3, H, W) on this model's device."""
         prep = self.config.backbone["preprocess"]
-        device = self.projector.mlp[0].weight.device
+        device = self._device()
         x = torch.as_tensor(np.ascontiguousarray(images)).to(device)
         x = x.permute(0, 3, 1, 2).float()
         mean = torch.tensor(prep["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)

@@ -138,7 +138,10 @@ def to_rgb(img: Image.Image) -> Image.Image:
                 raise ImageModeError("float image with values outside 0..1 (or not finite)")
             return _gray_u8(np.rint(np.clip(a, 0.0, 1.0) * 255).astype(np.uint8))
         if mode == "LAB":
-            return ImageCms.applyTransform(img, _lab_to_srgb())
+            lab = ImageCms.applyTransform(img, _lab_to_srgb())
+            if lab is None:  # only when transforming in place, which this does not ask for
+                raise ImageModeError("LAB image could not be converted to RGB")
+            return lab
         if mode in _ALPHA_MODES or "transparency" in img.info:
             if mode == "La":
                 img = img.convert("RGBa")
