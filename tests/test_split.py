@@ -516,3 +516,28 @@ def test_too_small_for_any_cell_size_is_said(tmp_path: Path) -> None:
     assert m.extra["cell_size_m"]["used"] == 500
     (warning,) = m.extra["warnings"]
     assert "too small for a geographic split" in warning
+
+
+def test_identity_auto_is_per_footprint_after_label(tmp_path: Path) -> None:
+    """``identity = auto``: each footprint is one identity when `sbe label` is upstream."""
+    from sbe.config import SplitConfig
+    from sbe.stages.split import identity_rule
+    from sbe.storage import Manifest, write_manifest
+    from sbe.storage.artifacts import BackboneDir
+    from sbe.storage.lineage import Lineage, LineageStep
+
+    folder = tmp_path / "backbone"
+    folder.mkdir()
+    cfg = SplitConfig(input=folder)
+    steps = [
+        LineageStep(stage="ingest", config_hash="a"),
+        LineageStep(stage="backbone", config_hash="b"),
+    ]
+    write_manifest(folder, Manifest(stage="backbone", lineage=Lineage(steps=steps)))
+    assert identity_rule(cfg, BackboneDir(folder)) == "building"
+    labelled = [steps[0], LineageStep(stage="label", config_hash="c"), steps[1]]
+    write_manifest(folder, Manifest(stage="backbone", lineage=Lineage(steps=labelled)))
+    assert identity_rule(cfg, BackboneDir(folder)) == "target"
+    assert identity_rule(SplitConfig(input=folder, identity="building"), BackboneDir(folder)) == (
+        "building"
+    )

@@ -190,9 +190,10 @@ class SplitConfig(Section):
     _path_fields = ("input", "output")
     input: Path = Path("backbone")
     output: Path = Path("split")
-    identity: Literal["building", "target"] = Field(
-        "building",
-        description="what counts as one identity: a building (targets grouped) or each raw target",
+    identity: Literal["auto", "building", "target"] = Field(
+        "auto",
+        description="what counts as one identity: a building (nearby targets grouped) or each "
+        "target; auto = target when `sbe label` gave each photo its footprint, else building",
     )
     group_radius_m: float = Field(
         15.0, gt=0, description="targets closer than this (metres) on one building are one identity"

@@ -98,6 +98,17 @@ def _read_identity_columns(parts: list[Path]) -> tuple[dict[str, np.ndarray], li
     return {c: np.concatenate(v) for c, v in cols.items()}, rows_per_part
 
 
+def identity_rule(cfg: SplitConfig, in_dir: BackboneDir) -> str:
+    """``building`` or ``target``: ``auto`` is ``target`` when the input went through ``sbe label``.
+
+    A labelled photo's target is its footprint, already one building: grouping nearby targets
+    would merge neighbouring houses into one identity.
+    """
+    if cfg.identity != "auto":
+        return cfg.identity
+    return "target" if "label" in in_dir.lineage().stages else "building"
+
+
 def plan_split(parts: list[Path], cfg: SplitConfig, skips: SkipLog) -> Plan:
     """Pass 1: decide identity, cell and split of every target from the small columns only.
 
@@ -155,9 +166,10 @@ def plan_split(parts: list[Path], cfg: SplitConfig, skips: SkipLog) -> Plan:
     no_normal = int(np.isnan(unit_normals(nsum)[:, 0]).sum()) if n_targets else 0
 
     loc = np.flatnonzero(located)
-    if cfg.identity == "building" and len(loc) == n_targets:
+    group = cfg.identity in ("building", "auto")  # auto without a lineage: group
+    if group and len(loc) == n_targets:
         labels = group_targets(t_lat, t_lon, nsum, cfg.group_radius_m, cfg.normal_max_angle_deg)
-    elif cfg.identity == "building":  # only located targets can be grouped
+    elif group:  # only located targets can be grouped
         labels = np.empty(n_targets, dtype=np.int64)
         sub = group_targets(
             t_lat[loc], t_lon[loc], nsum[loc], cfg.group_radius_m, cfg.normal_max_angle_deg
@@ -427,7 +439,9 @@ class SplitStage(Stage):
         identity = in_dir.backbone(parts)
         backbone = identity.to_dict() if identity is not None else None
         skips = SkipLog()
-        plan = plan_split(parts, cfg, skips)
+        plan = plan_split(
+            parts, cfg.model_copy(update={"identity": identity_rule(cfg, in_dir)}), skips
+        )
         schema = split_schema(emb_type.list_size, emb_type.value_type)
         meta = {"stage": STAGE, "config_hash": ctx.hash, "backbone": backbone}
         with ctx.progress("split: writing", plan.n_rows, unit="images") as bar:
