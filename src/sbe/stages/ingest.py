@@ -1,4 +1,4 @@
-"""``sbe ingest``: raw 3D Street View tars -> ``<out>/<tar stem>.parquet`` (``IMAGES_SCHEMA``).
+"""``sbe ingest``: photos (3D Street View tars, image folders, WebDataset, Mapillary) -> an images table.
 
 Other sources (``--format``, detected when ``auto``; see :mod:`sbe.data.sources`) give the same
 table: WebDataset shards are streamed like the tars (one part per shard); an image folder or a
