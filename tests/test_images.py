@@ -10,7 +10,7 @@ from PIL import Image
 
 from sbe.data.images import ImageDecodeError, ImageModeError, decode_rgb, to_rgb
 from sbe.data.preprocess import Preprocess, decode_batch
-from sbe.models.published import processing_sbe
+from sbe.modelcode import processing_sbe
 
 ORIENTATION = 0x0112
 

@@ -3,7 +3,7 @@
 Draft mode asks libjpeg for a reduced-scale DCT decode (1/2, 1/4, 1/8), so a 640x640 crop needed
 at 224 px or 16 px is never decoded at full resolution. The decode maths (draft, EXIF orientation,
 any-mode -> RGB conversion, resize and crop) lives in
-:mod:`sbe.models.published.processing_sbe`, the copy shipped with published models, so both
+:mod:`sbe.modelcode.processing_sbe`, the copy shipped with published models, so both
 decode identically; this module adds the strict Pillow settings and the error wrapping.
 """
 
@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageFile
 
-from sbe.models.published.processing_sbe import (  # noqa: F401  (re-exported)
+from sbe.modelcode.processing_sbe import (  # noqa: F401  (re-exported)
     ImageDecodeError,
     ImageModeError,
     load_rgb,
@@ -56,7 +56,7 @@ def open_image(data: bytes) -> Image.Image:
 def decode_opened(img: Image.Image, min_side: int | None = None) -> Image.Image:
     """Decode an image from :func:`open_image`: at the smallest JPEG scale >= ``min_side``, turned
     upright by its EXIF orientation, converted to RGB from any mode
-    (:func:`sbe.models.published.processing_sbe.load_rgb`).
+    (:func:`sbe.modelcode.processing_sbe.load_rgb`).
 
     Raises:
         ImageDecodeError: the pixel data does not decode (corrupt, truncated);

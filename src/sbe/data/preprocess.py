@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from sbe.data.images import ImageDecodeError, ImageModeError, decode_rgb
-from sbe.models.published.processing_sbe import RESAMPLE_FILTERS, resize_crop
+from sbe.modelcode.processing_sbe import RESAMPLE_FILTERS, resize_crop
 
 ResizeMode = Literal["short_side", "squash"]
 Resample = Literal["nearest", "bilinear", "bicubic", "lanczos"]
@@ -66,7 +66,7 @@ class Preprocess:
 
         Args:
             img: any size, any mode (converted to RGB by
-                :func:`~sbe.models.published.processing_sbe.to_rgb`).
+                :func:`~sbe.modelcode.processing_sbe.to_rgb`).
 
         Returns:
             uint8 array of shape (crop, crop, 3), RGB, HWC.

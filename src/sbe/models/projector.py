@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from sbe.models.published.layers_sbe import ACTIVATIONS, SbeProjector
+from sbe.modelcode.layers_sbe import ACTIVATIONS, SbeProjector
 from sbe.storage import atomic_path
 
 __all__ = ["ACTIVATIONS", "CONFIG_NAME", "WEIGHTS_NAME", "Projector", "ProjectorConfig"]
@@ -69,7 +69,7 @@ class ProjectorConfig(BaseModel):
 class Projector(SbeProjector):
     """MLP projection head with an optional residual linear path; output is L2-normalised.
 
-    The layers and ``forward`` are :class:`sbe.models.published.layers_sbe.SbeProjector` (the
+    The layers and ``forward`` are :class:`sbe.modelcode.layers_sbe.SbeProjector` (the
     copy shipped with published models); this class adds the typed config, batched numpy
     projection and saving.
 

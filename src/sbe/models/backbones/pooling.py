@@ -10,7 +10,7 @@ Modes:
         as conv maps after an activation are; on transformer tokens, which are signed, the
         negative part is clamped away, so prefer ``mean`` or ``cls`` there.
 
-The maths lives in :mod:`sbe.models.published.layers_sbe` (shipped with published models), so
+The maths lives in :mod:`sbe.modelcode.layers_sbe` (shipped with published models), so
 the backbone stage and a published model pool identically; this module re-exports it.
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from sbe.models.published.layers_sbe import (  # noqa: F401  (re-exported)
+from sbe.modelcode.layers_sbe import (  # noqa: F401  (re-exported)
     GEM_EPS,
     GEM_P,
     POOLING_MODES,

@@ -1,8 +1,7 @@
 """Published models: the Hugging Face classes copied into model folders, and the embedding API.
 
-``configuration_sbe.py``, ``layers_sbe.py``, ``processing_sbe.py`` and ``modeling_sbe.py`` are
-self-contained (no ``sbe`` imports) because ``sbe publish`` copies them into the model folder for
-``AutoModel.from_pretrained(..., trust_remote_code=True)``.
+The classes themselves live in :mod:`sbe.modelcode` (self-contained: ``sbe publish`` copies those
+files into the model folder for ``AutoModel.from_pretrained(..., trust_remote_code=True)``).
 
 The names below load on first use: ``processing_sbe`` (numpy + Pillow) is imported by decoder
 worker processes, which must not pay for importing torch and transformers through this package.
@@ -14,13 +13,13 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "SbeEmbeddingConfig": "configuration_sbe",
-    "Embedder": "embedder",
-    "load_embedder": "embedder",
-    "model_fingerprint": "embedder",
-    "model_identity": "embedder",
-    "SbeEmbeddingModel": "modeling_sbe",
-    "SbeEmbeddingOutput": "modeling_sbe",
+    "SbeEmbeddingConfig": "sbe.modelcode.configuration_sbe",
+    "Embedder": "sbe.models.published.embedder",
+    "load_embedder": "sbe.models.published.embedder",
+    "model_fingerprint": "sbe.models.published.embedder",
+    "model_identity": "sbe.models.published.embedder",
+    "SbeEmbeddingModel": "sbe.modelcode.modeling_sbe",
+    "SbeEmbeddingOutput": "sbe.modelcode.modeling_sbe",
 }
 
 __all__ = sorted(_LAZY)
@@ -30,6 +29,6 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -24,11 +24,11 @@ from sbe.data.images import ImageDecodeError, orient, to_rgb
 from sbe.data.preprocess import Preprocess, decode_image
 from sbe.device import resolve_device, usable_cores
 from sbe.errors import SbeError
+from sbe.modelcode.configuration_sbe import SbeEmbeddingConfig
+from sbe.modelcode.modeling_sbe import HF_PREFIX, SbeEmbeddingModel
 from sbe.models.backbones.base import Backbone
 from sbe.models.backbones.hf import quiet_transformers
 from sbe.models.backbones.pipeline import run_ahead
-from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
-from sbe.models.published.modeling_sbe import HF_PREFIX, SbeEmbeddingModel
 
 ImageInput = Image.Image | str | os.PathLike[str] | bytes
 

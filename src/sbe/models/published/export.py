@@ -16,14 +16,14 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from sbe.models.backbones.hf import quiet_transformers
-from sbe.models.published import configuration_sbe, layers_sbe, modeling_sbe, processing_sbe
-from sbe.models.published.configuration_sbe import SbeEmbeddingConfig
-from sbe.models.published.modeling_sbe import (
+from sbe.modelcode import configuration_sbe, layers_sbe, modeling_sbe, processing_sbe
+from sbe.modelcode.configuration_sbe import SbeEmbeddingConfig
+from sbe.modelcode.modeling_sbe import (
     EFFICIENTNET_VARIANTS,
     HF_PREFIX,
     SbeEmbeddingModel,
 )
+from sbe.models.backbones.hf import quiet_transformers
 from sbe.storage.artifacts import ModelDir
 
 WEIGHTS_NAME = ModelDir.WEIGHTS
