@@ -10,8 +10,6 @@ Pass ``photos=`` to name one directly.
 from __future__ import annotations
 
 import io
-import json
-import os
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -26,6 +24,7 @@ from sbe.data.images import ImageDecodeError
 from sbe.errors import SbeError
 from sbe.index.table import as_id_scalar
 from sbe.report.thumbs import read_parquet_rows, thumbnail
+from sbe.storage.artifacts import EmbedDir, source_dir
 
 IMAGE_COLUMN = "image_bytes"
 
@@ -131,47 +130,35 @@ def _has_photos(path: Path, id_column: str) -> bool:
     return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def find_photo_parquet(source_path: str | Path | None, id_column: str) -> Path | None:
-    """Follow an index's source folder back to a parquet of photos carrying ``id_column``.
+    """The packaged photos behind an index's source, followed through the stage records.
 
-    Looks at the source's ``_manifest.json`` inputs (and its ``extra.locations``), and at the
-    ``state.json`` of each folder the manifest read from (an embed stage records its input there).
+    The source is an ``sbe aggregate`` output (its manifest names the embed folders it read and
+    the locations table) or an ``sbe embed`` output; each embed folder's state names its input
+    (:meth:`~sbe.storage.artifacts.EmbedDir.input_path`, moved-folder safe).
 
     Returns:
-        The parquet path, or ``None`` when none is found.
+        The first of those parquet files that holds ``image_bytes`` and ``id_column``, or ``None``.
     """
     if source_path is None:
         return None
-    src = Path(source_path)
-    folder = src if src.is_dir() else src.parent
-    candidates: list[Path] = []
-    manifest = _read_json(folder / "_manifest.json")
-    # recorded paths are relative to the folder that recorded them (absolute in old outputs)
-    for rec in manifest.get("inputs") or []:
-        if isinstance(rec, dict) and isinstance(rec.get("path"), str):
-            candidates.append(Path(os.path.normpath(folder / rec["path"])))
-    loc = (manifest.get("extra") or {}).get("locations")
-    if isinstance(loc, str):
-        candidates.append(Path(os.path.normpath(folder / loc)))
-    for c in list(candidates):
-        for up in (c.parent, c.parent.parent):
-            state = _read_json(up / "state.json")
-            inp = (state.get("input") or {}).get("path")
-            if isinstance(inp, str):
-                candidates.append(Path(os.path.normpath(up / inp)))
-    seen: set[Path] = set()
-    for c in candidates:
-        if c in seen or c.suffix != ".parquet" or not c.is_file():
+    src = source_dir(source_path)
+    manifest = src.manifest()
+    if manifest is None:
+        return None
+    embed_dirs: list[Path] = []
+    candidates: list[Path | None] = []
+    if manifest.stage == "embed":
+        embed_dirs.append(src.root)
+    else:
+        embed_dirs += [p for d in manifest.extra.get("embed_dirs") or [] if (p := src.resolve(d))]
+        candidates.append(src.resolve(manifest.extra.get("locations")))
+    for d in embed_dirs:
+        try:
+            candidates.insert(0, EmbedDir(d).input_path())
+        except SbeError:  # no readable state.json: not an embed output after all
             continue
-        seen.add(c)
-        if _has_photos(c, id_column):
+    for c in candidates:
+        if c is not None and c.suffix == ".parquet" and c.is_file() and _has_photos(c, id_column):
             return c
     return None
