@@ -8,50 +8,18 @@ no browser is ever downloaded. Outside CI a missing browser skips with the reaso
 from __future__ import annotations
 
 import io
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pytest
+from browser import LAUNCH_ARGS, chromium_and_playwright
 from PIL import Image
-
-CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "chromium", "chromium-browser")
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"CI=true but the browser test cannot run: {reason}")
-    pytest.skip(reason)
-
-
-def _chromium() -> str:
-    for c in CHROMIUM_CANDIDATES:
-        path = c if os.path.isabs(c) else shutil.which(c)
-        if path and os.access(path, os.X_OK):
-            return path
-    _missing("no Chromium found (apt-get install chromium)")
-    raise AssertionError("unreachable")
 
 
 def test_report_renders_in_chromium_with_the_gallery(tiny_pipeline, tmp_path: Path) -> None:
     cfg, _ = tiny_pipeline
     report = cfg.workdir / "report" / "report.html"
     assert report.is_file()
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the playwright package is not installed")
-        return
+    executable, sync_playwright = chromium_and_playwright()
     errors: list[str] = []
     remote: list[str] = []
     with sync_playwright() as p:
