@@ -10,6 +10,7 @@ from typing import Any, cast
 import numpy as np
 import pyarrow.dataset as ds
 
+from sbe.inference.sources import SOURCES_NAME
 from sbe.report.gallery import Tile, image_bytes_by_id
 from sbe.report.places import Places
 from sbe.report.readers import (
@@ -23,6 +24,7 @@ from sbe.report.readers import (
     require_columns,
 )
 from sbe.report.thumbs import ImageReadError, read_located, read_parquet_rows, thumbnail_uri
+from sbe.storage.artifacts import EmbedDir
 
 
 @dataclass
@@ -48,15 +50,16 @@ def _osmid_images(
     """One packaged image per OSMID, found through the embed output (``row_index``)."""
     try:
         folder = need_dir(embeddings_dir, "embed output")
-        state = read_json(folder / "state.json", "embed state.json")
+        embed = EmbedDir(folder)
+        state = read_json(embed.state_path, "embed state.json")
     except Unavailable as e:
         return {}, str(e)
     # a photo input (folder, list, WebDataset): images by reference from sources.parquet
-    photos = folder / "sources.parquet"
-    source = photos if photos.is_file() else Path((state.get("input") or {}).get("path", ""))
-    if not source.is_file():
+    photos = embed.path(SOURCES_NAME)
+    source = photos if photos.is_file() else embed.input_path(state)  # moved-folder safe
+    if source is None or not source.is_file():
         return {}, f"the embed input {source} is gone"
-    parts = sorted((folder / "parts").glob("*.parquet"))
+    parts = sorted(embed.path(EmbedDir.PARTS).glob("*.parquet"))
     if not parts:
         return {}, f"no embed parts in {folder}"
     columns = ["tar_file", "member_name", "tar_offset", "tar_size"] if photos.is_file() else []
