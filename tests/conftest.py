@@ -14,10 +14,12 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 def _landmarks() -> Path:
     """The real-photo folder the tests use (it may not exist: tests then skip or expect the note).
 
-    ``$SBE_LANDMARKS_DIR`` overrides ``../shared/data/landmarks-mini``; set it empty to run the
-    suite as on a fresh clone without ``../shared`` (``SBE_LANDMARKS_DIR= pytest``).
+    The library's own variable: ``$SBE_LANDMARKS`` overrides ``../shared/data/landmarks-mini``;
+    set it empty to run the suite (and the library's auto-detection, see
+    ``sbe.training.evaluation.default_landmarks_dir``) as on a fresh clone without ``../shared``
+    (``SBE_LANDMARKS= pytest``).
     """
-    env = os.environ.get("SBE_LANDMARKS_DIR")
+    env = os.environ.get("SBE_LANDMARKS")
     if env is None:
         return SHARED / "data" / "landmarks-mini"
     return Path(env) if env else Path(__file__).resolve().parent / "no-landmarks-folder"
@@ -42,7 +44,7 @@ def one_torch_thread() -> Iterator[None]:
 @pytest.fixture
 def landmarks_dir() -> Path:
     if not LANDMARKS.is_dir():
-        pytest.skip(f"landmarks-mini not found at {LANDMARKS} (see $SBE_LANDMARKS_DIR)")
+        pytest.skip(f"landmarks-mini not found at {LANDMARKS} (see $SBE_LANDMARKS)")
     return LANDMARKS
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import LANDMARKS  # ../shared beside the checkout, or $SBE_LANDMARKS_DIR
+from conftest import LANDMARKS  # ../shared beside the checkout, or $SBE_LANDMARKS
 from test_publish_fixtures import make_tiny_model
 from test_sources import jpeg, write_csv, write_shard
 

@@ -42,7 +42,7 @@ NETWORK_REF = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IG
 
 def _metrics_notes() -> list[str]:
     """What the metrics section of the tiny pipeline's report lacks: nothing, or (on a fresh clone
-    without ``../shared``, or ``SBE_LANDMARKS_DIR=``) the real photos, with both reasons."""
+    without ``../shared``, or ``SBE_LANDMARKS=``) the real photos, with both reasons."""
     if LANDMARKS.is_dir():
         return []
     return [

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import LANDMARKS  # ../shared beside the checkout, or $SBE_LANDMARKS_DIR
+from conftest import LANDMARKS  # ../shared beside the checkout, or $SBE_LANDMARKS
 from PIL import Image
 from test_backbone_stage import _env, tiny_vit  # noqa: F401 (fixtures)
 

@@ -167,8 +167,13 @@ _REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def default_landmarks_dir() -> Path | None:
-    """``$SBE_LANDMARKS``, else ``../shared/data/landmarks-mini`` beside the repository."""
+    """``$SBE_LANDMARKS``, else ``../shared/data/landmarks-mini`` beside the repository.
+
+    ``SBE_LANDMARKS=`` (set, empty) means none: runs as on a fresh clone without ``../shared``.
+    """
     env = os.environ.get("SBE_LANDMARKS")
+    if env == "":
+        return None
     candidates = [Path(env)] if env else []
     candidates.append(_REPO_ROOT.parent / "shared" / "data" / "landmarks-mini")
     for c in candidates:
