@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from sbe.config import PIPELINE_STAGES, SbeConfig
 from sbe.errors import SbeError
@@ -76,8 +76,8 @@ def wire(cfg: SbeConfig) -> SbeConfig:
         stage = get_stage(name)
         section = getattr(c, stage.section_name())
         for inp in stage.inputs:
-            field = type(section).model_fields[inp.field]
-            optional = field.default is None or "None" in str(field.annotation)
+            annotation = type(section).model_fields[inp.field].annotation
+            optional = type(None) in get_args(annotation)
             if inp.stage in not_run:
                 if optional:
                     setattr(section, inp.field, None)
@@ -85,7 +85,7 @@ def wire(cfg: SbeConfig) -> SbeConfig:
             value = getattr(getattr(c, get_stage(inp.stage).section_name()), inp.attr)
             if value is None:
                 continue
-            if "list" in str(field.annotation):
+            if get_origin(annotation) is list:
                 value = [value]
             setattr(section, inp.field, value)
         stage.wire(c, not_run)
