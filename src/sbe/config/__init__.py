@@ -42,6 +42,7 @@ from sbe.config.sections import (
     SynthConfig,
     TrainConfig,
     TuneConfig,
+    VerifyConfig,
 )
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "SynthConfig",
     "TrainConfig",
     "TuneConfig",
+    "VerifyConfig",
     "config_to_toml_dict",
     "load_config",
     "load_config_data",
@@ -135,6 +137,7 @@ class SbeConfig(BaseModel):
     index: IndexConfig = Field(default_factory=IndexConfig)
     cluster: ClusterConfig = Field(default_factory=ClusterConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
 
     def section(self, name: str) -> Section:
         """The named section with its paths resolved against the work directory."""

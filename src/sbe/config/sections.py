@@ -362,6 +362,28 @@ class EvaluateConfig(Section):
     device: Device = Field("auto", json_schema_extra=RUNTIME, description="where the head runs")
 
 
+class VerifyConfig(Section):
+    """Local-feature verification (DISK + LightGlue + RANSAC), shared by every re-ranking:
+    ``index build --local-features``, ``search --rerank``, ``evaluate --rerank`` and ``serve``."""
+
+    max_keypoints: int = Field(256, ge=16, description="DISK keypoints kept per image")
+    max_side: int = Field(320, ge=64, description="longer image side before extraction, px")
+    ransac: Literal["none", "fundamental", "homography"] = Field(
+        "fundamental", description="geometric check of the matches"
+    )
+    ransac_px: float = Field(3.0, gt=0, description="RANSAC inlier threshold, px")
+    combine: Literal["matches", "verified", "sum"] = Field(
+        "verified", description="how verified matches and the global similarity are combined"
+    )
+    min_matches: int = Field(
+        15, ge=0, description="verified: fewer verified matches than this count as not verified"
+    )
+    rerank_k: int = Field(10, ge=1, description="candidates re-ranked per query")
+    target_precision: float = Field(
+        0.95, gt=0, lt=1, description="precision the same-building decision is calibrated for"
+    )
+
+
 class TuneConfig(Section):
     """Optuna search over the head, loss and sampler settings of ``[train]``."""
 

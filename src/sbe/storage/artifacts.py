@@ -462,6 +462,8 @@ class EvaluateDir(ArtifactDir):
     what = "evaluation"
     flag = "--run"
     command = "sbe evaluate"
+    #: ``--calibrate``: the "same building?" decision fitted on val (read by ``sbe publish``)
+    CALIBRATION: ClassVar[str] = "calibration.json"
 
     @staticmethod
     def file_name(split: str) -> str:
@@ -515,6 +517,8 @@ class ModelDir(ArtifactDir):
     CARD: ClassVar[str] = "README.md"
     GEO: ClassVar[str] = "geo"
     BACKBONE: ClassVar[str] = "backbone"
+    #: the calibrated "same building?" decision (``sbe.verify.calibration.Calibration`` JSON)
+    CALIBRATION: ClassVar[str] = "calibration.json"
 
     def require_model(self, *, flag: str | None = None) -> Path:
         """The folder, checked to hold a model ``config.json`` (else :meth:`missing`)."""
@@ -583,6 +587,10 @@ class IndexDir(ArtifactDir):
     INDEX: ClassVar[str] = "index.faiss"
     IDS: ClassVar[str] = "ids.parquet"
     INFO: ClassVar[str] = "index.json"
+    #: copied from the model that made the vectors, when it carries one
+    CALIBRATION: ClassVar[str] = "calibration.json"
+    #: ``sbe.verify.store`` folder of gallery local features (``--local-features``)
+    LOCAL_FEATURES: ClassVar[str] = "local_features"
 
 
 class ClustersDir(ArtifactDir):
