@@ -15,12 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-from sbe.config import PIPELINE_STAGES, SbeConfig
+from sbe import stages
+from sbe.config import PIPELINE_STAGES, ConfigError, SbeConfig
+from sbe.config.commands import RunOptions, ServeOptions
 from sbe.errors import SbeError
 from sbe.progress import progress_bar, progress_session
-from sbe.stages import Stage, get_stage, run_stage
+from sbe.stages import Stage, get_stage
+from sbe.stages.summary import Summary, Table
 from sbe.storage import Manifest
 from sbe.storage.artifacts import BackboneDir, GeoDir, ReportDir, RunDir
+
+Log = Callable[[str], None] | None
 
 
 @dataclass
@@ -144,7 +149,7 @@ def run_pipeline(
                 continue
             t0 = time.perf_counter()
             try:
-                manifest, results = run_stage(
+                manifest, results = stages.run_stage(
                     stage,
                     cfg.section(stage.section_name()),
                     log=lambda s: emit(f"      {s}"),
@@ -254,3 +259,82 @@ def report_file(cfg: SbeConfig) -> Path | None:
     """The finished run's ``report.html`` (``None`` when there is none)."""
     report = ReportDir(wire(cfg).resolved().report.output).path(ReportDir.REPORT)
     return report if report.is_file() else None
+
+
+# ---- what the `sbe` commands run (sbe.cli.gen calls these; each returns (payload, summary)) ----
+
+
+def run_stage_command(
+    sec: Any, cfg: SbeConfig, *, name: str, restart: bool = False, log: Log = None, **_: Any
+) -> tuple[dict[str, Any], Summary]:
+    """One stage (``sbe split ...``). ``sbe report`` first wires its inputs to the other stages'
+    outputs in the work directory; values set in the config file or on the command line win."""
+    stage = get_stage(name)
+    if name == "report":
+        wired = wire(cfg)
+        given = {k: getattr(cfg.report, k) for k in cfg.report.model_fields_set}
+        wired.report = wired.report.model_copy(update=given)
+        cfg, sec = wired, wired.section("report")
+    # looked up on the package at call time, so tests can stand in for the stage
+    manifest, results = stages.run_stage(stage, sec, log=log, restart=restart, full_config=cfg)
+    payload = {**results, "up_to_date": manifest.up_to_date, **manifest.model_dump(mode="json")}
+    return payload, stage.summary(manifest, results, sec)
+
+
+def run_command(
+    opts: RunOptions,
+    cfg: SbeConfig,
+    *,
+    notes: Log = None,
+    log: Log = None,
+    config: Path | None = None,
+    demo: bool = False,
+    **_: Any,
+) -> tuple[dict[str, Any], Summary]:
+    """``sbe run``: the pipeline, one line per stage on ``notes``, then the key numbers."""
+    if config is None and not demo:
+        raise ConfigError("sbe run needs --config FILE (or run `sbe demo`)")
+    if unknown := sorted(set(opts.restart) - set(PIPELINE_STAGES)):
+        raise ConfigError(f"--restart: no stage {', '.join(unknown)}")
+    workdir = cfg.workdir.expanduser().resolve()
+
+    def show(line: str) -> None:  # the stages' own (indented) lines only with --verbose
+        sink = log if line.startswith(" ") else notes
+        if sink is not None:
+            sink(line)
+
+    show(f"workdir: {workdir}")
+    t0 = time.perf_counter()
+    outcomes = run_pipeline(cfg, log=show, restart=opts.restart)
+    seconds = time.perf_counter() - t0
+    rows = key_numbers(cfg)
+    report = report_file(cfg)
+    payload = {
+        "workdir": str(workdir),
+        "seconds": round(seconds, 3),
+        "report": report and str(report),
+        "stages": [o.to_json() for o in outcomes],
+        "key_numbers": [
+            dict(zip(("what", "value", "compared_with"), r, strict=True)) for r in rows
+        ],
+    }
+    table = Table("key numbers", ["what", "value", "compared with"], [list(r) for r in rows])
+    summary: Summary = [f"pipeline finished in {seconds:.1f} s", table]
+    return payload, summary + ([f"report: {report}"] if report is not None else [])
+
+
+def demo_command(
+    opts: RunOptions, cfg: SbeConfig, *, workdir: Path | None = None, **kw: Any
+) -> tuple[dict[str, Any], Summary]:
+    """``sbe demo``: :func:`run_command` on the built-in config, outputs under ``workdir``."""
+    kw.pop("config", None)
+    return run_command(opts, demo_config(workdir or Path("work/demo")), demo=True, **kw)
+
+
+def serve_command(opts: ServeOptions, cfg: SbeConfig, **_: Any) -> tuple[dict[str, Any], Summary]:
+    """``sbe serve``: the search service on the index (default: the index stage's output)."""
+    from sbe.service.command import serve
+
+    index_dir = opts.index or cfg.resolved().index.output
+    serve(index_dir, opts.model, opts.host, opts.port, opts.workers, photos=opts.photos)
+    return {}, []

@@ -1,8 +1,8 @@
-"""The ``sbe`` command line: one command per stage, generated from the config models.
+"""The ``sbe`` command line, generated (:mod:`sbe.cli.gen`) from the config sections (one command
+per stage) and the options models of :mod:`sbe.config.commands` (the other commands).
 
-Stage commands (:mod:`sbe.cli.gen`) take one option per field of the stage's config section and
-run the stage through the stage protocol; results are printed by :mod:`sbe.cli.printers`; the
-other commands are in :mod:`sbe.cli.commands`. Everything is also usable from Python without the
+Each command names the function that runs it; that function returns what ``--json`` prints and a
+summary that :func:`sbe.cli.base.render` prints. Everything is also usable from Python without the
 CLI. ``sbe --help`` imports no stage module (nor torch, faiss or onnxruntime).
 """
 
@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from sbe import __version__
-from sbe.cli import commands
-from sbe.cli.base import err, out, state
-from sbe.cli.gen import register
-from sbe.config import PIPELINE_STAGES
+from sbe.cli.base import error, out, state
+from sbe.cli.gen import add
+from sbe.config import PIPELINE_STAGES, SbeConfig
+from sbe.config import commands as options
 from sbe.errors import SbeError, os_error_message
 
 app = typer.Typer(
@@ -30,12 +30,23 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
-geo_app = typer.Typer(
-    help="Geographic expert: location, climate zone and season heads on the embeddings.",
-    no_args_is_help=True,
-)
-index_app = typer.Typer(help="Build a faiss index over embeddings.", no_args_is_help=True)
+GROUPS = {
+    "geo": "Geographic expert: location, climate zone and season heads on the embeddings.",
+    "index": "Build a faiss index over embeddings.",
+    "config": "Inspect the configuration.",
+}
+groups = {name: typer.Typer(help=text, no_args_is_help=True) for name, text in GROUPS.items()}
+STAGE = "sbe.pipeline:run_stage_command"
+#: the commands that are not stages: name -> (options model, function that runs them)
+OTHERS = {
+    "geo evaluate": (options.GeoEvaluateOptions, "sbe.stages.geo:evaluate_command"),
+    "geo predict": (options.GeoPredictOptions, "sbe.stages.geo:predict_command"),
+    "search": (options.SearchOptions, "sbe.stages.search:command"),
+    "serve": (options.ServeOptions, "sbe.pipeline:serve_command"),
+    "run": (options.RunOptions, "sbe.pipeline:run_command"),
+    "demo": (options.DemoOptions, "sbe.pipeline:demo_command"),
+    "config show": (options.ConfigShowOptions, "sbe.config.commands:config_show"),
+}
 
 
 @app.callback(invoke_without_command=True)
@@ -47,27 +58,20 @@ def _root(
         raise typer.Exit()
 
 
-for _name in PIPELINE_STAGES:
-    if _name == "geo":
-        register(geo_app, "geo", "train")
-        geo_app.command("evaluate")(commands.geo_evaluate)
-        geo_app.command("predict")(commands.geo_predict)
-        app.add_typer(geo_app, name="geo")
-    elif _name == "index":
-        register(index_app, "index", "build")
-        app.add_typer(index_app, name="index")
-        app.command("search")(commands.search)
-        app.command("serve")(commands.serve)
-    else:
-        register(app, _name)
-    if _name == "evaluate":
-        register(app, "tune", runner=commands.run_tune)
-    if _name == "ingest":  # not part of `sbe run`: footprints label your own photos
-        register(app, "label")
-app.command("run")(commands.run)
-app.command("demo")(commands.demo)
-config_app.command("show")(commands.config_show)
-app.add_typer(config_app, name="config")
+def _add(name: str, model: Any, runner: str, section: str = "") -> None:
+    group, _, _ = name.rpartition(" ")
+    add(groups[group] if group else app, name, model, runner, section)
+
+
+# stages in pipeline order, with those outside `sbe run` beside their neighbours; then the others
+for n in PIPELINE_STAGES:
+    for stage in (n, *{"ingest": ("label",), "evaluate": ("tune",)}.get(n, ())):
+        command = {"geo": "geo train", "index": "index build"}.get(stage, stage)
+        _add(command, SbeConfig.model_fields[stage].annotation, STAGE, stage)
+for name, (model, runner) in OTHERS.items():
+    _add(name, model, runner)
+for name, group in groups.items():
+    app.add_typer(group, name=name)
 
 
 def main() -> None:
@@ -81,7 +85,7 @@ def main() -> None:
         if state["verbose"]:
             traceback.print_exc()
         message = os_error_message(e) if isinstance(e, OSError) else str(e)
-        err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+        error(message)
         sys.exit(1)
 
 

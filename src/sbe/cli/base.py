@@ -1,19 +1,12 @@
-"""What every command shares: consoles, verbosity, loading the config, errors and Ctrl-C."""
+"""What every command shares: the consoles, ``--quiet``/``--verbose``, errors and result printing."""
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
-import tomllib
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
-import typer
 from rich.console import Console
-
-from sbe.config import ConfigError, SbeConfig, load_config
+from rich.table import Table
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -26,10 +19,9 @@ INTERRUPTED = (
 )
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print ``error: message`` on stderr and exit with ``code``."""
+def error(message: str) -> None:
+    """Print ``error: message`` on stderr, one line."""
     err.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def say(message: Any) -> None:
@@ -39,78 +31,29 @@ def say(message: Any) -> None:
     log_line(message if isinstance(message, str) else json.dumps(message, default=str))
 
 
-def guarded(func: Callable[..., None]) -> Callable[..., None]:
-    """Config errors exit 2 with one line; Ctrl-C says what was kept and exits 130.
-
-    Other user-facing errors (``SbeError``, ``OSError``, ``LockedError``) propagate to
-    :func:`sbe.cli.main`, which prints them as one line (tests see the exception itself).
-    """
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            func(*args, **kwargs)
-        except ConfigError as e:
-            fail(f"config: {e}", code=2)
-        except KeyboardInterrupt:
-            err.print(INTERRUPTED, markup=False, soft_wrap=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
+def _numeric(column: list[str]) -> bool:
+    """Every cell reads as a number (``1,234``, ``61.1%``, ``+0.01``, ``-``): right-align it."""
+    try:
+        for cell in column:
+            if cell != "-":
+                float(cell.replace(",", "").removesuffix("%"))
+    except ValueError:
+        return False
+    return bool(column)
 
 
-@contextlib.contextmanager
-def verbosity(quiet: bool, verbose: bool) -> Iterator[Callable[[Any], None] | None]:
-    """Set ``--quiet``/``--verbose`` for one command; yields the stage log (``None`` = silent)."""
-    from sbe.progress import progress_default
-
-    state.update(quiet=quiet, verbose=verbose)
-    with progress_default(False if quiet else None):
-        yield say if verbose and not quiet else None
-
-
-def parse_sets(pairs: list[str] | None, section: str | None) -> dict[str, dict[str, Any]]:
-    """``--set key=value`` (``key`` or ``section.key``) -> ``{section: {key: value}}``.
-
-    A value is read as a TOML value (``3``, ``true``, ``[1, 5]``, ``"x"``), else taken as text; a
-    relative path in it is under the work directory, as in a config file.
-    """
-    result: dict[str, dict[str, Any]] = {}
-    for pair in pairs or []:
-        key, sep, text = pair.partition("=")
-        sec, dot, field = key.strip().rpartition(".")
-        if not sep or not field or not (dot or section):
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE (or KEY=VALUE), got {pair!r}")
-        try:
-            value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = text
-        result.setdefault(sec or section or "", {})[field] = value
-    return result
-
-
-def load_cfg(
-    config: Path | None,
-    workdir: Path | None = None,
-    overrides: dict[str, dict[str, Any]] | None = None,
-    wired: bool = False,
-) -> SbeConfig:
-    """The config file (or defaults) with ``overrides`` on top; ``wired``: inputs follow outputs.
-
-    With ``wired`` the inputs are derived from the other stages' outputs in the work directory
-    (:func:`sbe.pipeline.wire`) and the command-line values are applied after that, so they win.
-    """
-    overrides = overrides or {}
-    cfg = load_config(config, overrides)
-    if workdir is not None:
-        cfg.workdir = workdir.expanduser().resolve()
-    if not wired:
-        return cfg
-    from sbe.pipeline import wire
-
-    result = wire(cfg)
-    for sec, values in overrides.items():
-        for key, value in values.items():
-            if value is not None:
-                setattr(getattr(result, sec), key, getattr(getattr(cfg, sec), key))
-    return result
+def render(summary: list[Any]) -> None:
+    """Print a command's summary (:mod:`sbe.stages.summary`): lines, and tables as rich tables."""
+    for item in summary:
+        if isinstance(item, str):
+            out.print(item, markup=False, soft_wrap=True)
+            continue
+        table = Table(title=item.title, title_justify="left", show_header=item.header)
+        for i, col in enumerate(item.columns):
+            right = i > 0 and _numeric([row[i] for row in item.rows])
+            table.add_column(
+                col, justify="right" if right else "left", style="bold" if i == 0 else None
+            )
+        for row in item.rows:
+            table.add_row(*row)
+        out.print(table)

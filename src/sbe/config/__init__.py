@@ -76,8 +76,10 @@ __all__ = [
     "TuneConfig",
     "VerifyConfig",
     "config_to_toml_dict",
+    "format_errors",
     "load_config",
     "load_config_data",
+    "parse_sets",
     "section_dict",
 ]
 
@@ -160,7 +162,7 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the key."""
 
 
-def _format_errors(err: ValidationError) -> str:
+def format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -214,7 +216,7 @@ def load_config(
     try:
         return SbeConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e)) from None
+        raise ConfigError(format_errors(e)) from None
 
 
 def load_config_data(data: dict[str, Any]) -> SbeConfig:
@@ -222,7 +224,7 @@ def load_config_data(data: dict[str, Any]) -> SbeConfig:
     try:
         return SbeConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e)) from None
+        raise ConfigError(format_errors(e)) from None
 
 
 def config_to_toml_dict(cfg: SbeConfig) -> dict[str, Any]:
@@ -243,3 +245,26 @@ def config_to_toml_dict(cfg: SbeConfig) -> dict[str, Any]:
 def section_dict(sec: BaseModel) -> dict[str, Any]:
     """A section as JSON-friendly data, for manifests and config hashes."""
     return sec.model_dump(mode="json")
+
+
+def parse_sets(pairs: list[str] | None, section: str | None) -> dict[str, dict[str, Any]]:
+    """``--set key=value`` (``key`` or ``section.key``) -> ``{section: {key: value}}``.
+
+    A value is read as a TOML value (``3``, ``true``, ``[1, 5]``, ``"x"``), else taken as text; a
+    relative path in it is under the work directory, as in a config file.
+
+    Raises:
+        ConfigError: a pair without ``=`` or without a section to go to.
+    """
+    result: dict[str, dict[str, Any]] = {}
+    for pair in pairs or []:
+        key, sep, text = pair.partition("=")
+        sec, dot, field = key.strip().rpartition(".")
+        if not sep or not field or not (dot or section):
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE (or KEY=VALUE), got {pair!r}")
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        result.setdefault(sec or section or "", {})[field] = value
+    return result

@@ -7,7 +7,7 @@ marker of fields that stay out of the config hash, live here too.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,8 @@ class Section(BaseModel):
 
     #: names of fields holding paths that are resolved against the work directory
     _path_fields: tuple[str, ...] = ()
+    #: command lines shown at the end of the command's ``--help`` (the CLI is generated from here)
+    examples: ClassVar[tuple[str, ...]] = ()
 
     def resolved(self, workdir: Path) -> Self:
         """A copy with every path field made absolute (relative paths are under ``workdir``)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import (
     Field,
@@ -29,7 +29,15 @@ def _default_curricula() -> list[Literal["none", "bands"]]:
 
 
 class SynthConfig(Section):
-    """``sbe synth``: the synthetic street-view world (see docs/synth.md)."""
+    """Write a synthetic street-view world in the raw 3D Street View format.
+
+    The synthetic street-view world (see docs/synth.md).
+    """
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe synth --out work/raw --buildings 300",
+        "sbe synth --out work/raw --buildings 40 --preview",
+    )
 
     _path_fields = ("output", "packaged")
     output: Path = Path("raw")
@@ -69,7 +77,16 @@ class SynthConfig(Section):
 
 
 class IngestConfig(Section):
-    """``sbe ingest``: raw tars (or folders of tars) -> ``<output>/<tar stem>.parquet``."""
+    """Photos (3D Street View tars, image folders, WebDataset, Mapillary) -> an images table.
+
+    Raw tars (or folders of tars) -> ``<output>/<tar stem>.parquet``.
+    """
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe ingest --in work/raw --out work/images",
+        "sbe ingest --in photos --out work/images --id-column building_id",
+        "sbe ingest --in shards --out work/images --format webdataset",
+    )
 
     _path_fields = ("inputs", "output")
     inputs: list[Path] = Field(default_factory=lambda: [Path("raw")], min_length=1)
@@ -98,11 +115,18 @@ class IngestConfig(Section):
 
 
 class LabelConfig(Section):
-    """``sbe label``: ingest parts + building footprints -> the same parts with targets filled.
+    """Give photos a building identity from footprints (see docs/footprints.md).
+
+    Ingest parts + building footprints -> the same parts with targets filled.
 
     Each photo with a position and a heading gets the first footprint its heading ray hits (see
     docs/footprints.md); the others are counted by reason and left out.
     """
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe label --in work/images --footprints buildings.parquet --out work/labelled",
+        "sbe label --in work/images --footprints osm.geojson --footprint-id-column id --metadata mapillary.geojson --out work/labelled",
+    )
 
     _path_fields = ("input", "footprints", "metadata", "output")
     input: Path = Path("images")
@@ -135,7 +159,15 @@ class LabelConfig(Section):
 
 
 class BackboneConfig(Section):
-    """``sbe backbone``: ingest parts + tars -> ``<output>/<tar stem>-<first row>.parquet``."""
+    """Ingest parts + their tars -> <out>/<tar stem>-<first row>.parquet embeddings.
+
+    Ingest parts + tars -> ``<output>/<tar stem>-<first row>.parquet``.
+    """
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe backbone --in work/images --out work/backbone",
+        "sbe backbone --in work/images --out work/backbone --model hf:facebook/dinov2-small --device cuda",
+    )
 
     _path_fields = ("input", "output")
     input: Path = Path("images")
@@ -187,6 +219,12 @@ class BackboneConfig(Section):
 
 
 class SplitConfig(Section):
+    """Merge backbone parts into train/val/test by building and by geography."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe split --in work/backbone --out work/split --cell-size-m 500",
+    )
+
     _path_fields = ("input", "output")
     input: Path = Path("backbone")
     output: Path = Path("split")
@@ -226,6 +264,12 @@ class SplitConfig(Section):
 
 
 class NeighborsConfig(Section):
+    """Visual neighbours of other identities and their difficulty bands, per split."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe neighbors --in work/split --out work/neighbors --k 150",
+    )
+
     _path_fields = ("input", "output")
     input: Path = Path("split")
     output: Path = Path("neighbors")
@@ -270,6 +314,13 @@ class NeighborsConfig(Section):
 
 
 class TrainConfig(Section):
+    """Fit the projection head on split/train, select it on split/val, test once."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe train --in work/split --neighbors work/neighbors --out work/run",
+        "sbe train --in work/split --out work/run --loss triplet --epochs 10",
+    )
+
     _path_fields = ("input", "neighbors", "output")
     input: Path = Path("split")
     neighbors: Path | None = Field(
@@ -347,9 +398,22 @@ class TrainConfig(Section):
         description="where training runs; auto = CUDA when available",
     )
     seed: int = Field(0, description="random seed (weights, batches)")
+    resume: bool = Field(
+        False,
+        json_schema_extra=RUNTIME,
+        description="continue the run in --out from its last checkpoint (changed settings are "
+        "refused); a killed run resumes without it",
+    )
 
 
 class EvaluateConfig(Section):
+    """Image-to-image retrieval of a trained run, backbone vs projector."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe evaluate --run work/run",
+        "sbe evaluate --run work/run --landmarks ../shared/data/landmarks-mini",
+    )
+
     _path_fields = ("run", "landmarks")
     run: Path = Field(Path("run"), description="training run folder")
     split: Literal["train", "val", "test"] = Field("test", description="which split to score")
@@ -385,7 +449,14 @@ class VerifyConfig(Section):
 
 
 class TuneConfig(Section):
-    """Optuna search over the head, loss and sampler settings of ``[train]``."""
+    """Optuna search over the projector's head, loss and sampler settings.
+
+    Optuna search over the head, loss and sampler settings of ``[train]``.
+    """
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe tune --in work/split --neighbors work/neighbors --out work/tune --trials 20",
+    )
 
     _path_fields = ("input", "neighbors", "output")
     input: Path = Path("split")
@@ -410,6 +481,10 @@ class TuneConfig(Section):
 
 
 class GeoConfig(Section):
+    """Train the geo heads on frozen embeddings, evaluate them beside baselines, predict."""
+
+    examples: ClassVar[tuple[str, ...]] = ("sbe geo train --in work/split --out work/geo",)
+
     _path_fields = ("input", "run", "output")
     input: Path = Path("split")
     run: Path | None = Field(
@@ -468,6 +543,12 @@ class GeoConfig(Section):
 
 
 class PublishConfig(Section):
+    """A training run (+ optional geo heads) -> a Hugging Face model folder."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe publish --run work/run --geo work/geo --out work/model",
+    )
+
     _path_fields = ("run", "geo", "output")
     run: Path = Field(Path("run"), description="training run to publish")
     geo: Path | None = Field(None, description="geo stage output whose heads ship with the model")
@@ -479,6 +560,15 @@ class PublishConfig(Section):
 
 
 class EmbedConfig(Section):
+    """New images -> per-image embeddings from a published model."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe embed --in packaged_images.parquet --model work/model --out work/embeddings",
+        "sbe embed --in photos --model work/model --out work/embeddings --id-column building_id",
+        "sbe embed --in list.csv --model work/model --out work/embeddings --keep-columns city",
+        "sbe embed --in shards --model work/model --out work/embeddings --format webdataset",
+    )
+
     _path_fields = ("input", "output", "model")
     input: Path = Path("packaged_images.parquet")
     output: Path = Path("embeddings")
@@ -516,6 +606,12 @@ class EmbedConfig(Section):
     )
     shard_index: int = Field(0, ge=0, description="this job's shard (SLURM arrays)")
     shard_count: int = Field(1, ge=1, description="chunks are dealt round-robin to shards")
+    shard: str | None = Field(
+        None,
+        pattern=r"^\d+/\d+$",
+        json_schema_extra=RUNTIME,
+        description="K/N: shard_index K of shard_count N (SLURM arrays)",
+    )
     format: Literal["auto", "packaged", "imagefolder", "webdataset", "mapillary"] = Field(
         "auto",
         description="input format: a packaged parquet (image_bytes + OSMID), an image folder or "
@@ -533,12 +629,22 @@ class EmbedConfig(Section):
 
     @model_validator(mode="after")
     def _check_shard(self) -> Self:
+        if self.shard is not None:
+            k, n = (int(v) for v in self.shard.split("/"))
+            self.__dict__.update(shard_index=k, shard_count=n, shard=None)
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard_index {self.shard_index} must be < shard_count")
         return self
 
 
 class AggregateConfig(Section):
+    """Per-image embeddings -> one vector per building (OSMID)."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe aggregate --in work/embeddings --out work/buildings",
+        "sbe aggregate --in work/embeddings --out work/buildings --locations osm.parquet",
+    )
+
     _path_fields = ("input", "output", "locations")
     input: list[Path] = Field(
         default_factory=lambda: [Path("embeddings")],
@@ -554,6 +660,10 @@ class AggregateConfig(Section):
 
 
 class IndexConfig(Section):
+    """A faiss index + side table over any embeddings dataset."""
+
+    examples: ClassVar[tuple[str, ...]] = ("sbe index build --in work/buildings --out work/index",)
+
     _path_fields = ("input", "output", "model")
     input: Path = Path("buildings")
     output: Path = Path("index")
@@ -574,6 +684,12 @@ class IndexConfig(Section):
 
 
 class ClusterConfig(Section):
+    """K-means or HDBSCAN over building (or image) vectors."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe cluster --in work/buildings --out work/clusters --k 12",
+    )
+
     _path_fields = ("input", "output")
     input: Path = Path("buildings")
     output: Path = Path("clusters")
@@ -602,10 +718,16 @@ class ClusterConfig(Section):
 
 
 class ReportConfig(Section):
-    """``sbe report``: one self-contained HTML page over the other stages' outputs.
+    """One self-contained HTML page over the outputs of the other stages.
 
-    Every input is optional: a missing one turns its section into a "not available" note.
-    """
+    One self-contained HTML page over the other stages' outputs.
+
+    Every input is optional: a missing one turns its section into a "not available" note."""
+
+    examples: ClassVar[tuple[str, ...]] = (
+        "sbe report --workdir work",
+        "sbe report --run work/run --out work/report",
+    )
 
     _path_fields = (
         "raw",

@@ -160,10 +160,6 @@ class AggregateStage(Stage):
 
     name = "aggregate"
     inputs = (Input("input", "embed", follows=True),)
-    examples = (
-        "sbe aggregate --in work/embeddings --out work/buildings",
-        "sbe aggregate --in work/embeddings --out work/buildings --locations osm.parquet",
-    )
 
     def run(self, cfg: AggregateConfig, ctx: StageContext) -> Manifest:
         """Average the embeddings per OSMID and write ``buildings.parquet`` (+ GeoParquet).

@@ -45,6 +45,7 @@ from sbe.models.backbones import Backbone, load_backbone, resolve_spec
 from sbe.models.backbones.onnx import available_cores
 from sbe.models.backbones.pipeline import embed_stream
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
     SkipLog,
@@ -406,13 +407,16 @@ class BackboneStage(Stage):
 
     name = "backbone"
     inputs = (Input("input", "ingest"),)
-    examples = (
-        "sbe backbone --in work/images --out work/backbone",
-        "sbe backbone --in work/images --out work/backbone --model hf:facebook/dinov2-small --device cuda",
-    )
 
     def __init__(self, on_part: Callable[[PartResult], None] | None = None) -> None:
         self.on_part = on_part
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        i, x = m.extra.get("backbone") or {}, m.extra
+        line = f"backbone {i.get('name')} ({i.get('dim')}-d, {i.get('pooling')} pooling)"
+        if x.get("images_per_second") and not m.up_to_date:
+            line += f", {x['runtime']} on {x['device']}: {x['images_per_second']:,.1f} images/s"
+        return [line]
 
     def run(self, cfg: BackboneConfig, ctx: StageContext) -> Manifest:
         """Embed every image of the ingest output ``cfg.input`` into ``cfg.output``.

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sbe.config import SbeConfig, Section, section_dict
 from sbe.progress import progress_bar
+from sbe.stages.summary import Summary, manifest_table
 from sbe.storage import (
     DirLock,
     InputFingerprint,
@@ -348,17 +349,25 @@ class Stage(ABC):
         name: the command and manifest name, e.g. ``"split"``.
         section: the config section it reads (defaults to ``name``).
         inputs: config fields ``sbe run`` fills from upstream stages.
-        examples: one or two command lines shown at the end of ``--help``.
     """
 
     name: ClassVar[str]
     section: ClassVar[str] = ""
     inputs: ClassVar[tuple[Input, ...]] = ()
-    examples: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def section_name(cls) -> str:
         return cls.section or cls.name
+
+    def summary(self, manifest: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        """What a finished run shows: the manifest table, :meth:`result_lines`, the output."""
+        dest = getattr(cfg, "output", None)
+        tail: Summary = [f"-> {dest}"] if dest is not None else []
+        return [manifest_table(manifest), *self.result_lines(manifest, results, cfg), *tail]
+
+    def result_lines(self, manifest: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        """Lines (or tables) for what the manifest's counts alone do not say."""
+        return []
 
     def output_dir(self, cfg: Section) -> Path:
         """The folder this stage writes and locks (the section's ``output`` by default)."""

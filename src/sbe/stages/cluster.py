@@ -17,6 +17,7 @@ from sbe.errors import SbeError
 from sbe.index.cluster import Clustering, hdbscan, kmeans
 from sbe.index.source import open_source, read_source
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
     SkipLog,
@@ -75,7 +76,11 @@ class ClusterStage(Stage):
 
     name = "cluster"
     inputs = (Input("input", "aggregate", follows=True),)
-    examples = ("sbe cluster --in work/buildings --out work/clusters --k 12",)
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        sizes = m.extra.get("sizes", [])
+        shown = ", ".join(str(s) for s in sizes[:20]) + (" ..." if len(sizes) > 20 else "")
+        return [f"cluster sizes: {shown} (noise {m.extra.get('noise', 0)})"]
 
     def run(self, cfg: ClusterConfig, ctx: StageContext) -> Manifest:
         """Cluster the vectors of ``cfg.input`` into ``cfg.output``.

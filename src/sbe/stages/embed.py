@@ -261,12 +261,6 @@ class EmbedStage(Stage):
 
     name = "embed"
     inputs = (Input("input", "synth", "packaged"), Input("model", "publish"))
-    examples = (
-        "sbe embed --in packaged_images.parquet --model work/model --out work/embeddings",
-        "sbe embed --in photos --model work/model --out work/embeddings --id-column building_id",
-        "sbe embed --in list.csv --model work/model --out work/embeddings --keep-columns city",
-        "sbe embed --in shards --model work/model --out work/embeddings --format webdataset",
-    )
 
     def skip_reason(self, cfg: SbeConfig) -> str | None:
         path = cfg.resolved().embed.input

@@ -20,6 +20,7 @@ from sbe.config import EvaluateConfig, Section
 from sbe.errors import SbeError
 from sbe.models.projector import Projector
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.summary import Summary, Table
 from sbe.storage import Manifest, fingerprint_paths, write_json_atomic
 from sbe.storage.artifacts import EvaluateDir, RunDir
 from sbe.training.data import load_split
@@ -44,13 +45,32 @@ class EvaluateStage(Stage):
 
     name = "evaluate"
     inputs = (Input("run", "train"),)
-    examples = (
-        "sbe evaluate --run work/run",
-        "sbe evaluate --run work/run --landmarks ../shared/data/landmarks-mini",
-    )
 
     def output_dir(self, cfg: Section) -> Path:
         return RunDir(cfg.run).evaluate_dir().root  # type: ignore[attr-defined]
+
+    def summary(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        res = results or m.extra.get("results", {})
+        if "retrieval" not in res:
+            return super().summary(m, results, cfg)
+        r = res["retrieval"]
+        title = f"{res['split']}: {r['queries']:,} queries, gallery {r['images']:,} images"
+        table = Table(title, ["metric", "backbone", "projector", "delta"])
+        for key, raw in r["backbone"].items():
+            proj = r["projector"][key]
+            table.rows.append([key, f"{raw:.4f}", f"{proj:.4f}", f"{proj - raw:+.4f}"])
+        lm = res.get("landmarks") or {}
+        if "skipped" in lm:
+            return [table, f"real photos: skipped ({lm['skipped']})"]
+        if not lm:
+            return [table]
+        b, p, n = lm["backbone"], lm["projector"], lm["images"]
+        return [
+            table,
+            f"real photos ({n} images, {lm['landmarks']} landmarks, leave-one-out): P@1 "
+            f"{b['correct@1']}/{n} -> {p['correct@1']}/{n}, mAP {b['map']:.4f} -> {p['map']:.4f} "
+            f"(lost {lm['lost']}, gained {lm['gained']})",
+        ]
 
     def run(self, cfg: EvaluateConfig, ctx: StageContext) -> Manifest:
         """Evaluate ``cfg.run`` on ``cfg.split`` (and on real photos when available).

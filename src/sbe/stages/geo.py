@@ -28,7 +28,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from sbe.config import GeoConfig
+from sbe.config import GeoConfig, SbeConfig
+from sbe.config.commands import GeoEvaluateOptions, GeoPredictOptions
 from sbe.errors import SbeError
 from sbe.geo.build import heads_from_config, loss_from_config
 from sbe.geo.heads import GeoHeads, GeoPrediction
@@ -52,6 +53,7 @@ from sbe.geo.settings import GeoSettings
 from sbe.geo.trainer import FitSettings, fit, torch_threads
 from sbe.sphere import haversine_km, unit_to_latlon
 from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
+from sbe.stages.summary import Summary, Table, number
 from sbe.storage import (
     Manifest,
     atomic_path,
@@ -482,6 +484,54 @@ def centre_latlon(heads: GeoHeads) -> tuple[np.ndarray, np.ndarray]:
     return unit_to_latlon(torch.as_tensor(heads.centres).numpy())
 
 
+GEO_ROWS = [
+    *(("location", f"acc_{t}km", f"within {t} km", "%") for t in (1, 25, 200, 750, 2500)),
+    ("location", "median_km", "median error (km)", "km"),
+    ("location", "mean_km", "mean error (km)", "km"),
+    ("climate", "fine_acc", "climate fine acc", "%"),
+    ("climate", "fine_macro_f1", "climate fine macro-F1", "f"),
+    ("climate", "coarse_acc", "climate coarse acc", "%"),
+    ("climate", "coarse_macro_f1", "climate coarse macro-F1", "f"),
+    ("season", "mean_error_days", "season mean error (days)", "d"),
+    ("season", "north_mean_error_days", "  northern hemisphere", "d"),
+    ("season", "south_mean_error_days", "  southern hemisphere", "d"),
+    ("season_seasonal", "mean_error_days", "  seasonal climates", "d"),
+    ("season_flat", "mean_error_days", "  climates without seasons", "d"),
+    ("calibration", "hpd90_coverage", "true place in the 90% region", "%"),
+    ("calibration", "hpd50_coverage", "true place in the 50% region", "%"),
+    ("calibration", "median_radius90_km", "median 90% radius of the top mode (km)", "km"),
+]
+
+
+def geo_table(report: dict[str, Any], title: str) -> Table:
+    """:func:`evaluate`'s report as a table: the geo heads beside both baselines, a metric a row."""
+    base = report["baselines"]
+    predictors = [report["model"], base["most_common"], base["nearest_neighbour"]]
+    table = Table(title, ["metric", "geo heads", "most common", "nearest neighbour"])
+    for group, key, label, kind in GEO_ROWS:
+        table.rows.append([label, *(number(m.get(group, {}).get(key), kind) for m in predictors)])
+    return table
+
+
+def predictions_table(rows: list[dict[str, Any]]) -> Table:
+    """:func:`predict`'s rows as a table: one line per location guess, climate and season first."""
+    columns = ["input", "rank", "lat", "lon", "prob", "r50 km", "r90 km", "climate", "season"]
+    table = Table("sbe geo predict", columns)
+    for row in rows:
+        c, s = row["climate"], row["season"]
+        first = [
+            Path(row["source"]).name,
+            f"{c['code']} {c['name']} p={c['prob']:.2f}",
+            f"{s['date_label']} (day {s['day_of_year']:.0f})",
+        ]
+        for j, loc in enumerate(row["locations"]):
+            name, climate, season = first if j == 0 else ("", "", "")
+            radii = [f"{loc.get(f'radius_{p}_km', float('nan')):,.0f}" for p in (50, 90)]
+            where = [f"{loc['lat']:.4f}", f"{loc['lon']:.4f}", f"{loc['prob']:.3f}"]
+            table.rows.append([name, str(j + 1), *where, *radii, climate, season])
+    return table
+
+
 class GeoStage(Stage):
     """``sbe geo``: see the module docstring.
 
@@ -491,12 +541,41 @@ class GeoStage(Stage):
 
     name = "geo"
     inputs = (Input("input", "split"),)
-    examples = ("sbe geo train --in work/split --out work/geo",)
 
     def __init__(self, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.on_record = on_record
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        test = results.get("test") or (GeoDir(cfg.output).metrics_record() or {}).get("test")
+        return [geo_table(test, f"test split ({test['n']:,} rows)")] if test else []
 
     def run(self, cfg: GeoConfig, ctx: StageContext) -> Manifest:
         """Train, evaluate and save the heads into ``cfg.output``; resumes a killed run."""
         with torch_threads(cfg.threads):
             return _train(cfg, ctx, self.on_record)
+
+
+def evaluate_command(opts: GeoEvaluateOptions, cfg: SbeConfig, **_: Any) -> tuple[dict, Summary]:
+    """``sbe geo evaluate``: :func:`evaluate` of the heads in ``--model`` (or the geo output)."""
+    sec = cfg.resolved().geo
+    report = evaluate(
+        opts.model.resolve() if opts.model is not None else Path(sec.output),
+        split=opts.split,
+        split_dir=opts.input.resolve() if opts.input is not None else None,
+        fallback_px=sec.coastal_fallback_px,
+        threads=sec.threads,
+    )
+    return report, [geo_table(report, f"sbe geo evaluate: {opts.split} ({report['n']:,} rows)")]
+
+
+def predict_command(opts: GeoPredictOptions, cfg: SbeConfig, **_: Any) -> tuple[list, Summary]:
+    """``sbe geo predict``: :func:`predict` for image files or an embeddings parquet."""
+    sec = cfg.resolved().geo
+    rows = predict(
+        opts.model.resolve() if opts.model is not None else Path(sec.output),
+        images=opts.images or None,
+        embeddings_file=opts.embeddings,
+        top_k=opts.top_k,
+        threads=sec.threads,
+    )
+    return rows, [predictions_table(rows)]

@@ -23,6 +23,7 @@ from sbe.index.directory import IDS_FILE, INDEX_FILE, INFO_FILE, IndexInfo, save
 from sbe.index.faiss_index import IndexParams, build_index, index_nbytes
 from sbe.index.source import open_source, read_source, source_provenance
 from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
+from sbe.stages.summary import Summary
 from sbe.storage import Manifest, SkipLog, StageTimer, config_hash, fingerprint_paths
 from sbe.storage.artifacts import relpath, source_dir
 
@@ -43,7 +44,14 @@ class IndexStage(Stage):
 
     name = "index"
     inputs = (Input("input", "aggregate", follows=True),)
-    examples = ("sbe index build --in work/buildings --out work/index",)
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        info = m.extra.get("index", {})
+        p = info.get("parameters", {})
+        detail = f"{info.get('kind')} {info.get('faiss_class')}, dim {info.get('dim')}"
+        if info.get("kind") == "hnsw":
+            detail += f", M {p.get('hnsw_m')}, efConstruction {p.get('ef_construction')}, efSearch {p.get('ef_search')}"
+        return [f"index: {detail}; built in {info.get('build_seconds', 0):.1f} s"]
 
     def run(self, cfg: IndexConfig, ctx: StageContext) -> Manifest:
         """Build the index directory ``cfg.output`` from ``cfg.input``.

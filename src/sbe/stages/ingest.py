@@ -53,6 +53,7 @@ from sbe.data.tarstream import NotATarError, probe_tar
 from sbe.device import usable_cores
 from sbe.errors import SbeError
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
     SkipLog,
@@ -383,11 +384,16 @@ class IngestStage(Stage):
 
     name = "ingest"
     inputs = (Input("inputs", "synth"),)
-    examples = (
-        "sbe ingest --in work/raw --out work/images",
-        "sbe ingest --in photos --out work/images --id-column building_id",
-        "sbe ingest --in shards --out work/images --format webdataset",
-    )
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        warnings = m.extra.get("warnings") or {}
+        lines: Summary = (
+            ["warnings: " + ", ".join(f"{k}: {v:,}" for k, v in warnings.items())]
+            if warnings
+            else []
+        )
+        damaged = (m.extra.get("damaged_tars") or {}).items()
+        return lines + [f"damaged: {t}: {d} (rows before the damage kept)" for t, d in damaged]
 
     def run(self, cfg: IngestConfig, ctx: StageContext) -> Manifest:
         """Ingest every tar of ``cfg.inputs`` into ``cfg.output``; see the module docstring.

@@ -149,11 +149,6 @@ class LabelStage(Stage):
 
     name = "label"
     inputs = (Input("input", "ingest"),)
-    examples = (
-        "sbe label --in work/images --footprints buildings.parquet --out work/labelled",
-        "sbe label --in work/images --footprints osm.geojson --footprint-id-column id "
-        "--metadata mapillary.geojson --out work/labelled",
-    )
 
     def run(self, cfg: LabelConfig, ctx: StageContext) -> Manifest:
         """Label every photo of the ingest folder ``cfg.input`` with a footprint.

@@ -30,6 +30,7 @@ from sbe.mining.bands import assign_bands, calibrate_band_edges, distance_ratios
 from sbe.mining.knn import VectorIndex, faiss_threads, knn_other_identities
 from sbe.mining.pca import CovarianceAccumulator, Pca, safetensors_metadata
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
     config_hash,
@@ -237,7 +238,19 @@ class NeighborsStage(Stage):
 
     name = "neighbors"
     inputs = (Input("input", "split"),)
-    examples = ("sbe neighbors --in work/split --out work/neighbors --k 150",)
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        edges = ", ".join(f"{e:.3g}" for e in m.extra.get("band_edges", []))
+        lines: Summary = [f"band edges (distance / local scale): {edges}"]
+        for name, s in (m.extra.get("splits") or {}).items():
+            idx = s.get("index") or {}
+            how = idx.get("kind", "?")
+            if how == "ivf_flat":
+                how += f" (nlist {idx['nlist']}, nprobe {idx['nprobe']}, recall {idx['measured_recall']})"
+            if idx.get("fallback"):
+                how += f" (exact: {idx['fallback']})"
+            lines.append(f"{name}: {s['rows']:,} rows, {how}")
+        return lines
 
     def run(self, cfg: NeighborsConfig, ctx: StageContext) -> Manifest:
         """Compute ``{train,val,test}.parquet`` of ``cfg.output`` from the split folder.

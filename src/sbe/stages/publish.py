@@ -210,7 +210,6 @@ class PublishStage(Stage):
 
     name = "publish"
     inputs = (Input("run", "train"), Input("geo", "geo"))
-    examples = ("sbe publish --run work/run --geo work/geo --out work/model",)
 
     def run(self, cfg: PublishConfig, ctx: StageContext) -> Manifest:
         """Publish ``cfg.run`` (and ``cfg.geo``) as a model folder at ``cfg.output``.

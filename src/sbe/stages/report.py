@@ -19,6 +19,7 @@ from sbe.errors import SbeError
 from sbe.report.build import ReportOptions, build_report
 from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
 from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
+from sbe.stages.summary import Summary, manifest_table
 from sbe.storage import Manifest, atomic_path, fingerprint_paths
 from sbe.storage.artifacts import ReportDir
 
@@ -68,14 +69,15 @@ class ReportStage(Stage):
         Input("clusters", "cluster"),
         Input("index", "index"),
     )
-    examples = (
-        "sbe report --workdir work",
-        "sbe report --run work/run --out work/report",
-    )
 
     def wire(self, cfg: SbeConfig, skipped: set[str]) -> None:
         if cfg.report.landmarks is None and cfg.evaluate.landmarks is not None:
             cfg.report.landmarks = cfg.evaluate.landmarks
+
+    def summary(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        missing = {k: v for k, v in m.extra.get("sections", {}).items() if v}
+        lines = [f"{name}: not available: {'; '.join(why)}" for name, why in missing.items()]
+        return [manifest_table(m), *lines, f"report: {Path(cfg.output) / 'report.html'}"]
 
     def run(self, cfg: ReportConfig, ctx: StageContext) -> Manifest:
         """Write ``cfg.output/report.html`` from the other stages' outputs.

@@ -18,8 +18,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sbe.config import SbeConfig
+from sbe.config.commands import SearchOptions
 from sbe.errors import SbeError
 from sbe.index.search import SearchIndex, SearchResult
+from sbe.stages.summary import Summary, Table
 from sbe.storage import to_numpy_matrix
 
 
@@ -179,3 +182,42 @@ def to_payload(
         "id_column": index.info.id_column,
         "queries": [{"query": label, "hits": result.hits(q)} for q, label in enumerate(labels)],
     }
+
+
+def command(opts: SearchOptions, cfg: SbeConfig, **_: Any) -> tuple[dict[str, Any], Summary]:
+    """``sbe search``: :func:`run_query` on ``--index`` (default: the index stage's output)."""
+    index_dir = opts.index or cfg.resolved().index.output
+    idx, labels, result = run_query(
+        index_dir,
+        id_value=opts.id,
+        vector_file=opts.vector_file,
+        images=opts.image,
+        k=opts.k,
+        model_dir=opts.model,
+        ef_search=opts.ef_search,
+        exclude_self=not opts.include_self,
+        precision=opts.precision,
+        calibration=opts.calibration,
+    )
+    payload = to_payload(index_dir, idx, labels, result)
+    return payload, [hits_table(q, opts.k) for q in payload["queries"]]
+
+
+def hits_table(query: dict[str, Any], k: int) -> Table:
+    """One query's hits: rank, id, similarity, location, then any metadata columns."""
+    fixed = ["rank", "id", "similarity", "lat", "lon"]
+    hits = query["hits"]
+    extra = [c for c in (hits[0] if hits else {}) if c not in (*fixed, "row")]
+    table = Table(f"{query['query']}: top {k}", [*fixed, *extra])
+    for h in hits:
+        loc = [f"{h[c]:.6f}" if h[c] is not None else "-" for c in ("lat", "lon")]
+        table.rows.append(
+            [
+                str(h["rank"]),
+                str(h["id"]),
+                f"{h['similarity']:.4f}",
+                *loc,
+                *(str(h[c]) for c in extra),
+            ]
+        )
+    return table

@@ -35,6 +35,7 @@ from sbe.data.parquet_stream import StreamingPart
 from sbe.errors import SbeError
 from sbe.sphere import latlon_to_unit, unit_to_latlon
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.summary import Summary
 from sbe.storage import Manifest, SkipLog, fingerprint_paths
 from sbe.storage.artifacts import BackboneDir, SplitDir
 from sbe.storage.schemas import CARRIED_FIELDS, SPLITS, split_schema, uid_str
@@ -422,7 +423,17 @@ class SplitStage(Stage):
 
     name = "split"
     inputs = (Input("input", "backbone"),)
-    examples = ("sbe split --in work/backbone --out work/split --cell-size-m 500",)
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        lines: Summary = [
+            f"{name}: {s['images']:,} images, {s['identities']:,} identities, {s['cells']:,} cells"
+            for name, s in (m.extra.get("splits") or {}).items()
+        ]
+        return lines + [
+            f"leakage {pair}: nearest {v['min_distance_m']} m, "
+            f"{v['identities_within_group_radius']:,} identities within the grouping radius"
+            for pair, v in (m.extra.get("leakage") or {}).items()
+        ]
 
     def run(self, cfg: SplitConfig, ctx: StageContext) -> Manifest:
         """Split the backbone output folder ``cfg.input`` into ``train``/``val``/``test`` files.

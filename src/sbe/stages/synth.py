@@ -33,6 +33,7 @@ from sbe.config import SbeConfig, SynthConfig, section_dict
 from sbe.device import usable_cores
 from sbe.errors import SbeError
 from sbe.stages.base import Stage, StageContext, run_stage
+from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
     config_hash,
@@ -176,13 +177,18 @@ class SynthStage(Stage):
 
     name = "synth"
     inputs = ()
-    examples = (
-        "sbe synth --out work/raw --buildings 300",
-        "sbe synth --out work/raw --buildings 40 --preview",
-    )
 
     def skip_reason(self, cfg: SbeConfig) -> str | None:
         return "source is raw tars" if cfg.pipeline.source != "synth" else None
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        pk = m.extra.get("packaged")
+        if not pk:
+            return []
+        return [
+            f"packaged: {pk['rows']:,} rows of {pk['buildings']:,} buildings -> {pk['path']} "
+            f"(corrupt rows {pk['corrupt_rows']})"
+        ]
 
     def run(self, cfg: SynthConfig, ctx: StageContext) -> Manifest:
         """Generate the synthetic world described by ``cfg``.

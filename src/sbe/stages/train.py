@@ -33,6 +33,7 @@ from sbe.errors import SbeError
 from sbe.geo.settings import GeoSettings
 from sbe.models.projector import Projector
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.summary import Summary
 from sbe.storage import Manifest, config_hash, fingerprint_paths, write_json_atomic
 from sbe.storage.artifacts import NeighborsDir, RunDir, SplitDir
 from sbe.training.checkpoint import STATE_NAME
@@ -121,10 +122,6 @@ class TrainStage(Stage):
 
     name = "train"
     inputs = (Input("input", "split"), Input("neighbors", "neighbors"))
-    examples = (
-        "sbe train --in work/split --neighbors work/neighbors --out work/run",
-        "sbe train --in work/split --out work/run --loss triplet --epochs 10",
-    )
 
     def __init__(self, resume: bool = False) -> None:
         self.resume = resume
@@ -133,6 +130,9 @@ class TrainStage(Stage):
         # the band curriculum reads an existing neighbours folder even when its stage is skipped
         if "neighbors" in skipped and cfg.train.curriculum == "bands":
             cfg.train.neighbors = cfg.neighbors.output
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        return [f"best val mAP@R {m.extra.get('best_val_map@r', float('nan')):.4f}"]
 
     def run(self, cfg: TrainConfig, ctx: StageContext) -> Manifest:
         """Train (or continue) the run in ``cfg.output``, test its best head, write ``run.json``.
@@ -163,7 +163,7 @@ class TrainStage(Stage):
             return done
         # what a checkpoint must match to be continued: settings and inputs
         key = config_hash({"config": ctx.hash, "inputs": [i.model_dump() for i in ctx.inputs]})
-        resume = self.resume or (ctx.resuming and _checkpoint_key(out) == key)
+        resume = self.resume or cfg.resume or (ctx.resuming and _checkpoint_key(out) == key)
         if not resume:
             _clear_run(out)
         train = load_split(cfg.input, "train", cfg.neighbors if use_neighbors else None)

@@ -25,6 +25,7 @@ import tomli_w
 from sbe.config import TrainConfig, TuneConfig
 from sbe.errors import SbeError
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.summary import Summary
 from sbe.storage import Manifest, atomic_path, fingerprint_paths, write_json_atomic
 from sbe.training.data import load_split, split_path
 from sbe.training.loop import RESUME_FREE_KEYS
@@ -48,10 +49,13 @@ class TuneStage(Stage):
 
     name = "tune"
     inputs = (Input("input", "split"), Input("neighbors", "neighbors"))
-    examples = ("sbe tune --in work/split --neighbors work/neighbors --out work/tune --trials 20",)
 
     def __init__(self, base: TrainConfig | None = None) -> None:
         self.base = base
+
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        best = f"best val mAP@R {m.extra['best_value']:.4f} (trial {m.extra['best_trial']})"
+        return [f"{best} -> {Path(cfg.output) / 'best_params.toml'}"]
 
     def run(self, cfg: TuneConfig, ctx: StageContext) -> Manifest:
         """Run ``cfg.trials`` trials of the shared study and write the best parameters so far.
