@@ -276,10 +276,19 @@ def read_image(container: str | os.PathLike[str], member: str, offset: int, size
     """
     if os.path.isdir(container):
         return read_file(os.path.join(container, member), size)
+    return read_tar_member(container, offset, size)
+
+
+def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) -> bytes:
+    """The ``size`` bytes at ``offset`` of an uncompressed tar: one positional read, no extraction.
+
+    Raises:
+        ImageReadError: the tar is missing, the location is invalid or the tar ends early.
+    """
     try:
-        fd = os.open(container, os.O_RDONLY)
+        fd = os.open(tar_file, os.O_RDONLY)
     except OSError as e:
-        raise ImageReadError(f"cannot open {container}: {e.strerror}") from None
+        raise ImageReadError(f"cannot open {tar_file}: {e.strerror}") from None
     try:
         return read_member(fd, offset, size)
     finally:

@@ -11,18 +11,9 @@ import numpy as np
 import pyarrow.dataset as ds
 
 from sbe.inference.sources import SOURCES_NAME
+from sbe.report import readers
 from sbe.report.gallery import Tile, image_bytes_by_id
 from sbe.report.places import Places
-from sbe.report.readers import (
-    ThumbSettings,
-    Unavailable,
-    manifest_of,
-    need_dir,
-    parquet_schema,
-    read_json,
-    read_parquet,
-    require_columns,
-)
 from sbe.report.thumbs import ImageReadError, read_located, read_parquet_rows, thumbnail_uri
 from sbe.storage.artifacts import EmbedDir
 
@@ -49,10 +40,10 @@ def _osmid_images(
 ) -> tuple[dict[Any, bytes | None], str]:
     """One packaged image per OSMID, found through the embed output (``row_index``)."""
     try:
-        folder = need_dir(embeddings_dir, "embed output")
+        folder = readers.need_dir(embeddings_dir, "embed output")
         embed = EmbedDir(folder)
-        state = read_json(embed.state_path, "embed state.json")
-    except Unavailable as e:
+        state = readers.read_json(embed.state_path, "embed state.json")
+    except readers.Unavailable as e:
         return {}, str(e)
     # a photo input (folder, list, WebDataset): images by reference from sources.parquet
     photos = embed.path(SOURCES_NAME)
@@ -65,11 +56,16 @@ def _osmid_images(
     columns = ["tar_file", "member_name", "tar_offset", "tar_size"] if photos.is_file() else []
     try:
         for f in parts:
-            require_columns(parquet_schema(f, "embed part"), ["OSMID", "row_index"], f, "embed")
-        require_columns(
-            parquet_schema(source, "embed input"), columns or ["image_bytes"], source, "embed"
+            readers.require_columns(
+                readers.parquet_schema(f, "embed part"), ["OSMID", "row_index"], f, "embed"
+            )
+        readers.require_columns(
+            readers.parquet_schema(source, "embed input"),
+            columns or ["image_bytes"],
+            source,
+            "embed",
         )
-    except Unavailable as e:
+    except readers.Unavailable as e:
         return {}, str(e)
     table = ds.dataset([str(f) for f in parts], format="parquet").to_table(
         columns=["OSMID", "row_index"]
@@ -108,7 +104,7 @@ def cluster_samples(
     *,
     per_cluster: int,
     max_clusters: int,
-    thumb: ThumbSettings,
+    thumb: readers.ThumbSettings,
     places: Places | None = None,
 ) -> Clusters:
     """Cluster sizes and the images of each cluster's most central members (rank_in_cluster).
@@ -118,18 +114,18 @@ def cluster_samples(
             assignments); ``None``: coordinates only.
     """
     places = places or Places()
-    m = manifest_of(clusters_dir, "cluster output", "cluster")
+    m = readers.manifest_of(clusters_dir, "cluster output", "cluster")
     assert clusters_dir is not None
     path = Path(clusters_dir) / "assignments.parquet"
-    schema = parquet_schema(path, "cluster assignments")
+    schema = readers.parquet_schema(path, "cluster assignments")
     id_col = m.extra.get("id_column") or schema.names[0]
-    table = read_parquet(
+    table = readers.read_parquet(
         path, "cluster assignments", "cluster", [id_col, "cluster", "rank_in_cluster"]
     )
     n = table.num_rows
     lat = lon = np.full(n, np.nan)
     if {"lat", "lon"} <= set(schema.names):
-        loc = read_parquet(path, "cluster assignments", "cluster", ["lat", "lon"])
+        loc = readers.read_parquet(path, "cluster assignments", "cluster", ["lat", "lon"])
         lat = loc.column("lat").to_numpy(zero_copy_only=False).astype(np.float64)
         lon = loc.column("lon").to_numpy(zero_copy_only=False).astype(np.float64)
     labels = table.column("cluster").to_numpy()

@@ -20,8 +20,9 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
+from sbe.data import tarstream
 from sbe.data.images import ImageDecodeError, decode_rgb
-from sbe.data.tarstream import ImageReadError, read_image, read_member
+from sbe.data.tarstream import ImageReadError, read_image
 
 #: columns of the ingest parts that locate an image's bytes in its tar
 LOCATION_COLUMNS = ["image_id", "tar_file", "tar_offset", "tar_size"]
@@ -54,21 +55,13 @@ def read_located(
 
 
 def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) -> bytes:
-    """The ``size`` bytes at ``offset`` of an uncompressed tar: one positional read, no extraction.
-
-    Raises:
-        ImageReadError: the tar is missing, the location is invalid or the tar ends early.
-    """
+    """:func:`sbe.data.tarstream.read_tar_member`, its errors naming the tar."""
     try:
-        fd = os.open(tar_file, os.O_RDONLY)
-    except OSError as e:
-        raise ImageReadError(f"cannot open {tar_file}: {e.strerror}") from None
-    try:
-        return read_member(fd, offset, size)
+        return tarstream.read_tar_member(tar_file, offset, size)
     except ImageReadError as e:
-        raise ImageReadError(f"{tar_file}: {e}") from None
-    finally:
-        os.close(fd)
+        raise ImageReadError(
+            e if str(e).startswith("cannot open") else f"{tar_file}: {e}"
+        ) from None
 
 
 def image_locations(

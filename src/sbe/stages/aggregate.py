@@ -35,7 +35,7 @@ from sbe.inference.buildings import (
     mean_locations,
 )
 from sbe.inference.sources import SOURCES_NAME
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, stage_function
 from sbe.storage import Manifest, SkipLog, fingerprint_paths, write_parquet_atomic
 from sbe.storage.artifacts import BuildingsDir, EmbedDir, relpath
 from sbe.storage.schemas import OSMID, buildings_schema
@@ -244,6 +244,4 @@ def _relative_model(model: dict[str, Any], embed: EmbedDir, out: Path) -> dict[s
     return {**model, "model_dir": relpath(model_dir, out)}
 
 
-def run(cfg: AggregateConfig, **options: Any) -> Manifest:
-    """Aggregate ``cfg.input`` into ``cfg.output`` (the :class:`AggregateStage` from Python)."""
-    return run_stage(AggregateStage(), cfg, **options)[0]
+run = stage_function(AggregateStage)

@@ -414,6 +414,25 @@ def run_stage(
     return manifest, ctx.results
 
 
+def stage_function(cls: type[Stage]) -> Callable[..., Manifest]:
+    """A stage as a plain function, the module-level ``run(cfg, **options) -> Manifest``."""
+
+    def run(cfg: Any, **options: Any) -> Manifest:
+        return run_stage(cls(), cfg, **options)[0]
+
+    run.__doc__ = f"""Run :class:`{cls.__name__}` from Python.
+
+    Args:
+        cfg: its resolved config section (absolute paths).
+        **options: :func:`run_stage` options (``show_progress``, ``restart``, ``log``...).
+
+    Returns:
+        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing
+        changed).
+    """
+    return run
+
+
 def settings_from(cls: type[SettingsT], section: object, **overrides: Any) -> SettingsT:
     """A library settings dataclass built from the same-named fields of a config section.
 

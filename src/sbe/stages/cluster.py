@@ -16,7 +16,7 @@ from sbe.config import ClusterConfig
 from sbe.errors import SbeError
 from sbe.index.cluster import Clustering, hdbscan, kmeans
 from sbe.index.source import open_source, read_source
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, stage_function
 from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
@@ -118,6 +118,4 @@ class ClusterStage(Stage):
         )
 
 
-def run(cfg: ClusterConfig, **options: Any) -> Manifest:
-    """Cluster ``cfg.input`` into ``cfg.output`` (the :class:`ClusterStage` from Python)."""
-    return run_stage(ClusterStage(), cfg, **options)[0]
+run = stage_function(ClusterStage)

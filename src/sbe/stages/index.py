@@ -22,7 +22,7 @@ from sbe.errors import SbeError
 from sbe.index.directory import IDS_FILE, INDEX_FILE, INFO_FILE, IndexInfo, save_index_dir
 from sbe.index.faiss_index import IndexParams, build_index, index_nbytes
 from sbe.index.source import open_source, read_source, source_provenance
-from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
+from sbe.stages.base import Input, Stage, StageContext, settings_from, stage_function
 from sbe.stages.summary import Summary
 from sbe.storage import Manifest, SkipLog, StageTimer, config_hash, fingerprint_paths
 from sbe.storage.artifacts import relpath, source_dir
@@ -142,6 +142,4 @@ class IndexStage(Stage):
         )
 
 
-def run(cfg: IndexConfig, **options: Any) -> Manifest:
-    """Build ``cfg.output`` from ``cfg.input`` (the :class:`IndexStage` from Python)."""
-    return run_stage(IndexStage(), cfg, **options)[0]
+run = stage_function(IndexStage)

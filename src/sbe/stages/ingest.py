@@ -52,7 +52,7 @@ from sbe.data.sources.webdataset import read_shard, shard_dataset_id
 from sbe.data.tarstream import NotATarError, probe_tar
 from sbe.device import usable_cores
 from sbe.errors import SbeError
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, stage_function
 from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
@@ -630,22 +630,7 @@ def _records_digest(plan: FolderPlan, start: int, stop: int) -> str:
     return h.hexdigest()[:32]
 
 
-def run(cfg: IngestConfig, **options: Any) -> Manifest:
-    """Ingest every tar of ``cfg.inputs`` into ``cfg.output`` (the :class:`IngestStage` from Python).
-
-    Args:
-        cfg: the resolved ``[ingest]`` section (absolute paths).
-        **options: :func:`~sbe.stages.base.run_stage` options: ``show_progress`` (progress bar on
-            stderr; ``None`` = only when stderr is a terminal), ``restart``, ``log``.
-
-    Returns:
-        The stage manifest (``up_to_date=True`` when nothing needed redoing).
-
-    Raises:
-        SbeError: an input is missing, not an uncompressed tar, or yields no valid rows.
-        LockedError: another run is writing ``cfg.output``.
-    """
-    return run_stage(IngestStage(), cfg, **options)[0]
+run = stage_function(IngestStage)
 
 
 __all__ = [

@@ -35,7 +35,7 @@ from sbe.data.camera_metadata import read_camera_metadata
 from sbe.data.footprints import REASONS, Footprints, Labels, RaySettings, cast_rays
 from sbe.data.footprints import read_footprints as _read_footprints
 from sbe.errors import SbeError
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, stage_function
 from sbe.storage import (
     Manifest,
     SkipLog,
@@ -337,10 +337,4 @@ def _building_table(
     )
 
 
-def run(cfg: LabelConfig, **options: Any) -> Manifest:
-    """Label ``cfg.input`` into ``cfg.output`` (the :class:`LabelStage` from Python).
-
-    Returns:
-        The manifest written to ``cfg.output/_manifest.json``.
-    """
-    return run_stage(LabelStage(), cfg, **options)[0]
+run = stage_function(LabelStage)

@@ -29,7 +29,7 @@ from sbe.errors import SbeError
 from sbe.mining.bands import assign_bands, calibrate_band_edges, distance_ratios, local_scale
 from sbe.mining.knn import VectorIndex, faiss_threads, knn_other_identities
 from sbe.mining.pca import CovarianceAccumulator, Pca, safetensors_metadata
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, stage_function
 from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
@@ -336,14 +336,4 @@ class NeighborsStage(Stage):
         )
 
 
-def run(cfg: NeighborsConfig, **options: Any) -> Manifest:
-    """Compute ``neighbors/{train,val,test}.parquet`` from a split folder (from Python).
-
-    Args:
-        cfg: the resolved ``neighbors`` config section.
-        **options: :func:`~sbe.stages.base.run_stage` options (``show_progress``, ``restart``...).
-
-    Returns:
-        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing changed).
-    """
-    return run_stage(NeighborsStage(), cfg, **options)[0]
+run = stage_function(NeighborsStage)

@@ -45,7 +45,7 @@ from sbe.models.published.export import (
     verify_projector,
     write_folder,
 )
-from sbe.stages.base import IN_PROGRESS_NAME, Input, Stage, StageContext, run_stage
+from sbe.stages.base import IN_PROGRESS_NAME, Input, Stage, StageContext, stage_function
 from sbe.storage import Manifest, fingerprint_paths, load_manifest
 from sbe.storage.artifacts import GeoDir, ModelDir, RunDir, RunRecord, read_json_object, relpath
 from sbe.storage.lock import LOCK_NAME
@@ -325,6 +325,4 @@ class PublishStage(Stage):
         )
 
 
-def run(cfg: PublishConfig, **options: Any) -> Manifest:
-    """Publish ``cfg.run`` (the :class:`PublishStage` from Python)."""
-    return run_stage(PublishStage(), cfg, **options)[0]
+run = stage_function(PublishStage)

@@ -18,7 +18,7 @@ from sbe.config import ReportConfig, SbeConfig
 from sbe.errors import SbeError
 from sbe.report.build import ReportOptions, build_report
 from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
-from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
+from sbe.stages.base import Input, Stage, StageContext, settings_from, stage_function
 from sbe.stages.summary import Summary, manifest_table
 from sbe.storage import Manifest, atomic_path, fingerprint_paths
 from sbe.storage.artifacts import ReportDir
@@ -131,6 +131,4 @@ class ReportStage(Stage):
         )
 
 
-def run(cfg: ReportConfig, **options: Any) -> Manifest:
-    """Write ``cfg.output/report.html`` (the :class:`ReportStage` from Python)."""
-    return run_stage(ReportStage(), cfg, **options)[0]
+run = stage_function(ReportStage)

@@ -34,7 +34,7 @@ from sbe.data.identity import (
 from sbe.data.parquet_stream import StreamingPart
 from sbe.errors import SbeError
 from sbe.sphere import latlon_to_unit, unit_to_latlon
-from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.base import Input, Stage, StageContext, stage_function
 from sbe.stages.summary import Summary
 from sbe.storage import Manifest, SkipLog, fingerprint_paths
 from sbe.storage.artifacts import BackboneDir, SplitDir
@@ -473,14 +473,4 @@ class SplitStage(Stage):
         )
 
 
-def run(cfg: SplitConfig, **options: Any) -> Manifest:
-    """Split ``cfg.input`` into ``cfg.output`` (the :class:`SplitStage` from Python).
-
-    Args:
-        cfg: the resolved ``split`` config section.
-        **options: :func:`~sbe.stages.base.run_stage` options (``show_progress``, ``restart``...).
-
-    Returns:
-        The manifest written to ``cfg.output/_manifest.json`` (``up_to_date`` when nothing changed).
-    """
-    return run_stage(SplitStage(), cfg, **options)[0]
+run = stage_function(SplitStage)

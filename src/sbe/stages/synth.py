@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from sbe.config import SbeConfig, SynthConfig, section_dict
 from sbe.device import usable_cores
 from sbe.errors import SbeError
-from sbe.stages.base import Stage, StageContext, run_stage
+from sbe.stages.base import Stage, StageContext, stage_function
 from sbe.stages.summary import Summary
 from sbe.storage import (
     Manifest,
@@ -302,14 +302,4 @@ class SynthStage(Stage):
         return ctx.commit(outputs=outputs, rows=rows, extra=extra)
 
 
-def run(cfg: SynthConfig, **options: Any) -> Manifest:
-    """Generate the synthetic world described by ``cfg`` (the :class:`SynthStage` from Python).
-
-    Args:
-        cfg: the resolved ``[synth]`` section.
-        **options: :func:`~sbe.stages.base.run_stage` options (``show_progress``, ``restart``...).
-
-    Returns:
-        The stage manifest (see :meth:`SynthStage.run`).
-    """
-    return run_stage(SynthStage(), cfg, **options)[0]
+run = stage_function(SynthStage)
