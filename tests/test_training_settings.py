@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sbe"
 def test_train_settings_defaults_are_the_sections() -> None:
     section = TrainConfig()
     names = {f.name for f in dataclasses.fields(TrainSettings)}
-    assert names == set(TrainConfig.model_fields) - {"input", "neighbors", "output"}
+    assert names == set(TrainConfig.model_fields) - {"input", "neighbors", "output", "resume"}
     assert TrainSettings() == TrainSettings.of(section)
     changed = TrainSettings.of(section.model_copy(update={"lr": 0.5, "loss": "triplet"}))
     assert (changed.lr, changed.loss) == (0.5, "triplet")

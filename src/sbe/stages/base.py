@@ -33,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import os
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from sbe.config import SbeConfig, Section, section_dict
 from sbe.progress import progress_bar
+from sbe.settings import same_named
 from sbe.stages.summary import Summary, manifest_table
 from sbe.storage import (
     DirLock,
@@ -446,9 +446,4 @@ def settings_from(cls: type[SettingsT], section: object, **overrides: Any) -> Se
     Returns:
         ``cls(**values)``.
     """
-    values = {
-        f.name: getattr(section, f.name)
-        for f in dataclasses.fields(cls)
-        if f.init and f.name not in overrides
-    }
-    return cls(**values, **overrides)
+    return same_named(cls, section, strict=True, **overrides)

@@ -142,6 +142,19 @@ class _Counters:
         self.skips.merge(r.reasons, r.examples)
 
 
+#: the settings that decide which rows a run embeds and how they are chunked (a resume must match)
+STATE_SETTINGS = (
+    "format",
+    "id_column",
+    "keep_columns",
+    "filter_valid",
+    "limit",
+    "chunk_rows",
+    "shard_index",
+    "shard_count",
+)
+
+
 def _state(
     status: str,
     info: InputInfo | dict[str, Any],
@@ -158,16 +171,7 @@ def _state(
         "status": status,
         "input": info if isinstance(info, dict) else info.fingerprint(),
         "model": model,
-        "settings": {
-            "format": cfg.format,
-            "id_column": cfg.id_column,
-            "keep_columns": list(cfg.keep_columns),
-            "filter_valid": cfg.filter_valid,
-            "limit": cfg.limit,
-            "chunk_rows": cfg.chunk_rows,
-            "shard_index": cfg.shard_index,
-            "shard_count": cfg.shard_count,
-        },
+        "settings": cfg.model_dump(mode="json", include=set(STATE_SETTINGS)),
         "counters": {
             "input_rows": info["num_rows"] if isinstance(info, dict) else info.num_rows,
             "filtered_out": plan.filtered_out,

@@ -33,6 +33,7 @@ from sbe.device import resolve_device
 from sbe.errors import SbeError
 from sbe.models.projector import Projector, ProjectorConfig
 from sbe.progress import progress_bar
+from sbe.settings import same_named
 from sbe.storage import atomic_path
 from sbe.training.checkpoint import (
     load_checkpoint,
@@ -58,16 +59,9 @@ RESUME_FREE_KEYS = frozenset({"device", "log_every", "input", "neighbors", "outp
 
 def projector_config(cfg: TrainSettings, input_dim: int) -> ProjectorConfig:
     """The head architecture of ``cfg`` on ``input_dim``-d backbone embeddings."""
-    return ProjectorConfig(
-        input_dim=input_dim,
-        output_dim=cfg.output_dim,
-        hidden_dim=cfg.hidden_dim,
-        num_hidden_layers=cfg.num_hidden_layers,
-        activation=cfg.activation,
-        dropout=cfg.dropout,
-        layer_norm=cfg.layer_norm,
-        residual=cfg.residual,
-    )
+    # every architecture field but the input size has a same-named training setting
+    names = set(ProjectorConfig.model_fields) - {"model_type", "input_dim"}
+    return ProjectorConfig(input_dim=input_dim, **{n: getattr(cfg, n) for n in names})
 
 
 @torch.no_grad()
@@ -191,15 +185,7 @@ class Trainer:
             self.bandit = UCB1Bandit(
                 self.sampler.n_bands, cfg.ucb_exploration, cfg.ucb_warmup_steps
             )
-        self.loss_settings = LossSettings(
-            margin=cfg.margin,
-            distance=cfg.distance,
-            ms_alpha=cfg.ms_alpha,
-            ms_beta=cfg.ms_beta,
-            ms_base=cfg.ms_base,
-            ms_epsilon=cfg.ms_epsilon,
-            temperature=cfg.temperature,
-        )
+        self.loss_settings = same_named(LossSettings, cfg)
         self.loss_fn = build_loss(cfg.loss, self.loss_settings).to(self.device)
         groups = param_groups(self.model, cfg.lr, cfg.residual_lr_scale)
         self.geo = geo

@@ -8,9 +8,10 @@ one directly. The defaults are those of ``[train]``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
+
+from sbe.settings import same_named
 
 
 @dataclass(frozen=True)
@@ -67,12 +68,7 @@ class TrainSettings:
         """Settings taken from ``source``: a :class:`TrainSettings`, a mapping, or any object with
         these attributes (e.g. the ``[train]`` section); names it lacks keep their defaults and
         names it has beyond these (paths) are ignored."""
-        if isinstance(source, cls):
-            return source
-        get = source.get if isinstance(source, Mapping) else lambda k, d: getattr(source, k, d)
-        missing = object()
-        values = {f.name: get(f.name, missing) for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if v is not missing})
+        return source if isinstance(source, cls) else same_named(cls, source)
 
     def replace(self, **changes: Any) -> Self:
         """A copy with ``changes`` applied (unknown names raise ``TypeError``)."""
