@@ -69,6 +69,18 @@ CARRIED_NAMES = tuple(f.name for f in CARRIED_FIELDS)
 DTYPES = {"float16": (np.float16, pa.float16()), "float32": (np.float32, pa.float32())}
 
 
+#: the ``[backbone]`` settings every :class:`PartTask` carries under the same names
+RUN_SETTINGS = (
+    "runtime",
+    "device",
+    "batch_size",
+    "decode_workers",
+    "dtype",
+    "threads",
+    "precision",
+)
+
+
 @dataclass(frozen=True)
 class PartTask:
     """One output part: a row range of one ingest part. Plain data, picklable (Ray can ship it).
@@ -454,6 +466,8 @@ class BackboneStage(Stage):
         chash = ctx.hash
 
         tasks: list[PartTask] = []
+        # how every part runs: the section's settings of the same names
+        how = cfg.model_dump(include=set(RUN_SETTINGS))
         for p, n, tars in plan:
             for start in range(0, n, cfg.part_rows):
                 stop = min(start + cfg.part_rows, n)
@@ -466,13 +480,7 @@ class BackboneStage(Stage):
                         output=str(out / part_name(p.stem, start)),
                         meta=part_meta(p, tars, start, stop, identity, cfg.dtype, chash),
                         backbone=identity,
-                        runtime=cfg.runtime,
-                        device=cfg.device,
-                        batch_size=cfg.batch_size,
-                        decode_workers=cfg.decode_workers,
-                        dtype=cfg.dtype,
-                        threads=cfg.threads,
-                        precision=cfg.precision,
+                        **how,
                     )
                 )
         # parts of other settings or other inputs never survive into this run's output

@@ -187,18 +187,10 @@ def to_payload(
 def command(opts: SearchOptions, cfg: SbeConfig, **_: Any) -> tuple[dict[str, Any], Summary]:
     """``sbe search``: :func:`run_query` on ``--index`` (default: the index stage's output)."""
     index_dir = opts.index or cfg.resolved().index.output
-    idx, labels, result = run_query(
-        index_dir,
-        id_value=opts.id,
-        vector_file=opts.vector_file,
-        images=opts.image,
-        k=opts.k,
-        model_dir=opts.model,
-        ef_search=opts.ef_search,
-        exclude_self=not opts.include_self,
-        precision=opts.precision,
-        calibration=opts.calibration,
-    )
+    # the options are run_query's arguments, three of them spelled as on the command line
+    renamed = {"id": "id_value", "image": "images", "model": "model_dir"}
+    query = {renamed.get(k, k): v for k, v in opts if k not in ("index", "include_self")}
+    idx, labels, result = run_query(index_dir, exclude_self=not opts.include_self, **query)
     payload = to_payload(index_dir, idx, labels, result)
     return payload, [hits_table(q, opts.k) for q in payload["queries"]]
 
