@@ -87,6 +87,11 @@ def test_outputs_schema_failures_and_values(tmp_path: Path, model: Path) -> None
         "remaining": 0,
     }
     assert state["input"]["schema"].startswith("image_bytes: binary")
+    # paths are recorded relative to the output, so a moved work folder keeps working
+    assert state["input"]["path"] == "../in.parquet"
+    assert state["model"]["model_dir"] == m.extra["model"]["model_dir"]
+    assert (tmp_path / "out" / state["model"]["model_dir"]).resolve() == Path(model).resolve()
+    assert not Path(state["model"]["model_dir"]).is_absolute()
     assert m.rows["embedded"] == 86 and sum(m.skipped.values()) == 4
     # part names are the input row ranges, never crossing a row group (35 | 35 | 20 rows)
     names = sorted(p.name for p in (tmp_path / "out" / "parts").iterdir())

@@ -47,6 +47,7 @@ from sbe.storage import (
     write_json_atomic,
     write_part,
 )
+from sbe.storage.artifacts import relpath
 from sbe.storage.schemas import OSMID
 
 STAGE = "embed"
@@ -393,8 +394,15 @@ class EmbedStage(Stage):
             ctx.log(f"embed: {len(chunks) - len(todo)} of {len(chunks)} parts already done")
         selected = sum(c.selected for c in chunks)
 
+        # paths recorded relative to the output folder, so a moved work folder keeps working
+        recorded_model = {**model, "model_dir": relpath(model["model_dir"], out_dir)}
+
+        def relative(info: InputInfo | dict[str, Any]) -> dict[str, Any]:
+            fp = info if isinstance(info, dict) else info.fingerprint()
+            return {**fp, "path": relpath(fp["path"], out_dir)} if fp.get("path") else fp
+
         def save_state(status: str) -> None:
-            state = _state(status, ident, model, cfg, plan, selected, counters)
+            state = _state(status, relative(ident), recorded_model, cfg, plan, selected, counters)
             write_json_atomic(out_dir / STATE_NAME, state)
 
         save_state("running" if todo else "complete")
@@ -450,7 +458,7 @@ class EmbedStage(Stage):
             },
             skips=skips,
             extra={
-                "model": model,
+                "model": recorded_model,
                 "engine": cfg.engine,
                 "state": STATE_NAME,
                 **extra,
