@@ -31,7 +31,7 @@ import time
 TARGET = 3.0
 
 SEARCH = (
-    "import sbe.cli.commands; from sbe.stages import search; import sbe.index.search; "
+    "import sbe.cli.gen; from sbe.stages import search; import sbe.index.search; "
     "from sbe.models.published import load_embedder; "
     "from sbe.models.backbones import load_backbone; "
     "load_backbone('efficientnet-lite0', device='cpu')"

@@ -119,7 +119,7 @@ class PipelineConfig(Section):
 class SbeConfig(BaseModel):
     """The whole pipeline's configuration (one TOML file, a section per stage)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
     workdir: Path = Path(".")
     pipeline: PipelineConfig = Field(default_factory=PipelineConfig)

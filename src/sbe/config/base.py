@@ -31,7 +31,10 @@ RUNTIME: dict[str, Any] = {"hashed": False}
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, assignments are validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # the validators are built on first use: `sbe --help` only reads the fields
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, allow_inf_nan=False, defer_build=True
+    )
 
     #: names of fields holding paths that are resolved against the work directory
     _path_fields: tuple[str, ...] = ()
