@@ -96,3 +96,11 @@ def test_geolocation_keeps_the_modes_and_the_section_offers_the_layer(tmp_path: 
     assert f"top-k modes of {min(n, h.MODE_PHOTOS)} sample photos" in section
     assert section.count('class="photo-modes"') == min(n, h.MODE_PHOTOS)
     assert "the top 3 modes of the predicted location mixture" in section
+
+
+def test_section_without_predictions_has_no_modes_layer() -> None:
+    section = str(h.geo_section("no geo predictor given", {}, "no curves", None, []))
+    assert "no geo predictor given" in section and 'data-layer="modes"' not in section
+    bare = Geolocation([MapPoint(1.0, 2.0, 3.0, 4.0, "x")], 1, None, {}, None)
+    section = str(h.geo_section(bare, {}, "no curves", None, []))
+    assert 'data-layer="predictions"' in section and 'data-layer="modes"' not in section

@@ -315,6 +315,7 @@ def geo_section(
         "legend": legend,
         "buildings": buildings,
         "map": None,
+        "mode_photos": [],
     }
     drawn = [] if isinstance(buildings, str) else buildings[0]
     points = [] if isinstance(geo, str) else geo.points
