@@ -11,7 +11,10 @@ Wall time includes process start-up and planning; CPU seconds are summed over th
 (``os.times`` of the children), so the table also says how much the shared cores were busy with
 other work.
 
-Usage: python benchmarks/synth_speed.py [--workers 2] [--skip-demo]
+``--places world`` times the gazetteer world (a few hundred towns and cities, ``[synth] places``)
+instead of the ten cities.
+
+Usage: python benchmarks/synth_speed.py [--workers 2] [--skip-demo] [--places cities10|world]
 """
 
 from __future__ import annotations
@@ -40,18 +43,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--skip-demo", action="store_true")
+    ap.add_argument("--places", default="cities10", choices=("cities10", "world"))
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sbe-synth-speed-"))
     runs = [("target", dict(buildings=130, image_size=640, workers=args.workers), 60.0)]
     if not args.skip_demo:
         runs.append(("demo", dict(buildings=330, image_size=224, workers=args.workers), 30.0))
     runs.append(("baseline", dict(buildings=40, image_size=640, workers=1), None))
-    print(f"cores: {os.cpu_count()}; load average before: {os.getloadavg()[0]:.1f}")
+    print(f"places: {args.places}; cores: {os.cpu_count()}; "
+          f"load average before: {os.getloadavg()[0]:.1f}")  # fmt: skip
     print(f"{'run':>9} {'px':>4} {'workers':>7} {'images':>7} {'wall s':>7} {'img/s':>7} "
           f"{'CPU s':>7} {'CPU ms/img':>10} {'budget s':>9}")  # fmt: skip
     res = {}
     for name, kw, budget in runs:
-        n, wall, cpu = timed(root / name, seed=0, **kw)
+        n, wall, cpu = timed(root / name, seed=0, places=args.places, **kw)
         res[name] = (n, wall, cpu)
         b = f"{budget * n / 1000 if name == 'target' else budget:>9.1f}" if budget else f"{'-':>9}"
         print(f"{name:>9} {kw['image_size']:>4} {kw['workers']:>7} {n:>7} {wall:>7.1f} "

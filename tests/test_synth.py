@@ -33,7 +33,16 @@ STEM = re.compile(r"^(\d{4})_(\d+)_(\d+)_(\d+)$")
 
 
 def _cfg(out: Path, **kw) -> SynthConfig:
-    base = dict(output=out, buildings=6, seed=11, image_size=SIZE, workers=1, jpeg_quality=85)
+    # the ten hand-made cities (the gazetteer world, the default, is tests/test_synth_places.py)
+    base = dict(
+        output=out,
+        buildings=6,
+        seed=11,
+        image_size=SIZE,
+        workers=1,
+        jpeg_quality=85,
+        places="cities10",
+    )
     base.update(kw)
     return SynthConfig(**base)
 

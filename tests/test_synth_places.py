@@ -116,6 +116,34 @@ def test_foliage_and_grass_follow_latitude_hemisphere_and_climate() -> None:
     assert greenness("Csa", jul, 38.0) < 0.2 < 0.8 < greenness("Csa", jan, 38.0)
 
 
+def test_season_cues_blossom_and_ground_cover_tell_spring_from_autumn() -> None:
+    from sbe.synth.season import phenology, verge_colour
+
+    lat = 48.0
+    leaf_out, colour = phenology(lat)
+    day = dt.date(2015, 1, 1)
+    at = [day + dt.timedelta(days=k) for k in range(365)]
+    states = [foliage_by_latitude("deciduous", d, lat) for d in at]
+    # blossom from a fortnight before leaf-out to a week after, never in autumn
+    blossom = [k for k, s in enumerate(states) if s == "blossom"]
+    assert blossom and min(blossom) >= leaf_out - 14 and max(blossom) < leaf_out + 7
+    assert "fresh" in states and states.index("fresh") > max(blossom)
+    assert (
+        foliage_by_latitude("deciduous", day + dt.timedelta(days=int(leaf_out) - 5), -lat)
+        != "blossom"
+    )
+    spring = verge_colour("Cfb", day + dt.timedelta(days=int(leaf_out) + 20), lat)
+    autumn = verge_colour("Cfb", day + dt.timedelta(days=int(colour) + 27), lat)
+    summer = verge_colour("Cfb", dt.date(2015, 7, 20), lat)
+    winter = verge_colour("Cfb", dt.date(2015, 1, 20), lat)
+    assert spring[1] > summer[1] + 40 and summer[1] > summer[0] + 30  # fresh, then lush green
+    assert autumn[0] > autumn[1] > autumn[2] and autumn[0] > spring[0] + 30  # leaf litter
+    assert winter[0] > winter[1] > winter[2]  # dormant grey-brown
+    # no seasons, no change
+    assert len({verge_colour("Af", d, 1.3) for d in at}) == 1
+    assert len({verge_colour("BWh", d, 25.0) for d in at}) == 1
+
+
 def _render_at(plan, view, date: dt.date) -> np.ndarray:
     pano = plan.panoramas[view.panorama_id]
     d = plan.drives[pano.drive]
@@ -154,13 +182,13 @@ def _tar_hashes(out: Path) -> dict[str, str]:
 
 
 def test_world_same_seed_same_bytes(tmp_path: Path) -> None:
-    def cfg(out: Path, seed: int) -> SynthConfig:
+    def cfg(out: Path, seed: int, workers: int = 1) -> SynthConfig:
         return SynthConfig(
-            output=out, buildings=5, image_size=96, seed=seed, workers=1, places="world"
+            output=out, buildings=5, image_size=96, seed=seed, workers=workers, places="world"
         )
 
     a = synth_stage.run(cfg(tmp_path / "a", 3), show_progress=False)
-    synth_stage.run(cfg(tmp_path / "b", 3), show_progress=False)
+    synth_stage.run(cfg(tmp_path / "b", 3, workers=2), show_progress=False)  # any worker count
     synth_stage.run(cfg(tmp_path / "c", 4), show_progress=False)
     ha, hb, hc = (_tar_hashes(tmp_path / x) for x in "abc")
     assert ha == hb and len(ha) == 5

@@ -65,7 +65,7 @@ class SynthConfig(Section):
         3.0, ge=0, description="mapillary.geojson: compass error (std dev), degrees"
     )
     places: Literal["cities10", "world"] = Field(
-        "cities10",
+        "world",
         description="cities10 = ten hand-made cities; world = n_places gazetteer towns and cities",
     )
     n_places: int = Field(

@@ -73,6 +73,7 @@ def heads_from_config(
             log_kappa_min=cfg.log_kappa_min,
             log_kappa_max=cfg.log_kappa_max,
             season_hemisphere=cfg.season_hemisphere,
+            season_readout=cfg.season_readout,
             **config_fields,
         )
     )

@@ -47,6 +47,14 @@ class GeoHeadsConfig:
         num_fine, num_coarse: climate classes (31 Phileo/Beck classes incl. water; 6 groups).
         season_hemisphere: read the season head as the *local* season and shift it by half a
             year where the location head puts the image in the southern hemisphere.
+        season_readout: add a fixed linear read-out of the embedding to the season head's
+            direction (``season_readout_w`` (D, 2), ``season_readout_b`` (2,): a ridge regression
+            of the local season's (cos, sin) fit in closed form by
+            :func:`sbe.geo.season.fit_season_readout`; zero until :meth:`GeoHeads.set_season_readout`).
+            Heads saved before this field existed have none.
+        season_south_min: P(south) above which the predicted date is the local season shifted
+            by half a year (fit on the validation split by the ``geo`` stage,
+            :func:`sbe.geo.season.fit_south_min`; 0.5 = the likelier hemisphere).
         input_space: ``"backbone"`` (L2-normalised backbone embeddings) or ``"projector"``.
         backbone: identity of the backbone that made the embeddings (to embed new images).
         extra: free-form provenance (split dir, run dir, ...).
@@ -66,6 +74,8 @@ class GeoHeadsConfig:
     num_fine: int = NUM_FINE
     num_coarse: int = NUM_COARSE
     season_hemisphere: bool = True
+    season_readout: bool = False
+    season_south_min: float = 0.5
     input_space: str = "backbone"
     backbone: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -151,6 +161,8 @@ class GeoHeads(nn.Module):
     gallery: Tensor
     gallery_owner: Tensor
     coarse_of_fine: Tensor
+    season_readout_w: Tensor
+    season_readout_b: Tensor
 
     def __init__(self, config: GeoHeadsConfig) -> None:
         super().__init__()
@@ -172,6 +184,9 @@ class GeoHeads(nn.Module):
         self.register_buffer("gallery", torch.zeros(c.num_gallery, 3, dtype=torch.float64))
         self.register_buffer("gallery_owner", torch.zeros(c.num_gallery, dtype=torch.int64))
         self.register_buffer("coarse_of_fine", torch.as_tensor(COARSE_OF_FINE[: c.num_fine]))
+        if c.season_readout:
+            self.register_buffer("season_readout_w", torch.zeros(c.in_dim, 2))
+            self.register_buffer("season_readout_b", torch.zeros(2))
 
     # -- setup ------------------------------------------------------------------------------
 
@@ -196,6 +211,15 @@ class GeoHeads(nn.Module):
             self.gallery_owner.copy_(torch.argmax(g @ self.centres.T, dim=1))
 
     @torch.no_grad()
+    def set_season_readout(self, w: np.ndarray, b: np.ndarray) -> None:
+        """Install the fixed season read-out: (D, 2) weights and (2,) bias mapping an embedding to
+        the (cos, sin) of its local season (:func:`sbe.geo.season.fit_season_readout`)."""
+        if not self.config.season_readout:
+            raise ValueError("these heads have no season read-out (season_readout=False)")
+        self.season_readout_w.copy_(torch.as_tensor(w, dtype=torch.float32))
+        self.season_readout_b.copy_(torch.as_tensor(b, dtype=torch.float32))
+
+    @torch.no_grad()
     def clamp_(self) -> None:
         """Keep the log-concentrations inside their range (call after each optimiser step)."""
         self.log_kappa.clamp_(self.config.log_kappa_min, self.config.log_kappa_max)
@@ -212,12 +236,17 @@ class GeoHeads(nn.Module):
         h = self.trunk(x.float())
         lo, hi = self.config.log_kappa_min, self.config.log_kappa_max
         logits = self.location(h)
+        season = self.season(h)
+        if self.config.season_readout:
+            # the direction comes from the closed-form read-out, the concentration from the trunk
+            direct = x.float() @ self.season_readout_w + self.season_readout_b
+            season = torch.cat([direct, season[:, 2:]], dim=1)
         return GeoOutputs(
             location_logits=logits,
             log_kappa=self.log_kappa.clamp(lo, hi),
             centres=self.centres,
             climate_logits=self.climate(h),
-            season=self.season(h),
+            season=season,
             hemisphere=self.hemisphere_log_probs(logits) if self.config.season_hemisphere else None,
         )
 
@@ -314,7 +343,7 @@ class GeoHeads(nn.Module):
             fine_prob=fine_prob.cpu().numpy(),
             coarse=coarse.cpu().numpy(),
             coarse_prob=coarse_prob.cpu().numpy(),
-            doy=predicted_doy(out.season, out.hemisphere),
+            doy=predicted_doy(out.season, out.hemisphere, self.config.season_south_min),
             season_kappa=kappa.cpu().numpy(),
         )
 

@@ -110,14 +110,17 @@ def cosine_loss(raw: Tensor, theta: Tensor) -> Tensor:
     return 1.0 - torch.cos(theta.float() - mu)
 
 
-def predicted_doy(raw: Tensor, log_hemi: Tensor | None = None) -> np.ndarray:
+def predicted_doy(
+    raw: Tensor, log_hemi: Tensor | None = None, south_min: float = 0.5
+) -> np.ndarray:
     """0-based day of year of each row's predicted date, float64 (B,).
 
     Args:
         raw: (B, 3) season head output.
         log_hemi: (B, 2) log P(north), log P(south) for a hemisphere-aware head, else ``None``.
+        south_min: P(south) above which the date is the local season shifted by half a year.
     """
-    return angle_to_doy(calendar_angle(raw, log_hemi).detach().cpu().numpy())
+    return angle_to_doy(calendar_angle(raw, log_hemi, south_min).detach().cpu().numpy())
 
 
 def circular_mean_doy(doy: np.ndarray) -> float:
@@ -164,10 +167,102 @@ def hemisphere_cosine_loss(raw: Tensor, theta: Tensor, log_hemi: Tensor) -> Tens
     return 1.0 - (1.0 - 2.0 * p_south) * torch.cos(theta.float() - mu)
 
 
-def calendar_angle(raw: Tensor, log_hemi: Tensor | None) -> Tensor:
-    """Predicted calendar angle (B,): the head's direction, plus π where south is more likely."""
+def calendar_angle(raw: Tensor, log_hemi: Tensor | None, south_min: float = 0.5) -> Tensor:
+    """Predicted calendar angle (B,): the head's direction, plus π where P(south) exceeds
+    ``south_min`` (0.5: where south is more likely)."""
     mu, _ = season_params(raw)
     if log_hemi is None:
         return mu
-    south = (log_hemi[:, 1] > log_hemi[:, 0]).to(mu.dtype)
+    if south_min == 0.5:
+        south = (log_hemi[:, 1] > log_hemi[:, 0]).to(mu.dtype)
+    else:
+        south = (log_hemi[:, 1].exp() > south_min).to(mu.dtype)
     return mu + math.pi * south
+
+
+def fit_south_min(
+    local_doy: np.ndarray,
+    p_south: np.ndarray,
+    true_doy: np.ndarray,
+    grid: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+) -> float:
+    """The P(south) threshold of :func:`calendar_angle` with the smallest mean date error.
+
+    Held-out geography makes the location head's hemisphere unreliable; where it is, shifting
+    the date only on confident rows (or never: 1.0) errs less. Fit on the validation split.
+
+    Args:
+        local_doy: (N,) predicted local-season days. p_south: (N,) P(south).
+        true_doy: (N,) true calendar days (NaN rows are ignored).
+
+    Returns:
+        The threshold (the smallest of equally good ones).
+    """
+    ok = np.isfinite(true_doy)
+    best, best_err = 0.5, math.inf
+    for t in grid:
+        pred = np.where(p_south[ok] > t, local_doy[ok] + YEAR_DAYS / 2, local_doy[ok])
+        err = float(circular_error_days(pred, true_doy[ok]).mean()) if ok.any() else 0.0
+        if err < best_err - 1e-9:
+            best, best_err = t, err
+    return best
+
+
+# ---- closed-form season read-out --------------------------------------------------------------
+
+
+def local_angle(theta: np.ndarray, south: np.ndarray) -> np.ndarray:
+    """The local season's angle: the calendar angle, plus π in the southern hemisphere."""
+    return np.asarray(theta, dtype=np.float64) + math.pi * np.asarray(south, dtype=np.float64)
+
+
+def fit_season_readout(
+    train_x: np.ndarray,
+    train_local: np.ndarray,
+    val_x: np.ndarray,
+    val_local: np.ndarray,
+    lambdas: tuple[float, ...] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0),
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ridge regression from embeddings to the (cos, sin) of the local season, in closed form.
+
+    A frozen backbone keeps the season cues of a photo (foliage, snow, light) nearly linearly;
+    a ridge fit finds them exactly in one step, where the few hundred gradient steps of the heads
+    (shaped mostly by the location loss) do not. Rows whose season cannot be seen (climates
+    without seasons) pull their prediction toward the origin, so the length of the read-out is a
+    confidence. The ridge weight is chosen on the validation rows (smallest mean circular error).
+
+    Args:
+        train_x, val_x: (N, D) features (rows with a date only).
+        train_local, val_local: (N,) local-season angles in radians (:func:`local_angle`).
+        lambdas: ridge weights tried.
+
+    Returns:
+        ``(w, b, lam)``: (D, 2) float32 weights, (2,) float32 bias and the chosen ridge weight.
+    """
+    x = np.asarray(train_x, dtype=np.float64)
+    y = np.stack([np.cos(train_local), np.sin(train_local)], axis=1)
+    if len(x) < 2:
+        return np.zeros((x.shape[1], 2), np.float32), np.zeros(2, np.float32), math.nan
+    mx, my = x.mean(axis=0), y.mean(axis=0)
+    xc = x - mx
+    evals, evecs = np.linalg.eigh(xc.T @ xc)
+    proj = evecs.T @ (xc.T @ (y - my))  # (D, 2) in the eigenbasis
+    best: tuple[float, np.ndarray, np.ndarray, float] | None = None
+    vx = np.asarray(val_x, dtype=np.float64)
+    for lam in lambdas:
+        w = evecs @ (proj / (np.maximum(evals, 0.0) + lam)[:, None])
+        b = my - mx @ w
+        if len(vx):
+            p = vx @ w + b
+            err = float(
+                circular_error_days(
+                    angle_to_doy(np.arctan2(p[:, 1], p[:, 0])), angle_to_doy(np.asarray(val_local))
+                ).mean()
+            )
+        else:
+            err = 0.0
+        if best is None or err < best[0] - 1e-9:
+            best = (err, w, b, lam)
+    assert best is not None
+    _, w, b, lam = best
+    return w.astype(np.float32), b.astype(np.float32), float(lam)

@@ -19,7 +19,7 @@ from sbe.report.readers import (
     read_json,
     read_parquet,
 )
-from sbe.report.worldmap import MapBuilding, MapPoint
+from sbe.report.worldmap import MapBuilding, MapMode, MapPoint
 from sbe.storage import to_numpy_matrix
 
 #: ``predict(geo_dir, embeddings (N, D) float32) -> [{"locations": [{"lat", "lon", ...}], ...}]``
@@ -74,9 +74,25 @@ def geolocation(
         if not p.get("locations"):
             continue
         top = p["locations"][0]
+        modes = tuple(
+            MapMode(
+                float(m["lat"]),
+                float(m["lon"]),
+                float(m["prob"]),
+                float(m["radius_50_km"]),
+                float(m["radius_90_km"]),
+            )
+            for m in p["locations"]
+            if m.get("radius_50_km") is not None and m.get("radius_90_km") is not None
+        )
         points.append(
             MapPoint(
-                float(lat[i]), float(lon[i]), float(top["lat"]), float(top["lon"]), f"{ids[i]}"
+                float(lat[i]),
+                float(lon[i]),
+                float(top["lat"]),
+                float(top["lon"]),
+                f"{ids[i]}",
+                modes,
             )
         )
     space = None

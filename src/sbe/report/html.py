@@ -289,6 +289,10 @@ GEO_METRIC_ROWS: tuple[tuple[str, str, str, Any], ...] = (
 )
 
 
+#: sample photos whose top-k location modes the map draws
+MODE_PHOTOS = 6
+
+
 def geo_section(
     geo: g.Geolocation | str,
     metrics: dict[str, Any] | str,
@@ -311,15 +315,21 @@ def geo_section(
         "legend": legend,
         "buildings": buildings,
         "map": None,
+        "mode_photos": [],
     }
     drawn = [] if isinstance(buildings, str) else buildings[0]
     points = [] if isinstance(geo, str) else geo.points
     if points or drawn:
-        context["map"] = Markup(world_map_svg(points, background_uri, buildings=drawn))
+        context["map"] = Markup(
+            world_map_svg(points, background_uri, buildings=drawn, mode_photos=MODE_PHOTOS)
+        )
+        with_modes = [p for p in points if p.modes][:MODE_PHOTOS]
+        context["mode_photos"] = with_modes
         context["layers"] = [
             (name, text)
             for name, text, present in (
                 ("predictions", "test predictions", bool(points)),
+                ("modes", f"top-k modes of {len(with_modes)} sample photos", bool(with_modes)),
                 ("buildings", f"buildings of sbe aggregate ({len(drawn):,} drawn)", bool(drawn)),
             )
             if present

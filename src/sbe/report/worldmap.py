@@ -91,15 +91,29 @@ def great_circle(
     return [r for r in runs if len(r) > 1]
 
 
+@dataclass(frozen=True)
+class MapMode:
+    """One mode of a photo's predicted location mixture: where (degrees), its probability mass
+    and the radii (km) holding 50 % and 90 % of that mass (``sbe.geo.predict.describe``)."""
+
+    lat: float
+    lon: float
+    mass: float
+    radius_50_km: float
+    radius_90_km: float
+
+
 @dataclass
 class MapPoint:
-    """One image on the map: its true location and the predicted one (degrees)."""
+    """One image on the map: its true location and the predicted one (degrees), and the top-k
+    modes of its predicted mixture when known."""
 
     true_lat: float
     true_lon: float
     pred_lat: float
     pred_lon: float
     label: str = ""
+    modes: tuple[MapMode, ...] = ()
 
     @property
     def error_km(self) -> float:
@@ -145,6 +159,7 @@ def world_map_svg(
     background_uri: str | None,
     *,
     buildings: Sequence[MapBuilding] = (),
+    mode_photos: int = 0,
     width: int = 1440,
     height: int = 720,
     css_width: str = "100%",
@@ -158,13 +173,17 @@ def world_map_svg(
     whose areas are the shares beyond 750 km (red), within 750 km (orange) and within 25 km
     (green); one x per predicted cell. Every mark has a tooltip with the numbers.
 
-    The marks are two layers, each a ``<g data-layer=...>`` a page can hide: ``predictions``
-    (the above) and ``buildings`` (one purple dot per cell holding buildings of ``sbe
-    aggregate``, its area growing with their number).
+    The marks are up to three layers, each a ``<g data-layer=...>`` a page can hide:
+    ``predictions`` (the above), ``modes`` (for the first ``mode_photos`` points with modes: the
+    top-k modes of the predicted mixture, each a dot whose area grows with its mass and two
+    geodesic circles holding 50 % (solid) and 90 % (dashed) of that mass, and a square at the
+    true place, one colour per photo) and ``buildings`` (one purple dot per cell holding
+    buildings of ``sbe aggregate``, its area growing with their number).
 
     Args:
         points: images to draw.
         buildings: the located buildings to draw (may be empty: no layer).
+        mode_photos: photos whose top-k modes are drawn (0: no modes layer).
         background_uri: a ``data:`` URI of the background (plate carrée, any size), or ``None``
             for a plain ocean colour.
         width, height: the SVG coordinate system (the map scales to ``css_width``).
@@ -250,6 +269,11 @@ def world_map_svg(
         body.append('<g class="layer" data-layer="predictions">')
         body += arcs + discs + crosses
         body.append("</g>")
+    modes = _mode_marks(points, mode_photos, width, height) if mode_photos > 0 else []
+    if modes:
+        body.append('<g class="layer" data-layer="modes">')
+        body += modes
+        body.append("</g>")
     if buildings:
         body.append('<g class="layer" data-layer="buildings">')
         body += _building_marks(buildings, width, height, cell_deg)
@@ -260,6 +284,86 @@ def world_map_svg(
         + "".join(body)
         + "</svg>"
     )
+
+
+#: colours of the sample photos whose modes are drawn (one per photo, repeating)
+MODE_COLOURS = (
+    "#5e3c99",
+    "#0571b0",
+    "#008837",
+    "#ca0020",
+    "#e66101",
+    "#7b3294",
+    "#1b7837",
+    "#2166ac",
+)
+
+
+def geodesic_circle(
+    lat: float, lon: float, radius_km: float, steps: int = 72
+) -> list[list[tuple[float, float]]]:
+    """The points at ``radius_km`` from ``(lat, lon)`` (degrees), split at the antimeridian.
+
+    A circle on the sphere is no circle on a plate carrée map, so it is drawn as a polyline;
+    radii beyond half the circumference are clipped to it.
+    """
+    delta = min(float(radius_km), 20_000.0) / 6371.0088
+    phi, lam = np.radians(lat), np.radians(lon)
+    b = np.linspace(0.0, 2 * np.pi, steps + 1)
+    phi2 = np.arcsin(np.sin(phi) * np.cos(delta) + np.cos(phi) * np.sin(delta) * np.cos(b))
+    lam2 = lam + np.arctan2(
+        np.sin(b) * np.sin(delta) * np.cos(phi), np.cos(delta) - np.sin(phi) * np.sin(phi2)
+    )
+    la, lo = np.degrees(phi2), (np.degrees(lam2) + 180.0) % 360.0 - 180.0
+    runs: list[list[tuple[float, float]]] = [[]]
+    for i in range(len(la)):
+        if runs[-1] and abs(lo[i] - runs[-1][-1][1]) > 180:
+            runs.append([])
+        runs[-1].append((float(la[i]), float(lo[i])))
+    if len(runs) > 2:  # the circle starts and ends on the same side: one run there
+        runs = [runs[-1] + runs[0][1:], *runs[1:-1]]
+    return [r for r in runs if len(r) > 1]
+
+
+def _mode_marks(points: Sequence[MapPoint], max_photos: int, width: int, height: int) -> list[str]:
+    """The top-k modes of the first ``max_photos`` points that have modes: per mode a dot (area
+    growing with its mass), its 50 % radius (solid) and 90 % radius (dashed), and a line to the
+    photo's true place; one colour per photo."""
+    marks: list[str] = []
+    shown = [p for p in points if p.modes][:max_photos]
+    for i, p in enumerate(shown):
+        colour = MODE_COLOURS[i % len(MODE_COLOURS)]
+        name = escape(p.label or f"photo {i + 1}")
+        marks.append(f'<g class="photo-modes" data-photo="{name}">')
+        tx, ty = _xy(p.true_lat, p.true_lon, width, height)
+        for k, m in enumerate(p.modes):
+            tip = escape(
+                f"{p.label or f'photo {i + 1}'}, mode {k + 1}: {m.lat:.2f}, {m.lon:.2f}, "
+                f"mass {m.mass:.0%}, 50 % within {m.radius_50_km:,.0f} km, 90 % within "
+                f"{m.radius_90_km:,.0f} km"
+            )
+            for radius, cls in ((m.radius_90_km, "mode-r90"), (m.radius_50_km, "mode-r50")):
+                for run in geodesic_circle(m.lat, m.lon, radius):
+                    pts = " ".join(
+                        "{:.1f},{:.1f}".format(*_xy(la, lo, width, height)) for la, lo in run
+                    )
+                    marks.append(
+                        f'<polyline points="{pts}" class="{cls}" stroke="{colour}" fill="none">'
+                        f"<title>{tip}</title></polyline>"
+                    )
+            x, y = _xy(m.lat, m.lon, width, height)
+            marks.append(
+                f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{2.0 + 7.0 * np.sqrt(m.mass):.1f}" '
+                f'class="mode-pt" fill="{colour}" data-mass="{m.mass:.4f}" '
+                f'data-r50="{m.radius_50_km:.1f}" data-r90="{m.radius_90_km:.1f}">'
+                f"<title>{tip}</title></circle>"
+            )
+        marks.append(
+            f'<rect x="{tx - 4:.1f}" y="{ty - 4:.1f}" width="8" height="8" class="mode-truth" '
+            f'fill="{colour}"><title>{name}: true place {p.true_lat:.2f}, {p.true_lon:.2f}'
+            "</title></rect></g>"
+        )
+    return marks
 
 
 def _building_marks(

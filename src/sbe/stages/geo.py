@@ -49,6 +49,13 @@ from sbe.geo.predict import (
     load_projector,
     predict_embeddings,
 )
+from sbe.geo.season import (
+    angle_to_doy,
+    fit_season_readout,
+    fit_south_min,
+    local_angle,
+    season_params,
+)
 from sbe.geo.settings import GeoSettings
 from sbe.geo.trainer import FitSettings, fit, torch_threads
 from sbe.sphere import haversine_km, unit_to_latlon
@@ -167,7 +174,8 @@ def _train(
     if len(tr.lat) == 0 or len(va.lat) == 0:
         raise SbeError(f"{split_dir}: the train and val splits must both have rows")
     heads = heads_from_config(
-        GeoSettings.of(cfg),
+        # the features are frozen here: the season direction is read out in closed form
+        GeoSettings.of(cfg, season_readout=True),
         tr.lat,
         tr.lon,
         tr.features.shape[1],
@@ -180,6 +188,10 @@ def _train(
         },
     )
     head_cfg = heads.config
+    if head_cfg.season_readout:
+        w, b, lam = season_readout_of(tr, va)
+        heads.set_season_readout(w, b)
+        head_cfg.extra["season_readout_lambda"] = lam
     criterion = loss_from_config(GeoSettings.of(cfg))
     records: list[dict[str, Any]] = []
 
@@ -219,6 +231,8 @@ def _train(
         best_epoch=result.best_epoch, best_score=result.best_score, select_on=cfg.select_on
     )
     heads.config.spread_log_scale = fit_spread(heads, va)
+    if heads.config.season_hemisphere:
+        heads.config.season_south_min = south_min_of(heads, va)
     heads.save_pretrained(out_dir)
     outputs = [GeoDir.CONFIG, GeoDir.WEIGHTS, GeoDir.HISTORY, GeoDir.METRICS]
     if projector is not None:
@@ -306,6 +320,30 @@ def model_points(pred: GeoPrediction) -> PointPredictions:
         doy=pred.doy,
         coarse=pred.coarse,
     )
+
+
+def season_readout_of(tr: SplitData, va: SplitData) -> tuple[np.ndarray, np.ndarray, float]:
+    """The closed-form season read-out (:func:`sbe.geo.season.fit_season_readout`) of the
+    training rows with a date, its ridge weight chosen on the validation rows with one."""
+
+    def rows(d: SplitData) -> tuple[np.ndarray, np.ndarray]:
+        m = d.labels.has_date.numpy()
+        south = d.labels.xyz.numpy()[:, 2] < 0
+        return d.features[m], local_angle(d.labels.season_theta.numpy()[m], south[m])
+
+    (tx, tl), (vx, vl) = rows(tr), rows(va)
+    return fit_season_readout(tx, tl, vx, vl)
+
+
+def south_min_of(heads: GeoHeads, va: SplitData) -> float:
+    """The P(south) threshold for shifting predicted dates, fit on the validation rows."""
+    with torch.no_grad():
+        out = heads.eval()(torch.from_numpy(va.features))
+    assert out.hemisphere is not None
+    mu = angle_to_doy(season_params(out.season)[0].numpy())
+    theta = va.labels.season_theta.numpy().astype(np.float64)
+    true = np.where(va.labels.has_date.numpy(), angle_to_doy(theta), np.nan)
+    return fit_south_min(mu, out.hemisphere[:, 1].exp().numpy(), true)
 
 
 def fit_spread(heads: GeoHeads, data: SplitData, level: float = 0.9, steps: int = 10) -> float:

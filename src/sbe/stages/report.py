@@ -48,7 +48,7 @@ def _geo_predict(geo_dir: Path, embeddings: np.ndarray) -> list[dict[str, Any]]:
     # the geo stage's own prediction path (heads + optional projector copy), top mode only
     from sbe.geo.predict import predict_embeddings
 
-    return predict_embeddings(geo_dir, embeddings, top_k=1)
+    return predict_embeddings(geo_dir, embeddings, top_k=3)  # the map draws the top-3 modes
 
 
 class ReportStage(Stage):

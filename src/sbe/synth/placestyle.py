@@ -34,14 +34,16 @@ def tree_kinds_of(koppen: str, lat: float) -> tuple[dict[str, float], float]:
         return {"deciduous": 0.6, "evergreen": 0.2, "conifer": 0.2}, 0.35
     if g == "B":
         return {"palm": 0.6, "evergreen": 0.4}, 0.3
+    # dense, mostly deciduous street trees where they show the season (leaves, colour, bare
+    # twigs, blossom)
     if koppen.startswith("Cs"):
-        return {"evergreen": 0.45, "deciduous": 0.45, "palm": 0.1}, 0.5
+        return {"evergreen": 0.3, "deciduous": 0.65, "palm": 0.05}, 1.2
     if g == "C" and abs(lat) < 30.0:
-        return {"deciduous": 0.5, "evergreen": 0.4, "palm": 0.1}, 0.6
+        return {"deciduous": 0.7, "evergreen": 0.25, "palm": 0.05}, 1.2
     if g == "C":
-        return {"deciduous": 0.85, "conifer": 0.15}, 0.9
+        return {"deciduous": 0.92, "conifer": 0.08}, 1.7
     if g == "D":
-        return {"deciduous": 0.75, "conifer": 0.25}, 0.9
+        return {"deciduous": 0.85, "conifer": 0.15}, 1.7
     return {"conifer": 0.6, "deciduous": 0.4}, 0.3
 
 

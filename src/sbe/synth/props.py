@@ -48,7 +48,10 @@ _FOLIAGE = {
     # gazetteer places only (sbe.synth.season.foliage_by_latitude)
     "summer": [(34, 66, 30), (48, 84, 36), (64, 100, 44), (28, 52, 26)],
     "autumn_late": [(138, 66, 30), (160, 94, 40), (116, 54, 28), (148, 108, 52)],
+    "fresh": [(112, 162, 48), (142, 188, 70), (92, 138, 42), (164, 204, 92)],
 }
+#: flowers of the "blossom" state (gazetteer places)
+_BLOSSOM = [(246, 240, 242), (240, 196, 212), (252, 226, 234), (228, 170, 194)]
 
 
 def tree_sprite(
@@ -150,7 +153,7 @@ def tree_sprite(
             trunk_w * 0.7,
             4,
         )
-    bare = state == "bare"
+    bare = state in ("bare", "blossom")
     for (x1, y1), (x2, y2), wdt in segs:
         d.line(
             [(X(x1), Y(y1)), (X(x2), Y(y2))],
@@ -160,6 +163,15 @@ def tree_sprite(
     if snow and bare:
         for (x1, y1), (x2, y2), _ in segs[::2]:
             d.line([(X(x1), Y(y1) - 1), (X(x2), Y(y2) - 1)], fill=(*SNOW, 220), width=1)
+    if state == "blossom":  # gazetteer places: white and pink flowers on the bare twigs
+        cy, ry, rx = (height_m + crown_base) / 2 + 0.4, (height_m - crown_base) / 2, crown_w / 2
+        for k in range(90):
+            t = float(rng.uniform(0, 2 * math.pi))
+            r = math.sqrt(float(rng.uniform(0, 1)))
+            cx, cyy = rx * 0.8 * r * math.cos(t), cy + ry * 0.8 * r * math.sin(t)
+            s = float(rng.uniform(0.12, 0.3)) * rx * 0.5
+            col = _BLOSSOM[k % len(_BLOSSOM)]
+            d.ellipse((X(cx - s), Y(cyy + s), X(cx + s), Y(cyy - s)), fill=(*col, 255))
     if not bare:
         cols = _FOLIAGE[
             "tropical" if kind == "evergreen" else state if state in _FOLIAGE else "green"

@@ -44,8 +44,8 @@ from sbe.synth.season import (
     Conditions,
     foliage_by_latitude,
     foliage_state,
-    greenness,
     season_grade,
+    verge_colour,
 )
 from sbe.synth.textures import smooth_noise
 
@@ -254,7 +254,7 @@ class SceneRenderer:
         # seasonal gazetteer places: less light under a low winter sun; x1.0 keeps the cities' bytes
         dim = 1.0
         if plan.seasonal:
-            dim = 0.7 + 0.3 * min(1.0, max(0.0, cond.sun_elevation_deg / 35.0))
+            dim = 0.6 + 0.4 * min(1.0, max(0.0, cond.sun_elevation_deg / 40.0))
         if lit:
             k = (0.92 + 0.32 * cos_inc) * dim
             main_lut = _lut((k * 1.03 * warm, k, k * 0.94 / warm), alpha=True)
@@ -414,10 +414,13 @@ class SceneRenderer:
                 ):
                     d.line([p0, p1], fill=dash, width=lw)
         place = self.plan.place
-        if place is not None:  # a grass verge along the kerb: green, autumnal, dry or dormant
-            g = greenness(place.koppen, cond.date, place.lat)
-            verge = (226, 230, 236) if cond.snow_cover else mix((134, 118, 84), (72, 120, 50), g)
-            poly(u_lo - 20, u_hi + 20, max(0.3, sw - 2.0), sw - 0.18, verge)
+        if place is not None:  # a planting strip along the kerb: fresh, lush, leaf-strewn, dormant
+            verge = (
+                (226, 230, 236)
+                if cond.snow_cover
+                else verge_colour(place.koppen, cond.date, place.lat)
+            )
+            poly(u_lo - 20, u_hi + 20, max(0.3, 0.3 * sw), sw - 0.18, verge)
         if sun_out and not lit:
             # the street side is in the shadow of its own buildings
             el = max(3.0, cond.sun_elevation_deg)
@@ -612,9 +615,9 @@ class SceneRenderer:
         assert place is not None
         summer, autumn = season_grade(place.koppen, cond.date, place.lat)
         gains = (
-            1.0 + 0.1 * summer + 0.12 * autumn,
-            1.0 + 0.03 * summer + 0.04 * autumn,
-            1.0 - 0.12 * summer - 0.14 * autumn,
+            1.0 + 0.13 * summer + 0.14 * autumn,
+            1.0 + 0.04 * summer + 0.05 * autumn,
+            1.0 - 0.15 * summer - 0.16 * autumn,
         )
         img = img.point(
             _lut((round(gains[0], 3), round(gains[1], 3), round(gains[2], 3)), alpha=True)

@@ -183,19 +183,23 @@ def foliage_by_latitude(kind: str, date: dt.date, lat_deg: float) -> str:
     """What a tree of ``kind`` looks like on ``date`` at ``lat_deg`` (gazetteer places).
 
     Unlike :func:`foliage_state` the timing follows the latitude (:func:`phenology`) and there
-    are two more states: ``"summer"`` (the darker green of high summer) and ``"autumn_late"``
+    are four more states: ``"blossom"`` (white and pink flowers, from a fortnight before
+    leaf-out to a week after), ``"fresh"`` (the light yellow-green of young leaves, the two
+    months after the buds), ``"summer"`` (the darker green of high summer) and ``"autumn_late"``
     (thinning brown-red leaves). Evergreens, palms and conifers are always ``"green"``.
     """
     if kind != "deciduous":
         return "green"
     d = local_day(date, lat_deg)
     leaf_out, colour = phenology(lat_deg)
+    if leaf_out - 14.0 <= d < leaf_out + 7.0:
+        return "blossom"
     if d < leaf_out or d >= colour + 42.0:
         return "bare"
-    if d < leaf_out + 18.0:
+    if d < leaf_out + 21.0:
         return "bud"
-    if d < leaf_out + 60.0:
-        return "green"
+    if d < leaf_out + 75.0:
+        return "fresh"
     if d < colour:
         return "summer"
     return "autumn" if d < colour + 21.0 else "autumn_late"
@@ -221,6 +225,36 @@ def greenness(koppen: str, date: dt.date, lat_deg: float) -> float:
         return 1.0 - _ramp(d, 140.0, 185.0) * (1.0 - _ramp(d, 275.0, 320.0))
     leaf_out, colour = phenology(lat_deg)
     return _ramp(d, leaf_out - 15.0, leaf_out + 25.0) * (1.0 - _ramp(d, colour, colour + 40.0))
+
+
+#: ground-cover colours of the planting strip (gazetteer places)
+_DORMANT, _FRESH, _LUSH, _LITTER = (128, 116, 88), (124, 182, 56), (58, 106, 40), (176, 104, 38)
+
+
+def _bump(x: float, lo: float, hi: float) -> float:
+    """0 outside ``[lo, hi]``, rising to 1 in the middle (half a sine)."""
+    return math.sin(math.pi * _ramp(x, lo, hi)) if lo < x < hi else 0.0
+
+
+def verge_colour(koppen: str, date: dt.date, lat_deg: float) -> tuple[int, int, int]:
+    """Colour of the grass strip along the kerb on ``date`` (pure function; snow apart).
+
+    Dormant grey-brown to lush green by :func:`greenness`; where the climate has seasons also a
+    fresh yellow-green flush in the weeks after leaf-out and orange-brown leaf litter while the
+    trees drop their leaves (:func:`phenology`), so that spring and autumn, which have the same
+    light, look different. Constant where the climate has no seasons.
+    """
+    g = greenness(koppen, date, lat_deg)
+    col = tuple(a + (b - a) * g for a, b in zip(_DORMANT, _LUSH, strict=True))
+    if koppen[0] in "CDE" or koppen in ("BSk", "BWk"):
+        d = local_day(date, lat_deg)
+        leaf_out, colour = phenology(lat_deg)
+        spring = _bump(d, leaf_out - 10.0, leaf_out + 50.0)
+        litter = _bump(d, colour, colour + 55.0)
+        col = tuple(a + (b - a) * 0.8 * spring for a, b in zip(col, _FRESH, strict=True))
+        col = tuple(a + (b - a) * 0.85 * litter for a, b in zip(col, _LITTER, strict=True))
+    r, gg, b = (round(c) for c in col)
+    return r, gg, b
 
 
 def season_grade(koppen: str, date: dt.date, lat_deg: float) -> tuple[float, float]:
