@@ -496,7 +496,7 @@ class GeoConfig(Section):
     background_centres: int = Field(
         800, ge=0, description="evenly spread MvMF centres besides the data centres"
     )
-    centres_per_sample: int = Field(40, ge=1, description="K_data = unique locations / this")
+    centres_per_sample: int = Field(10, ge=1, description="K_data = unique locations / this")
     log_kappa_min: float = Field(4.0, description="smallest log concentration of a centre")
     log_kappa_max: float = Field(16.0, description="largest log concentration of a centre")
     background_log_kappa: float = Field(

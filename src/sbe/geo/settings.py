@@ -39,7 +39,7 @@ class GeoSettings:
     hidden_dim: int = 512
     dropout: float = 0.1
     background_centres: int = 800
-    centres_per_sample: int = 40
+    centres_per_sample: int = 10
     log_kappa_min: float = 4.0
     log_kappa_max: float = 16.0
     background_log_kappa: float = 6.5
