@@ -335,7 +335,7 @@ def test_vpr_folder_without_coordinates_names_the_folder(tmp_path) -> None:
     for sub in ("database", "queries"):
         (tmp_path / sub).mkdir()
         Image.new("RGB", (8, 8)).save(tmp_path / sub / "plain.jpg")
-    with pytest.raises(SbeError, match="database: plain.jpg has no coordinates") as e:
+    with pytest.raises(SbeError, match=r"database: plain\.jpg has no coordinates") as e:
         read_vpr_folder(tmp_path)
     assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
 

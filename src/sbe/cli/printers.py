@@ -58,6 +58,80 @@ def _landmarks(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _pct(v: Any) -> str:
+    return "-" if v is None or v != v else f"{100 * float(v):.1f}%"
+
+
+def _verification(results: dict[str, Any]) -> list[str]:
+    """``sbe evaluate``: the calibrated decision, the re-ranking and the VPR lines."""
+    lines = []
+    cal = results.get("calibration") or {}
+    if "skipped" in cal:
+        lines.append(f"same-building calibration: skipped ({cal['skipped']})")
+    elif cal:
+        t, f = cal["test"], cal["fit"]
+        sim, p = cal.get("similarity_threshold"), cal.get("threshold")
+        at = (
+            f"cosine >= {sim:.3f}"
+            if sim is not None
+            else (f"p >= {p:.3f}" if p is not None else "no threshold reaches it: none called")
+        )
+        lines.append(
+            f"same building? calibrated on val for precision {cal['target_precision']:.2f} "
+            f"({at}): val precision {_pct(f['precision'])} recall {_pct(f['recall'])}; "
+            f"test precision {_pct(t['precision'])} recall {_pct(t['recall'])} "
+            f"({t['called']:,} of {t['pairs']:,} pairs called) -> {cal['file']}"
+        )
+    lm = (results.get("landmarks") or {}).get("rerank")
+    if lm:
+        for who in ("backbone", "projector"):
+            r = lm[who]
+            lines.append(
+                f"real photos re-ranked ({who} top {r['k']}): correct@1 "
+                f"{r['global_correct@1']}/{r['queries']} -> {r['reranked_correct@1']}/"
+                f"{r['queries']} (ceiling {r['positive_in_top_k']}, gained {r['gained']}, "
+                f"lost {r['lost']})"
+            )
+        lines.append(_cost(lm["cost"]))
+    rr = results.get("rerank") or {}
+    if "skipped" in rr:
+        lines.append(f"split re-ranking: skipped ({rr['skipped']})")
+    elif rr:
+        n = rr["queries"]
+        lines.append(
+            f"{rr['split']} sample re-ranked ({n} queries, projector top {rr['k']}): Recall@1 "
+            f"{_pct(rr['global_correct@1'] / n)} -> {_pct(rr['reranked_correct@1'] / n)} "
+            f"(ceiling {_pct(rr['positive_in_top_k'] / n)}, gained {rr['gained']}, "
+            f"lost {rr['lost']})"
+        )
+        lines.append(_cost(rr["cost"]))
+    vpr = results.get("vpr") or {}
+    if vpr:
+        g, r = vpr["global"], vpr.get("reranked")
+        cells = ", ".join(
+            f"R@{k.split('@')[1]} {_pct(v)}" + (f" -> {_pct(r[k])}" if r else "")
+            for k, v in g.items()
+        )
+        lines.append(
+            f"VPR {vpr['folder']} ({vpr['queries']} queries, {vpr['database']} database, "
+            f"{vpr['queries_without_positive']} without a positive within 25 m): {cells}"
+        )
+        if "cost" in vpr:
+            lines.append(_cost(vpr["cost"]))
+    return lines
+
+
+def _cost(c: dict[str, Any]) -> str:
+    fallbacks = (
+        f", {c['fallback_queries']} queries kept the global order" if c["fallback_queries"] else ""
+    )
+    failed = f", {c['failed_images']} photos unreadable" if c["failed_images"] else ""
+    return (
+        f"  re-ranking cost: {c['per_query_cpu_s']:.2f} CPU s / {c['per_query_wall_s']:.2f} s "
+        f"wall per query ({c['pairs_matched']:,} pairs matched{failed}{fallbacks})"
+    )
+
+
 GEO_ROWS = [
     *(("location", f"acc_{t}km", f"within {t} km", "%") for t in (1, 25, 200, 750, 2500)),
     ("location", "median_km", "median error (km)", "km"),
@@ -207,8 +281,8 @@ def show(name: str, m: Any, results: dict[str, Any], sec: Any, as_json: bool) ->
         return
     if name == "evaluate" and "retrieval" in (res := results or m.extra.get("results", {})):
         out.print(comparison_table(res))
-        for line in _landmarks(res):
-            out.print(line, markup=False)
+        for line in _landmarks(res) + _verification(res):
+            out.print(line, markup=False, soft_wrap=True)
         return
     out.print(manifest_table(m))
     for line in LINES.get(name, lambda *_: [])(m, results, sec):
