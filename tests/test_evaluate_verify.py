@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from verifytoy import write_identity_split
 
 from sbe.config import load_config
 from sbe.errors import SbeError
@@ -162,26 +163,6 @@ def test_rerank_top1_fixes_wrong_global_answers_and_counts_fallbacks() -> None:
 
 
 # --- the stage --------------------------------------------------------------------------------
-
-
-def write_identity_split(out: Path, dim: int = 16, noise: float = 0.8) -> None:
-    """The geo toy split (which hardly encodes identity) with embeddings that do: a random centre
-    per building plus noise, so same-building pairs are mostly, not always, the closest."""
-    from geotoy import TOY_BACKBONE, toy_tables
-
-    from sbe.storage import Manifest, fixed_size_list, write_manifest, write_part
-
-    tables = toy_tables(cities=6, buildings_per_city=24, images_per_building=3, dim=dim, seed=0)
-    rng = np.random.default_rng(0)
-    centres = rng.normal(size=(10_000, dim))
-    identity = {**TOY_BACKBONE, "dim": dim}
-    for name, t in tables.items():
-        ids = t.column("building_id").to_numpy()
-        emb = centres[ids % len(centres)] + noise * rng.normal(size=(len(ids), dim))
-        col = t.schema.get_field_index("embedding")
-        t = t.set_column(col, t.schema.field(col), fixed_size_list(emb.astype(np.float16)))
-        write_part(t, out / f"{name}.parquet", {"backbone": identity})
-    write_manifest(out, Manifest(stage="split", outputs=[f"{s}.parquet" for s in tables]))
 
 
 @pytest.fixture(scope="module")
