@@ -482,6 +482,8 @@ def test_publish_carries_the_calibration_and_the_card_states_it(tmp_path: Path) 
     assert "precision of **0.950**" in card
     # the decision the card states is the one the file makes
     assert cal.same(sim + 1e-4)[0] and not cal.same(sim - 1e-4)[0]
+    printed = _cli_publish(run, out)
+    assert f"calibration.json: same building? at cosine >= {sim:.4f}" in printed
     # another calibration: publish is no longer up to date and carries the new one
     calibrate_run(run, target_precision=0.8)
     publish(run, out)
@@ -491,6 +493,18 @@ def test_publish_carries_the_calibration_and_the_card_states_it(tmp_path: Path) 
     calibrate_run(run, calibrate=False)
     publish(run, out)
     assert not copied.exists() and '"Same building?"' not in (out / "README.md").read_text()
+    assert "no calibration in the run" in _cli_publish(run, out)
+
+
+def _cli_publish(run: Path, out: Path) -> str:
+    from typer.testing import CliRunner
+
+    from sbe.cli import app
+
+    args = ["publish", "--run", str(run), "--out", str(out)]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    return r.output
 
 
 def test_publish_refuses_a_malformed_calibration(tmp_path: Path) -> None:

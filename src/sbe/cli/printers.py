@@ -175,6 +175,19 @@ def geo_table(report: dict[str, Any], title: str) -> Table:
     return table
 
 
+def _publish(m: Any, r: dict, sec: Any) -> list[str]:
+    cal = m.extra.get("calibration")
+    if not cal:
+        return ["same building?: no calibration in the run (`sbe evaluate --calibrate` first)"]
+    sim, test = cal.get("similarity_threshold"), cal.get("test") or {}
+    at = f"cosine >= {sim:.4f}" if sim is not None else "no threshold reached the target"
+    return [
+        f"calibration.json: same building? at {at} (target precision "
+        f"{cal['target_precision']:.2f}; test precision {_pct(test.get('precision'))}, "
+        f"recall {_pct(test.get('recall'))})"
+    ]
+
+
 def _synth(m: Any, r: dict, sec: Any) -> list[str]:
     pk = m.extra.get("packaged")
     if not pk:
@@ -271,6 +284,7 @@ LINES: dict[str, Lines] = {
     "index": _index,
     "cluster": _cluster,
     "report": _report,
+    "publish": _publish,
 }
 
 
