@@ -27,6 +27,7 @@ Writes ``RUN/evaluate/<split>.json`` (+ ``calibration.json``) and ``RUN/evaluate
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -303,7 +304,10 @@ class EvaluateStage(Stage):
         except SbeError as e:  # e.g. a split without a same-building pair
             return {"skipped": str(e)}
         cal.fit["split"] = "val"
-        cal.save(out.path(EvaluateDir.CALIBRATION))
+        path = out.path(EvaluateDir.CALIBRATION)
+        # an identical fit is not rewritten: publish, which reads the file, stays up to date
+        if not (path.is_file() and _same_calibration(path, cal)):
+            cal.save(path)
         return {
             "file": EvaluateDir.CALIBRATION,
             "embedding": "projector",
@@ -401,6 +405,17 @@ class EvaluateStage(Stage):
             **found,
             "cost": reranker.counts.to_dict(),
         }
+
+
+def _same_calibration(path: Path, cal: Any) -> bool:
+    from sbe.verify.calibration import Calibration
+
+    try:
+        old = Calibration.load(path).to_dict()
+    except SbeError:
+        return False
+    # compared as JSON text: a NaN (nothing called on the fitting pairs) equals itself there
+    return json.dumps(old, sort_keys=True) == json.dumps(cal.to_dict(), sort_keys=True)
 
 
 def _reranker(
