@@ -409,3 +409,28 @@ def test_rerank_with_the_real_matcher_on_photos(
 def _latlon(path: Path) -> tuple[float, float]:
     fields = path.name.split("@")
     return float(fields[5]), float(fields[6])
+
+
+def test_vpr_photo_that_does_not_decode_is_one_error_naming_it(
+    trained: Path, tmp_path: Path
+) -> None:
+    """A VPR folder embedded by a published model (a tiny random DINOv2): a broken JPEG among the
+    database images is one line naming it (the run's own backbone names it the same way:
+    ``sbe.training.evaluation.embed_images``)."""
+    from test_publish_fixtures import jpeg, make_tiny_model
+
+    from sbe.verify.vpr import write_vpr_folder
+
+    model = make_tiny_model(tmp_path / "m")
+    rng = np.random.default_rng(0)
+    items = [(jpeg(rng), 45.0 + i * 1e-4, 7.0) for i in range(6)]
+    write_vpr_folder(tmp_path / "vpr", items[:4], items[4:])
+    bad = sorted((tmp_path / "vpr" / "database").iterdir())[2]
+    run = tmp_path / "run"
+    shutil.copytree(trained / "run", run)
+    _, res = evaluate(run, vpr=tmp_path / "vpr", model=model)
+    assert res["vpr"]["queries"] == 2 and res["vpr"]["database"] == 4
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.raises(SbeError, match="cannot decode") as e:
+        evaluate(run, vpr=tmp_path / "vpr", model=model)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)

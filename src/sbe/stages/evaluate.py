@@ -330,7 +330,7 @@ class EvaluateStage(Stage):
         from sbe.report.gallery import image_bytes_by_id, pick_queries
         from sbe.verify.evaluation import rerank_top1, shortlists
 
-        split_file = SplitDir(RunDir(cfg.run).split_dir().root).split_path(cfg.split)
+        split_file = RunDir(cfg.run).split_dir().split_path(cfg.split)
         image_ids = pq.read_table(split_file, columns=["image_id"]).column(0).to_numpy()
         queries = pick_queries(data.building_ids, cfg.rerank_queries, cfg.seed)
         if len(queries) == 0:
@@ -375,7 +375,14 @@ class EvaluateStage(Stage):
             embedder = load_embedder(cfg.model, device=str(device))
 
             def embed(paths: list[Path]) -> np.ndarray:
-                return embedder.embed_images(paths)
+                from sbe.data.images import ImageDecodeError
+
+                try:
+                    return embedder.embed_images(paths)
+                except ImageDecodeError as e:  # "image <i>: why": name the file
+                    i, _, why = str(e).removeprefix("image ").partition(": ")
+                    name = paths[int(i)] if i.isdigit() and int(i) < len(paths) else cfg.vpr
+                    raise SbeError(f"--vpr: cannot decode {name}: {why or e}") from None
 
             source = f"model {cfg.model}"
         elif backbone is not None:
