@@ -130,7 +130,7 @@ def _cost(c: dict[str, Any]) -> str:
         failed += f", {c['failed_pairs']} pairs without a RANSAC model"
     return (
         f"  re-ranking cost: {c['per_query_cpu_s']:.2f} CPU s / {c['per_query_wall_s']:.2f} s "
-        f"wall per query ({c['pairs_matched']:,} pairs matched{failed}{fallbacks})"
+        f"wall per re-ranked shortlist ({c['pairs_matched']:,} pairs matched{failed}{fallbacks})"
     )
 
 
