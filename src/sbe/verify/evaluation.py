@@ -251,7 +251,9 @@ class ShortlistReranker:
                     # one line) instead of returning no model: no geometry = nothing verified
                     self._pairs[pair] = 0
                     self.counts.failed_pairs += 1
-                    self.counts.failures.append(f"{query} x {candidate}: RANSAC: {getattr(e, 'err', e)}")
+                    self.counts.failures.append(
+                        f"{query} x {candidate}: RANSAC: {getattr(e, 'err', e)}"
+                    )
                 self.counts.pairs_matched += 1
         return self._pairs[pair]
 
