@@ -1,7 +1,8 @@
 """Does a "same building?" threshold fitted on val keep its precision on test? (synthetic world)
 
 Runs the pipeline on a small synthetic world (or reads an existing workdir), takes the projector
-(trained head; ``--raw``: the backbone) embeddings of the val and test splits, forms every pair within a split (label: same building),
+(trained head; ``--raw``: the backbone) embeddings of the val and test splits, forms every pair
+within a split (label: same building; a seeded uniform sample beyond ``--max-pairs``),
 fits :func:`sbe.verify.calibration.fit_calibration` on val at the target precision and reports
 precision and recall of its threshold on test, for both methods.
 
@@ -21,6 +22,7 @@ import numpy as np
 from sbe.models.projector import Projector
 from sbe.training.data import load_split
 from sbe.verify.calibration import fit_calibration, precision_recall
+from sbe.verify.evaluation import MAX_PAIRS, split_pairs
 
 CONFIG = """
 workdir = "{workdir}"
@@ -40,19 +42,16 @@ k = 3
 """
 
 
-def split_pairs(
-    split_dir: Path, split: str, projector: Projector | None
+def pairs_of(
+    split_dir: Path, split: str, projector: Projector | None, max_pairs: int
 ) -> tuple[np.ndarray, np.ndarray]:
+    """Similarities and labels of a split's pairs (all of them up to ``max_pairs``), as
+    ``sbe evaluate --calibrate`` forms them (:func:`sbe.verify.evaluation.split_pairs`)."""
     data = load_split(split_dir, split)
     x = data.embeddings.float().numpy()
     if projector is not None:
         x = projector.project(x)
-    x = x.astype(np.float64)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    iu = np.triu_indices(len(x), k=1)
-    sims = (x @ x.T)[iu]
-    same = data.building_ids[iu[0]] == data.building_ids[iu[1]]
-    return sims, same
+    return split_pairs(x, data.building_ids, max_pairs=max_pairs, seed=0 if split == "val" else 1)
 
 
 def main() -> None:
@@ -61,6 +60,7 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="an existing pipeline workdir")
     ap.add_argument("--target", type=float, default=0.95)
     ap.add_argument("--raw", action="store_true", help="raw backbone embeddings, not the projector")
+    ap.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help="pairs per split at most")
     args = ap.parse_args()
     if args.workdir is None:
         from sbe.config import load_config
@@ -73,8 +73,8 @@ def main() -> None:
         args.workdir = tmp / "w"
     split_dir = Path(args.workdir) / "split"
     projector = None if args.raw else Projector.from_pretrained(Path(args.workdir) / "run" / "best")
-    vs, vy = split_pairs(split_dir, "val", projector)
-    ts, ty = split_pairs(split_dir, "test", projector)
+    vs, vy = pairs_of(split_dir, "val", projector, args.max_pairs)
+    ts, ty = pairs_of(split_dir, "test", projector, args.max_pairs)
     out = {
         "embedding": "backbone" if args.raw else "projector",
         "val_pairs": len(vy),

@@ -177,6 +177,8 @@ def test_evaluate_crash_matrix(split: Path, tmp_path: Path) -> None:
     def same_evaluation(expected: Path, actual: Path) -> None:
         roots = (expected.parent, actual.parent)
         same_output(expected / "evaluate", actual / "evaluate", roots)
+        # the calibration (on by default) is part of the commit the matrix checks
+        assert (actual / "evaluate" / "calibration.json").is_file()
 
     report = crash_matrix(
         "evaluate", run, tmp_path / "m", changed={"ks": [1, 5]}, same_output=same_evaluation
@@ -215,10 +217,12 @@ def test_geo_continues_a_killed_run_exactly(split: Path, tmp_path: Path) -> None
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     from test_publish_fixtures import hf_identity, make_run, tiny_dinov2
+    from verifytoy import calibrate_run
 
     root = tmp_path_factory.mktemp("publish-runs")
     identity = hf_identity(tiny_dinov2(root / "dino"))
     make_run(root / "run", identity)
+    calibrate_run(root / "run")  # publish copies its calibration.json into the model
     make_run(root / "run2", identity, seed=9)
     return root / "run", root / "run2"
 
@@ -236,3 +240,4 @@ def test_publish_crash_matrix(runs: tuple[Path, Path], tmp_path: Path) -> None:
         "publish", run, tmp_path, changed={"run": run_b}, same_output=same_output, max_points=8
     )
     assert report.points["same"] == 8
+    assert (tmp_path / "clean" / "out" / "calibration.json").is_file()

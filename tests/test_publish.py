@@ -452,3 +452,69 @@ def test_train_says_when_the_head_is_below_the_backbone() -> None:
     assert below == {"head_map@r": 0.41, "backbone_map@r": 0.45, "head_below_backbone": True}
     assert not _val_versus_backbone(0.5, {"map@r": 0.45})["head_below_backbone"]
     assert _val_versus_backbone(0.5, None)["backbone_map@r"] is None
+
+
+def test_publish_carries_the_calibration_and_the_card_states_it(tmp_path: Path) -> None:
+    from verifytoy import calibrate_run
+
+    from sbe.verify.calibration import Calibration
+
+    dino = tiny_dinov2(tmp_path / "dino")
+    run = tmp_path / "run"
+    make_run(run, hf_identity(dino))
+    out = publish(run, tmp_path / "m0")
+    assert not (out / "calibration.json").exists()  # nothing evaluated yet
+    assert '"Same building?"' not in (out / "README.md").read_text()
+    summary = calibrate_run(run)["calibration"]
+    out = publish(run, tmp_path / "m")
+    copied = out / "calibration.json"
+    assert copied.read_bytes() == (run / "evaluate" / "calibration.json").read_bytes()
+    cal = Calibration.load(copied)
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert "calibration.json" in manifest["outputs"]
+    assert manifest["extra"]["calibration"]["test"] == summary["test"]
+    card = (out / "README.md").read_text()
+    assert '## "Same building?"' in card
+    sim = summary["similarity_threshold"]
+    assert f"at least **{sim:.4f}**" in card
+    assert f"| precision | {summary['test']['precision']:.3f} |" in card
+    assert f"| recall | {summary['test']['recall']:.3f} |" in card
+    assert "precision of **0.950**" in card
+    # the decision the card states is the one the file makes
+    assert cal.same(sim + 1e-4)[0] and not cal.same(sim - 1e-4)[0]
+    printed = _cli_publish(run, out)
+    assert f"calibration.json: same building? at cosine >= {sim:.4f}" in printed
+    # another calibration: publish is no longer up to date and carries the new one
+    calibrate_run(run, target_precision=0.8)
+    publish(run, out)
+    assert Calibration.load(copied).target_precision == 0.8
+    assert "precision of **0.800**" in (out / "README.md").read_text()
+    # an evaluation without calibration: the file leaves the model too
+    calibrate_run(run, calibrate=False)
+    publish(run, out)
+    assert not copied.exists() and '"Same building?"' not in (out / "README.md").read_text()
+    assert "no calibration in the run" in _cli_publish(run, out)
+
+
+def _cli_publish(run: Path, out: Path) -> str:
+    from typer.testing import CliRunner
+
+    from sbe.cli import app
+
+    args = ["publish", "--run", str(run), "--out", str(out)]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    return r.output
+
+
+def test_publish_refuses_a_malformed_calibration(tmp_path: Path) -> None:
+    from verifytoy import calibrate_run
+
+    dino = tiny_dinov2(tmp_path / "dino")
+    run = tmp_path / "run"
+    make_run(run, hf_identity(dino))
+    calibrate_run(run)
+    (run / "evaluate" / "calibration.json").write_text("{not json")
+    with pytest.raises(SbeError, match=r"calibration\.json is not readable JSON") as e:
+        publish(run, tmp_path / "m")
+    assert "\n" not in str(e.value)

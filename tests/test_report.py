@@ -35,7 +35,11 @@ from sbe.report.worldmap import great_circle, koppen_background
 from sbe.stages import report as stage
 from sbe.storage import to_numpy_matrix
 
-SECTIONS = ["dataset", "training", "metrics", "gallery", "geolocation", "clusters", "run"]
+SECTIONS = [
+    "dataset", "training", "metrics", "gallery", "geolocation", "clusters", "run", "verification"
+]  # fmt: skip
+#: what the tiny pipeline's evaluation does not run (re-ranking is opt-in: seconds per query)
+NO_RERANK = "no re-ranking in the evaluation (run `sbe evaluate --rerank`)"
 # a src/href attribute whose value is a network URL (http:, https: or protocol-relative)
 NETWORK_REF = re.compile(r"""(?:src|href)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 
@@ -334,7 +338,8 @@ def test_pipeline_report_has_every_section_and_no_network_refs(tiny_pipeline) ->
     html = path.read_text()
     manifest = json.loads((cfg.workdir / "report" / "_manifest.json").read_text())
     assert manifest["extra"]["sections"] == {s: [] for s in SECTIONS} | {
-        "metrics": _metrics_notes()
+        "metrics": _metrics_notes(),
+        "verification": [NO_RERANK],
     }
     assert manifest["rows"]["bytes"] == path.stat().st_size < 5_000_000
     assert NETWORK_REF.search(html) is None
@@ -642,3 +647,103 @@ def test_pipeline_report_names_cities_and_draws_the_buildings(tiny_pipeline) -> 
     buildings = pq.read_table(cfg.workdir / "buildings" / "buildings.parquet")
     assert 0 < geo.count('class="building-pt"') <= buildings.num_rows
     assert 'data-layer="predictions"' in geo and 'type="checkbox" data-layer="buildings"' in geo
+
+
+# ---- verification --------------------------------------------------------------------------------
+
+
+def _cost(cpu: float, wall: float, failed: int = 0) -> dict:
+    return {
+        "queries": 26, "fallback_queries": 0, "failed_images": failed, "pairs_matched": 300,
+        "images_extracted": 26, "cpu_seconds": cpu * 26, "wall_seconds": wall * 26,
+        "per_query_cpu_s": cpu, "per_query_wall_s": wall, "failure_examples": [],
+    }  # fmt: skip
+
+
+def _top1(queries: int, before: int, after: int, ceiling: int) -> dict:
+    return {
+        "queries": queries, "k": 10, "global_correct@1": before, "reranked_correct@1": after,
+        "positive_in_top_k": ceiling, "gained": after - before, "lost": 0,
+    }  # fmt: skip
+
+
+def _evaluation(run: Path, **parts: object) -> Path:
+    (run / "evaluate").mkdir(parents=True, exist_ok=True)
+    doc = {"run": str(run), "split": "test", "retrieval": {}, **parts}
+    (run / "evaluate" / "test.json").write_text(json.dumps(doc))
+    return run
+
+
+CALIBRATION = {
+    "file": "calibration.json", "fit_split": "val", "test_split": "test", "method": "logistic",
+    "target_precision": 0.95, "threshold": 0.9, "similarity_threshold": 0.4394,
+    "fit": {"precision": 0.95, "recall": 0.098, "called": 120, "positives": 1165, "pairs": 25878},
+    "test": {"precision": 0.9474, "recall": 0.1602, "called": 114, "positives": 674, "pairs": 9453},
+    "sampled": {"fit": False, "test": False, "max_pairs": 2000000, "seed": 0},
+}  # fmt: skip
+
+
+def test_verification_section_shows_what_evaluate_measured(tmp_path: Path) -> None:
+    from sbe.report.verification import verification, verification_section
+
+    run = _evaluation(
+        tmp_path / "run",
+        calibration=CALIBRATION,
+        landmarks={
+            "images": 26,
+            "rerank": {
+                "k": 10,
+                "backbone": _top1(26, 23, 24, 24),
+                "projector": _top1(26, 21, 23, 24),
+                "cost": _cost(17.6, 63.0),
+            },
+        },
+        rerank={"split": "test", **_top1(100, 80, 84, 95), "cost": _cost(8.9, 18.3, failed=2)},
+        vpr={
+            "folder": "/data/vpr",
+            "queries": 12,
+            "database": 40,
+            "queries_without_positive": 1,
+            "embedding": "run (backbone + projector)",
+            "global": {"recall@1": 0.5, "recall@5": 0.75},
+            "reranked": {"recall@1": 0.5833, "recall@5": 0.75},
+        },
+    )
+    v = verification(run)
+    assert v.notes == [] and [r.what for r in v.reranked] == [
+        "real photos, backbone ranking",
+        "real photos, projector ranking",
+        "test split sample, projector",
+    ]
+    text = unescape(re.sub(r"<[^>]+>", " ", str(verification_section(v))))
+    text = re.sub(r"\s+", " ", text)
+    assert "precision of 0.95 (cosine similarity of the trained embeddings ≥ 0.4394)" in text
+    assert "precision 0.947 , recall 0.160 (114 of 9,453 pairs called" in text
+    assert "real photos, backbone ranking 26 10 23/26 24/26 24/26 17.60 63.00 0" in text
+    assert "test split sample, projector 100 10 80/100 84/100 95/100 8.90 18.30 2" in text
+    assert "Recall@1 50.0% 58.3%" in text and "12 queries, 40 database images" in text
+
+
+def test_verification_section_degrades_and_notes_what_did_not_run(tmp_path: Path) -> None:
+    from sbe.report.verification import verification
+
+    built = build_report(g.ReportInputs(run=tmp_path / "nothing"))
+    assert built.status["verification"] == [f"training run not found at {tmp_path / 'nothing'}"]
+    run = _evaluation(tmp_path / "run")
+    built = build_report(g.ReportInputs(run=run))
+    assert built.status["verification"] == [
+        "the evaluation has no verification (run `sbe evaluate --calibrate --rerank`)"
+    ]
+    run = _evaluation(tmp_path / "run", calibration=CALIBRATION)
+    assert verification(run).notes == [NO_RERANK]
+    run = _evaluation(tmp_path / "run", calibration={"skipped": "no val split"}, rerank={
+        "split": "test", **_top1(5, 3, 3, 4), "cost": _cost(1.0, 2.0)})  # fmt: skip
+    assert verification(run).notes == ["calibration skipped: no val split"]
+
+
+def test_a_malformed_verification_entry_fails_the_report(tmp_path: Path) -> None:
+    broken = _top1(5, 3, 3, 4)
+    del broken["reranked_correct@1"]
+    run = _evaluation(tmp_path / "run", rerank={"split": "test", **broken, "cost": _cost(1, 2)})
+    with pytest.raises(g.Malformed, match="missing reranked_correct@1"):
+        build_report(g.ReportInputs(run=run))

@@ -242,7 +242,7 @@ def test_utm_projection_known_points() -> None:
     # On a central meridian at the equator: false easting, zero northing.
     e, n, z, band = latlon_to_utm(0.0, 3.0)
     assert (round(e, 3), round(n, 3), z, band) == (500000.0, 0.0, 31, "N")
-    # Southern hemisphere: false northing 10 000 km.
+    # Southern hemisphere: false northing 10 000 km (EPSG:327NN).
     assert latlon_to_utm(-0.000001, 3.0)[1] == pytest.approx(10_000_000 - 0.11, abs=0.01)
     pyproj = pytest.importorskip("pyproj")
     lat, lon = 40.44051, -79.99876  # Pittsburgh, zone 17
@@ -329,3 +329,24 @@ def test_gem_module() -> None:
     learn = GeM(learnable=True)
     learn(x).sum().backward()
     assert learn.p.grad is not None and "p" not in dict(GeM().named_parameters())
+
+
+def test_vpr_folder_without_coordinates_names_the_folder(tmp_path) -> None:
+    for sub in ("database", "queries"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / sub / "plain.jpg")
+    with pytest.raises(SbeError, match=r"database: plain\.jpg has no coordinates") as e:
+        read_vpr_folder(tmp_path)
+    assert "\n" not in str(e.value) and str(tmp_path) in str(e.value)
+
+
+def test_utm_southern_and_forced_zone_match_pyproj() -> None:
+    import pyproj
+
+    # Sydney (zone 56 H), and a point of zone 32 projected into zone 31 (a set's one zone)
+    ref = pyproj.Transformer.from_crs("EPSG:4326", "EPSG:32756", always_xy=True)
+    e, n, z, band = latlon_to_utm(-33.8688, 151.2093)
+    assert (z, band) == (56, "H")
+    assert (e, n) == pytest.approx(ref.transform(151.2093, -33.8688), abs=1e-6)
+    e31, _, z31, _ = latlon_to_utm(45.0, 6.5, zone=31)
+    assert z31 == 31 and e31 > 700_000  # east of zone 31's central meridian (3 deg E)

@@ -407,14 +407,20 @@ class TrainConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """Image-to-image retrieval of a trained run, backbone vs projector."""
+    """Image-to-image retrieval of a trained run, backbone vs projector.
+
+    Also: the calibrated "same building?" decision, re-ranking by local features (``--rerank``)
+    and the standard place-recognition evaluation (``--vpr``); see docs/verify.md.
+    """
 
     examples: ClassVar[tuple[str, ...]] = (
         "sbe evaluate --run work/run",
         "sbe evaluate --run work/run --landmarks ../shared/data/landmarks-mini",
+        "sbe evaluate --run work/run --rerank --rerank-queries 20",
+        "sbe evaluate --run work/run --vpr data/vpr-test --model work/model --rerank",
     )
 
-    _path_fields = ("run", "landmarks")
+    _path_fields = ("run", "landmarks", "images", "vpr", "model")
     run: Path = Field(Path("run"), description="training run folder")
     split: Literal["train", "val", "test"] = Field("test", description="which split to score")
     ks: list[int] = Field(
@@ -423,6 +429,32 @@ class EvaluateConfig(Section):
     landmarks: Path | None = Field(
         None, description="real-photo folder (labels.csv); none = auto-detect"
     )
+    calibrate: bool = Field(
+        True,
+        description="fit the 'same building?' threshold on val pairs ([verify] target_precision)"
+        " and check it on test (calibration.json)",
+    )
+    calibration_pairs: int = Field(
+        2_000_000, ge=100, description="pairs per split at most (a seeded uniform sample beyond)"
+    )
+    rerank: bool = Field(
+        False,
+        description="re-rank the global top-k by verified local matches ([verify]) on the "
+        "landmarks check, a sample of split queries and --vpr (CPU: ~20 s per query)",
+    )
+    rerank_queries: int = Field(100, ge=1, description="split queries re-ranked (a seeded sample)")
+    images: Path | None = Field(
+        None,
+        description="ingest output holding the split's photos (--rerank); none = found "
+        "through the split's manifests",
+    )
+    vpr: Path | None = Field(
+        None, description="VPR folder (database/, queries/): Recall@1/5/10/20 of the model"
+    )
+    model: Path | None = Field(
+        None, description="published model folder embedding the --vpr images (default: the run)"
+    )
+    seed: int = Field(0, description="seed of the pair and query samples")
     device: Device = Field("auto", json_schema_extra=RUNTIME, description="where the head runs")
 
 

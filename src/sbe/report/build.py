@@ -20,6 +20,7 @@ from sbe.errors import SbeError
 from sbe.report import gather as g
 from sbe.report import html as h
 from sbe.report.thumbs import png_data_uri
+from sbe.report.verification import verification, verification_section
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -194,6 +195,12 @@ def build_report(
     # 7. run facts
     facts = attempt(lambda: g.run_facts(inputs), problems("run"))
     run_html = h.run_section(facts)
+    # 8. verification (re-ranking, the calibrated decision: what `sbe evaluate` measured)
+    p = problems("verification")
+    verified = attempt(lambda: verification(inputs.run), p)
+    if not isinstance(verified, str):
+        p += verified.notes  # the parts the evaluation did not run
+    verification_html = verification_section(verified)
 
     headline = h.headline_cards(
         metrics if isinstance(metrics, g.RetrievalMetrics) else None,
@@ -211,6 +218,7 @@ def build_report(
             ("geolocation", "5. Geolocation", geo_html),
             ("clusters", "6. Clusters", clusters_html),
             ("run", "7. Run facts", run_html),
+            ("verification", "8. Verification", verification_html),
         ],
         generated=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         version=__version__,

@@ -9,6 +9,8 @@ and with :func:`sbe.models.published.load_embedder`::
     model.safetensors           the projector (``projector.*``)
     preprocessor_config.json    resize / crop / mean / std (a BitImageProcessor config)
     README.md                   model card: architecture, evaluation numbers, licences
+    calibration.json            the calibrated "same building?" decision, when ``sbe evaluate``
+                                fitted one (``RUN/evaluate/calibration.json``)
     geo/                        geo heads (config.json + model.safetensors), with --geo
     backbone/                   the backbone weights (safetensors), only with --bundle-backbone
     _manifest.json
@@ -46,8 +48,17 @@ from sbe.models.published.export import (
     write_folder,
 )
 from sbe.stages.base import IN_PROGRESS_NAME, Input, Stage, StageContext, stage_function
+from sbe.stages.summary import Summary, number
 from sbe.storage import Manifest, fingerprint_paths, load_manifest
-from sbe.storage.artifacts import GeoDir, ModelDir, RunDir, RunRecord, read_json_object, relpath
+from sbe.storage.artifacts import (
+    EvaluateDir,
+    GeoDir,
+    ModelDir,
+    RunDir,
+    RunRecord,
+    read_json_object,
+    relpath,
+)
 from sbe.storage.lock import LOCK_NAME
 from sbe.storage.manifest import MANIFEST_NAME
 
@@ -150,6 +161,30 @@ def val_check(run: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def run_calibration(run: RunDir) -> tuple[Path, dict[str, Any]] | None:
+    """The run's committed same-building calibration and its evaluation summary.
+
+    Only a calibration a finished ``sbe evaluate`` lists in its manifest counts (a file left by an
+    interrupted evaluation does not).
+
+    Returns:
+        ``(RUN/evaluate/calibration.json, the results' "calibration" entry)`` or ``None``.
+
+    Raises:
+        SbeError: the listed file is not a readable calibration.
+    """
+    ev = run.evaluate_dir()
+    m = ev.manifest()
+    if m is None or EvaluateDir.CALIBRATION not in m.outputs:
+        return None
+    path = ev.path(EvaluateDir.CALIBRATION)
+    from sbe.verify.calibration import Calibration
+
+    Calibration.load(path)  # one-line error for a malformed file, before anything is built
+    summary = (m.extra.get("results") or {}).get("calibration")
+    return path, dict(summary) if isinstance(summary, dict) else {}
+
+
 def _check_geo(geo_dir: Path, backbone: dict[str, Any], best: Path) -> dict[str, Any]:
     """Validate a geo stage folder against the run; returns the heads' config dict."""
     geo_cfg = GeoDir(geo_dir).head_config()
@@ -211,6 +246,18 @@ class PublishStage(Stage):
     name = "publish"
     inputs = (Input("run", "train"), Input("geo", "geo"))
 
+    def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
+        cal = m.extra.get("calibration")
+        if not cal:
+            return ["same building?: no calibration in the run (`sbe evaluate --calibrate` first)"]
+        sim, test = cal.get("similarity_threshold"), cal.get("test") or {}
+        at = f"cosine >= {sim:.4f}" if sim is not None else "no threshold reached the target"
+        return [
+            f"calibration.json: same building? at {at} (target precision "
+            f"{cal['target_precision']:.2f}; test precision {number(test.get('precision'), '%')}, "
+            f"recall {number(test.get('recall'), '%')})"
+        ]
+
     def run(self, cfg: PublishConfig, ctx: StageContext) -> Manifest:
         """Publish ``cfg.run`` (and ``cfg.geo``) as a model folder at ``cfg.output``.
 
@@ -235,6 +282,9 @@ class PublishStage(Stage):
             input_files += GeoDir(geo_dir).head_files()
             if (geo_dir / GEO_METRICS).is_file():
                 input_files.append(geo_dir / GEO_METRICS)
+        calibration = run_calibration(run)
+        if calibration is not None:
+            input_files.append(calibration[0])
         check = val_check(run_info)
         if check is not None and check["head_below_backbone"]:
             if not cfg.force:
@@ -278,6 +328,7 @@ class PublishStage(Stage):
                 run=run_info,
                 geo_metrics=geo_metrics,
                 val_check=check,
+                calibration=calibration[1] if calibration is not None else None,
                 # relative to the model folder: the card stays true when the work folder moves
                 provenance={
                     "run": relpath(run_dir, out),
@@ -296,6 +347,8 @@ class PublishStage(Stage):
                 geo_dir=geo_dir,
                 bundle=cfg.bundle_backbone,
             )
+            if calibration is not None:
+                shutil.copyfile(calibration[0], build / ModelDir.CALIBRATION)
             try:
                 diff = verify_projector(build, projector, int(proj_cfg["input_dim"]))
             except ValueError as e:
@@ -310,6 +363,8 @@ class PublishStage(Stage):
             outputs += [f"{ModelDir.GEO}/{GeoDir.CONFIG}", f"{ModelDir.GEO}/{GeoDir.WEIGHTS}"]
         if cfg.bundle_backbone:
             outputs.append(ModelDir.BACKBONE)
+        if calibration is not None:
+            outputs.append(ModelDir.CALIBRATION)
         return ctx.commit(
             outputs=outputs,
             rows={"projector parameters": sum(p.numel() for p in projector.parameters())},
@@ -321,6 +376,7 @@ class PublishStage(Stage):
                 "head_max_abs_diff": diff,
                 "val_vs_backbone": check,
                 "data_sources": sources,
+                "calibration": calibration[1] if calibration is not None else None,
             },
         )
 

@@ -117,10 +117,16 @@ class Calibration:
         p = Path(path)
         if not p.is_file():
             raise SbeError(f"{p} not found: fit a calibration first (fit_calibration)")
-        data = json.loads(p.read_text())
-        if data.pop("format", None) != FORMAT:
+        try:
+            data = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            raise SbeError(f"{p} is not readable JSON: {e}") from None
+        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
             raise SbeError(f"{p} is not a same-building calibration ({FORMAT})")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise SbeError(f"{p}: malformed calibration ({e})") from None
 
 
 def threshold_for_precision(prob: np.ndarray, same: np.ndarray, target: float) -> float:

@@ -8,7 +8,8 @@ used for Pitts30k, Tokyo 24/7, MSLS, SF-XL...)::
 
 An image's UTM east/north are fields 1 and 2 of its ``@``-split name (field 0 is empty); other
 fields may be empty. Alternatively ``database.csv``/``queries.csv`` beside the folders give
-``name,lat,lon`` per image. A database image is a positive of a query when they lie within 25 m.
+``name,lat,lon`` per image (projected to UTM with pyproj, one zone per set). A database image
+is a positive of a query when they lie within 25 m.
 
 Recall@N: the share of queries with a positive among their N nearest database images (cosine on
 L2-normalised embeddings), optionally after re-ranking the top ``rerank_k`` with verified local
@@ -18,11 +19,12 @@ matches (:mod:`sbe.verify.rerank`).
 from __future__ import annotations
 
 import csv
-import math
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,14 +52,6 @@ def parse_utm(name: str) -> tuple[float, float]:
         ) from None
 
 
-# --- UTM (WGS84), forward only: Snyder, "Map Projections: A Working Manual" (USGS 1987), p. 61.
-_A = 6378137.0
-_F = 1 / 298.257223563
-_E2 = _F * (2 - _F)
-_EP2 = _E2 / (1 - _E2)
-_K0 = 0.9996
-
-
 def utm_zone(lat: float, lon: float) -> tuple[int, str]:
     """UTM zone number and latitude band letter (Norway/Svalbard exceptions not applied)."""
     zone = int((lon + 180) // 6) % 60 + 1
@@ -66,45 +60,30 @@ def utm_zone(lat: float, lon: float) -> tuple[int, str]:
     return zone, band
 
 
-def latlon_to_utm(lat: float, lon: float, zone: int | None = None) -> tuple[float, float, int, str]:
-    """WGS84 latitude/longitude (degrees) -> UTM (east m, north m, zone, band).
+@functools.lru_cache(maxsize=16)
+def _utm_transformer(zone: int, south: bool) -> Any:
+    import pyproj
 
-    Accurate to millimetres within a zone (the series of Snyder eq. 8-9 to 8-11).
+    # WGS84 / UTM zone N north (EPSG:326NN) or south (EPSG:327NN: false northing 10 000 km)
+    epsg = (32700 if south else 32600) + zone
+    return pyproj.Transformer.from_crs("EPSG:4326", f"EPSG:{epsg}", always_xy=True)
+
+
+def latlon_to_utm(lat: float, lon: float, zone: int | None = None) -> tuple[float, float, int, str]:
+    """WGS84 latitude/longitude (degrees) -> UTM (east m, north m, zone, band), with pyproj.
+
+    Args:
+        lat, lon: degrees.
+        zone: project into this zone instead of the point's own (one zone for a whole set keeps
+            distances right across a zone border).
+
+    Returns:
+        ``(east, north, zone, band)``; southern latitudes carry the 10 000 km false northing.
     """
     z, band = utm_zone(lat, lon)
     zone = zone or z
-    lon0 = math.radians((zone - 1) * 6 - 180 + 3)
-    phi, lam = math.radians(lat), math.radians(lon)
-    n = _A / math.sqrt(1 - _E2 * math.sin(phi) ** 2)
-    t = math.tan(phi) ** 2
-    c = _EP2 * math.cos(phi) ** 2
-    a = math.cos(phi) * (lam - lon0)
-    e4, e6 = _E2**2, _E2**3
-    m = _A * (
-        (1 - _E2 / 4 - 3 * e4 / 64 - 5 * e6 / 256) * phi
-        - (3 * _E2 / 8 + 3 * e4 / 32 + 45 * e6 / 1024) * math.sin(2 * phi)
-        + (15 * e4 / 256 + 45 * e6 / 1024) * math.sin(4 * phi)
-        - (35 * e6 / 3072) * math.sin(6 * phi)
-    )
-    east = (
-        _K0
-        * n
-        * (a + (1 - t + c) * a**3 / 6 + (5 - 18 * t + t**2 + 72 * c - 58 * _EP2) * a**5 / 120)
-        + 500000.0
-    )
-    north = _K0 * (
-        m
-        + n
-        * math.tan(phi)
-        * (
-            a**2 / 2
-            + (5 - t + 9 * c + 4 * c**2) * a**4 / 24
-            + (61 - 58 * t + t**2 + 600 * c - 330 * _EP2) * a**6 / 720
-        )
-    )
-    if lat < 0:
-        north += 10_000_000.0
-    return east, north, zone, band
+    east, north = _utm_transformer(zone, lat < 0).transform(lon, lat)
+    return float(east), float(north), zone, band
 
 
 def vpr_name(lat: float, lon: float, image_id: str, zone: int | None = None) -> str:
@@ -151,7 +130,16 @@ def _positions(folder: Path, paths: list[Path], table: Path) -> np.ndarray:
             east, north, _, _ = latlon_to_utm(lat, lon, zone)
             xy.append((east, north))
         return np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    return np.asarray([parse_utm(p.name) for p in paths], dtype=np.float64).reshape(-1, 2)
+    xy = []
+    for p in paths:
+        try:
+            xy.append(parse_utm(p.name))
+        except SbeError:
+            raise SbeError(
+                f"{folder}: {p.name} has no coordinates: name images '@utm_east@utm_north@...@.jpg'"
+                f" or give {table.name} (name,lat,lon) beside {folder.name}/"
+            ) from None
+    return np.asarray(xy, dtype=np.float64).reshape(-1, 2)
 
 
 def read_vpr_folder(root: str | os.PathLike[str]) -> VprData:

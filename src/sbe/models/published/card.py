@@ -101,6 +101,9 @@ class CardInfo:
         provenance: extra lines (run dir, geo dir, ...).
         val_check: the head against the raw backbone on validation (``head_map@r``,
             ``backbone_map@r``, ``head_below_backbone``, ``forced``), or ``None``.
+        calibration: the ``calibration`` entry of ``sbe evaluate``'s results (target precision,
+            thresholds, ``fit`` and ``test`` precision/recall) when the folder carries
+            ``calibration.json``, else ``None``.
     """
 
     name: str
@@ -112,6 +115,7 @@ class CardInfo:
     geo_metrics: dict[str, Any] | None = None
     provenance: dict[str, str] = field(default_factory=dict)
     val_check: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
 
 
 def model_licence(info: CardInfo) -> str:
@@ -185,6 +189,51 @@ def _val_check_lines(check: dict[str, Any] | None) -> list[str]:
     ]
 
 
+def _ratio(v: Any) -> str:
+    return "n/a" if v is None or v != v else f"{float(v):.3f}"
+
+
+def _calibration_lines(cal: dict[str, Any] | None) -> list[str]:
+    """The "same building?" decision the folder carries (``calibration.json``)."""
+    if cal is None:
+        return []
+    test, fit = cal.get("test") or {}, cal.get("fit") or {}
+    sim = cal.get("similarity_threshold")
+    if cal.get("threshold") is None:
+        rule = "never: no threshold reached the target precision on validation"
+    elif sim is not None:
+        rule = f"the cosine similarity of their embeddings is at least **{float(sim):.4f}**"
+    else:
+        rule = f"the calibrated probability is at least {_ratio(cal.get('threshold'))}"
+    lines = [
+        '## "Same building?"',
+        "",
+        f"Two photos are called the same building when {rule} (calibrated probability "
+        f">= {_ratio(cal.get('threshold'))}). The threshold was fitted on the pairs of the "
+        f"validation split for a precision of **{_ratio(cal.get('target_precision'))}** "
+        f"(reached there: precision {_ratio(fit.get('precision'))}, recall "
+        f"{_ratio(fit.get('recall'))}).",
+        "",
+    ]
+    if test:
+        lines += [
+            "| pairs of the test split | value |",
+            "|---|---|",
+            f"| precision | {_ratio(test.get('precision'))} |",
+            f"| recall | {_ratio(test.get('recall'))} |",
+            f"| pairs called same / same-building pairs / all pairs | "
+            f"{test.get('called', 0):,} / {test.get('positives', 0):,} / "
+            f"{test.get('pairs', 0):,} |",
+            "",
+        ]
+    lines += [
+        "The fit is `calibration.json` "
+        "(`sbe.verify.calibration.Calibration.load(path).same(similarity)`).",
+        "",
+    ]
+    return lines
+
+
 def render_card(info: CardInfo) -> str:
     """The model card as Markdown with Hugging Face YAML front matter."""
     bb, pj = info.backbone, info.projector
@@ -235,6 +284,7 @@ def render_card(info: CardInfo) -> str:
         "",
         *_val_check_lines(info.val_check),
     ]
+    lines += _calibration_lines(info.calibration)
     if info.geo_metrics is not None:
         test = info.geo_metrics.get("test") or {}
         rows = list(flatten_numbers(test.get("model", test)))
