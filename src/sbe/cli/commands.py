@@ -166,13 +166,34 @@ def search(
         str | None,
         typer.Option(help="With int8: the calibration digest in the embed run's _manifest.json."),
     ] = None,
+    rerank: Annotated[
+        bool,
+        typer.Option(
+            "--rerank",
+            help="Re-order the top --rerank-k by verified local matches (--image or --id; "
+            "[verify] settings).",
+        ),
+    ] = False,
+    rerank_k: Annotated[
+        int | None,
+        typer.Option(min=1, help="Candidates re-ranked per query (default: [verify] rerank_k)."),
+    ] = None,
+    photos: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --rerank and no stored local features: the photo parquet (default: "
+            "found from the index)."
+        ),
+    ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Nearest neighbours by id, vector or image: similarity, id and location."""
+    """Nearest neighbours by id, vector or image: similarity, id and location; with --rerank,
+    verified local matches; with a calibration.json in the index, same building or not."""
     from sbe.stages import search as stage
 
-    index_dir = index or load_cfg(config).resolved().index.output
+    cfg = load_cfg(config).resolved()
+    index_dir = index or cfg.index.output
     idx, labels, result = stage.run_query(
         index_dir,
         id_value=id_value,
@@ -184,18 +205,34 @@ def search(
         exclude_self=not include_self,
         precision=precision,
         calibration=calibration,
+        rerank=rerank,
+        rerank_k=rerank_k,
+        verify=cfg.verify,
+        photos=photos,
     )
     payload = stage.to_payload(index_dir, idx, labels, result)
     if as_json:
         typer.echo(json.dumps(payload, default=str))
         return
+    print_search(payload, k)
+
+
+#: columns re-ranking and a calibration add, shown after the similarity
+_VERIFY_COLUMNS = ("matches", "score", "same_building", "same_building_probability")
+
+
+def print_search(payload: dict[str, Any], k: int) -> None:
+    """The table of ``sbe search``: one per query (re-ranking's counts under it)."""
     fixed = ("rank", "id", "similarity", "lat", "lon")
     for q in payload["queries"]:
         table = Table(title=f"{q['query']}: top {k}", title_justify="left")
-        extra = [c for c in (q["hits"][0] if q["hits"] else {}) if c not in (*fixed, "row")]
-        for col in (*fixed, *extra):
+        first = q["hits"][0] if q["hits"] else {}
+        verify = [c for c in _VERIFY_COLUMNS if c in first]
+        extra = [c for c in first if c not in (*fixed, "row", *verify)]
+        for col in (*fixed[:3], *verify, *fixed[3:], *extra):
+            name = {"same_building_probability": "p(same)", "same_building": "same"}.get(col, col)
             table.add_column(
-                col, justify="left" if col in ("id", *extra) else "right", overflow="fold"
+                name, justify="left" if col in ("id", *extra) else "right", overflow="fold"
             )
         for h in q["hits"]:
             loc = [f"{h[c]:.6f}" if h[c] is not None else "-" for c in ("lat", "lon")]
@@ -203,10 +240,30 @@ def search(
                 str(h["rank"]),
                 str(h["id"]),
                 f"{h['similarity']:.4f}",
+                *(_verify_cell(c, h[c]) for c in verify),
                 *loc,
                 *(str(h[c]) for c in extra),
             )
         out.print(table)
+    rr = payload.get("rerank")
+    if rr:
+        out.print(
+            f"re-ranked the top {rr['k']} by verified matches ({rr['max_keypoints']} keypoints, "
+            f"{rr['max_side']} px; photos: {rr['gallery']}) in {rr['seconds']:.2f} s; "
+            f"{rr['missing']} candidate(s) without photos kept their global place"
+        )
+
+
+def _verify_cell(col: str, v: Any) -> str:
+    if v is None:
+        return "-"
+    if col == "score":
+        return f"{v:.3f}"
+    if col == "same_building_probability":
+        return f"{v:.3f}"
+    if col == "same_building":
+        return "yes" if v else "no"
+    return str(v)
 
 
 @guarded
