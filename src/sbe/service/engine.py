@@ -93,7 +93,9 @@ def load_calibration(index_dir: Path) -> Calibration | None:
     Raises:
         SbeError: the file exists but is not a calibration (names the file).
     """
-    from sbe.verify.gallery import load_calibration as load
+    if not (index_dir / CALIBRATION_FILE).is_file():
+        return None  # sbe.verify (torch) is imported only when there is something to read
+    from sbe.verify.same_building import load_calibration as load
 
     return load(index_dir / CALIBRATION_FILE)
 
@@ -278,7 +280,7 @@ class Engine:
         a calibration (a match-based one needs a re-ranked result: else ``None``)."""
         if self.calibration is None or "same_building" in result.columns:
             return result
-        from sbe.verify.gallery import same_building_columns
+        from sbe.verify.same_building import same_building_columns
 
         return result.with_columns(
             **same_building_columns(self.calibration, result.similarity, result.match_counts())

@@ -117,6 +117,8 @@ class IndexStage(Stage):
             extra["local_features"] = _extraction_key(verify)
         inputs = fingerprint_paths(read)
         if (done := ctx.check(inputs, **extra)) is not None:
+            # a run stopped between its commit and the parts' removal left them: only a cache
+            shutil.rmtree(out_dir / PARTS_DIR, ignore_errors=True)
             return done
         # files of an earlier build that this one may not rewrite must not outlive it
         for stale in (IndexDir.CALIBRATION, IndexDir.LOCAL_FEATURES):

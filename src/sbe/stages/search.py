@@ -344,7 +344,7 @@ def calibrate_result(index: SearchIndex, result: SearchResult) -> SearchResult:
     Raises:
         SbeError: the calibration file is not one.
     """
-    from sbe.verify.gallery import same_building_columns
+    from sbe.verify.same_building import same_building_columns
 
     cal = load_index_calibration(index)
     if cal is None:
@@ -357,9 +357,13 @@ def calibrate_result(index: SearchIndex, result: SearchResult) -> SearchResult:
 def load_index_calibration(index: SearchIndex) -> Calibration | None:
     """The index folder's ``calibration.json``, or ``None``."""
     from sbe.storage.artifacts import IndexDir
-    from sbe.verify.gallery import load_calibration
 
-    return load_calibration((index.root or Path.cwd()) / IndexDir.CALIBRATION)
+    path = (index.root or Path.cwd()) / IndexDir.CALIBRATION
+    if not path.is_file():
+        return None  # before importing sbe.verify: an id search loads no model runtime (torch)
+    from sbe.verify.same_building import load_calibration
+
+    return load_calibration(path)
 
 
 def to_payload(
