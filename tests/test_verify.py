@@ -405,3 +405,22 @@ def test_store_with_a_row_map(matcher, tmp_path) -> None:
     with pytest.raises(SbeError, match="another index build"):
         open_store(tmp_path / "lf", "b2")
     assert open_store(tmp_path / "lf", "b1") is not None and open_store(tmp_path / "no") is None
+
+
+def test_a_degenerate_ransac_falls_back_instead_of_crashing(monkeypatch) -> None:
+    """OpenCV asserts (``!model.empty()``) on some degenerate sets, e.g. a stored photo matched
+    with itself at 64 keypoints: the count falls back to a homography, then to 0."""
+    import cv2
+
+    from sbe.verify import local
+    from sbe.verify.local import count_inliers
+
+    p = np.random.default_rng(0).uniform(0, 300, (60, 2)).astype(np.float32)
+
+    def fails(*_a: object, **_k: object) -> None:
+        raise cv2.error("(-215:Assertion failed) !model.empty()")
+
+    monkeypatch.setattr(local.cv2, "findFundamentalMat", fails)
+    assert count_inliers(p, p, "fundamental") == 60  # the homography's inliers
+    monkeypatch.setattr(local.cv2, "findHomography", fails)
+    assert count_inliers(p, p, "fundamental") == 0 and count_inliers(p, p, "homography") == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -198,14 +198,29 @@ def count_inliers(p0: np.ndarray, p1: np.ndarray, mode: RansacMode, px: float = 
     p0 = np.ascontiguousarray(p0, dtype=np.float64)
     p1 = np.ascontiguousarray(p1, dtype=np.float64)
     # Seeded so the same pair always gives the same count.
-    cv2.setRNGSeed(0)
-    if mode == "fundamental":
-        _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, px, 0.999, 10000)
-    elif mode == "homography":
-        _, mask = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, px, maxIters=10000, confidence=0.999)
-    else:
+    if mode not in ("fundamental", "homography"):
         raise ValueError(f"unknown RANSAC mode {mode!r}; choose none, fundamental or homography")
+    cv2.setRNGSeed(0)
+    mask: Any
+    try:
+        if mode == "fundamental":
+            _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, px, 0.999, 10000)
+        else:
+            _, mask = _homography(p0, p1, px)
+    except cv2.error:
+        # A degenerate configuration (e.g. a photo matched with itself: every point maps onto
+        # itself and no fundamental matrix is defined) trips OpenCV's assertion; a homography
+        # describes it, and when that fails too, nothing verifies.
+        try:
+            _, mask = _homography(p0, p1, px)
+        except cv2.error:
+            return 0
     return 0 if mask is None else int(mask.sum())
+
+
+def _homography(p0: np.ndarray, p1: np.ndarray, px: float) -> tuple[Any, Any]:
+    """OpenCV MAGSAC++ homography: ``(H, inlier mask)``."""
+    return cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, px, maxIters=10000, confidence=0.999)
 
 
 class _Threads:
