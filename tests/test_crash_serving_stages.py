@@ -195,6 +195,41 @@ def test_index_crash_at_every_commit(
     assert found.rows.shape == (1, 1) and found.rows[0, 0] >= 0
 
 
+def _store_meta_same(a: Path, b: Path) -> None:
+    """local_features/meta.json without the index build id (new on every build)."""
+
+    def norm(p: Path) -> dict[str, Any]:
+        return {k: v for k, v in json.loads(p.read_text()).items() if k != "index_build_id"}
+
+    assert norm(a) == norm(b)
+
+
+def test_index_with_local_features_crash_at_every_commit(inputs: Inputs, tmp_path: Path) -> None:
+    """``--local-features`` adds the resumable parts and the store's files (meta.json last)."""
+    from sbe.config import SbeConfig, VerifyConfig
+
+    full = SbeConfig(verify=VerifyConfig(max_keypoints=32, max_side=96))
+
+    def run(workdir: Path, overrides: dict[str, Any]) -> None:
+        settings = {"kind": "exact", "local_features": True, "local_features_per_row": 2}
+        with inside(workdir) as out:
+            cfg = IndexConfig(input=inputs.buildings, output=out, **{**settings, **overrides})
+            index.run(cfg, full_config=full, show_progress=False)
+
+    same = _same_with(
+        {r"index\.json": _index_json_same, r"local_features/meta\.json": _store_meta_same}
+    )
+    report = crash_matrix(
+        "index", run, tmp_path, changed={"local_features_per_row": 1}, same_output=same
+    )
+    _check(report, 10)  # + the part, 6 store files
+    from sbe.verify.store import LocalFeatureStore
+
+    store = LocalFeatureStore(tmp_path / "same-0" / "out" / "local_features")
+    assert store.num_rows == len(pq.read_table(inputs.buildings / "buildings.parquet"))
+    assert not (tmp_path / "same-0" / "out" / "local_features.parts").exists()
+
+
 def test_cluster_crash_at_every_commit(inputs: Inputs, tmp_path: Path) -> None:
     def run(workdir: Path, overrides: dict[str, Any]) -> None:
         settings = {"k": 3, **overrides}

@@ -92,7 +92,9 @@ def test_rerun_is_up_to_date_and_lock_is_exclusive(trained, toy_split) -> None:
 @pytest.mark.slow
 def test_cli_evaluate_and_predict(trained, toy_split) -> None:
     runner = CliRunner()
-    res = runner.invoke(app, ["geo", "evaluate", "--model", str(trained), "--split", "val", "--json"])
+    res = runner.invoke(
+        app, ["geo", "evaluate", "--model", str(trained), "--split", "val", "--json"]
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(res.output)
     assert (

@@ -236,7 +236,7 @@ BAD = [
     ("malformed json", dict(method="POST", url="/search/vectors", content=b'{"vectors": [[1, 2', headers={"content-type": "application/json"}), 400, "malformed JSON"),
     ("wrong vector size", dict(method="POST", url="/search/vectors", json={"vectors": [[1.0, 2.0]]}), 422, "dimension 256"),
     ("json missing field", dict(method="POST", url="/search/vectors", json={"k": 3}), 422, "vectors"),
-    ("rerank", dict(method="POST", url="/search", data={"rerank": "true"}, files=[("images", ("a.jpg", jpeg(), "image/jpeg"))]), 501, "re-ranking is not available"),
+    ("rerank of a row", dict(method="GET", url="/search?row=0&rerank=true"), 422, "rerank=true needs id="),
     ("unknown route", dict(method="GET", url="/nope"), 404, "Not Found"),
     ("malformed multipart", dict(method="POST", url="/search", content=b"--x\r\nContent-Disposition: form-data; name=\"images\"; filename=\"a\"\r\n\r\nabc", headers={"content-type": "multipart/form-data; boundary=x"}), 400, "multipart"),
 ]  # fmt: skip
@@ -279,15 +279,25 @@ def test_no_model_means_503_for_photos_but_ids_work(no_model_index) -> None:
 
 
 def test_calibration_answers_same_building(no_model_index) -> None:
-    (no_model_index / "calibration.json").write_text(json.dumps({"threshold": 0.25}))
+    from sbe.verify.calibration import Calibration
+
+    # P(same) = sigmoid(20 s - 5) >= 0.5  <=>  similarity >= 0.25
+    cal = Calibration("logistic", ["similarity"], [20.0], -5.0, threshold=0.5, target_precision=0.9)
+    cal.save(no_model_index / "calibration.json")
     with TestClient(create_app(no_model_index)) as c:
         hits = c.get("/search?row=0&k=5").json()["hits"]
         assert [h["same_building"] for h in hits] == [h["similarity"] >= 0.25 for h in hits]
         assert any(h["same_building"] for h in hits) and not all(h["same_building"] for h in hits)
+        for h in hits:
+            p = 1 / (1 + np.exp(-(20 * h["similarity"] - 5)))
+            assert h["same_building_probability"] == pytest.approx(p, abs=1e-6)
         assert 'data-calibrated="yes"' in c.get("/").text
-    (no_model_index / "calibration.json").write_text(json.dumps({"threshold": "high"}))
-    with pytest.raises(SbeError, match=r"calibration\.json"):
-        create_app(no_model_index)
+        assert c.get("/stats").json()["index"]["calibration"]["threshold"] == 0.5
+    # the old {"threshold": cosine} file, or garbage: one line naming the file
+    for text in ('{"threshold": 0.25}', "not json"):
+        (no_model_index / "calibration.json").write_text(text)
+        with pytest.raises(SbeError, match=r"calibration\.json"):
+            create_app(no_model_index)
 
 
 def test_bad_folders_fail_at_start_with_one_line(tmp_path: Path, no_model_index) -> None:

@@ -350,3 +350,98 @@ def test_utm_southern_and_forced_zone_match_pyproj() -> None:
     assert (e, n) == pytest.approx(ref.transform(151.2093, -33.8688), abs=1e-6)
     e31, _, z31, _ = latlon_to_utm(45.0, 6.5, zone=31)
     assert z31 == 31 and e31 > 700_000  # east of zone 31's central meridian (3 deg E)
+
+
+# --- whole buildings: several photos per candidate, missing ones, bad query images ---------
+
+
+@needs_weights
+def test_rerank_groups_scores_the_best_photo_and_keeps_missing_candidates_in_place(
+    matcher,
+) -> None:
+    from sbe.verify.local import encode_jpeg, noise_image
+    from sbe.verify.rerank import rerank_groups
+
+    query = structured_image(21)
+    candidates = [
+        [structured_image(22)],  # a look-alike, global rank 1
+        [],  # no photo: not checked, stays at rank 2
+        [noise_image(224, seed=4), encode_jpeg(shifted(query))],  # the building: 2nd photo
+        [None, b"not an image"],  # photos not found / undecodable: missing, stays at rank 4
+    ]
+    out = rerank_groups([encode_jpeg(query)], candidates, [0.9, 0.8, 0.7, 0.6], matcher)
+    assert [r.index for r in out] == [2, 1, 0, 3]
+    assert [r.missing for r in out] == [False, True, False, True]
+    assert out[0].matches >= 40 and out[2].matches < MIN_MATCHES
+    # a query of two photos scores each candidate by its best pair
+    two = rerank_groups(
+        [noise_image(224, seed=5), encode_jpeg(query)], candidates, [0.9, 0.8, 0.7, 0.6], matcher
+    )
+    assert two[0].index == 2 and two[0].matches == out[0].matches
+
+
+@needs_weights
+@pytest.mark.parametrize("bad", ["tiny", "blank"])
+def test_too_small_or_blank_query_keeps_the_global_order(matcher, bad: str) -> None:
+    from sbe.verify.local import encode_jpeg
+    from sbe.verify.rerank import rerank_groups
+
+    img = np.zeros((6, 5, 3), np.uint8) if bad == "tiny" else np.full((224, 224, 3), 128, np.uint8)
+    cands = [[structured_image(31)], [structured_image(32)], [structured_image(33)]]
+    out = rerank_groups([encode_jpeg(img)], cands, [0.9, 0.8, 0.7], matcher)
+    assert [r.index for r in out] == [0, 1, 2] and all(r.matches < MIN_MATCHES for r in out)
+
+
+@needs_weights
+def test_store_with_a_row_map(matcher, tmp_path) -> None:
+    from sbe.verify.store import LocalFeatureStore, write_local_features
+
+    feats = [matcher.extract(structured_image(s)) for s in (41, 42, 43)]
+    rows = np.array([0, 2, 2, 3])  # row 0: images 0-1, row 1: none, row 2: image 2
+    meta = write_local_features(
+        tmp_path / "lf",
+        iter(feats),
+        settings=matcher.settings,
+        n_images=3,
+        n_keypoints=sum(len(f) for f in feats),
+        rows=rows,
+        extra={"index_build_id": "b1"},
+    )
+    store = LocalFeatureStore(tmp_path / "lf")
+    assert meta["rows"] == 3 and store.num_rows == 3 and len(store) == 3
+    assert [len(store.images_of(r)) for r in range(3)] == [2, 0, 1]
+    assert np.array_equal(store.row_features(2)[0].descriptors, feats[2].descriptors)
+    with pytest.raises(ValueError, match="rows must be offsets"):
+        write_local_features(
+            tmp_path / "bad", iter(feats), settings=matcher.settings, n_images=3,
+            n_keypoints=sum(len(f) for f in feats), rows=np.array([0, 4]),
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="expected 4 / "):
+        write_local_features(
+            tmp_path / "bad", iter(feats), settings=matcher.settings, n_images=4,
+            n_keypoints=sum(len(f) for f in feats),
+        )  # fmt: skip
+    from sbe.verify.gallery import open_store
+
+    with pytest.raises(SbeError, match="another index build"):
+        open_store(tmp_path / "lf", "b2")
+    assert open_store(tmp_path / "lf", "b1") is not None and open_store(tmp_path / "no") is None
+
+
+def test_a_degenerate_ransac_falls_back_instead_of_crashing(monkeypatch) -> None:
+    """OpenCV asserts (``!model.empty()``) on some degenerate sets, e.g. a stored photo matched
+    with itself at 64 keypoints: the count falls back to a homography, then to 0."""
+    import cv2
+
+    from sbe.verify import local
+    from sbe.verify.local import count_inliers
+
+    p = np.random.default_rng(0).uniform(0, 300, (60, 2)).astype(np.float32)
+
+    def fails(*_a: object, **_k: object) -> None:
+        raise cv2.error("(-215:Assertion failed) !model.empty()")
+
+    monkeypatch.setattr(local.cv2, "findFundamentalMat", fails)
+    assert count_inliers(p, p, "fundamental") == 60  # the homography's inliers
+    monkeypatch.setattr(local.cv2, "findHomography", fails)
+    assert count_inliers(p, p, "fundamental") == 0 and count_inliers(p, p, "homography") == 0

@@ -19,11 +19,16 @@ Stages = list[str]
 
 
 class SearchOptions(Section):
-    """Nearest neighbours by id, vector or image: similarity, id and location."""
+    """Nearest neighbours by id, vector or image: similarity, id and location.
+
+    With --rerank, verified local matches re-order the top candidates; with a calibration.json in
+    the index (from the model), each hit says whether it is the same building.
+    """
 
     examples: ClassVar[tuple[str, ...]] = (
         "sbe search --index work/demo/index --id 1234",
         "sbe search --index work/demo/index --image photos/ -k 5 --json",
+        "sbe search --index work/demo/index --image photo.jpg --rerank",
     )
 
     index: Path | None = Field(None, description="index folder (default: the index stage's output)")
@@ -43,6 +48,19 @@ class SearchOptions(Section):
     precision: Precision = Field("fp32", description=f"with --image: {PRECISION_HELP}")
     calibration: str | None = Field(
         None, description="with int8: the calibration digest in the embed run's _manifest.json"
+    )
+    rerank: bool = Field(
+        False,
+        description="re-order the top --rerank-k by verified local matches (--image or --id; "
+        "[verify] settings)",
+    )
+    rerank_k: int | None = Field(
+        None, ge=1, description="candidates re-ranked per query (default: [verify] rerank_k)"
+    )
+    photos: Path | None = Field(
+        None,
+        description="with --rerank and no stored local features: the photo parquet (default: "
+        "found from the index)",
     )
 
 

@@ -710,6 +710,14 @@ class IndexConfig(Section):
     embedding_column: str = Field("embedding", description="column holding the vectors")
     metadata_columns: list[str] | None = Field(None, description="None = location + known ids")
     model: Path | None = Field(None, description="published model that made the vectors")
+    local_features: bool = Field(
+        False,
+        description="also store DISK local features of each row's photos (for search --rerank; "
+        "[verify] max_keypoints/max_side)",
+    )
+    local_features_per_row: int = Field(
+        3, ge=1, description="photos per indexed row whose local features are stored"
+    )
     batch_rows: int = Field(
         65_536, ge=1, description="rows read per batch", json_schema_extra=RUNTIME
     )

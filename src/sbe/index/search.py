@@ -14,8 +14,8 @@ it (useful as a sanity check: its rank is then 1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -40,6 +40,10 @@ class SearchResult:
         table: the index's side table (id + metadata columns).
         id_column: name of the id column in ``table``.
         location_columns: ``(lat, lon)`` column names in ``table``, or ``None``.
+        columns: more per-hit values, each a (Q, k) array aligned with ``rows`` (re-ranking adds
+            ``matches`` and ``score``; a calibration ``same_building`` and its probability).
+        notes: facts about how the answer was made (``rerank``: k, gallery, checked and missing
+            candidates, seconds).
     """
 
     rows: np.ndarray
@@ -47,6 +51,8 @@ class SearchResult:
     table: pa.Table
     id_column: str
     location_columns: tuple[str, str] | None = None
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.rows.shape[0]
@@ -60,7 +66,8 @@ class SearchResult:
         """Query ``q``'s hits as dicts, best first.
 
         Each has ``rank`` (1 = nearest), ``id``, ``similarity``, ``row``, ``lat`` and ``lon``
-        (``None`` when the index has no location), and every other metadata column by name.
+        (``None`` when the index has no location), the :attr:`columns` (re-ranking's
+        ``matches``, ``score``, ...) and every other metadata column by name.
         """
         valid = np.flatnonzero(self.rows[q] >= 0)
         rows = self.rows[q][valid]
@@ -76,6 +83,9 @@ class SearchResult:
                 "lat": m.pop(lat_col) if lat_col else None,
                 "lon": m.pop(lon_col) if lon_col else None,
             }
+            for name, values in self.columns.items():
+                v = values[q, i]
+                hit[name] = v.item() if isinstance(v, np.generic) else v
             hit.update(m)
             out.append(hit)
         return out
@@ -98,9 +108,94 @@ class SearchResult:
                 "similarity": pa.array(self.similarity[q_idx, r_idx].astype(np.float32)),
             }
         )
+        for name, values in self.columns.items():
+            head = head.append_column(name, pa.array(values[q_idx, r_idx]))
         for name in hits.column_names:
             head = head.append_column(hits.schema.field(name), hits.column(name))
         return head
+
+    def reordered(self, order: np.ndarray, **columns: np.ndarray) -> SearchResult:
+        """The same hits in a new order per query, with more per-hit columns.
+
+        Args:
+            order: int (Q, k): for each new rank, the old position (-1 = no hit there).
+            **columns: (Q, k) arrays already in the new order (e.g. ``matches``).
+
+        Returns:
+            A new :class:`SearchResult`; existing :attr:`columns` follow the new order.
+        """
+        order = np.asarray(order, dtype=np.int64)
+        if order.shape != self.rows.shape:
+            raise ValueError(f"order has shape {order.shape}, the result {self.rows.shape}")
+        take = np.where(order >= 0, order, 0)
+        rows = np.where(order >= 0, np.take_along_axis(self.rows, take, axis=1), -1)
+        sims = np.where(order >= 0, np.take_along_axis(self.similarity, take, axis=1), np.nan)
+        moved = {n: np.take_along_axis(v, take, axis=1) for n, v in self.columns.items()}
+        for name, values in columns.items():
+            if np.shape(values) != self.rows.shape:
+                raise ValueError(f"column {name!r} has shape {np.shape(values)}")
+        return replace(
+            self,
+            rows=rows,
+            similarity=sims.astype(np.float32),
+            columns={**moved, **{n: np.asarray(v) for n, v in columns.items()}},
+        )
+
+    def reranked(
+        self, k: int, rerank: Callable[[np.ndarray, np.ndarray], Any], **notes: Any
+    ) -> SearchResult:
+        """Re-order each query's first ``k`` hits; the hits after them keep their order.
+
+        Args:
+            k: hits re-ordered per query.
+            rerank: ``rerank(rows, similarity)`` of the first k columns (int64 / float (Q, k))
+                returning an object with ``order`` (int (Q, k), old position per new rank, -1 =
+                no hit), ``matches`` (int (Q, k), -1 = not checked) and ``score`` (float (Q, k))
+                (:func:`sbe.verify.gallery.rerank_shortlists` answers so).
+            **notes: recorded under ``notes["rerank"]``.
+
+        Returns:
+            A new result with ``matches`` (``None`` where not checked) and ``score`` (NaN there)
+            columns.
+        """
+        q_n, k_all = self.rows.shape
+        kr = min(int(k), k_all)
+        rr = rerank(self.rows[:, :kr], self.similarity[:, :kr])
+        order = np.tile(np.arange(k_all, dtype=np.int64), (q_n, 1))
+        order[:, :kr] = rr.order
+        order[self.rows < 0] = -1
+        matches = np.full((q_n, k_all), None, dtype=object)
+        score = np.full((q_n, k_all), np.nan)
+        for q in range(q_n):
+            for i in range(kr):
+                if rr.order[q, i] >= 0 and rr.matches[q, i] >= 0:
+                    matches[q, i] = int(rr.matches[q, i])
+                    score[q, i] = float(rr.score[q, i])
+        out = self.reordered(order, matches=matches, score=score)
+        return replace(out, notes={**self.notes, "rerank": {"k": kr, **notes}})
+
+    def match_counts(self) -> np.ndarray | None:
+        """int64 (Q, k) verified matches after :meth:`reranked` (-1 = not checked), else None."""
+        m = self.columns.get("matches")
+        if m is None:
+            return None
+        return np.array([[-1 if v is None else v for v in row] for row in m], dtype=np.int64)
+
+    def head(self, k: int) -> SearchResult:
+        """The first ``k`` hits of every query."""
+        return replace(
+            self,
+            rows=self.rows[:, :k],
+            similarity=self.similarity[:, :k],
+            columns={n: v[:, :k] for n, v in self.columns.items()},
+        )
+
+    def with_columns(self, **columns: np.ndarray) -> SearchResult:
+        """The same hits with more per-hit (Q, k) columns."""
+        for name, values in columns.items():
+            if np.shape(values) != self.rows.shape:
+                raise ValueError(f"column {name!r} has shape {np.shape(values)}")
+        return replace(self, columns={**self.columns, **columns})
 
 
 class SearchIndex:

@@ -309,26 +309,35 @@ def create_app(
     async def search_images(request: Request) -> dict[str, Any]:
         """Upload one or more photos (multipart field ``images``); for each, the ``k`` most
         similar indexed buildings, best first, with similarity (cosine), location, a thumbnail
-        URL and, when the index carries a calibration, ``same_building``. ``rerank=true``
-        answers 501 until geometric verification is available."""
+        URL and, when the index carries a calibration, ``same_building`` and its probability.
+        ``rerank=true`` re-orders the global top ``rerank_k`` by verified local matches (DISK +
+        LightGlue + RANSAC; the index's feature store, else the candidates' photos extracted
+        now): each hit then has ``matches`` (``null``: no photo, global place kept) and
+        ``score``."""
         uploads, fields = await read_uploads(request, limits)
         # k and rerank may come as form fields or in the query string; the form wins
         given = {**dict(request.query_params), **fields}
         k = engine.check_k(form_int(given, "k", engine.settings.default_k))
-        if form_bool(given, "rerank"):
-            raise UploadError(501, "re-ranking is not available yet (no verification model)")
+        rerank = form_bool(given, "rerank")
         t0 = time.perf_counter()
         vectors = await engine.embed(uploads)
         t1 = time.perf_counter()
-        result = await _to_thread(engine.search_vectors, vectors, k)
+        kk = max(k, engine.rerank_k) if rerank else k
+        result = await _to_thread(engine.search_vectors, vectors, kk)
         t2 = time.perf_counter()
+        timing = {"embed": round((t1 - t0) * 1e3, 3), "search": round((t2 - t1) * 1e3, 3)}
+        if rerank:
+            result = await _to_thread(engine.rerank, result, [[u.data] for u in uploads])
+            timing["rerank"] = round((time.perf_counter() - t2) * 1e3, 3)
+            result = result.head(k)
         # hits may make thumbnails (decoding): off the event loop too
         hits = await _to_thread(lambda: [engine.hits(result, q) for q in range(len(uploads))])
         return {
             "k": k,
             "queries": [{"query": u.name, "hits": hits[q]} for q, u in enumerate(uploads)],
-            "calibration": engine.calibration,
-            "timing_ms": {"embed": round((t1 - t0) * 1e3, 3), "search": round((t2 - t1) * 1e3, 3)},
+            **result.notes,
+            "calibration": engine.calibration.to_dict() if engine.calibration else None,
+            "timing_ms": timing,
         }
 
     @app.post("/search/vectors", summary="Nearest buildings of query vectors")
@@ -348,19 +357,28 @@ def create_app(
         id: str | None = Query(None, description="an indexed id (its building's vector)"),
         row: int | None = Query(None, description="an indexed row (one image's vector)"),
         k: int = Query(10, description="neighbours returned"),
+        rerank: bool = Query(
+            False, description="with id=: re-rank by verified local matches of its photos"
+        ),
     ) -> dict[str, Any]:
         """Give exactly one of ``id`` or ``row``; the query itself is left out of the hits."""
         if (id is None) == (row is None):
             raise UploadError(422, "give exactly one of id= or row=")
         k = engine.check_k(k)
+        if rerank and id is None:
+            raise UploadError(422, "rerank=true needs id= (the building's photos are the query)")
+        kk = max(k, engine.rerank_k) if rerank else k
         if id is not None:
-            result = engine.search_id(id, k)
+            result = engine.search_id(id, kk)
+            if rerank:
+                result = engine.rerank(result, [engine.query_photos_of(id)]).head(k)
         else:
             assert row is not None  # exactly one of id/row was given (checked above)
             result = engine.search_row(int(row), k)
         return {
             "query": id if id is not None else f"row {row}",
             "k": k,
+            **result.notes,
             "hits": engine.hits(result),
         }
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import math
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,9 +27,15 @@ from sbe.service.batching import MicroBatcher
 from sbe.service.photos import PhotoSource, find_photo_parquet
 from sbe.service.stats import RequestStats
 from sbe.service.uploads import UploadError, UploadLimits, check_image
+from sbe.storage.artifacts import IndexDir
 
-#: optional file of an index directory: the similarity above which two images show one building
-CALIBRATION_FILE = "calibration.json"
+if TYPE_CHECKING:
+    from sbe.verify.calibration import Calibration
+    from sbe.verify.gallery import Gallery, RerankSettings
+    from sbe.verify.local import LocalMatcher, LocalSettings
+
+#: optional file of an index directory: a :class:`sbe.verify.calibration.Calibration`
+CALIBRATION_FILE = IndexDir.CALIBRATION
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,9 @@ class ServiceSettings:
         map_points: most buildings sent to the page's map (a seeded sample beyond).
         photos_per_building: thumbnails listed per building.
         thumb_px: longest side of a thumbnail, in pixels.
+        local: ``rerank=true``: local-feature settings (``None``: 256 keypoints, 320 px, the
+            ``[verify]`` defaults; an index's feature store imposes its own extraction settings).
+        rerank: ``rerank=true``: k, combination rule (``None``: the library defaults).
     """
 
     max_k: int = 100
@@ -57,6 +66,8 @@ class ServiceSettings:
     map_points: int = 100_000
     photos_per_building: int = 6
     thumb_px: int = 256
+    local: LocalSettings | None = None
+    rerank: RerankSettings | None = None
 
 
 @dataclass
@@ -75,26 +86,18 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def load_calibration(index_dir: Path) -> dict[str, Any] | None:
-    """The index's ``calibration.json`` (``{"threshold": cosine, ...}``), or ``None``.
+def load_calibration(index_dir: Path) -> Calibration | None:
+    """The index's ``calibration.json`` (a :class:`~sbe.verify.calibration.Calibration`, as
+    ``sbe evaluate --calibrate`` fits it and ``sbe index build`` copies it), or ``None``.
 
     Raises:
-        SbeError: the file exists but has no numeric ``threshold`` in [-1, 1].
+        SbeError: the file exists but is not a calibration (names the file).
     """
-    path = index_dir / CALIBRATION_FILE
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-        threshold = float(data["threshold"])
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SbeError(
-            f"{path}: expected a JSON object with a numeric 'threshold' (cosine similarity); "
-            "fix or delete it"
-        ) from None
-    if not -1.0 <= threshold <= 1.0:
-        raise SbeError(f"{path}: threshold {threshold} is not a cosine similarity in [-1, 1]")
-    return {**data, "threshold": threshold}
+    if not (index_dir / CALIBRATION_FILE).is_file():
+        return None  # sbe.verify (torch) is imported only when there is something to read
+    from sbe.verify.same_building import load_calibration as load
+
+    return load(index_dir / CALIBRATION_FILE)
 
 
 class Engine:
@@ -167,6 +170,7 @@ class Engine:
         self.load_seconds = time.perf_counter() - t0
         self.started_at = time.time()
         self.stats = RequestStats()
+        self.stats_rerank = {"queries": 0, "missing": 0}
         batch = self.settings.max_batch or (self.embedder.batch_size if self.embedder else 1)
         self.batcher = MicroBatcher(
             self._embed_batch, max_batch=batch, max_wait_s=self.settings.max_wait_ms / 1000.0
@@ -176,6 +180,9 @@ class Engine:
         )
         self._points: dict[str, Any] | None = None
         self._background: bytes | None = None
+        self._rerank_lock = threading.Lock()  # one matcher, loaded on first use
+        self._gallery: Gallery | None = None
+        self._matcher: LocalMatcher | None = None
 
     # ---- lifecycle ----
 
@@ -268,16 +275,128 @@ class Engine:
         n = len(self.photos.good_rows(id_value, limit or self.settings.photos_per_building))
         return [f"/buildings/{id_value}/photos/{i}" for i in range(n)]
 
+    def calibrated(self, result: SearchResult) -> SearchResult:
+        """``result`` with ``same_building`` / ``same_building_probability`` when the index has
+        a calibration (a match-based one needs a re-ranked result: else ``None``)."""
+        if self.calibration is None or "same_building" in result.columns:
+            return result
+        from sbe.verify.same_building import same_building_columns
+
+        return result.with_columns(
+            **same_building_columns(self.calibration, result.similarity, result.match_counts())
+        )
+
     def hits(self, result: SearchResult, q: int = 0) -> list[dict[str, Any]]:
         """Query ``q``'s hits as JSON-ready dicts, with photo URLs and the calibrated answer."""
         out = []
-        for h in result.hits(q):
+        for h in self.calibrated(result).hits(q):
             hit = {k: _finite(v) for k, v in h.items()}
             hit["photos"] = self.photo_urls(hit["id"], 1)
-            if self.calibration is not None:
-                hit["same_building"] = bool(h["similarity"] >= self.calibration["threshold"])
             out.append(hit)
         return out
+
+    # ---- re-ranking ----
+
+    @property
+    def rerank_k(self) -> int:
+        return self._rerank_settings().k
+
+    def _rerank_settings(self) -> RerankSettings:
+        from sbe.verify.gallery import RerankSettings
+
+        return self.settings.rerank or RerankSettings()
+
+    def gallery_source(self) -> str:
+        """Where re-ranking finds candidate photos: ``store``, ``on the fly`` or ``none``."""
+        if (self.index_dir / IndexDir.LOCAL_FEATURES / "meta.json").is_file():
+            return "store"
+        return "on the fly" if self.photos is not None else "none"
+
+    def _reranker(self) -> tuple[Gallery, LocalMatcher]:
+        """The gallery and matcher, loaded once (call with the lock held)."""
+        if self._gallery is None or self._matcher is None:
+            from sbe.index.photos import row_photo_reader
+            from sbe.verify.gallery import Gallery, open_store
+            from sbe.verify.local import LocalMatcher, LocalSettings
+
+            try:
+                store = open_store(self.index_dir / IndexDir.LOCAL_FEATURES, self.info.build_id)
+            except SbeError as e:
+                raise UploadError(503, f"re-ranking is not available: {e}") from None
+            if store is not None:
+                gallery = Gallery(store=store)
+            else:
+                reader = None
+                if self.photos is not None:
+                    reader, _ = row_photo_reader(
+                        self.index_dir,
+                        None,
+                        self.info.id_column,
+                        self.index.table.column(self.info.id_column),
+                        self.photos.path,
+                    )
+                gallery = Gallery(photos=reader, per_row=self._rerank_settings().per_row)
+            local = self.settings.local or LocalSettings(max_keypoints=256, max_side=320)
+            self._matcher = LocalMatcher(gallery.settings_of(local))
+            self._gallery = gallery
+        return self._gallery, self._matcher
+
+    def rerank(self, result: SearchResult, queries: list[list[Any]]) -> SearchResult:
+        """Re-order each query's global top ``rerank.k`` by verified local matches (the code
+        path of ``sbe search --rerank``; call off the event loop).
+
+        Args:
+            result: the global answer.
+            queries: per query, its photos (uploaded bytes, or a building's stored photos).
+
+        Raises:
+            UploadError: 503 when the verification weights or store cannot be loaded, 415 when a
+                query photo does not decode.
+        """
+        from sbe.verify.gallery import Reranking, rerank_shortlists
+
+        settings = self._rerank_settings()
+        with self._rerank_lock:
+            try:
+                gallery, matcher = self._reranker()
+            except SbeError as e:
+                raise UploadError(503, f"re-ranking is not available: {e}") from None
+            done: list[Reranking] = []
+
+            def run(rows: np.ndarray, sims: np.ndarray) -> Reranking:
+                done.append(rerank_shortlists(queries, rows, sims, gallery, matcher, settings))
+                return done[-1]
+
+            try:
+                out = result.reranked(settings.k, run)
+            except SbeError as e:
+                raise UploadError(415, f"re-ranking: {e}") from None
+        rr = done[0]
+        self.stats_rerank["queries"] += len(queries)
+        self.stats_rerank["missing"] += rr.missing
+        notes = {
+            **out.notes["rerank"],
+            "gallery": gallery.source,
+            "checked": rr.checked,
+            "missing": rr.missing,
+            "seconds": round(rr.seconds, 3),
+        }
+        return replace(out, notes={**out.notes, "rerank": notes})
+
+    def query_photos_of(self, id_value: str) -> list[Any]:
+        """The photos of an indexed id, as re-ranking's query (stored features or bytes)."""
+        with self._rerank_lock:
+            try:
+                gallery, _ = self._reranker()
+            except SbeError as e:
+                raise UploadError(503, f"re-ranking is not available: {e}") from None
+        photos = [p for r in self.index.rows_of(id_value) for p in gallery.row_photos(int(r))]
+        photos = [p for p in photos if p is not None]
+        if not photos:
+            raise UploadError(
+                422, f"id {id_value!r} has no photo to re-rank with (photos: {gallery.source})"
+            )
+        return photos
 
     def building(self, id_value: str) -> dict[str, Any]:
         """What the index holds about one id: rows, metadata, location, photos.
@@ -386,13 +505,13 @@ class Engine:
                 "id_column": info.id_column,
                 "location_columns": info.location_columns,
                 "created_at": info.created_at,
-                "calibration": self.calibration,
+                "calibration": self.calibration.to_dict() if self.calibration else None,
             },
             "model": self.model_identity,
             "model_note": self.model_note,
             "photos": str(self.photos.path) if self.photos else None,
             "photos_note": self.photo_note,
-            "rerank": False,
+            "rerank": {"gallery": self.gallery_source(), **self.stats_rerank},
             "load_seconds": round(self.load_seconds, 3),
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "max_k": self.settings.max_k,

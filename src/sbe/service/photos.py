@@ -1,10 +1,7 @@
 """Photos of indexed buildings, for thumbnails: a parquet with encoded images and the id column.
 
-The index directory does not hold pictures. They are found, when they can be, by following the
-index's provenance: ``index.json`` names its source folder, whose ``_manifest.json`` lists the
-files it read; a parquet among them (or named by an embed stage's ``state.json``) with a binary
-``image_bytes`` column and the index's id column is the photo source (the packaged-images format).
-Pass ``photos=`` to name one directly.
+The photo parquet is found through the index's provenance
+(:func:`sbe.index.photos.find_photo_parquet`); pass ``photos=`` to name one directly.
 """
 
 from __future__ import annotations
@@ -22,11 +19,11 @@ import pyarrow.parquet as pq
 
 from sbe.data.images import ImageDecodeError
 from sbe.errors import SbeError
+from sbe.index.photos import IMAGE_COLUMN, find_photo_parquet
 from sbe.index.table import as_id_scalar
 from sbe.report.thumbs import read_parquet_rows, thumbnail
-from sbe.storage.artifacts import EmbedDir, source_dir
 
-IMAGE_COLUMN = "image_bytes"
+__all__ = ["IMAGE_COLUMN", "PhotoSource", "find_photo_parquet"]
 
 
 class PhotoSource:
@@ -117,48 +114,3 @@ class PhotoSource:
             if len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return out
-
-
-def _has_photos(path: Path, id_column: str) -> bool:
-    try:
-        schema = pq.read_schema(path)
-    except (OSError, pa.ArrowInvalid):
-        return False
-    if IMAGE_COLUMN not in schema.names or id_column not in schema.names:
-        return False
-    t = schema.field(IMAGE_COLUMN).type
-    return bool(pa.types.is_binary(t) or pa.types.is_large_binary(t))
-
-
-def find_photo_parquet(source_path: str | Path | None, id_column: str) -> Path | None:
-    """The packaged photos behind an index's source, followed through the stage records.
-
-    The source is an ``sbe aggregate`` output (its manifest names the embed folders it read and
-    the locations table) or an ``sbe embed`` output; each embed folder's state names its input
-    (:meth:`~sbe.storage.artifacts.EmbedDir.input_path`, moved-folder safe).
-
-    Returns:
-        The first of those parquet files that holds ``image_bytes`` and ``id_column``, or ``None``.
-    """
-    if source_path is None:
-        return None
-    src = source_dir(source_path)
-    manifest = src.manifest()
-    if manifest is None:
-        return None
-    embed_dirs: list[Path] = []
-    candidates: list[Path | None] = []
-    if manifest.stage == "embed":
-        embed_dirs.append(src.root)
-    else:
-        embed_dirs += [p for d in manifest.extra.get("embed_dirs") or [] if (p := src.resolve(d))]
-        candidates.append(src.resolve(manifest.extra.get("locations")))
-    for d in embed_dirs:
-        try:
-            candidates.insert(0, EmbedDir(d).input_path())
-        except SbeError:  # no readable state.json: not an embed output after all
-            continue
-    for c in candidates:
-        if c is not None and c.suffix == ".parquet" and c.is_file() and _has_photos(c, id_column):
-            return c
-    return None

@@ -38,6 +38,7 @@ from sbe.config import EvaluateConfig, Section, VerifyConfig
 from sbe.errors import SbeError
 from sbe.models.projector import Projector
 from sbe.stages.base import Input, Stage, StageContext, run_stage
+from sbe.stages.search import local_settings
 from sbe.stages.summary import Summary, Table, number
 from sbe.storage import Manifest, fingerprint_paths, write_json_atomic
 from sbe.storage.artifacts import EvaluateDir, ModelDir, RunDir, SplitDir
@@ -55,7 +56,7 @@ from sbe.training.loop import resolve_device
 if TYPE_CHECKING:
     from sbe.models.backbones.base import Backbone
     from sbe.verify.evaluation import ShortlistReranker
-    from sbe.verify.local import LocalMatcher, LocalSettings
+    from sbe.verify.local import LocalMatcher
     from sbe.verify.vpr import VprData
 
 STAGE = "evaluate"
@@ -64,19 +65,6 @@ STAGE = "evaluate"
 def load_run(run_dir: Path) -> dict[str, Any]:
     """A run's ``run.json`` (see :meth:`RunDir.run_record`)."""
     return RunDir(run_dir).run_record().to_dict()
-
-
-def local_settings(verify: VerifyConfig) -> LocalSettings:
-    """The library's local-feature settings from ``[verify]`` (evaluate's own translation; the
-    search stage has the same one)."""
-    from sbe.verify.local import LocalSettings
-
-    return LocalSettings(
-        max_keypoints=verify.max_keypoints,
-        max_side=verify.max_side,
-        ransac=verify.ransac,
-        ransac_px=verify.ransac_px,
-    )
 
 
 def verify_section(ctx: StageContext) -> VerifyConfig:

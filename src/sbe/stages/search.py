@@ -10,20 +10,45 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sbe.config import SbeConfig
+from sbe.config import SbeConfig, VerifyConfig
 from sbe.config.commands import SearchOptions
 from sbe.errors import SbeError
 from sbe.index.search import SearchIndex, SearchResult
+from sbe.settings import same_named
 from sbe.stages.summary import Summary, Table
 from sbe.storage import to_numpy_matrix
+
+if TYPE_CHECKING:
+    from sbe.verify.calibration import Calibration
+    from sbe.verify.gallery import Gallery, RerankSettings
+    from sbe.verify.local import LocalSettings
+
+
+def local_settings(cfg: VerifyConfig) -> LocalSettings:
+    """``[verify]`` -> the extraction/matching settings of :class:`~sbe.verify.local.LocalMatcher`
+    (shared by ``index build --local-features``, ``search --rerank`` and ``evaluate --rerank``)."""
+    from sbe.verify.local import LocalSettings
+
+    return same_named(LocalSettings, cfg)  # the fields [verify] does not set keep their defaults
+
+
+def rerank_settings(cfg: VerifyConfig, k: int | None = None, per_row: int = 3) -> RerankSettings:
+    """``[verify]`` -> :class:`~sbe.verify.gallery.RerankSettings` (``k`` overrides rerank_k)."""
+    from sbe.verify.gallery import RerankSettings
+
+    return RerankSettings(
+        k=k or cfg.rerank_k, combine=cfg.combine, min_matches=cfg.min_matches, per_row=per_row
+    )
 
 
 def load_vectors(path: str | Path, embedding_column: str = "embedding") -> np.ndarray:
@@ -125,6 +150,10 @@ def run_query(
     exclude_self: bool = True,
     precision: str = "fp32",
     calibration: str | None = None,
+    rerank: bool = False,
+    rerank_k: int | None = None,
+    verify: VerifyConfig | None = None,
+    photos: str | Path | None = None,
 ) -> tuple[SearchIndex, list[str], SearchResult]:
     """Run exactly one kind of query.
 
@@ -133,6 +162,10 @@ def run_query(
     ``precision`` / ``calibration`` (image queries): ``int8`` embeds with the quantised backbone
     that ``sbe embed --precision int8`` calibrated (its manifest records the digest), so query
     and indexed vectors come from the same model.
+    ``rerank`` (image and id queries): the global top ``rerank_k`` (default ``[verify]
+    rerank_k``) are re-ordered by verified local matches (:func:`rerank_result`); each hit then
+    has ``matches`` and ``score``. An index folder holding ``calibration.json`` adds
+    ``same_building`` and ``same_building_probability`` to every hit (:func:`calibrate_result`).
 
     Returns:
         ``(index, labels, result)``: one label per query (``id=...``, ``vector i``, image path).
@@ -142,45 +175,214 @@ def run_query(
         raise SbeError("give exactly one of --id, --vector-file, --image")
     if k < 1:
         raise SbeError("--k must be at least 1")
+    if rerank and vector_file is not None:
+        raise SbeError("--rerank needs photos: query with --image or --id, not --vector-file")
+    if rerank_k is not None and rerank_k < 1:
+        raise SbeError("--rerank-k must be at least 1")
+    verify = verify or VerifyConfig()
+    kk = max(k, rerank_k or verify.rerank_k) if rerank else k
     # named files are checked before the index is read: a typo costs no loading
     paths = [str(p) for p in expand_images(images)] if images else []
     index = SearchIndex.load(index_dir, ef_search=ef_search)
     if id_value is not None:
-        return (
-            index,
-            [f"{index.info.id_column}={id_value}"],
-            index.search_id(id_value, k, exclude_self=exclude_self),
-        )
-    if vector_file is not None:
+        labels = [f"{index.info.id_column}={id_value}"]
+        result = index.search_id(id_value, kk, exclude_self=exclude_self)
+    elif vector_file is not None:
         vectors = load_vectors(vector_file, index.info.embedding_column)
         if vectors.shape[1] != index.dim:
             raise SbeError(
                 f"{vector_file}: vectors have dimension {vectors.shape[1]}, the index "
                 f"{index_dir} holds {index.dim}-d ones"
             )
-        return index, [f"vector {i}" for i in range(len(vectors))], index.search(vectors, k)
-    options: dict[str, Any] = {}
-    if precision != "fp32":  # int8 (issue 19): the cached model of the embed run's sample
-        if not calibration:
-            raise SbeError(
-                f"--precision {precision} needs --calibration DIGEST: the 'calibration' that "
-                "`sbe embed --precision int8` recorded in its _manifest.json"
-            )
-        options = {"precision": precision, "calibration": calibration, "device": "cpu"}
-    result = index.search_images(paths, k, model_dir=model_dir, **options)
-    return index, paths, result
+        labels = [f"vector {i}" for i in range(len(vectors))]
+        result = index.search(vectors, k)
+    else:
+        options: dict[str, Any] = {}
+        if precision != "fp32":  # int8 (issue 19): the cached model of the embed run's sample
+            if not calibration:
+                raise SbeError(
+                    f"--precision {precision} needs --calibration DIGEST: the 'calibration' that "
+                    "`sbe embed --precision int8` recorded in its _manifest.json"
+                )
+            options = {"precision": precision, "calibration": calibration, "device": "cpu"}
+        labels = paths
+        result = index.search_images(paths, kk, model_dir=model_dir, **options)
+    if rerank:
+        gallery = open_gallery(index, photos=photos)
+        if id_value is not None:
+            rows = index.rows_of(id_value)
+            queries: list[list[Any]] = [[p for r in rows for p in gallery.row_photos(int(r))]]
+            if not [p for p in queries[0] if p is not None]:
+                raise SbeError(
+                    f"--rerank: {labels[0]} has no photo to match (photos: {gallery.source}); "
+                    "pass --photos FILE or build the index with --local-features"
+                )
+        else:
+            queries = [[Path(p).read_bytes()] for p in paths]
+        result = rerank_result(
+            result,
+            queries,
+            gallery,
+            local_settings(verify),
+            rerank_settings(verify, rerank_k),
+            labels=labels,
+        ).head(k)
+    return index, labels, calibrate_result(index, result)
+
+
+def open_gallery(index: SearchIndex, *, photos: str | Path | None = None) -> Gallery:
+    """Where re-ranking finds each row's photos: the index's ``local_features/`` store, else the
+    photo parquet behind the index (features extracted at query time), else nothing (every
+    candidate then keeps its global place, counted).
+
+    Raises:
+        SbeError: a store that is incomplete or of another build.
+    """
+    from sbe.index.photos import row_photo_reader
+    from sbe.storage.artifacts import IndexDir
+    from sbe.verify.gallery import Gallery, open_store
+
+    root = index.root or Path.cwd()
+    store = open_store(root / IndexDir.LOCAL_FEATURES, index.info.build_id)
+    if store is not None:
+        return Gallery(store=store)
+    reader, _ = row_photo_reader(
+        root,
+        index.info.source.get("path"),
+        index.info.id_column,
+        index.table.column(index.info.id_column),
+        photos,
+    )
+    return Gallery(photos=reader)
+
+
+def rerank_result(
+    result: SearchResult,
+    queries: Sequence[Sequence[Any]],
+    gallery: Gallery,
+    settings: LocalSettings,
+    rerank: RerankSettings,
+    *,
+    labels: Sequence[str] | None = None,
+    matcher: Any = None,
+) -> SearchResult:
+    """Re-order each query's global top ``rerank.k`` by verified local matches.
+
+    Hits beyond ``rerank.k`` keep their global order after the re-ranked ones.
+
+    Args:
+        result: the global answer (k >= rerank.k columns, or fewer).
+        queries: per query, its photos (bytes or stored features).
+        gallery: :func:`open_gallery`.
+        settings: extraction/matching settings (a store's extraction settings win).
+        rerank: :class:`~sbe.verify.gallery.RerankSettings`.
+        labels: query names for error messages.
+        matcher: an already loaded :class:`~sbe.verify.local.LocalMatcher` (the service's).
+
+    Returns:
+        The result with ``matches`` (``None``: the candidate had no photo, global place kept;
+        past ``rerank.k``: not checked) and ``score`` columns.
+
+    Raises:
+        SbeError: a query photo that does not decode (named by its label).
+    """
+    from sbe.verify.gallery import Reranking, rerank_shortlists
+    from sbe.verify.local import LocalMatcher
+
+    if matcher is None:
+        matcher = LocalMatcher(gallery.settings_of(settings))
+    done: list[Reranking] = []
+
+    def run(rows: np.ndarray, sims: np.ndarray) -> Reranking:
+        done.append(rerank_shortlists(queries, rows, sims, gallery, matcher, rerank))
+        return done[-1]
+
+    try:
+        out = result.reranked(rerank.k, run)
+    except SbeError as e:
+        raise SbeError(_name_query(str(e), labels)) from None
+    rr = done[0]
+    return replace(
+        out,
+        notes={
+            **out.notes,
+            "rerank": {
+                **out.notes["rerank"],
+                "gallery": gallery.source,
+                "checked": rr.checked,
+                "missing": rr.missing,
+                "seconds": round(rr.seconds, 3),
+                "max_keypoints": matcher.settings.max_keypoints,
+                "max_side": matcher.settings.max_side,
+            },
+        },
+    )
+
+
+def _name_query(message: str, labels: Sequence[str] | None) -> str:
+    """``query 2: ...`` -> ``<label of query 2>: ...``."""
+    head, sep, rest = message.partition(":")
+    q = head.removeprefix("query ")
+    if (
+        sep
+        and labels is not None
+        and head.startswith("query ")
+        and q.isdigit()
+        and int(q) < len(labels)
+    ):
+        return f"{labels[int(q)]}:{rest}"
+    return message
+
+
+def calibrate_result(index: SearchIndex, result: SearchResult) -> SearchResult:
+    """Add ``same_building`` / ``same_building_probability`` when the index folder holds a
+    ``calibration.json`` (matches are used when the calibration was fitted with them and the
+    result was re-ranked; otherwise a match-based calibration answers ``None``).
+
+    Raises:
+        SbeError: the calibration file is not one.
+    """
+    from sbe.verify.same_building import same_building_columns
+
+    cal = load_index_calibration(index)
+    if cal is None:
+        return result
+    return result.with_columns(
+        **same_building_columns(cal, result.similarity, result.match_counts())
+    )
+
+
+def load_index_calibration(index: SearchIndex) -> Calibration | None:
+    """The index folder's ``calibration.json``, or ``None``."""
+    from sbe.storage.artifacts import IndexDir
+
+    path = (index.root or Path.cwd()) / IndexDir.CALIBRATION
+    if not path.is_file():
+        return None  # before importing sbe.verify: an id search loads no model runtime (torch)
+    from sbe.verify.same_building import load_calibration
+
+    return load_calibration(path)
 
 
 def to_payload(
     index_dir: str | Path, index: SearchIndex, labels: list[str], result: SearchResult
 ) -> dict[str, Any]:
-    """The ``--json`` answer: index summary and, per query, its hits."""
+    """The ``--json`` answer: index summary, how it was made (``rerank``) and, per query, its
+    hits (non-finite numbers as ``null``)."""
+
+    def finite(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
     return {
         "index": str(index_dir),
         "kind": index.info.kind,
         "count": index.info.count,
         "id_column": index.info.id_column,
-        "queries": [{"query": label, "hits": result.hits(q)} for q, label in enumerate(labels)],
+        **result.notes,
+        "queries": [
+            {"query": label, "hits": [{k: finite(v) for k, v in h.items()} for h in result.hits(q)]}
+            for q, label in enumerate(labels)
+        ],
     }
 
 
@@ -190,26 +392,47 @@ def command(opts: SearchOptions, cfg: SbeConfig, **_: Any) -> tuple[dict[str, An
     # the options are run_query's arguments, three of them spelled as on the command line
     renamed = {"id": "id_value", "image": "images", "model": "model_dir"}
     query = {renamed.get(k, k): v for k, v in opts if k not in ("index", "include_self")}
-    idx, labels, result = run_query(index_dir, exclude_self=not opts.include_self, **query)
+    idx, labels, result = run_query(
+        index_dir, exclude_self=not opts.include_self, verify=cfg.verify, **query
+    )
     payload = to_payload(index_dir, idx, labels, result)
-    return payload, [hits_table(q, opts.k) for q in payload["queries"]]
+    summary: Summary = [hits_table(q, opts.k) for q in payload["queries"]]
+    if rr := payload.get("rerank"):
+        summary.append(
+            f"re-ranked the top {rr['k']} by verified matches ({rr['max_keypoints']} keypoints, "
+            f"{rr['max_side']} px; photos: {rr['gallery']}) in {rr['seconds']:.2f} s; "
+            f"{rr['missing']} candidate(s) without photos kept their global place"
+        )
+    return payload, summary
+
+
+#: columns re-ranking and a calibration add, shown after the similarity (and their headings)
+VERIFY_COLUMNS = {"matches": "matches", "score": "score", "same_building": "same"}
+VERIFY_COLUMNS["same_building_probability"] = "p(same)"
+
+
+def _cell(column: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if column == "same_building":
+        return "yes" if value else "no"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
 def hits_table(query: dict[str, Any], k: int) -> Table:
-    """One query's hits: rank, id, similarity, location, then any metadata columns."""
-    fixed = ["rank", "id", "similarity", "lat", "lon"]
+    """One query's hits: rank, id, similarity, the verification columns, location, metadata."""
     hits = query["hits"]
-    extra = [c for c in (hits[0] if hits else {}) if c not in (*fixed, "row")]
-    table = Table(f"{query['query']}: top {k}", [*fixed, *extra])
+    first = hits[0] if hits else {}
+    verify = [c for c in VERIFY_COLUMNS if c in first]
+    extra = [
+        c for c in first if c not in ("rank", "id", "similarity", "lat", "lon", "row", *verify)
+    ]
+    columns = ["rank", "id", "similarity", *(VERIFY_COLUMNS[c] for c in verify), "lat", "lon"]
+    table = Table(f"{query['query']}: top {k}", columns + extra)
     for h in hits:
         loc = [f"{h[c]:.6f}" if h[c] is not None else "-" for c in ("lat", "lon")]
+        cells = [str(h["rank"]), str(h["id"]), f"{h['similarity']:.4f}"]
         table.rows.append(
-            [
-                str(h["rank"]),
-                str(h["id"]),
-                f"{h['similarity']:.4f}",
-                *loc,
-                *(str(h[c]) for c in extra),
-            ]
+            cells + [_cell(c, h[c]) for c in verify] + loc + [str(h[c]) for c in extra]
         )
     return table

@@ -8,15 +8,16 @@ two photos of different buildings share few. :class:`LocalMatcher` turns that in
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from sbe.data.images import ImageDecodeError, decode_rgb
+from sbe.data.images import ImageDecodeError, decode_opened, open_image
 from sbe.errors import SbeError
 from sbe.verify.weights import load_disk, load_lightglue
 
@@ -26,6 +27,9 @@ RansacMode = Literal["none", "fundamental", "homography"]
 DESC_DIM = 128
 #: fewest matches a geometric model is fitted to (8-point fundamental; below it, no inliers).
 MIN_RANSAC = 8
+#: images with a shorter side (after scaling) give no features: DISK's U-Net needs room for its
+#: downsampling (a 6 x 5 px image crashes its instance norm), and so few pixels verify nothing.
+MIN_SIDE = 32
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,11 @@ def to_rgb_array(image: ImageInput, max_side: int) -> np.ndarray:
     """
     if isinstance(image, (bytes, bytearray, memoryview)):
         try:
-            # Reduced-scale JPEG decoding down to (a little above) the size we need.
-            img = decode_rgb(bytes(image))
+            # Reduced-scale JPEG decoding down to (a little above) the size we need: the short
+            # side that gives a long side of max_side.
+            opened = open_image(bytes(image))
+            w0, h0 = opened.size
+            img = decode_opened(opened, max(1, math.ceil(max_side * min(w0, h0) / max(w0, h0))))
         except ImageDecodeError as e:
             raise SbeError(f"cannot decode image bytes for verification: {e}") from None
     elif isinstance(image, Image.Image):
@@ -118,9 +125,16 @@ class LocalMatcher:
 
     @torch.inference_mode()
     def extract(self, image: ImageInput) -> LocalFeatures:
-        """DISK keypoints and descriptors of one image (see :class:`LocalFeatures`)."""
+        """DISK keypoints and descriptors of one image (see :class:`LocalFeatures`); none for an
+        image whose shorter side is under :data:`MIN_SIDE` px once scaled."""
         rgb = to_rgb_array(image, self.settings.max_side)
         h, w = rgb.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            return LocalFeatures(
+                keypoints=np.zeros((0, 2), np.float32),
+                descriptors=np.zeros((0, DESC_DIM), np.float16),
+                image_size=(w, h),
+            )
         x = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1)[None].float() / 255.0
         with self._threads():
             feats = self.disk(x, n=self.settings.max_keypoints, pad_if_not_divisible=True)[0]
@@ -184,14 +198,29 @@ def count_inliers(p0: np.ndarray, p1: np.ndarray, mode: RansacMode, px: float = 
     p0 = np.ascontiguousarray(p0, dtype=np.float64)
     p1 = np.ascontiguousarray(p1, dtype=np.float64)
     # Seeded so the same pair always gives the same count.
-    cv2.setRNGSeed(0)
-    if mode == "fundamental":
-        _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, px, 0.999, 10000)
-    elif mode == "homography":
-        _, mask = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, px, maxIters=10000, confidence=0.999)
-    else:
+    if mode not in ("fundamental", "homography"):
         raise ValueError(f"unknown RANSAC mode {mode!r}; choose none, fundamental or homography")
+    cv2.setRNGSeed(0)
+    mask: Any
+    try:
+        if mode == "fundamental":
+            _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, px, 0.999, 10000)
+        else:
+            _, mask = _homography(p0, p1, px)
+    except cv2.error:
+        # A degenerate configuration (e.g. a photo matched with itself: every point maps onto
+        # itself and no fundamental matrix is defined) trips OpenCV's assertion; a homography
+        # describes it, and when that fails too, nothing verifies.
+        try:
+            _, mask = _homography(p0, p1, px)
+        except cv2.error:
+            return 0
     return 0 if mask is None else int(mask.sum())
+
+
+def _homography(p0: np.ndarray, p1: np.ndarray, px: float) -> tuple[Any, Any]:
+    """OpenCV MAGSAC++ homography: ``(H, inlier mask)``."""
+    return cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, px, maxIters=10000, confidence=0.999)
 
 
 class _Threads:

@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from sbe.errors import SbeError
 from sbe.verify.local import ImageInput, LocalFeatures, LocalMatcher
 
 Combine = Literal["matches", "verified", "sum"]
@@ -40,12 +41,15 @@ class Reranked:
         similarity: its global similarity (as given).
         matches: verified local matches with the query.
         score: the combined score it was sorted by (descending).
+        missing: no local features of the candidate (no photo, or none that decodes): it was
+            not checked and keeps its global place (:func:`rerank_groups`).
     """
 
     index: int
     similarity: float
     matches: int
     score: float
+    missing: bool = False
 
 
 def combined_scores(
@@ -121,3 +125,75 @@ def rerank(
         for i in order
         if math.isfinite(scores[i])
     ]
+
+
+def rerank_groups(
+    queries: Sequence[ImageInput | LocalFeatures],
+    candidates: Sequence[Sequence[ImageInput | LocalFeatures | None]],
+    similarities: Sequence[float] | np.ndarray,
+    matcher: LocalMatcher,
+    *,
+    combine: Combine = "verified",
+    min_matches: int = MIN_MATCHES,
+    weight: float = SUM_WEIGHT,
+) -> list[Reranked]:
+    """:func:`rerank` where the query and each candidate are *several* photos (a building).
+
+    A pair of buildings scores the most verified matches of any (query photo, candidate photo)
+    pair. A candidate with no usable photo (an empty list, ``None`` entries, images that do not
+    decode) is *missing*: it is not scored and keeps its place in the global order, the others
+    are re-ordered among the remaining places.
+
+    Args:
+        queries: the query's photos (images or features); at least one.
+        candidates: per candidate (global order), its photos; ``None`` = a photo not found.
+        similarities: float (k,), global similarities.
+        matcher, combine, min_matches, weight: see :func:`rerank`.
+
+    Returns:
+        The k candidates, best first (see :class:`Reranked`; ``missing`` marks the fallbacks).
+
+    Raises:
+        SbeError: no query photo, or a query photo that does not decode.
+    """
+    if len(candidates) != len(similarities):
+        raise ValueError(f"{len(candidates)} candidates but {len(similarities)} similarities")
+    if not queries:
+        raise SbeError("re-ranking needs at least one query photo")
+    qs = [q if isinstance(q, LocalFeatures) else matcher.extract(q) for q in queries]
+    counts = np.zeros(len(candidates), dtype=np.int64)
+    missing = np.zeros(len(candidates), dtype=bool)
+    for i, photos in enumerate(candidates):
+        feats = [f for p in photos if p is not None and (f := _features_or_none(p, matcher))]
+        if not feats:
+            missing[i] = True
+            continue
+        counts[i] = max(matcher.verified_matches(q, f) for q in qs for f in feats)
+    sims = np.asarray(similarities, dtype=np.float64)
+    scores = combined_scores(sims, counts, combine, min_matches=min_matches, weight=weight)
+    present = np.flatnonzero(~missing)
+    slots = np.arange(len(candidates))
+    order = slots.copy()
+    # the present candidates, best first, fill the places that present candidates held
+    order[present] = present[np.argsort(-scores[present], kind="stable")]
+    return [
+        Reranked(int(i), float(sims[i]), int(counts[i]), float(scores[i]), bool(missing[i]))
+        for i in order
+    ]
+
+
+def _features_or_none(photo: ImageInput | LocalFeatures, matcher: LocalMatcher) -> LocalFeatures:
+    """Features of a candidate photo; an undecodable one gives an empty (falsy) set."""
+    if isinstance(photo, LocalFeatures):
+        return photo if len(photo) else _EMPTY
+    try:
+        return matcher.extract(photo)
+    except SbeError:
+        return _EMPTY
+
+
+_EMPTY = LocalFeatures(
+    keypoints=np.zeros((0, 2), np.float32),
+    descriptors=np.zeros((0, 128), np.float16),
+    image_size=(0, 0),
+)

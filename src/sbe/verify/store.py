@@ -7,6 +7,8 @@ Layout of the folder (all written atomically, ``meta.json`` last):
 * ``descriptors.npy`` float16 (total, 128);
 * ``offsets.npy``    int64 (N + 1,): image i owns rows ``offsets[i]:offsets[i + 1]``;
 * ``sizes.npy``      int32 (N, 2): (width, height) of each scaled image;
+* ``rows.npy``       optional, int64 (R + 1,): index row r owns images ``rows[r]:rows[r + 1]``
+  (an index over buildings stores several photos per row; a row without any is a missing one);
 * ``meta.json``      settings used (max_keypoints, max_side), counts, format version.
 
 About 260 bytes per keypoint (128 x 2 descriptor + 2 x 2 position), so 1024 keypoints cost
@@ -29,6 +31,7 @@ from sbe.verify.local import ImageInput, LocalFeatures, LocalMatcher, LocalSetti
 
 FORMAT = "sbe-local-features/1"
 FILES = ("keypoints.npy", "descriptors.npy", "offsets.npy", "sizes.npy", "meta.json")
+ROWS_FILE = "rows.npy"
 
 
 def extract_local_features(
@@ -54,34 +57,95 @@ def extract_local_features(
         The ``meta.json`` contents: ``{"format", "images", "keypoints", "bytes", "settings"}``.
     """
     matcher = matcher or LocalMatcher(settings, device=device)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    kps, descs, sizes, offsets = [], [], [], [0]
+    feats = []
     for i, image in enumerate(images):
-        f = matcher.extract(image)
-        kps.append(f.keypoints.astype(np.float16))
-        descs.append(f.descriptors.astype(np.float16))
-        sizes.append(f.image_size)
-        offsets.append(offsets[-1] + len(f))
+        feats.append(matcher.extract(image))
         if progress is not None:
             progress(i + 1)
-    arrays: dict[str, np.ndarray] = {
-        "keypoints.npy": np.concatenate(kps) if kps else np.zeros((0, 2), np.float16),
-        "descriptors.npy": np.concatenate(descs) if descs else np.zeros((0, 128), np.float16),
-        "offsets.npy": np.asarray(offsets, dtype=np.int64),
-        "sizes.npy": np.asarray(sizes, dtype=np.int32).reshape(-1, 2),
-    }
+    return write_local_features(
+        out_dir,
+        feats,
+        settings=matcher.settings,
+        n_images=len(feats),
+        n_keypoints=sum(len(f) for f in feats),
+    )
+
+
+def write_local_features(
+    out_dir: str | os.PathLike[str],
+    features: Iterable[LocalFeatures],
+    *,
+    settings: LocalSettings,
+    n_images: int,
+    n_keypoints: int,
+    rows: np.ndarray | None = None,
+    extra: dict[str, object] | None = None,
+) -> dict[str, object]:
+    """Write features into a store folder, streaming (memory-mapped output, not held in RAM).
+
+    Args:
+        out_dir: the folder (created; every file replaced atomically, ``meta.json`` last).
+        features: the images' features in store order; exactly ``n_images`` of them holding
+            ``n_keypoints`` keypoints in all (counted first so the arrays are sized once).
+        settings: the extraction settings, recorded in ``meta.json``.
+        rows: optional int64 (R + 1,) row -> image offsets (``rows.npy``; see the module doc).
+        extra: more ``meta.json`` entries (e.g. missing-photo counts).
+
+    Returns:
+        The ``meta.json`` contents.
+
+    Raises:
+        ValueError: the features do not add up to ``n_images`` / ``n_keypoints``.
+    """
+    if rows is not None:
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or len(rows) < 1 or rows[0] != 0 or rows[-1] != n_images:
+            raise ValueError(f"rows must be offsets from 0 to {n_images}")
+        if (np.diff(rows) < 0).any():
+            raise ValueError("rows must be offsets (non-decreasing)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     # Remove the old meta first: a crash mid-rewrite leaves no folder that claims to be complete.
     (out / "meta.json").unlink(missing_ok=True)
+    offsets = np.zeros(n_images + 1, dtype=np.int64)
+    sizes = np.zeros((n_images, 2), dtype=np.int32)
+    with (
+        atomic_path(out / "keypoints.npy") as kp_tmp,
+        atomic_path(out / "descriptors.npy") as desc_tmp,
+    ):
+        kp = np.lib.format.open_memmap(kp_tmp, "w+", np.float16, (n_keypoints, 2))
+        desc = np.lib.format.open_memmap(desc_tmp, "w+", np.float16, (n_keypoints, 128))
+        i = at = 0
+        for f in features:
+            if i >= n_images or at + len(f) > n_keypoints:
+                raise ValueError("more features than n_images / n_keypoints")
+            kp[at : at + len(f)] = f.keypoints
+            desc[at : at + len(f)] = f.descriptors
+            at += len(f)
+            sizes[i] = f.image_size
+            offsets[i + 1] = at
+            i += 1
+        if i != n_images or at != n_keypoints:
+            raise ValueError(f"{i} images / {at} keypoints, expected {n_images} / {n_keypoints}")
+        kp.flush()
+        desc.flush()
+        del kp, desc
+    arrays: dict[str, np.ndarray] = {"offsets.npy": offsets, "sizes.npy": sizes}
+    if rows is not None:
+        arrays[ROWS_FILE] = rows
+    else:
+        (out / ROWS_FILE).unlink(missing_ok=True)
     for name, arr in arrays.items():
         with atomic_path(out / name) as tmp, open(tmp, "wb") as fh:
             np.save(fh, arr)
     meta = {
         "format": FORMAT,
-        "images": len(sizes),
-        "keypoints": int(offsets[-1]),
-        "bytes": int(sum(a.nbytes for a in arrays.values())),
-        "settings": asdict(matcher.settings),
+        "images": n_images,
+        "keypoints": n_keypoints,
+        "bytes": int(n_keypoints * (2 + 128) * 2 + sum(a.nbytes for a in arrays.values())),
+        "settings": asdict(settings),
+        **({"rows": len(rows) - 1} if rows is not None else {}),
+        **(extra or {}),
     }
     write_json_atomic(out / "meta.json", meta)
     return meta
@@ -113,6 +177,14 @@ class LocalFeatureStore:
         self.sizes = np.load(self.folder / "sizes.npy")
         if len(self.offsets) != len(self.sizes) + 1 or self.offsets[-1] != len(self.keypoints):
             raise SbeError(f"{self.folder}: arrays disagree; rebuild the local features")
+        self.rows: np.ndarray | None = None
+        if "rows" in self.meta:
+            rows_path = self.folder / ROWS_FILE
+            if not rows_path.is_file():
+                raise SbeError(f"{rows_path} not found; rebuild the local features")
+            self.rows = np.load(rows_path)
+            if len(self.rows) != self.meta["rows"] + 1 or self.rows[-1] != len(self.sizes):
+                raise SbeError(f"{rows_path}: disagrees with the store; rebuild the local features")
 
     @property
     def settings(self) -> LocalSettings:
@@ -131,7 +203,23 @@ class LocalFeatureStore:
             image_size=(int(self.sizes[i, 0]), int(self.sizes[i, 1])),
         )
 
+    @property
+    def num_rows(self) -> int:
+        """Index rows the store maps (``rows.npy``); without one, one image per row."""
+        return len(self) if self.rows is None else len(self.rows) - 1
+
+    def images_of(self, row: int) -> range:
+        """Store images of index row ``row`` (empty: none of its photos is stored)."""
+        if self.rows is None:
+            return range(row, row + 1)
+        return range(int(self.rows[row]), int(self.rows[row + 1]))
+
+    def row_features(self, row: int) -> list[LocalFeatures]:
+        """Features of every stored photo of index row ``row`` (maybe none)."""
+        return [self[i] for i in self.images_of(row)]
+
     def bytes_per_image(self) -> float:
         """Mean on-disk size of one image's features, bytes."""
-        total = sum((self.folder / f).stat().st_size for f in FILES)
+        files = [*FILES, *([ROWS_FILE] if self.rows is not None else [])]
+        total = sum((self.folder / f).stat().st_size for f in files)
         return total / max(1, len(self))

@@ -46,7 +46,7 @@
         text: hit.lat == null ? "no location" : `${hit.lat.toFixed(4)}, ${hit.lon.toFixed(4)}`,
       }),
     ]);
-    if (showSame && hit.same_building !== undefined) {
+    if (showSame && hit.same_building != null) {
       text.firstChild.appendChild(document.createTextNode(" "));
       text.firstChild.appendChild(
         el("span", {
