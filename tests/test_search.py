@@ -416,7 +416,7 @@ def test_a_folder_of_images_is_answered_with_one_model_load(
     # the table form: one table per query, each titled with its image
     r = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert r.exit_code == 0, r.output
-    assert [r.stdout.count(f"q{i:02d}.JPG: top 2") for i in (3, 7, 10)] == [1, 1, 1]
+    assert [r.stdout.count(f"q{i:02d}.JPG: top 2") for i in (3, 7, 10)] == [1, 1, 1], r.stdout
     assert len(loads) == 2  # the second command: again one load for three queries
 
 

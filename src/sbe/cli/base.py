@@ -48,7 +48,13 @@ def render(summary: list[Any]) -> None:
         if isinstance(item, str):
             out.print(item, markup=False, soft_wrap=True)
             continue
-        table = Table(title=item.title, title_justify="left", show_header=item.header)
+        # as wide as its title (a query's path), so the title is not folded mid-name
+        table = Table(
+            title=item.title,
+            title_justify="left",
+            show_header=item.header,
+            min_width=len(item.title),
+        )
         for i, col in enumerate(item.columns):
             right = i > 0 and _numeric([row[i] for row in item.rows])
             table.add_column(

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from sbe.errors import SbeError
 from sbe.index.table import as_id_scalar
 from sbe.storage.artifacts import EmbedDir, source_dir
+from sbe.storage.parquet import read_parquet_rows
 
 IMAGE_COLUMN = "image_bytes"
 
@@ -74,26 +75,6 @@ def find_photo_parquet(source_path: str | Path | None, id_column: str) -> Path |
     return None
 
 
-def read_parquet_rows(path: str | Path, rows: Sequence[int], column: str) -> dict[int, object]:
-    """Values of one column at the given row indices, reading only the row groups holding them.
-
-    Returns:
-        ``{row index: value}`` for every requested row inside the file.
-    """
-    pf = pq.ParquetFile(path)
-    starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
-    want = sorted({int(r) for r in rows if 0 <= int(r) < starts[-1]})
-    out: dict[int, object] = {}
-    by_group: dict[int, list[int]] = {}
-    for r in want:
-        by_group.setdefault(int(np.searchsorted(starts, r, side="right") - 1), []).append(r)
-    for g, rs in by_group.items():
-        col = pf.read_row_group(g, columns=[column]).column(0)
-        for r in rs:
-            out[r] = col[r - int(starts[g])].as_py()
-    return out
-
-
 class PhotoTable:
     """Photo rows of each id in one photo parquet, looked up once (a sort, not a scan per id).
 
@@ -105,14 +86,15 @@ class PhotoTable:
         SbeError: the file cannot be read or lacks a column.
     """
 
-    def __init__(self, path: str | Path, id_column: str) -> None:
+    def __init__(self, path: str | Path, id_column: str, image_column: str = IMAGE_COLUMN) -> None:
         self.path = Path(path)
         self.id_column = id_column
+        self.image_column = image_column
         try:
             schema = pq.read_schema(self.path)
         except (OSError, pa.ArrowInvalid) as e:
             raise SbeError(f"{self.path}: cannot read the photo parquet: {e}") from None
-        for col in (id_column, IMAGE_COLUMN):
+        for col in (id_column, image_column):
             if col not in schema.names:
                 raise SbeError(f"{self.path}: no {col!r} column; cannot read photos from it")
         self._ids = pq.read_table(self.path, columns=[id_column]).column(id_column)
@@ -153,7 +135,7 @@ class PhotoTable:
 
     def read(self, rows: Sequence[int]) -> dict[int, bytes | None]:
         """Encoded image bytes of photo rows (``None`` for an empty or null cell)."""
-        got = read_parquet_rows(self.path, rows, IMAGE_COLUMN)
+        got = read_parquet_rows(self.path, rows, self.image_column)
         return {
             int(r): (v if isinstance(v, bytes) and v else None)
             for r, v in ((r, got.get(int(r))) for r in rows)

@@ -14,8 +14,9 @@ from sbe.inference.sources import SOURCES_NAME
 from sbe.report import readers
 from sbe.report.gallery import Tile, image_bytes_by_id
 from sbe.report.places import Places
-from sbe.report.thumbs import ImageReadError, read_located, read_parquet_rows, thumbnail_uri
+from sbe.report.thumbs import ImageReadError, read_located, thumbnail_uri
 from sbe.storage.artifacts import EmbedDir
+from sbe.storage.parquet import read_parquet_rows
 
 
 @dataclass

@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 from PIL import Image, ImageOps
 
 from sbe.data import tarstream
@@ -98,28 +97,6 @@ def image_locations(
     ids = table.column("image_id").to_numpy()
     _, first = np.unique(ids, return_index=True)
     return table.take(pa.array(np.sort(first)))
-
-
-def read_parquet_rows(
-    path: str | os.PathLike[str], rows: Sequence[int], column: str
-) -> dict[int, object]:
-    """Values of one column at the given row indices, reading only the row groups holding them.
-
-    Returns:
-        ``{row index: value}`` for every requested row inside the file.
-    """
-    pf = pq.ParquetFile(path)
-    starts = np.cumsum([0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)])
-    want = sorted({int(r) for r in rows if 0 <= int(r) < starts[-1]})
-    out: dict[int, object] = {}
-    by_group: dict[int, list[int]] = {}
-    for r in want:
-        by_group.setdefault(int(np.searchsorted(starts, r, side="right") - 1), []).append(r)
-    for g, rs in by_group.items():
-        col = pf.read_row_group(g, columns=[column]).column(0)
-        for r in rs:
-            out[r] = col[r - int(starts[g])].as_py()
-    return out
 
 
 def thumbnail(data: bytes, max_px: int, square: bool = True) -> Image.Image:

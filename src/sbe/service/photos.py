@@ -12,22 +12,16 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-
 from sbe.data.images import ImageDecodeError
-from sbe.errors import SbeError
-from sbe.index.photos import IMAGE_COLUMN, find_photo_parquet
-from sbe.index.table import as_id_scalar
-from sbe.report.thumbs import read_parquet_rows, thumbnail
+from sbe.index.photos import IMAGE_COLUMN, PhotoTable, find_photo_parquet
+from sbe.report.thumbs import thumbnail
+from sbe.storage.parquet import read_parquet_rows
 
 __all__ = ["IMAGE_COLUMN", "PhotoSource", "find_photo_parquet"]
 
 
-class PhotoSource:
-    """Row lookup and cached JPEG thumbnails from one parquet file.
+class PhotoSource(PhotoTable):
+    """:class:`~sbe.index.photos.PhotoTable` with cached JPEG thumbnails (for the service).
 
     Args:
         path: the parquet file.
@@ -45,33 +39,12 @@ class PhotoSource:
         cache_size: int = 512,
         thumb_px: int = 256,
     ) -> None:
-        self.path = Path(path)
-        self.id_column = id_column
-        self.image_column = image_column
-        try:
-            schema = pq.read_schema(self.path)
-        except (OSError, pa.ArrowInvalid) as e:
-            raise SbeError(f"{self.path}: cannot read the photo parquet: {e}") from None
-        for col in (id_column, image_column):
-            if col not in schema.names:
-                raise SbeError(f"{self.path}: no {col!r} column; cannot show photos from it")
-        self._ids = pq.read_table(self.path, columns=[id_column]).column(id_column)
+        super().__init__(path, id_column, image_column)
         self._cache: OrderedDict[tuple[int, int], bytes | None] = OrderedDict()
         self._cache_size = cache_size
         self._good: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
         self.thumb_px = thumb_px
         self._lock = threading.Lock()  # requests run in worker threads
-
-    def rows_of(self, id_value: Any) -> list[int]:
-        """Rows of the photo parquet showing ``id_value`` (ascending)."""
-        try:
-            scalar = as_id_scalar(id_value, self._ids.type)
-        except SbeError:
-            return []
-        mask = pc.fill_null(pc.equal(self._ids, scalar), False)
-        if isinstance(mask, pa.ChunkedArray):
-            mask = mask.combine_chunks()
-        return np.flatnonzero(mask.to_numpy(zero_copy_only=False)).tolist()
 
     def good_rows(self, id_value: Any, limit: int) -> list[int]:
         """Up to ``limit`` rows of ``id_value`` whose photo decodes (a page never shows a broken
