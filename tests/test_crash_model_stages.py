@@ -25,6 +25,7 @@ from faults import (
 )
 from geotoy import write_toy_split
 from safetensors.torch import load_file
+from toydata import TINY_TRAIN as TRAIN
 
 from sbe.config import load_config
 from sbe.stages import evaluate as evaluate_stage
@@ -36,21 +37,6 @@ from sbe.stages.base import run_stage
 #: keys holding wall times or clock readings: they differ between two clean runs
 TIMING_KEYS = {"seconds", "train_seconds", "wall_seconds", "created_at", "started_at"}
 
-TRAIN = {
-    "neighbors": None,
-    "epochs": 2,
-    "hidden_dim": 16,
-    "output_dim": 8,
-    "identities_per_batch": 6,
-    "images_per_identity": 2,
-    "warmup_steps": 2,
-    "min_steps_per_epoch": 3,
-    "lr": 3e-3,
-    "patience": 0,
-    "log_every": 2,
-    "val_queries": 50,
-    "device": "cpu",
-}
 GEO = {
     "epochs": 3,
     "hidden_dim": 32,

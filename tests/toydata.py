@@ -190,3 +190,21 @@ def write_toy_dataset(
     if neighbors_dir is not None:
         write_manifest(neighbors_dir, Manifest(stage="neighbors", rows=rows, extra={"k": k}))
     return rows
+
+
+#: [train] settings of a seconds-long training run on toy data (tests of what wraps training)
+TINY_TRAIN = {
+    "neighbors": None,
+    "epochs": 2,
+    "hidden_dim": 16,
+    "output_dim": 8,
+    "identities_per_batch": 6,
+    "images_per_identity": 2,
+    "warmup_steps": 2,
+    "min_steps_per_epoch": 3,
+    "lr": 3e-3,
+    "patience": 0,
+    "log_every": 2,
+    "val_queries": 50,
+    "device": "cpu",
+}
