@@ -25,24 +25,28 @@ from sbe.config.base import (
     Precision,
     Section,
 )
-from sbe.config.sections import (
-    AggregateConfig,
-    BackboneConfig,
-    ClusterConfig,
-    EmbedConfig,
+from sbe.config.model_sections import (
     EvaluateConfig,
     GeoConfig,
-    IndexConfig,
-    IngestConfig,
-    LabelConfig,
-    NeighborsConfig,
-    PublishConfig,
-    ReportConfig,
-    SplitConfig,
-    SynthConfig,
     TrainConfig,
     TuneConfig,
     VerifyConfig,
+)
+from sbe.config.sections import (
+    BackboneConfig,
+    IngestConfig,
+    LabelConfig,
+    NeighborsConfig,
+    SplitConfig,
+    SynthConfig,
+)
+from sbe.config.serving_sections import (
+    AggregateConfig,
+    ClusterConfig,
+    EmbedConfig,
+    IndexConfig,
+    PublishConfig,
+    ReportConfig,
 )
 
 __all__ = [
