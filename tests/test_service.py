@@ -425,3 +425,26 @@ def test_serve_benchmark_quick_runs(tiny) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "id p99 server / raw faiss p99" in proc.stdout, proc.stdout[-3000:]
     assert "server exit code 0" in proc.stdout
+
+
+def test_serve_passes_the_verify_section_to_every_worker(monkeypatch, tmp_path: Path) -> None:
+    """`sbe serve` re-ranks with [verify] (as `sbe search --rerank`), also in worker processes."""
+    from typer.testing import CliRunner
+
+    import sbe.service.command as command
+    from sbe.cli import app
+
+    seen: dict = {}
+    monkeypatch.setattr(command, "serve", lambda *a, **k: seen.update(args=a, **k))
+    r = CliRunner().invoke(
+        app,
+        ["serve", "--index", str(tmp_path), "--set", "verify.max_keypoints=128", "--set", "verify.rerank_k=4"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    settings = seen["settings"]
+    assert settings.local.max_keypoints == 128 and settings.local.max_side == 320
+    assert settings.rerank.k == 4 and settings.rerank.min_matches == 15
+    # several workers learn them through the environment
+    back = command.verify_settings_from_json(command.verify_settings_to_json(settings))
+    assert back is not None and (back.local, back.rerank) == (settings.local, settings.rerank)
+    assert command.verify_settings_from_json("") is None

@@ -334,7 +334,19 @@ def demo_command(
 def serve_command(opts: ServeOptions, cfg: SbeConfig, **_: Any) -> tuple[dict[str, Any], Summary]:
     """``sbe serve``: the search service on the index (default: the index stage's output)."""
     from sbe.service.command import serve
+    from sbe.service.engine import ServiceSettings
+    from sbe.stages.search import local_settings, rerank_settings
 
     index_dir = opts.index or cfg.resolved().index.output
-    serve(index_dir, opts.model, opts.host, opts.port, opts.workers, photos=opts.photos)
+    # `rerank=true` queries use the [verify] settings, as `sbe search --rerank` does
+    settings = ServiceSettings(local=local_settings(cfg.verify), rerank=rerank_settings(cfg.verify))
+    serve(
+        index_dir,
+        opts.model,
+        opts.host,
+        opts.port,
+        opts.workers,
+        photos=opts.photos,
+        settings=settings,
+    )
     return {}, []
