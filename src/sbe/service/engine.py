@@ -14,7 +14,7 @@ import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -353,35 +353,20 @@ class Engine:
             UploadError: 503 when the verification weights or store cannot be loaded, 415 when a
                 query photo does not decode.
         """
-        from sbe.verify.gallery import Reranking, rerank_shortlists
+        from sbe.verify.gallery import rerank_answer
 
-        settings = self._rerank_settings()
         with self._rerank_lock:
             try:
                 gallery, matcher = self._reranker()
             except SbeError as e:
                 raise UploadError(503, f"re-ranking is not available: {e}") from None
-            done: list[Reranking] = []
-
-            def run(rows: np.ndarray, sims: np.ndarray) -> Reranking:
-                done.append(rerank_shortlists(queries, rows, sims, gallery, matcher, settings))
-                return done[-1]
-
             try:
-                out = result.reranked(settings.k, run)
+                out, rr = rerank_answer(result, queries, gallery, matcher, self._rerank_settings())
             except SbeError as e:
                 raise UploadError(415, f"re-ranking: {e}") from None
-        rr = done[0]
         self.stats_rerank["queries"] += len(queries)
         self.stats_rerank["missing"] += rr.missing
-        notes = {
-            **out.notes["rerank"],
-            "gallery": gallery.source,
-            "checked": rr.checked,
-            "missing": rr.missing,
-            "seconds": round(rr.seconds, 3),
-        }
-        return replace(out, notes={**out.notes, "rerank": notes})
+        return out
 
     def query_photos_of(self, id_value: str) -> list[Any]:
         """The photos of an indexed id, as re-ranking's query (stored features or bytes)."""

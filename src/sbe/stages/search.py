@@ -12,7 +12,6 @@ import glob
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -286,37 +285,15 @@ def rerank_result(
     Raises:
         SbeError: a query photo that does not decode (named by its label).
     """
-    from sbe.verify.gallery import Reranking, rerank_shortlists
+    from sbe.verify.gallery import rerank_answer
     from sbe.verify.local import LocalMatcher
 
     if matcher is None:
         matcher = LocalMatcher(gallery.settings_of(settings))
-    done: list[Reranking] = []
-
-    def run(rows: np.ndarray, sims: np.ndarray) -> Reranking:
-        done.append(rerank_shortlists(queries, rows, sims, gallery, matcher, rerank))
-        return done[-1]
-
     try:
-        out = result.reranked(rerank.k, run)
+        return rerank_answer(result, queries, gallery, matcher, rerank)[0]
     except SbeError as e:
         raise SbeError(_name_query(str(e), labels)) from None
-    rr = done[0]
-    return replace(
-        out,
-        notes={
-            **out.notes,
-            "rerank": {
-                **out.notes["rerank"],
-                "gallery": gallery.source,
-                "checked": rr.checked,
-                "missing": rr.missing,
-                "seconds": round(rr.seconds, 3),
-                "max_keypoints": matcher.settings.max_keypoints,
-                "max_side": matcher.settings.max_side,
-            },
-        },
-    )
 
 
 def _name_query(message: str, labels: Sequence[str] | None) -> str:

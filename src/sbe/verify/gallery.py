@@ -11,10 +11,12 @@ An index over buildings has one vector per building and several photos per build
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -36,6 +38,7 @@ __all__ = [
 
 #: a candidate photo: stored features, encoded bytes, or ``None`` (not found)
 Photo = LocalFeatures | ImageInput | None
+R = TypeVar("R", bound="Shortlisted")
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,53 @@ class Reranking:
     missing: int
     checked: int
     seconds: float
+
+
+class Shortlisted(Protocol):
+    """A search answer that can re-order its shortlists (``sbe.index.search.SearchResult``)."""
+
+    @property
+    def notes(self) -> dict[str, Any]: ...
+
+    def reranked(self, k: int, rerank: Callable[[np.ndarray, np.ndarray], Any]) -> Any: ...
+
+
+def rerank_answer(
+    result: R,
+    queries: Sequence[Sequence[Photo]],
+    gallery: Gallery,
+    matcher: LocalMatcher,
+    settings: RerankSettings,
+) -> tuple[R, Reranking]:
+    """Re-order each query's global top ``settings.k`` of ``result`` by verified local matches.
+
+    The one path of ``sbe search --rerank`` and the service's ``rerank=true``.
+
+    Returns:
+        The re-ranked answer (its ``notes["rerank"]`` gains the gallery, the counts, the time and
+        the extraction settings) and the :class:`Reranking` behind it.
+
+    Raises:
+        SbeError: a query photo that does not decode (``query i: ...``).
+    """
+    done: list[Reranking] = []
+
+    def run(rows: np.ndarray, sims: np.ndarray) -> Reranking:
+        done.append(rerank_shortlists(queries, rows, sims, gallery, matcher, settings))
+        return done[-1]
+
+    out = result.reranked(settings.k, run)
+    rr = done[0]
+    notes = {
+        **out.notes["rerank"],
+        "gallery": gallery.source,
+        "checked": rr.checked,
+        "missing": rr.missing,
+        "seconds": round(rr.seconds, 3),
+        "max_keypoints": matcher.settings.max_keypoints,
+        "max_side": matcher.settings.max_side,
+    }
+    return dataclasses.replace(out, notes={**out.notes, "rerank": notes}), rr
 
 
 def rerank_shortlists(
