@@ -524,8 +524,6 @@ def _cost(c: dict[str, Any]) -> str:
         f", {c['fallback_queries']} queries kept the global order" if c["fallback_queries"] else ""
     )
     failed = f", {c['failed_images']} photos unreadable" if c["failed_images"] else ""
-    if c.get("failed_pairs"):
-        failed += f", {c['failed_pairs']} pairs without a RANSAC model"
     return (
         f"  re-ranking cost: {c['per_query_cpu_s']:.2f} CPU s / {c['per_query_wall_s']:.2f} s "
         f"wall per re-ranked shortlist ({c['pairs_matched']:,} pairs matched{failed}{fallbacks})"

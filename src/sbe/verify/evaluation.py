@@ -22,7 +22,6 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
 from sbe.errors import SbeError
@@ -165,7 +164,6 @@ class RerankCounts:
     fallback_queries: int = 0
     failed_images: int = 0
     pairs_matched: int = 0
-    failed_pairs: int = 0
     images_extracted: int = 0
     cpu_seconds: float = 0.0
     wall_seconds: float = 0.0
@@ -178,7 +176,6 @@ class RerankCounts:
             "fallback_queries": self.fallback_queries,
             "failed_images": self.failed_images,
             "pairs_matched": self.pairs_matched,
-            "failed_pairs": self.failed_pairs,
             "images_extracted": self.images_extracted,
             "cpu_seconds": round(self.cpu_seconds, 3),
             "wall_seconds": round(self.wall_seconds, 3),
@@ -244,16 +241,8 @@ class ShortlistReranker:
             if q is None or c is None or len(q) == 0 or len(c) == 0:
                 self._pairs[pair] = 0
             else:
-                try:
-                    self._pairs[pair] = self.matcher.verified_matches(q, c)
-                except cv2.error as e:
-                    # OpenCV's USAC asserts on some degenerate match sets (e.g. every match on
-                    # one line) instead of returning no model: no geometry = nothing verified
-                    self._pairs[pair] = 0
-                    self.counts.failed_pairs += 1
-                    self.counts.failures.append(
-                        f"{query} x {candidate}: RANSAC: {getattr(e, 'err', e)}"
-                    )
+                # a degenerate RANSAC is a 0 inside count_inliers, not an error
+                self._pairs[pair] = self.matcher.verified_matches(q, c)
                 self.counts.pairs_matched += 1
         return self._pairs[pair]
 
