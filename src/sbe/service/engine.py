@@ -336,7 +336,7 @@ class Engine:
                         self.photos.path,
                     )
                 gallery = Gallery(photos=reader, per_row=self._rerank_settings().per_row)
-            local = self.settings.local or LocalSettings(max_keypoints=256, max_side=320)
+            local = self.settings.local or LocalSettings()
             self._matcher = LocalMatcher(gallery.settings_of(local))
             self._gallery = gallery
         return self._gallery, self._matcher

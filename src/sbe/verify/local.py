@@ -46,8 +46,9 @@ class LocalSettings:
         threads: torch CPU threads while extracting/matching (None = leave as is).
     """
 
-    max_keypoints: int = 1024
-    max_side: int = 640
+    # measured on landmarks-mini: the best P@1 (24/26) at 0.77 s per query (docs/verify.md)
+    max_keypoints: int = 256
+    max_side: int = 320
     ransac: RansacMode = "fundamental"
     ransac_px: float = 3.0
     filter_threshold: float = 0.1
