@@ -48,9 +48,13 @@ def landmarks_dir() -> Path:
     return LANDMARKS
 
 
+# The ten-city world: the suite's assertions on labelling accuracy and corrupt packaged photos
+# were set on it; the gazetteer world (the default) has its own tests (test_synth_world.py,
+# test_geo_*) and runs in `make demo`.
 TINY_CONFIG = """
 workdir = "w"
 [synth]
+places = "cities10"
 buildings = 40
 image_size = 96
 packaged = "packaged_images.parquet"
