@@ -139,6 +139,21 @@ def test_rerank_moves_the_true_match_up(matcher) -> None:
     assert out[0].similarity == 0.5 and sorted(r.index for r in out) == [0, 1, 2]
 
 
+def test_reranked_order_keeps_missing_candidates_in_their_global_place() -> None:
+    from sbe.verify.rerank import reranked_order
+
+    sims = np.array([0.9, 0.8, 0.7, 0.6])
+    matches = np.array([0, 0, 0, 50])
+    order, scores = reranked_order(sims, matches, min_matches=15)
+    assert list(order) == [3, 0, 1, 2] and scores[3] > scores[0]
+    # candidate 1 was not checked: it stays second, the rest re-order around it
+    order, _ = reranked_order(sims, matches, [False, True, False, False], min_matches=15)
+    assert list(order) == [3, 1, 0, 2]
+    # no candidate verified: the global order, untouched
+    order, _ = reranked_order(sims, np.zeros(4, int), min_matches=15)
+    assert list(order) == [0, 1, 2, 3]
+
+
 def test_combined_scores_rules() -> None:
     sims = np.array([0.9, 0.8, 0.5, 0.4])
     matches = np.array([3, 40, 20, 14])

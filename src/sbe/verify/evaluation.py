@@ -9,8 +9,8 @@ here works on arrays and callables, so the stage only reads files and translates
   sample beyond), so the share of same-building pairs, which decides the precision a threshold
   reaches, is the split's own.
 * :class:`ShortlistReranker`: re-orders global top-k shortlists by verified local matches (the
-  order :func:`sbe.verify.rerank.rerank` gives: :func:`~sbe.verify.rerank.combined_scores`,
-  stable sort), memoising each image's features and each pair's count so that two rankings of
+  order :func:`sbe.verify.rerank.rerank` gives: :func:`~sbe.verify.rerank.reranked_order`),
+  memoising each image's features and each pair's count so that two rankings of
   the same photos (backbone and projector) share the work; photos that cannot be read or
   decoded are counted fallbacks, never errors.
 """
@@ -27,7 +27,7 @@ import numpy as np
 from sbe.errors import SbeError
 from sbe.verify.calibration import Calibration, fit_calibration, precision_recall
 from sbe.verify.local import LocalFeatures, LocalMatcher
-from sbe.verify.rerank import Combine, combined_scores
+from sbe.verify.rerank import Combine, reranked_order
 
 #: pairs per split at most before sampling (2 M pairs: ~2 000 images' every pair)
 MAX_PAIRS = 2_000_000
@@ -263,13 +263,10 @@ class ShortlistReranker:
                 self.counts.fallback_queries += 1
                 return np.arange(len(candidates))
             m = np.array([self.verified(query, c) for c in candidates], dtype=np.int64)
-            scores = combined_scores(
-                np.asarray(similarities, dtype=np.float64),
-                m,
-                self.combine,
-                min_matches=self.min_matches,
+            order, _ = reranked_order(
+                similarities, m, combine=self.combine, min_matches=self.min_matches
             )
-            return np.argsort(-scores, kind="stable")
+            return order
         finally:
             self.counts.wall_seconds += time.perf_counter() - t0
             self.counts.cpu_seconds += time.process_time() - c0

@@ -15,10 +15,9 @@ Scores (``combine``), compared on landmarks-mini by ``benchmarks/rerank.py`` (do
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypedDict, Unpack
 
 import numpy as np
 
@@ -30,6 +29,14 @@ Combine = Literal["matches", "verified", "sum"]
 MIN_MATCHES = 15
 #: default of ``combine="sum"``.
 SUM_WEIGHT = 0.05
+
+
+class RerankRule(TypedDict, total=False):
+    """The keyword arguments of the ordering rule (see :func:`combined_scores`)."""
+
+    combine: Combine
+    min_matches: int
+    weight: float
 
 
 @dataclass(frozen=True)
@@ -53,8 +60,8 @@ class Reranked:
 
 
 def combined_scores(
-    similarities: np.ndarray,
-    matches: np.ndarray,
+    similarities: Sequence[float] | np.ndarray,
+    matches: Sequence[int] | np.ndarray,
     combine: Combine = "verified",
     *,
     min_matches: int = MIN_MATCHES,
@@ -84,15 +91,42 @@ def combined_scores(
     raise ValueError(f"unknown combine {combine!r}; choose matches, verified or sum")
 
 
+def reranked_order(
+    similarities: Sequence[float] | np.ndarray,
+    matches: Sequence[int] | np.ndarray,
+    missing: Sequence[bool] | np.ndarray | None = None,
+    *,
+    combine: Combine = "verified",
+    min_matches: int = MIN_MATCHES,
+    weight: float = SUM_WEIGHT,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The new order of one shortlist, from its similarities and verified match counts.
+
+    Args:
+        similarities: float (k,), global similarities, in global order.
+        matches: int (k,), verified matches of each candidate with the query.
+        missing: bool (k,), candidates that were not checked (no usable photo): they keep their
+            global places and the others are re-ordered among the remaining places.
+        combine, min_matches, weight: see :func:`combined_scores`.
+
+    Returns:
+        ``(order, scores)``: int64 (k,) indices into the shortlist, best first (a stable sort, so
+        equal scores keep the global order), and float64 (k,) the combined scores.
+    """
+    scores = combined_scores(similarities, matches, combine, min_matches=min_matches, weight=weight)
+    gone = np.zeros(len(scores), bool) if missing is None else np.asarray(missing, bool)
+    present = np.flatnonzero(~gone)
+    order = np.arange(len(scores), dtype=np.int64)
+    order[present] = present[np.argsort(-scores[present], kind="stable")]
+    return order, scores
+
+
 def rerank(
     query: ImageInput | LocalFeatures,
     candidates: Sequence[ImageInput | LocalFeatures],
     similarities: Sequence[float] | np.ndarray,
     matcher: LocalMatcher,
-    *,
-    combine: Combine = "verified",
-    min_matches: int = MIN_MATCHES,
-    weight: float = SUM_WEIGHT,
+    **rule: Unpack[RerankRule],
 ) -> list[Reranked]:
     """Re-order a shortlist by verified matches combined with the global similarity.
 
@@ -102,29 +136,13 @@ def rerank(
             :class:`~sbe.verify.store.LocalFeatureStore`), in global order.
         similarities: float (k,), their global similarities to the query.
         matcher: the :class:`LocalMatcher` (extraction + matching settings).
-        combine, min_matches, weight: see :func:`combined_scores`.
+        rule: ``combine``, ``min_matches``, ``weight`` of :func:`reranked_order`.
 
     Returns:
-        The k candidates, best first; a stable sort, so equal scores keep the global order.
+        The k candidates, best first; a candidate that does not decode keeps its global place
+        (``missing``), as in :func:`rerank_groups` (of which this is the one-photo case).
     """
-    if len(candidates) != len(similarities):
-        raise ValueError(f"{len(candidates)} candidates but {len(similarities)} similarities")
-    q = query if isinstance(query, LocalFeatures) else matcher.extract(query)
-    counts = np.array(
-        [
-            matcher.verified_matches(q, c if isinstance(c, LocalFeatures) else matcher.extract(c))
-            for c in candidates
-        ],
-        dtype=np.int64,
-    )
-    sims = np.asarray(similarities, dtype=np.float64)
-    scores = combined_scores(sims, counts, combine, min_matches=min_matches, weight=weight)
-    order = np.argsort(-scores, kind="stable")
-    return [
-        Reranked(int(i), float(sims[i]), int(counts[i]), float(scores[i]))
-        for i in order
-        if math.isfinite(scores[i])
-    ]
+    return rerank_groups([query], [[c] for c in candidates], similarities, matcher, **rule)
 
 
 def rerank_groups(
@@ -170,12 +188,9 @@ def rerank_groups(
             continue
         counts[i] = max(matcher.verified_matches(q, f) for q in qs for f in feats)
     sims = np.asarray(similarities, dtype=np.float64)
-    scores = combined_scores(sims, counts, combine, min_matches=min_matches, weight=weight)
-    present = np.flatnonzero(~missing)
-    slots = np.arange(len(candidates))
-    order = slots.copy()
-    # the present candidates, best first, fill the places that present candidates held
-    order[present] = present[np.argsort(-scores[present], kind="stable")]
+    order, scores = reranked_order(
+        sims, counts, missing, combine=combine, min_matches=min_matches, weight=weight
+    )
     return [
         Reranked(int(i), float(sims[i]), int(counts[i]), float(scores[i]), bool(missing[i]))
         for i in order
