@@ -402,3 +402,26 @@ def test_vpr_photo_that_does_not_decode_is_one_error_naming_it(
     with pytest.raises(SbeError, match="cannot decode") as e:
         evaluate(run, vpr=tmp_path / "vpr", model=model)
     assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_verification_lines_show_counts_for_photos_and_shares_for_a_split() -> None:
+    from sbe.stages.evaluate import verification_lines
+
+    cost = {
+        "per_query_cpu_s": 0.5, "per_query_wall_s": 0.3, "pairs_matched": 40,
+        "fallback_queries": 1, "failed_images": 0,
+    }  # fmt: skip
+    top1 = {"k": 10, "global_correct@1": 22, "reranked_correct@1": 24, "positive_in_top_k": 24}
+    photos = {"queries": 26, **top1, "gained": 2, "lost": 0}
+    split = {"split": "test", "queries": 100, **top1, "gained": 3, "lost": 1, "cost": cost}
+    lines = verification_lines(
+        {"landmarks": {"rerank": {"backbone": photos, "projector": photos, "cost": cost}},
+         "rerank": split}
+    )  # fmt: skip
+    assert lines[0] == (
+        "real photos re-ranked (backbone top 10): correct@1 22/26 -> 24/26 "
+        "(ceiling 24/26, gained 2, lost 0)"
+    )
+    assert lines[3].startswith("test sample re-ranked (100 queries, projector top 10): Recall@1 ")
+    assert "22.0% -> 24.0% (ceiling 24.0%, gained 3, lost 1)" in lines[3]
+    assert "1 queries kept the global order" in lines[2]

@@ -483,25 +483,14 @@ def verification_lines(results: dict[str, Any]) -> list[str]:
     lm = (results.get("landmarks") or {}).get("rerank")
     if lm:
         for who in ("backbone", "projector"):
-            r = lm[who]
-            lines.append(
-                f"real photos re-ranked ({who} top {r['k']}): correct@1 "
-                f"{r['global_correct@1']}/{r['queries']} -> {r['reranked_correct@1']}/"
-                f"{r['queries']} (ceiling {r['positive_in_top_k']}, gained {r['gained']}, "
-                f"lost {r['lost']})"
-            )
+            lines.append(_top1_line(f"real photos re-ranked ({who}", lm[who], counts=True))
         lines.append(_cost(lm["cost"]))
     rr = results.get("rerank") or {}
     if "skipped" in rr:
         lines.append(f"split re-ranking: skipped ({rr['skipped']})")
     elif rr:
-        n = rr["queries"]
-        lines.append(
-            f"{rr['split']} sample re-ranked ({n} queries, projector top {rr['k']}): Recall@1 "
-            f"{number(rr['global_correct@1'] / n, '%')} -> {number(rr['reranked_correct@1'] / n, '%')} "
-            f"(ceiling {number(rr['positive_in_top_k'] / n, '%')}, gained {rr['gained']}, "
-            f"lost {rr['lost']})"
-        )
+        label = f"{rr['split']} sample re-ranked ({rr['queries']} queries, projector"
+        lines.append(_top1_line(label, rr, counts=False))
         lines.append(_cost(rr["cost"]))
     vpr = results.get("vpr") or {}
     if vpr:
@@ -517,6 +506,21 @@ def verification_lines(results: dict[str, Any]) -> list[str]:
         if "cost" in vpr:
             lines.append(_cost(vpr["cost"]))
     return lines
+
+
+def _top1_line(label: str, r: dict[str, Any], *, counts: bool) -> str:
+    """One re-ranking result (:func:`sbe.verify.evaluation.rerank_top1`): as counts of the
+    queries (``22/26``) or as shares (``Recall@1 55.0 %``)."""
+    n = r["queries"]
+
+    def show(v: int) -> str:
+        return f"{v}/{n}" if counts else number(v / n, "%")
+
+    return (
+        f"{label} top {r['k']}): {'correct@1' if counts else 'Recall@1'} "
+        f"{show(r['global_correct@1'])} -> {show(r['reranked_correct@1'])} "
+        f"(ceiling {show(r['positive_in_top_k'])}, gained {r['gained']}, lost {r['lost']})"
+    )
 
 
 def _cost(c: dict[str, Any]) -> str:
