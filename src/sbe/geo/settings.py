@@ -8,9 +8,10 @@ The library does not read the CLI's config schema: stages build a :class:`GeoSet
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, Self
+
+from sbe.settings import same_named
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,7 @@ class GeoSettings:
         keep their defaults, names it has beyond these are ignored."""
         if isinstance(source, cls):
             return dataclasses.replace(source, **overrides) if overrides else source
-        get = source.get if isinstance(source, Mapping) else lambda k, d: getattr(source, k, d)
-        missing = object()
-        values = {f.name: get(f.name, missing) for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in values.items() if v is not missing}
-        return cls(**{**values, **overrides})
+        return same_named(cls, source, **overrides)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``{name: value}``."""

@@ -127,14 +127,7 @@ class Gallery:
         if self.store is None:
             return settings
         s = self.store.settings
-        return LocalSettings(
-            max_keypoints=s.max_keypoints,
-            max_side=s.max_side,
-            ransac=settings.ransac,
-            ransac_px=settings.ransac_px,
-            filter_threshold=settings.filter_threshold,
-            threads=settings.threads,
-        )
+        return dataclasses.replace(settings, max_keypoints=s.max_keypoints, max_side=s.max_side)
 
 
 @dataclass(frozen=True)
