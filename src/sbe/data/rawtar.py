@@ -38,6 +38,7 @@ from sbe.data.streetview import (
     parse_metadata,
 )
 from sbe.data.tarstream import NotATarError, TarDamageError, TarStream
+from sbe.settings import same_named
 from sbe.storage import SkipLog, fixed_size_list
 from sbe.storage.schemas import FINGERPRINT_DIM, FINGERPRINT_SIDE, IMAGES_SCHEMA, make_uid
 
@@ -110,8 +111,7 @@ class TarReport:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TarReport:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return same_named(cls, data)  # keys of other versions are ignored
 
 
 def inspect_jpeg(data: bytes) -> tuple[int, int, bytes]:

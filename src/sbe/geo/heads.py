@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from sbe.geo.koppen import COARSE_OF_FINE, NUM_COARSE, NUM_FINE
 from sbe.geo.mvmf import Modes, Regions, log_density_at, mixture_modes, mixture_regions
 from sbe.geo.season import predicted_doy, season_params
+from sbe.settings import same_named
 from sbe.storage import atomic_path, write_json_atomic
 
 CONFIG_NAME = "config.json"
@@ -86,8 +87,7 @@ class GeoHeadsConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeoHeadsConfig:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return same_named(cls, data)  # keys of other versions are ignored
 
 
 @dataclass

@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -29,7 +29,7 @@ from starlette.formparsers import MultiPartException
 
 from sbe import __version__
 from sbe.errors import SbeError
-from sbe.service.engine import Engine, ServiceSettings, Upload
+from sbe.service.engine import Engine, EngineOptions, Upload
 from sbe.service.uploads import UploadError, UploadLimits
 
 HERE = Path(__file__).resolve().parent
@@ -194,12 +194,7 @@ def form_bool(fields: dict, name: str) -> bool:
 
 
 def create_app(
-    index_dir: str | Path,
-    model_dir: str | Path | None = None,
-    *,
-    photos: str | Path | None = None,
-    settings: ServiceSettings | None = None,
-    embedder: Any = None,
+    index_dir: str | Path, model_dir: str | Path | None = None, **options: Unpack[EngineOptions]
 ) -> FastAPI:
     """Build the app; the index and the model are loaded now, once.
 
@@ -207,11 +202,10 @@ def create_app(
         index_dir: an index directory (``sbe index build`` output).
         model_dir: the published model for image queries; ``None`` uses the one ``index.json``
             records.
-        photos: a parquet of photos (``image_bytes`` + the id column) for thumbnails; ``None``
-            finds one through the index's provenance when it can.
-        settings: :class:`ServiceSettings` (limits, batching, map size).
-        embedder: an already loaded :class:`~sbe.models.published.Embedder` (wins over
-            ``model_dir``).
+        options: ``photos`` (a parquet of photos for thumbnails; ``None`` finds one through the
+            index's provenance when it can), ``settings`` (:class:`ServiceSettings`: limits,
+            batching, map size), ``embedder`` (an already loaded
+            :class:`~sbe.models.published.Embedder`, wins over ``model_dir``).
 
     Returns:
         The FastAPI app (OpenAPI at ``/docs``).
@@ -219,7 +213,7 @@ def create_app(
     Raises:
         SbeError: the index or model cannot be loaded.
     """
-    engine = Engine(index_dir, model_dir, photos=photos, settings=settings, embedder=embedder)
+    engine = Engine(index_dir, model_dir, **options)
     limits = engine.settings.limits
 
     @asynccontextmanager

@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 
@@ -98,6 +98,14 @@ def load_calibration(index_dir: Path) -> Calibration | None:
     from sbe.verify.same_building import load_calibration as load
 
     return load(index_dir / CALIBRATION_FILE)
+
+
+class EngineOptions(TypedDict, total=False):
+    """The keyword options of :class:`Engine` (and of :func:`sbe.service.app.create_app`)."""
+
+    photos: str | Path | None
+    settings: ServiceSettings | None
+    embedder: Any
 
 
 class Engine:
