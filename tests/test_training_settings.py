@@ -50,3 +50,21 @@ def test_library_does_not_import_the_config_schema() -> None:
     code += "print('sbe.config' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_record_round_trips_and_tolerates_other_versions() -> None:
+    from sbe.geo.heads import GeoHeadsConfig
+    from sbe.geo.settings import GeoSettings
+
+    cfg = GeoHeadsConfig(in_dim=8, hidden_dim=4, extra={"a": 1})
+    assert GeoHeadsConfig.from_dict(cfg.to_dict()) == cfg
+    # a key a later version added is ignored; one it lacks keeps its default
+    old = {k: v for k, v in cfg.to_dict().items() if k != "season_south_min"}
+    back = GeoHeadsConfig.from_dict({**old, "added_later": 3})
+    assert back.season_south_min == GeoHeadsConfig(in_dim=8).season_south_min
+    s = GeoSettings.of({"hidden_dim": 64, "unrelated": 1}, seed=7)
+    assert (s.hidden_dim, s.seed, s.dropout) == (64, 7, GeoSettings().dropout)
+    assert GeoSettings.of(s) is s and GeoSettings.of(s, lr=0.5).lr == 0.5
+    assert s.replace(dropout=0.3).dropout == 0.3
+    with pytest.raises(TypeError):
+        s.replace(nope=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 T = TypeVar("T")
 _MISSING = object()
@@ -31,3 +31,33 @@ def same_named(cls: type[T], source: Any, /, *, strict: bool = False, **override
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
     values = {f.name: get(f.name) for f in fields if f.init and f.name not in overrides}
     return cls(**{k: v for k, v in values.items() if v is not _MISSING}, **overrides)
+
+
+class Record:
+    """Mixin of a dataclass that is stored as a JSON object and built from other objects.
+
+    ``to_dict`` / ``from_dict`` round-trip it through JSON (keys of other versions are ignored,
+    missing ones keep their defaults); ``of`` builds it from a config section, a mapping or a
+    broader settings object (:func:`same_named`).
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready ``{name: value}``."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """The record a :meth:`to_dict` (of this or another version) wrote."""
+        return same_named(cls, data)
+
+    @classmethod
+    def of(cls, source: Any, **overrides: Any) -> Self:
+        """Taken from ``source`` (an instance, a mapping, or any object with these attribute
+        names, e.g. a config section), then ``overrides``."""
+        if isinstance(source, cls):
+            return dataclasses.replace(source, **overrides) if overrides else source  # type: ignore[type-var]
+        return same_named(cls, source, **overrides)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with ``changes`` applied (unknown names raise ``TypeError``)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]

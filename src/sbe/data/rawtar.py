@@ -23,7 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,7 @@ from sbe.data.streetview import (
     parse_metadata,
 )
 from sbe.data.tarstream import NotATarError, TarDamageError, TarStream
-from sbe.settings import same_named
+from sbe.settings import Record
 from sbe.storage import SkipLog, fixed_size_list
 from sbe.storage.schemas import FINGERPRINT_DIM, FINGERPRINT_SIDE, IMAGES_SCHEMA, make_uid
 
@@ -89,7 +89,7 @@ class ReadSettings:
 
 
 @dataclass
-class TarReport:
+class TarReport(Record):
     """What reading one tar gave: counts by reason, examples, damage. JSON-serialisable."""
 
     tar: str
@@ -105,13 +105,6 @@ class TarReport:
     damage: str | None = None
     error: str | None = None
     seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TarReport:
-        return same_named(cls, data)  # keys of other versions are ignored
 
 
 def inspect_jpeg(data: bytes) -> tuple[int, int, bytes]:

@@ -14,7 +14,7 @@ Example:
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from sbe.geo.koppen import COARSE_OF_FINE, NUM_COARSE, NUM_FINE
 from sbe.geo.mvmf import Modes, Regions, log_density_at, mixture_modes, mixture_regions
 from sbe.geo.season import predicted_doy, season_params
-from sbe.settings import same_named
+from sbe.settings import Record
 from sbe.storage import atomic_path, write_json_atomic
 
 CONFIG_NAME = "config.json"
@@ -34,7 +34,7 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
-class GeoHeadsConfig:
+class GeoHeadsConfig(Record):
     """Shape and meaning of a :class:`GeoHeads` (JSON-serialisable).
 
     Attributes:
@@ -81,13 +81,6 @@ class GeoHeadsConfig:
     backbone: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     spread_log_scale: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GeoHeadsConfig:
-        return same_named(cls, data)  # keys of other versions are ignored
 
 
 @dataclass

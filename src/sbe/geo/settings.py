@@ -7,15 +7,14 @@ The library does not read the CLI's config schema: stages build a :class:`GeoSet
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Literal
 
-from sbe.settings import same_named
+from sbe.settings import Record
 
 
 @dataclass(frozen=True)
-class GeoSettings:
+class GeoSettings(Record):
     """Architecture, MvMF centres, loss weights and label settings of the geo heads.
 
     Attributes:
@@ -55,16 +54,3 @@ class GeoSettings:
     label_smoothing: float = 0.05
     lr: float = 1e-3
     seed: int = 0
-
-    @classmethod
-    def of(cls, source: Any, **overrides: Any) -> Self:
-        """Settings taken from ``source`` (a :class:`GeoSettings`, a mapping, or any object with
-        these attributes, e.g. the ``[geo]`` section), then ``overrides``; names the source lacks
-        keep their defaults, names it has beyond these are ignored."""
-        if isinstance(source, cls):
-            return dataclasses.replace(source, **overrides) if overrides else source
-        return same_named(cls, source, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready ``{name: value}``."""
-        return dataclasses.asdict(self)

@@ -220,7 +220,7 @@ def _ingest_tar(task: TarTask, progress: Callable[[int, int], None] | None) -> T
     if table.num_rows == 0:
         part.unlink(missing_ok=True)
         return report
-    write_part(table, part, {**meta, "report": report.to_json()}, row_group_size=ROW_GROUP_SIZE)
+    write_part(table, part, {**meta, "report": report.to_dict()}, row_group_size=ROW_GROUP_SIZE)
     return report
 
 
@@ -243,7 +243,7 @@ def ingest_folder_part(
         part.unlink(missing_ok=True)
         return report
     write_part(
-        table, part, {**task.meta, "report": report.to_json()}, row_group_size=ROW_GROUP_SIZE
+        table, part, {**task.meta, "report": report.to_dict()}, row_group_size=ROW_GROUP_SIZE
     )
     return report
 
@@ -442,7 +442,7 @@ class IngestStage(Stage):
             part = out / f"{tar_stem(t)}.parquet"
             if part_is_current(part, part_meta(t, content, _shard_source(task(t, content)))):
                 meta = read_part_meta(part) or {}
-                reused[str(t)] = TarReport.from_json(meta.get("report", {"tar": str(t)}))
+                reused[str(t)] = TarReport.from_dict(meta.get("report", {"tar": str(t)}))
             else:
                 todo.append(t)
         processes = min(cfg.workers or cores, max(1, len(todo)))
@@ -562,7 +562,7 @@ class IngestStage(Stage):
         for t in tasks:
             if part_is_current(t.part, t.meta):
                 found = (read_part_meta(t.part) or {}).get("report", {"tar": t.part})
-                reused.append(TarReport.from_json(found))
+                reused.append(TarReport.from_dict(found))
             else:
                 todo.append(t)
         processes = min(cfg.workers or cores, max(1, len(todo)))

@@ -7,15 +7,14 @@ one directly. The defaults are those of ``[train]``.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, Self
+from typing import Literal
 
-from sbe.settings import same_named
+from sbe.settings import Record
 
 
 @dataclass(frozen=True)
-class TrainSettings:
+class TrainSettings(Record):
     """Head, loss, sampler and optimiser settings of one projector training.
 
     See ``docs/training.md`` for what each does; ``device`` and ``log_every`` say how, not what
@@ -62,18 +61,3 @@ class TrainSettings:
     geo_weight: float = 0.0
     device: str = "auto"
     seed: int = 0
-
-    @classmethod
-    def of(cls, source: Any) -> Self:
-        """Settings taken from ``source``: a :class:`TrainSettings`, a mapping, or any object with
-        these attributes (e.g. the ``[train]`` section); names it lacks keep their defaults and
-        names it has beyond these (paths) are ignored."""
-        return source if isinstance(source, cls) else same_named(cls, source)
-
-    def replace(self, **changes: Any) -> Self:
-        """A copy with ``changes`` applied (unknown names raise ``TypeError``)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready ``{name: value}`` (stored in checkpoints to check a resume)."""
-        return dataclasses.asdict(self)
