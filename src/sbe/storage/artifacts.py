@@ -63,11 +63,12 @@ def read_json_object(path: Path, hint: str = "") -> dict[str, Any]:
 class ArtifactDir:
     """A stage's output folder.
 
-    Class attributes (set by each subclass):
+    Class attributes (each subclass sets them as class keywords:
+    ``class RunDir(ArtifactDir, stage="train", what="trained run", flag="--run")``):
         stage: the stage that writes it.
         what: what it holds, for messages (``"trained run"``).
-        flag: the option a consumer passes to point at it (``"--run"``).
-        command: the command that makes it (``"sbe train"``).
+        flag: the option a consumer passes to point at it (``"--run"``; inherited when not given).
+        command: the command that makes it (default ``sbe <stage>``).
 
     Args:
         root: the folder (need not exist: :meth:`missing` says what to do).
@@ -77,6 +78,21 @@ class ArtifactDir:
     what: ClassVar[str] = "stage output"
     flag: ClassVar[str] = "--in"
     command: ClassVar[str] = ""
+
+    def __init_subclass__(
+        cls,
+        *,
+        stage: str = "",
+        what: str = "",
+        flag: str = "",
+        command: str = "",
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        if stage:
+            cls.stage, cls.command = stage, command or f"sbe {stage}"
+        cls.what = what or cls.what
+        cls.flag = flag or cls.flag
 
     def __init__(self, root: PathLike) -> None:
         self.root = Path(root)
@@ -199,12 +215,9 @@ class ArtifactDir:
         return next((p for p in paths if p.exists()), paths[0] if paths else None)
 
 
-class SynthDir(ArtifactDir):
+class SynthDir(ArtifactDir, stage="synth", what="synthetic images"):
     """``sbe synth`` output: ``*.tar`` shards of images, ``preview.png`` with ``--preview``."""
 
-    stage = "synth"
-    what = "synthetic images"
-    command = "sbe synth"
     PREVIEW: ClassVar[str] = "preview.png"
 
     def tars(self) -> list[Path]:
@@ -225,23 +238,15 @@ class PartsDir(ArtifactDir):
         return list_parts(self.root, what=self.what)
 
 
-class ImagesDir(PartsDir):
+class ImagesDir(PartsDir, stage="ingest", what="ingest parts"):
     """``sbe ingest`` output: ``<tar stem>.parquet`` parts pointing into the tars."""
 
-    stage = "ingest"
-    what = "ingest parts"
-    command = "sbe ingest"
 
-
-class BackboneDir(PartsDir):
+class BackboneDir(PartsDir, stage="backbone", what="backbone embeddings"):
     """``sbe backbone`` output: ``<ingest stem>-<first row>.parquet`` embedding parts.
 
     Each part's footer records the backbone identity (key ``"backbone"``); so does the manifest.
     """
-
-    stage = "backbone"
-    what = "backbone embeddings"
-    command = "sbe backbone"
 
     def backbone(self, parts: list[Path] | None = None) -> BackboneIdentity | None:
         """The identity from the manifest, checked against every part's footer.
@@ -267,12 +272,9 @@ class BackboneDir(PartsDir):
         return identity
 
 
-class SplitDir(ArtifactDir):
+class SplitDir(ArtifactDir, stage="split", what="split"):
     """``sbe split`` output: ``train.parquet``, ``val.parquet``, ``test.parquet``."""
 
-    stage = "split"
-    what = "split"
-    command = "sbe split"
     SPLITS: ClassVar[tuple[str, ...]] = tuple(SPLITS)
 
     @staticmethod
@@ -305,13 +307,9 @@ class SplitDir(ArtifactDir):
         return None
 
 
-class NeighborsDir(SplitDir):
+class NeighborsDir(SplitDir, stage="neighbors", what="neighbour bands", flag="--neighbors"):
     """``sbe neighbors`` output: per split ``<split>.parquet`` bands, ``pca.safetensors``."""
 
-    stage = "neighbors"
-    what = "neighbour bands"
-    flag = "--neighbors"
-    command = "sbe neighbors"
     PCA: ClassVar[str] = "pca.safetensors"
 
 
@@ -334,20 +332,23 @@ class RunRecord(BaseModel):
         return self.model_dump(mode="json", exclude_unset=True)
 
 
-class RunDir(ArtifactDir):
+class PretrainedFiles:
+    """The two files of a ``save_pretrained`` folder (a projector, the geo heads, a model)."""
+
+    CONFIG: ClassVar[str] = "config.json"
+    WEIGHTS: ClassVar[str] = "model.safetensors"
+
+
+class RunDir(ArtifactDir, stage="train", what="trained run", flag="--run"):
     """``sbe train`` output (a *run*): ``best/``, ``last/``, ``run.json``, ``metrics.jsonl``."""
 
-    stage = "train"
-    what = "trained run"
-    flag = "--run"
-    command = "sbe train"
     BEST: ClassVar[str] = "best"
     LAST: ClassVar[str] = "last"
     RUN_JSON: ClassVar[str] = "run.json"
     METRICS: ClassVar[str] = "metrics.jsonl"
     EVALUATE: ClassVar[str] = "evaluate"
     #: the projector files in ``best/`` and ``last/`` (Projector.save_pretrained)
-    PROJECTOR_FILES: ClassVar[tuple[str, ...]] = ("config.json", "model.safetensors")
+    PROJECTOR_FILES: ClassVar[tuple[str, ...]] = (PretrainedFiles.CONFIG, PretrainedFiles.WEIGHTS)
 
     @property
     def best(self) -> Path:
@@ -455,13 +456,9 @@ class RunDir(ArtifactDir):
         return found
 
 
-class EvaluateDir(ArtifactDir):
+class EvaluateDir(ArtifactDir, stage="evaluate", what="evaluation", flag="--run"):
     """``sbe evaluate`` output (``RUN/evaluate/``): ``<split>.json`` results."""
 
-    stage = "evaluate"
-    what = "evaluation"
-    flag = "--run"
-    command = "sbe evaluate"
     #: ``--calibrate``: the "same building?" decision fitted on val (read by ``sbe publish``)
     CALIBRATION: ClassVar[str] = "calibration.json"
 
@@ -473,15 +470,16 @@ class EvaluateDir(ArtifactDir):
         return self.root / self.file_name(split)
 
 
-class GeoDir(ArtifactDir):
+class GeoDir(
+    PretrainedFiles,
+    ArtifactDir,
+    stage="geo",
+    what="geo heads",
+    flag="--geo",
+    command="sbe geo train",
+):
     """``sbe geo train`` output: the heads (``config.json``, ``model.safetensors``), metrics."""
 
-    stage = "geo"
-    what = "geo heads"
-    flag = "--geo"
-    command = "sbe geo train"
-    CONFIG: ClassVar[str] = "config.json"
-    WEIGHTS: ClassVar[str] = "model.safetensors"
     METRICS: ClassVar[str] = "metrics.json"
     HISTORY: ClassVar[str] = "metrics.jsonl"
     PROJECTOR: ClassVar[str] = "projector"
@@ -504,15 +502,11 @@ class GeoDir(ArtifactDir):
         return read_json_object(p) if p.is_file() else None
 
 
-class ModelDir(ArtifactDir):
+class ModelDir(
+    PretrainedFiles, ArtifactDir, stage="publish", what="published model", flag="--model"
+):
     """``sbe publish`` output: a Hugging Face model folder (see ``sbe.stages.publish``)."""
 
-    stage = "publish"
-    what = "published model"
-    flag = "--model"
-    command = "sbe publish"
-    CONFIG: ClassVar[str] = "config.json"
-    WEIGHTS: ClassVar[str] = "model.safetensors"
     PREPROCESSOR: ClassVar[str] = "preprocessor_config.json"
     CARD: ClassVar[str] = "README.md"
     GEO: ClassVar[str] = "geo"
@@ -526,12 +520,9 @@ class ModelDir(ArtifactDir):
         return self.root
 
 
-class EmbedDir(ArtifactDir):
+class EmbedDir(ArtifactDir, stage="embed", what="embeddings"):
     """``sbe embed`` output: ``state.json``, ``parts/rows-*.parquet``, ``failures/``."""
 
-    stage = "embed"
-    what = "embeddings"
-    command = "sbe embed"
     STATE: ClassVar[str] = "state.json"
     PARTS: ClassVar[str] = "parts"
     FAILURES: ClassVar[str] = "failures"
@@ -561,12 +552,9 @@ class EmbedDir(ArtifactDir):
         return self.resolve(rec.get("model_dir")) if isinstance(rec, dict) else None
 
 
-class BuildingsDir(ArtifactDir):
+class BuildingsDir(ArtifactDir, stage="aggregate", what="building embeddings"):
     """``sbe aggregate`` output: ``buildings.parquet`` (+ ``buildings.geoparquet``)."""
 
-    stage = "aggregate"
-    what = "building embeddings"
-    command = "sbe aggregate"
     BUILDINGS: ClassVar[str] = "buildings.parquet"
     GEOPARQUET: ClassVar[str] = "buildings.geoparquet"
 
@@ -577,13 +565,9 @@ class BuildingsDir(ArtifactDir):
         return self.resolve(model.get("model_dir")) if isinstance(model, dict) else None
 
 
-class IndexDir(ArtifactDir):
+class IndexDir(ArtifactDir, stage="index", what="index", flag="--index", command="sbe index build"):
     """``sbe index build`` output: ``index.faiss`` + ``ids.parquet`` + ``index.json``."""
 
-    stage = "index"
-    what = "index"
-    flag = "--index"
-    command = "sbe index build"
     INDEX: ClassVar[str] = "index.faiss"
     IDS: ClassVar[str] = "ids.parquet"
     INFO: ClassVar[str] = "index.json"
@@ -593,22 +577,16 @@ class IndexDir(ArtifactDir):
     LOCAL_FEATURES: ClassVar[str] = "local_features"
 
 
-class ClustersDir(ArtifactDir):
+class ClustersDir(ArtifactDir, stage="cluster", what="clusters"):
     """``sbe cluster`` output: ``assignments.parquet`` + ``clusters.parquet``."""
 
-    stage = "cluster"
-    what = "clusters"
-    command = "sbe cluster"
     ASSIGNMENTS: ClassVar[str] = "assignments.parquet"
     CLUSTERS: ClassVar[str] = "clusters.parquet"
 
 
-class ReportDir(ArtifactDir):
+class ReportDir(ArtifactDir, stage="report", what="report"):
     """``sbe report`` output: ``report.html``."""
 
-    stage = "report"
-    what = "report"
-    command = "sbe report"
     REPORT: ClassVar[str] = "report.html"
 
 
