@@ -33,7 +33,6 @@ from sbe.device import resolve_device
 from sbe.errors import SbeError
 from sbe.models.projector import Projector, ProjectorConfig
 from sbe.progress import progress_bar
-from sbe.settings import same_named
 from sbe.storage import atomic_path
 from sbe.training.checkpoint import (
     load_checkpoint,
@@ -185,7 +184,7 @@ class Trainer:
             self.bandit = UCB1Bandit(
                 self.sampler.n_bands, cfg.ucb_exploration, cfg.ucb_warmup_steps
             )
-        self.loss_settings = same_named(LossSettings, cfg)
+        self.loss_settings: LossSettings = cfg  # the loss's own settings are part of them
         self.loss_fn = build_loss(cfg.loss, self.loss_settings).to(self.device)
         groups = param_groups(self.model, cfg.lr, cfg.residual_lr_scale)
         self.geo = geo

@@ -15,37 +15,12 @@ Adding a loss is a few lines::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from pytorch_metric_learning import distances, losses, miners
 from torch import nn
 
-Distance = Literal["euclidean", "cosine"]
-
-
-@dataclass(frozen=True)
-class LossSettings:
-    """Hyper-parameters any registered loss may read.
-
-    Attributes:
-        margin: triplet margin (in the units of ``distance``); also the margin of
-            :func:`informative_triplets`.
-        distance: ``cosine`` (1 - cos) or ``euclidean`` (on unit vectors) for the triplet loss.
-        ms_alpha, ms_beta, ms_base: multi-similarity loss weights and similarity offset.
-        ms_epsilon: multi-similarity miner slack.
-        temperature: supervised-contrastive temperature.
-    """
-
-    margin: float = 0.45
-    distance: Distance = "euclidean"
-    ms_alpha: float = 2.0
-    ms_beta: float = 50.0
-    ms_base: float = 0.5
-    ms_epsilon: float = 0.1
-    temperature: float = 0.1
-
+from sbe.training.settings import Distance, LossSettings
 
 Triplets = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 

@@ -12,10 +12,35 @@ from typing import Literal
 
 from sbe.settings import Record
 
+Distance = Literal["euclidean", "cosine"]
+
 
 @dataclass(frozen=True)
-class TrainSettings(Record):
-    """Head, loss, sampler and optimiser settings of one projector training.
+class LossSettings:
+    """Hyper-parameters any registered loss may read.
+
+    Attributes:
+        margin: triplet margin (in the units of ``distance``); also the margin of
+            :func:`informative_triplets`.
+        distance: ``cosine`` (1 - cos) or ``euclidean`` (on unit vectors) for the triplet loss.
+        ms_alpha, ms_beta, ms_base: multi-similarity loss weights and similarity offset.
+        ms_epsilon: multi-similarity miner slack.
+        temperature: supervised-contrastive temperature.
+    """
+
+    margin: float = 0.45
+    distance: Distance = "euclidean"
+    ms_alpha: float = 2.0
+    ms_beta: float = 50.0
+    ms_base: float = 0.5
+    ms_epsilon: float = 0.1
+    temperature: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainSettings(LossSettings, Record):
+    """Head, loss, sampler and optimiser settings of one projector training (the loss's own
+    hyper-parameters are those of :class:`LossSettings`, which it extends).
 
     See ``docs/training.md`` for what each does; ``device`` and ``log_every`` say how, not what
     (they may change between an interrupted run and its resume).
@@ -32,15 +57,8 @@ class TrainSettings(Record):
     residual_init: Literal["random", "pca", "whitening"] = "whitening"
     whitening_shrinkage: float = 0.1
     residual_lr_scale: float = 1.0
-    # loss and sampling
+    # loss (the rest of its settings: LossSettings) and sampling
     loss: Literal["triplet", "multi_similarity", "supcon"] = "supcon"
-    margin: float = 0.45
-    distance: Literal["euclidean", "cosine"] = "euclidean"
-    ms_alpha: float = 2.0
-    ms_beta: float = 50.0
-    ms_base: float = 0.5
-    ms_epsilon: float = 0.1
-    temperature: float = 0.1
     identities_per_batch: int = 64
     images_per_identity: int = 4
     curriculum: Literal["none", "bands"] = "none"
