@@ -24,6 +24,7 @@ from sbe.geo.mvmf import (
     mvmf_nll,
     spherical_kmeans,
 )
+from sbe.geo.settings import GeoSettings
 from sbe.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit, unit_to_latlon
 
 LOG_KAPPA_MAX_TESTED = math.log(1e8)
@@ -270,7 +271,8 @@ def test_build_centres_counts_and_dedup() -> None:
     dup_lat, dup_lon = np.r_[lat, lat + 1e-6], np.r_[lon, lon]  # same 100 m cells
     uniq, counts = dedup_locations(dup_lat, dup_lon)
     assert len(uniq) <= len(lat) and counts.sum() == 2 * len(lat)
-    cs = build_centres(lat, lon, per_sample=20, background=100, log_kappa_max=16.0)
+    geo = GeoSettings(centres_per_sample=20, background_centres=100, log_kappa_max=16.0)
+    cs = build_centres(lat, lon, geo)
     assert cs.num_data == round(len(dedup_locations(lat, lon)[0]) / 20)
     assert 30 <= cs.num_data <= 40
     assert cs.xyz.shape == (len(cs.log_kappa), 3) and len(cs.xyz) > cs.num_data

@@ -51,16 +51,7 @@ def heads_from_config(
         config_fields: extra :class:`GeoHeadsConfig` fields (``input_space``, ``backbone``, ``extra``).
     """
     cfg = GeoSettings.of(cfg)
-    centres = build_centres(
-        train_lat,
-        train_lon,
-        per_sample=cfg.centres_per_sample,
-        background=cfg.background_centres,
-        background_log_kappa=cfg.background_log_kappa,
-        log_kappa_min=cfg.log_kappa_min,
-        log_kappa_max=cfg.log_kappa_max,
-        seed=cfg.seed,
-    )
+    centres = build_centres(train_lat, train_lon, cfg)
     gallery = gallery_locations(train_lat, train_lon, cfg.gallery_max)
     heads = GeoHeads(
         GeoHeadsConfig(

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from sbe.geo.settings import GeoSettings
 from sbe.mining.seeding import kmeans_plus_plus_indices
 from sbe.sphere import EARTH_RADIUS_KM, latlon_to_unit, unit_to_latlon
 
@@ -596,36 +597,31 @@ class CentreSet:
 def build_centres(
     lat_deg: np.ndarray,
     lon_deg: np.ndarray,
+    settings: GeoSettings | None = None,
     *,
-    per_sample: int = 40,
     k_min: int = 16,
     k_max: int = 4096,
-    background: int = 800,
-    background_log_kappa: float = 6.5,
-    log_kappa_min: float = 4.0,
-    log_kappa_max: float = 16.0,
-    seed: int = 0,
 ) -> CentreSet:
     """Data centres (spherical k-means on deduplicated coordinates) plus background land centres.
 
     Args:
         lat_deg, lon_deg: training coordinates (N,).
-        per_sample: ``K_data = clamp(round(unique / per_sample), k_min, k_max)`` (capped at the
-            number of unique locations).
-        background: wanted background centres on land (0 = none).
-        background_log_kappa: their log κ (6.5 ≈ σ 250 km).
+        settings: ``centres_per_sample`` (``K_data = clamp(round(unique / centres_per_sample),
+            k_min, k_max)``, capped at the number of unique locations), ``background_centres``
+            (wanted on land; 0 = none), ``background_log_kappa`` (their log κ; 6.5 ≈ σ 250 km),
+            ``log_kappa_min`` / ``log_kappa_max`` (the clamp of every log κ) and ``seed``.
 
     Returns:
         :class:`CentreSet`.
     """
+    s = settings or GeoSettings()
+    lo, hi = s.log_kappa_min, s.log_kappa_max
     uniq, _counts = dedup_locations(lat_deg, lon_deg)
-    k = int(np.clip(round(len(uniq) / per_sample), k_min, k_max))
-    centres, assign = spherical_kmeans(uniq, k, seed=seed)
-    log_k = kappa_from_spread(
-        uniq, assign, centres, log_kappa_min=log_kappa_min, log_kappa_max=log_kappa_max
-    )
-    bg = background_centres(background, centres)
-    bg_log_k = np.full(len(bg), np.clip(background_log_kappa, log_kappa_min, log_kappa_max))
+    k = int(np.clip(round(len(uniq) / s.centres_per_sample), k_min, k_max))
+    centres, assign = spherical_kmeans(uniq, k, seed=s.seed)
+    log_k = kappa_from_spread(uniq, assign, centres, log_kappa_min=lo, log_kappa_max=hi)
+    bg = background_centres(s.background_centres, centres)
+    bg_log_k = np.full(len(bg), np.clip(s.background_log_kappa, lo, hi))
     return CentreSet(
         xyz=np.concatenate([centres, bg]),
         log_kappa=np.concatenate([log_k, bg_log_k]),
