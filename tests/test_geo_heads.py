@@ -12,6 +12,7 @@ from sbe.geo.koppen import COARSE_OF_FINE, FINE_CODES
 from sbe.geo.labels import make_labels
 from sbe.geo.loss import GeoLoss, climate_loss
 from sbe.geo.mvmf import fibonacci_sphere
+from sbe.geo.settings import GeoSettings
 from sbe.geo.trainer import param_groups, warmup_cosine
 from sbe.sphere import latlon_to_unit
 
@@ -146,7 +147,7 @@ def test_geo_loss_masks_undated_rows_and_backpropagates() -> None:
     heads = small_heads()
     lab = _labels(8)
     lab.has_date[4:] = False
-    crit = GeoLoss(1.0, 0.5, 0.25)
+    crit = GeoLoss(GeoSettings(location_weight=1.0, climate_weight=0.5, season_weight=0.25))
     out = heads(torch.randn(8, 16))
     loss, parts = crit(out, lab)
     assert torch.isfinite(loss) and set(parts) >= {"location", "climate", "season"}
@@ -171,7 +172,7 @@ def test_geo_loss_masks_undated_rows_and_backpropagates() -> None:
 def test_cosine_season_loss_option() -> None:
     heads = small_heads()
     lab = _labels(4)
-    _, parts = GeoLoss(season_loss="cosine")(heads(torch.randn(4, 16)), lab)
+    _, parts = GeoLoss(GeoSettings(season_loss="cosine"))(heads(torch.randn(4, 16)), lab)
     assert 0.0 <= float(parts["season"]) <= 2.0
 
 
@@ -203,7 +204,9 @@ def test_heads_and_loss_from_config() -> None:
     data_lat = np.degrees(np.arcsin(heads.centres[: c.num_data_centres, 2].numpy()))
     assert set(np.round(data_lat).astype(int)) <= {52, -34}  # data centres sit on the data
     crit = loss_from_config(cfg.model_copy(update={"season_weight": 0.0}))
-    assert crit.season_weight == 0.0 and crit.location_weight == cfg.location_weight
+    assert (
+        crit.settings.season_weight == 0.0 and crit.settings.location_weight == cfg.location_weight
+    )
     labels = make_labels(lat[:8], lon[:8], np.arange(8.0))
     loss, _ = crit(heads(torch.randn(8, 16)), labels)
     assert torch.isfinite(loss)

@@ -75,11 +75,4 @@ def heads_from_config(
 
 def loss_from_config(cfg: GeoSettings | Any) -> GeoLoss:
     """The weighted geo loss of ``cfg`` (:class:`GeoSettings` or an object with its names)."""
-    cfg = GeoSettings.of(cfg)
-    return GeoLoss(
-        cfg.location_weight,
-        cfg.climate_weight,
-        cfg.season_weight,
-        season_loss=cfg.season_loss,
-        label_smoothing=cfg.label_smoothing,
-    )
+    return GeoLoss(GeoSettings.of(cfg))

@@ -3,13 +3,11 @@
 Usable on its own by any training loop (e.g. joint training with the projector):
 
     heads = GeoHeads(config)                       # sbe.geo.heads
-    criterion = GeoLoss(location_weight=1.0, climate_weight=0.5, season_weight=0.25)
+    criterion = GeoLoss(GeoSettings(location_weight=1.0, climate_weight=0.5, season_weight=0.25))
     loss, parts = criterion(heads(embeddings), labels[batch_index])  # labels: GeoLabels
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -23,6 +21,7 @@ from sbe.geo.season import (
     hemisphere_von_mises_nll,
     von_mises_nll,
 )
+from sbe.geo.settings import GeoSettings
 
 
 def climate_loss(
@@ -54,26 +53,15 @@ class GeoLoss(nn.Module):
     computed in float32 outside autocast.
 
     Args:
-        location_weight, climate_weight, season_weight: loss weights.
-        season_loss: ``"von_mises"`` (NLL with a learned concentration) or ``"cosine"``.
-        label_smoothing: of the fine climate CE.
+        settings: ``location_weight``, ``climate_weight``, ``season_weight`` (the loss weights),
+            ``season_loss`` (``"von_mises"``: NLL with a learned concentration, or ``"cosine"``)
+            and ``label_smoothing`` (of the fine climate CE); the rest of
+            :class:`~sbe.geo.settings.GeoSettings` is not read here.
     """
 
-    def __init__(
-        self,
-        location_weight: float = 1.0,
-        climate_weight: float = 0.5,
-        season_weight: float = 0.25,
-        *,
-        season_loss: Literal["von_mises", "cosine"] = "von_mises",
-        label_smoothing: float = 0.05,
-    ) -> None:
+    def __init__(self, settings: GeoSettings | None = None) -> None:
         super().__init__()
-        self.location_weight = location_weight
-        self.climate_weight = climate_weight
-        self.season_weight = season_weight
-        self.season_loss = season_loss
-        self.label_smoothing = label_smoothing
+        self.settings = settings or GeoSettings()
 
     def forward(self, out: GeoOutputs, labels: GeoLabels) -> tuple[Tensor, dict[str, Tensor]]:
         """Mean loss over the batch and its detached parts.
@@ -91,15 +79,14 @@ class GeoLoss(nn.Module):
                 labels.fine,
                 labels.coarse,
                 coarse_of_fine,
-                label_smoothing=self.label_smoothing,
+                label_smoothing=self.settings.label_smoothing,
             )
             kg = 0.5 * ce_f.mean() + 0.5 * ce_c.mean()
             per_row = self._season(out, labels.season_theta)
             mask = labels.has_date.to(per_row.dtype)
             season = (per_row * mask).sum() / mask.sum().clamp(min=1.0)
-            total = (
-                self.location_weight * loc + self.climate_weight * kg + self.season_weight * season
-            )
+            w = self.settings
+            total = w.location_weight * loc + w.climate_weight * kg + w.season_weight * season
         parts = {
             "location": loc.detach(),
             "climate_fine": ce_f.mean().detach(),
@@ -110,7 +97,7 @@ class GeoLoss(nn.Module):
         return total, parts
 
     def _season(self, out: GeoOutputs, theta: Tensor) -> Tensor:
-        vm = self.season_loss == "von_mises"
+        vm = self.settings.season_loss == "von_mises"
         if out.hemisphere is None:
             return (von_mises_nll if vm else cosine_loss)(out.season, theta)
         fn = hemisphere_von_mises_nll if vm else hemisphere_cosine_loss
