@@ -203,9 +203,8 @@ def _gallery_world(tmp_path: Path) -> tuple[Path, Path, Path, dict[int, int]]:
 
 def test_gallery_marks_right_answers_by_building(tmp_path: Path) -> None:
     split, run, images, building_of = _gallery_world(tmp_path)
-    gal = g.retrieval_gallery(
-        split, run, images, queries=5, k=4, seed=0, thumb=g.ThumbSettings(48, 80)
-    )
+    options = g.ReportOptions(gallery_queries=5, gallery_k=4, thumb=g.ThumbSettings(48, 80))
+    gal = g.retrieval_gallery(split, run, images, options)
     assert len(gal.queries) == 5 and gal.missing_images == 0
     table = pq.read_table(split / "test.parquet")
     projected = Projector.from_pretrained(run / "best").project(
@@ -230,7 +229,7 @@ def test_gallery_html_colours_follow_the_marks(tmp_path: Path) -> None:
     from sbe.report.html import gallery_section
 
     split, run, images, _ = _gallery_world(tmp_path)
-    gal = g.retrieval_gallery(split, run, images, queries=3, k=5, seed=1, thumb=g.ThumbSettings())
+    gal = g.retrieval_gallery(split, run, images, g.ReportOptions(gallery_queries=3, seed=1))
     html = gallery_section(gal)
     right = sum(t.correct is True for q in gal.queries for t in q.results)
     wrong = sum(t.correct is False for q in gal.queries for t in q.results)
@@ -464,7 +463,7 @@ def test_a_present_parquet_without_its_columns_is_malformed(tmp_path: Path) -> N
     with pytest.raises(
         g.Malformed, match=r"test.parquet has no column\(s\) embedding.*rerun `sbe split`"
     ):
-        g.retrieval_gallery(split, run, images, queries=2, k=2, seed=0, thumb=g.ThumbSettings())
+        g.retrieval_gallery(split, run, images, g.ReportOptions(gallery_queries=2, gallery_k=2))
     with pytest.raises(g.Malformed, match=r"test\.parquet"):
         build_report(g.ReportInputs(split=split, run=run, images=images))
     part = images / "0001.parquet"
@@ -560,9 +559,8 @@ def test_gallery_captions_and_filter_data_come_from_places(tmp_path: Path) -> No
     table = table.append_column("target_lon", pa.array([where[x][1] for x in b]))
     pq.write_table(table, split / "test.parquet")
     places = Places(["Aville"], np.array([10.0]), np.array([20.0]))
-    gal = g.retrieval_gallery(
-        split, run, images, queries=6, k=3, seed=0, thumb=g.ThumbSettings(), places=places
-    )
+    options = g.ReportOptions(gallery_queries=6, gallery_k=3)
+    gal = g.retrieval_gallery(split, run, images, options, places)
     for q in gal.queries:
         lat, lon = where[q.query.building_id]
         expect = "Aville" if q.query.building_id != 1002 else "40° S, 70° W"

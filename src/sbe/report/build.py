@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -19,6 +19,7 @@ from sbe import __version__
 from sbe.errors import SbeError
 from sbe.report import gather as g
 from sbe.report import html as h
+from sbe.report.readers import ReportOptions
 from sbe.report.thumbs import png_data_uri
 from sbe.report.verification import verification, verification_section
 
@@ -27,23 +28,6 @@ T = TypeVar("T")
 
 #: the only error that turns a section into a "not available" note (a missing/unreadable input)
 SECTION_ERRORS: tuple[type[BaseException], ...] = (g.Unavailable,)
-
-
-@dataclass
-class ReportOptions:
-    """How much the report shows (see ``[report]`` in the config)."""
-
-    gallery_queries: int = 8
-    gallery_k: int = 5
-    cluster_samples: int = 4
-    max_clusters: int = 24
-    map_points: int = 600
-    #: buildings of ``sbe aggregate`` drawn on the map at most (a seeded sample beyond)
-    building_points: int = 5000
-    thumb: g.ThumbSettings = field(default_factory=g.ThumbSettings)
-    seed: int = 0
-    title: str = "sbe report"
-    subtitle: str = ""
 
 
 @dataclass
@@ -135,16 +119,7 @@ def build_report(
     metrics_html = h.metrics_section(metrics, photos)
     # 4. gallery
     gallery = attempt(
-        lambda: g.retrieval_gallery(
-            inputs.split,
-            inputs.run,
-            inputs.images,
-            queries=o.gallery_queries,
-            k=o.gallery_k,
-            seed=o.seed,
-            thumb=o.thumb,
-            places=places,
-        ),
+        lambda: g.retrieval_gallery(inputs.split, inputs.run, inputs.images, o, places),
         problems("gallery"),
     )
     gallery_html = h.gallery_section(gallery)
@@ -180,15 +155,7 @@ def build_report(
     geo_html = h.geo_section(geo, geo_metrics, geo_curves, background, legend, buildings)
     # 6. clusters
     clusters = attempt(
-        lambda: g.cluster_samples(
-            inputs.clusters,
-            inputs.embeddings,
-            inputs.images,
-            per_cluster=o.cluster_samples,
-            max_clusters=o.max_clusters,
-            thumb=o.thumb,
-            places=places,
-        ),
+        lambda: g.cluster_samples(inputs.clusters, inputs.embeddings, inputs.images, o, places),
         problems("clusters"),
     )
     clusters_html = h.clusters_section(clusters)

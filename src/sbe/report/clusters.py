@@ -102,18 +102,18 @@ def cluster_samples(
     clusters_dir: Path | None,
     embeddings_dir: Path | None,
     images_dir: Path | None,
-    *,
-    per_cluster: int,
-    max_clusters: int,
-    thumb: readers.ThumbSettings,
+    options: readers.ReportOptions | None = None,
     places: Places | None = None,
 ) -> Clusters:
     """Cluster sizes and the images of each cluster's most central members (rank_in_cluster).
 
     Args:
+        options: ``max_clusters`` largest clusters, ``cluster_samples`` members each, thumbnails
+            of ``thumb``.
         places: names the members' places in captions (with ``lat``/``lon`` in the
             assignments); ``None``: coordinates only.
     """
+    o = options or readers.ReportOptions()
     places = places or Places()
     m = readers.manifest_of(clusters_dir, "cluster output", "cluster")
     assert clusters_dir is not None
@@ -133,10 +133,10 @@ def cluster_samples(
     ranks = table.column("rank_in_cluster").to_numpy()
     ids = table.column(id_col).to_pylist()
     sizes = [int(s) for s in m.extra.get("sizes") or np.bincount(labels[labels >= 0]).tolist()]
-    order = np.argsort(-np.asarray(sizes), kind="stable")[:max_clusters]
+    order = np.argsort(-np.asarray(sizes), kind="stable")[: o.max_clusters]
     picked: dict[int, list[int]] = {}
     for c in order:
-        members = np.flatnonzero((labels == c) & (ranks >= 0) & (ranks < per_cluster))
+        members = np.flatnonzero((labels == c) & (ranks >= 0) & (ranks < o.cluster_samples))
         picked[int(c)] = members[np.argsort(ranks[members], kind="stable")].tolist()
     chosen = [ids[r] for rows in picked.values() for r in rows]
     note = ""
@@ -154,7 +154,7 @@ def cluster_samples(
         for r in picked[int(c)]:
             blob = blobs.get(ids[r])
             uri = (
-                thumbnail_uri(blob, thumb.max_px, thumb.quality)
+                thumbnail_uri(blob, o.thumb.max_px, o.thumb.quality)
                 if isinstance(blob, bytes)
                 else None
             )

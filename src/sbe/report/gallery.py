@@ -11,7 +11,7 @@ import numpy as np
 
 from sbe.report.places import Places
 from sbe.report.readers import (
-    ThumbSettings,
+    ReportOptions,
     Unavailable,
     need_dir,
     parquet_schema,
@@ -151,18 +151,17 @@ def retrieval_gallery(
     split_dir: Path | None,
     run_dir: Path | None,
     images_dir: Path | None,
-    *,
-    queries: int,
-    k: int,
-    seed: int,
-    thumb: ThumbSettings,
+    options: ReportOptions | None = None,
     places: Places | None = None,
 ) -> Gallery:
     """Seeded test queries with their top-k by the trained projector (cosine, query excluded).
 
     Args:
+        options: ``gallery_queries`` queries drawn with ``seed``, ``gallery_k`` results each,
+            thumbnails of ``thumb``.
         places: names places in captions (a synthetic world's cities); ``None``: coordinates.
     """
+    o = options or ReportOptions()
     places = places or Places()
     folder = need_dir(split_dir, "split output")
     test = folder / "test.parquet"
@@ -189,10 +188,10 @@ def retrieval_gallery(
             f"the test embeddings are {backbone.shape[1]}-d; the projector expects "
             f"{projector.config.input_dim}-d"
         )
-    q = pick_queries(building, queries, seed)
+    q = pick_queries(building, o.gallery_queries, o.seed)
     if len(q) == 0:
         raise Unavailable("no test building has two images: nothing to retrieve")
-    rows, sims = top_k_excluding_self(projector.project(backbone), q, k)
+    rows, sims = top_k_excluding_self(projector.project(backbone), q, o.gallery_k)
     b_rows, _ = top_k_excluding_self(backbone, q, 1)
     wanted = np.unique(np.concatenate([image_ids[q], image_ids[rows.reshape(-1)]]))
     data = image_bytes_by_id(images_dir, wanted.tolist())
@@ -200,7 +199,7 @@ def retrieval_gallery(
     notes: dict[int, str] = {}
     for image_id, blob in data.items():
         if isinstance(blob, bytes):
-            uris[image_id] = thumbnail_uri(blob, thumb.max_px, thumb.quality)
+            uris[image_id] = thumbnail_uri(blob, o.thumb.max_px, o.thumb.quality)
             if uris[image_id] is None:
                 notes[image_id] = "does not decode"
         else:

@@ -37,6 +37,7 @@ from sbe.report.places import Places, world_places
 from sbe.report.readers import (
     Malformed,
     ReportInputs,
+    ReportOptions,
     ThumbSettings,
     Unavailable,
     manifest_of,
@@ -61,7 +62,7 @@ from sbe.report.thumbs import file_thumbnail_uri
 __all__ = [
     "STAGE_DIRS", "ClusterSample", "Clusters", "Gallery", "GalleryQuery", "GeoCurves",
     "GeoPredictor", "Geolocation", "LandmarkPhoto", "Malformed", "Places", "ReportInputs",
-    "RetrievalMetrics", "RunFacts", "SplitSummary", "StageCounts", "StageTime", "SynthWorld",
+    "ReportOptions", "RetrievalMetrics", "RunFacts", "SplitSummary", "StageCounts", "StageTime", "SynthWorld",
     "ThumbSettings", "Tile", "TrainingCurves", "Unavailable", "cluster_samples",
     "evaluated_landmarks_dir", "geo_curves", "geo_metrics", "geolocation", "image_bytes_by_id",
     "ingest_parts", "input_files", "landmark_photos", "manifest_of", "map_buildings", "need_dir",

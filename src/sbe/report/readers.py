@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,23 @@ class ThumbSettings:
 
     max_px: int = 112
     quality: int = 80
+
+
+@dataclass
+class ReportOptions:
+    """How much the report shows (see ``[report]`` in the config)."""
+
+    gallery_queries: int = 8
+    gallery_k: int = 5
+    cluster_samples: int = 4
+    max_clusters: int = 24
+    map_points: int = 600
+    #: buildings of ``sbe aggregate`` drawn on the map at most (a seeded sample beyond)
+    building_points: int = 5000
+    thumb: ThumbSettings = field(default_factory=ThumbSettings)
+    seed: int = 0
+    title: str = "sbe report"
+    subtitle: str = ""
 
 
 def need_dir(path: Path | None, what: str) -> Path:

@@ -18,6 +18,7 @@ from sbe.config import ReportConfig, SbeConfig
 from sbe.errors import SbeError
 from sbe.report.build import ReportOptions, build_report
 from sbe.report.gather import ReportInputs, ThumbSettings, evaluated_landmarks_dir, input_files
+from sbe.settings import same_named
 from sbe.stages.base import Input, Stage, StageContext, settings_from, stage_function
 from sbe.stages.summary import Summary, manifest_table
 from sbe.storage import Manifest, atomic_path, fingerprint_paths
@@ -104,14 +105,10 @@ class ReportStage(Stage):
             return done
         built = build_report(
             inputs,
-            ReportOptions(
-                gallery_queries=cfg.gallery_queries,
-                gallery_k=cfg.gallery_k,
-                cluster_samples=cfg.cluster_samples,
-                max_clusters=cfg.max_clusters,
-                map_points=cfg.map_points,
+            same_named(
+                ReportOptions,
+                cfg,
                 thumb=ThumbSettings(cfg.thumb_px, cfg.jpeg_quality),
-                seed=cfg.seed,
                 subtitle=str(workdir),
             ),
             geo_predict=_geo_predict,
