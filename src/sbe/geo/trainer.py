@@ -27,7 +27,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sbe.device import resolve_device
@@ -35,20 +34,22 @@ from sbe.geo.heads import GeoHeads
 from sbe.geo.labels import GeoLabels
 from sbe.geo.loss import GeoLoss
 from sbe.sphere import haversine_km, unit_to_latlon
-from sbe.storage import atomic_path
 from sbe.training.checkpoint import (
-    optimizer_split,
+    optimisation_state,
+    read_state_files,
     recover_dir,
     restore_optimizer_scheduler,
     restore_rng_tensors,
     rng_tensors,
     write_dir_atomic,
+    write_state_files,
 )
 from sbe.training.schedule import FitResult, decay_param_groups, warmup_cosine_scheduler
 from sbe.training.schedule import warmup_cosine as _warmup_cosine
 
 STATE_NAME = "fit_state.json"
 TENSORS_NAME = "fit_state.safetensors"
+FILES = (TENSORS_NAME, STATE_NAME)
 
 
 @dataclass
@@ -146,8 +147,7 @@ def save_fit_checkpoint(
         optimizer, scheduler, generator: the optimisation objects and the shuffling generator.
         state: JSON-ready counters (epoch, best score, patience, records).
     """
-    opt_tensors, opt_meta = optimizer_split(optimizer)
-    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    opt_tensors, opt_payload = optimisation_state(optimizer, scheduler)
     tensors = {
         **{f"heads.{k}": v for k, v in _state_tensors(heads).items()},
         **{f"best.{k}": v.detach().cpu().contiguous() for k, v in best_state.items()},
@@ -155,13 +155,10 @@ def save_fit_checkpoint(
         **rng_tensors(),
         "rng.generator": generator.get_state(),
     }
-    payload = {"key": key, "fit": state, "optimizer": opt_meta, "scheduler": sched}
+    payload = {"key": key, "fit": state, **opt_payload}
 
     def fill(tmp: Path) -> None:
-        with atomic_path(tmp / TENSORS_NAME) as t:
-            save_file(tensors, str(t))
-        with atomic_path(tmp / STATE_NAME) as t:
-            t.write_text(json.dumps(payload, indent=1) + "\n")
+        write_state_files(tmp, tensors, payload, FILES)
 
     write_dir_atomic(directory, fill)
 
@@ -184,8 +181,7 @@ def _load_fit_checkpoint(
     generator: torch.Generator,
 ) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Restore a checkpoint into the live objects; returns ``(state, best_state)``."""
-    payload = json.loads((directory / STATE_NAME).read_text())
-    tensors = load_file(str(directory / TENSORS_NAME), device="cpu")
+    tensors, payload = read_state_files(directory, FILES)
     device = next(heads.parameters()).device
     heads.load_state_dict(
         {k[len("heads.") :]: v.to(device) for k, v in tensors.items() if k.startswith("heads.")}

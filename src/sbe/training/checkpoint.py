@@ -32,6 +32,7 @@ from sbe.storage import atomic_path
 STATE_NAME = "trainer_state.json"
 TENSORS_NAME = "optimizer.safetensors"
 EXTRA_NAME = "extra.safetensors"  # a jointly trained module (e.g. geo heads)
+FILES = (TENSORS_NAME, STATE_NAME)
 
 
 def _old_name(final: Path) -> Path:
@@ -154,6 +155,39 @@ def restore_rng_tensors(tensors: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state_all(states)
 
 
+def optimisation_state(
+    optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The optimiser's state tensors, and the JSON entries ``optimizer`` and ``scheduler``
+    (:func:`restore_optimizer_scheduler` reads both back)."""
+    opt_tensors, opt_meta = optimizer_split(optimizer)
+    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+    return opt_tensors, {"optimizer": opt_meta, "scheduler": sched}
+
+
+def write_state_files(
+    folder: Path, tensors: dict[str, torch.Tensor], payload: dict[str, Any], names: tuple[str, str]
+) -> None:
+    """Write a checkpoint's tensors (safetensors) and JSON state, each atomically.
+
+    Args:
+        folder: the (temporary) checkpoint folder.
+        names: ``(tensors file, JSON file)``.
+    """
+    with atomic_path(folder / names[0]) as t:
+        save_file(tensors, str(t))
+    with atomic_path(folder / names[1]) as t:
+        t.write_text(json.dumps(payload, indent=1) + "\n")
+
+
+def read_state_files(
+    folder: Path, names: tuple[str, str]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(tensors on the CPU, JSON state)`` written by :func:`write_state_files`."""
+    tensors = load_file(str(folder / names[0]), device="cpu")
+    return tensors, json.loads((folder / names[1]).read_text())
+
+
 def save_checkpoint(
     directory: str | os.PathLike[str],
     *,
@@ -173,24 +207,15 @@ def save_checkpoint(
         state: JSON-serialisable trainer state (epoch, best score, patience, bandit, ...).
         extra: another trained module (e.g. joint geo heads), saved as ``extra.safetensors``.
     """
-    opt_tensors, opt_meta = optimizer_split(optimizer)
-    sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
-    payload = {
-        "trainer": state,
-        "optimizer": opt_meta,
-        "scheduler": sched,
-        "numpy_rng": rng.bit_generator.state,
-    }
+    opt_tensors, opt_payload = optimisation_state(optimizer, scheduler)
+    payload = {"trainer": state, **opt_payload, "numpy_rng": rng.bit_generator.state}
 
     def fill(tmp: Path) -> None:
         model.save_pretrained(tmp)
         if extra is not None:
             with atomic_path(tmp / EXTRA_NAME) as t:
                 save_file({k: v.contiguous() for k, v in extra.state_dict().items()}, str(t))
-        with atomic_path(tmp / TENSORS_NAME) as t:
-            save_file({**opt_tensors, **rng_tensors()}, str(t))
-        with atomic_path(tmp / STATE_NAME) as t:
-            t.write_text(json.dumps(payload, indent=1) + "\n")
+        write_state_files(tmp, {**opt_tensors, **rng_tensors()}, payload, FILES)
 
     write_dir_atomic(directory, fill)
 
@@ -220,8 +245,7 @@ def load_checkpoint(
     if extra is not None:
         device = next(extra.parameters()).device
         extra.load_state_dict(load_file(str(directory / EXTRA_NAME), device=str(device)))
-    payload = json.loads((directory / STATE_NAME).read_text())
-    tensors = load_file(str(directory / TENSORS_NAME), device="cpu")
+    tensors, payload = read_state_files(directory, FILES)
     device = next(model.parameters()).device
     restore_optimizer_scheduler(optimizer, scheduler, tensors, payload, device)
     rng.bit_generator.state = payload["numpy_rng"]
