@@ -45,6 +45,16 @@ def uid_str(uid: int) -> str:
     return f"{d:04d}_{local:06d}"
 
 
+def required_fields(**types: pa.DataType) -> list[pa.Field]:
+    """Non-nullable fields, in the order given (``name=type``)."""
+    return [pa.field(name, t, nullable=False) for name, t in types.items()]
+
+
+def optional_fields(**types: pa.DataType) -> list[pa.Field]:
+    """Nullable fields, in the order given (``name=type``)."""
+    return [pa.field(name, t, nullable=True) for name, t in types.items()]
+
+
 # Fields of the `d` line, kept by ingest (identity + geometry + camera).
 IDENTITY_FIELDS: list[pa.Field] = [
     pa.field("image_id", pa.int64(), nullable=False),
@@ -54,29 +64,29 @@ IDENTITY_FIELDS: list[pa.Field] = [
     pa.field("patch_id", pa.int64(), nullable=False),
     pa.field("panorama_id", pa.int64(), nullable=True),
 ]
-GEOMETRY_FIELDS: list[pa.Field] = [
-    pa.field("target_lat", pa.float64(), nullable=True),
-    pa.field("target_lon", pa.float64(), nullable=True),
-    pa.field("target_height", pa.float32(), nullable=True),
-    pa.field("normal_x", pa.float32(), nullable=True),
-    pa.field("normal_y", pa.float32(), nullable=True),
-    pa.field("normal_z", pa.float32(), nullable=True),
-    pa.field("camera_lat", pa.float64(), nullable=True),
-    pa.field("camera_lon", pa.float64(), nullable=True),
-    pa.field("camera_height", pa.float32(), nullable=True),
-    pa.field("camera_distance", pa.float32(), nullable=True),  # metres
-    pa.field("heading", pa.float32(), nullable=True),  # degrees, 0 = north
-    pa.field("pitch", pa.float32(), nullable=True),  # degrees, 0 = level
-    pa.field("capture_date", pa.date32(), nullable=True),  # only where the source has a date
-]
-SOURCE_FIELDS: list[pa.Field] = [
-    pa.field("tar_file", pa.string(), nullable=False),
-    pa.field("member_name", pa.string(), nullable=False),
-    pa.field("tar_offset", pa.int64(), nullable=False),  # byte offset of the JPEG data in the tar
-    pa.field("tar_size", pa.int64(), nullable=False),  # JPEG size in bytes
-    pa.field("image_width", pa.int32(), nullable=False),
-    pa.field("image_height", pa.int32(), nullable=False),
-]
+GEOMETRY_FIELDS: list[pa.Field] = optional_fields(
+    target_lat=pa.float64(),
+    target_lon=pa.float64(),
+    target_height=pa.float32(),
+    normal_x=pa.float32(),
+    normal_y=pa.float32(),
+    normal_z=pa.float32(),
+    camera_lat=pa.float64(),
+    camera_lon=pa.float64(),
+    camera_height=pa.float32(),
+    camera_distance=pa.float32(),  # metres
+    heading=pa.float32(),  # degrees, 0 = north
+    pitch=pa.float32(),  # degrees, 0 = level
+    capture_date=pa.date32(),  # only where the source has a date
+)
+SOURCE_FIELDS: list[pa.Field] = required_fields(
+    tar_file=pa.string(),
+    member_name=pa.string(),
+    tar_offset=pa.int64(),  # byte offset of the JPEG data in the tar
+    tar_size=pa.int64(),  # JPEG size in bytes
+    image_width=pa.int32(),
+    image_height=pa.int32(),
+)
 FINGERPRINT_FIELD = pa.field("fingerprint", pa.list_(pa.uint8(), FINGERPRINT_DIM), nullable=False)
 # Where the bytes live and what other sources (image folders, WebDataset shards, Mapillary
 # downloads) say about an image. A 3D Street View row has source_kind "tar" and nulls elsewhere;

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from sbe.storage import atomic_path, part_is_current, read_part_meta, write_part
+from sbe.storage.schemas import required_fields
 from sbe.synth.capture import camera_model_for
 from sbe.synth.metadata import metadata_text
 from sbe.synth.plan import DatasetPlan, View
@@ -31,39 +32,39 @@ MEMBER_MTIME = 1_451_606_400
 TRUTH_DIR = "_truth"
 
 TRUTH_SCHEMA = pa.schema(
-    [
-        pa.field("stem", pa.string(), nullable=False),
-        pa.field("tar_file", pa.string(), nullable=False),
-        pa.field("member_name", pa.string(), nullable=False),
-        pa.field("dataset_id", pa.int32(), nullable=False),
-        pa.field("patch_id", pa.int64(), nullable=False),
-        pa.field("target_id", pa.int64(), nullable=False),
-        pa.field("panorama_id", pa.int64(), nullable=False),
-        pa.field("building_index", pa.int64(), nullable=False),
-        pa.field("facade_index", pa.int64(), nullable=False),
-        pa.field("side_facade", pa.bool_(), nullable=False),
-        pa.field("duplicate_of", pa.int64(), nullable=False),
-        pa.field("city", pa.string(), nullable=False),
-        pa.field("koppen", pa.string(), nullable=False),
-        pa.field("hemisphere", pa.string(), nullable=False),
-        pa.field("style_family", pa.string(), nullable=False),
-        pa.field("material", pa.string(), nullable=False),
-        pa.field("roof", pa.string(), nullable=False),
-        pa.field("floors", pa.int16(), nullable=False),
-        pa.field("building_lat", pa.float64(), nullable=False),
-        pa.field("building_lon", pa.float64(), nullable=False),
-        pa.field("capture_date", pa.date32(), nullable=False),
-        pa.field("season", pa.string(), nullable=False),
-        pa.field("weather", pa.string(), nullable=False),
-        pa.field("camera_model", pa.string(), nullable=False),
-        pa.field("snow_cover", pa.bool_(), nullable=False),
-        pa.field("sun_on_facade", pa.bool_(), nullable=False),
-        pa.field("sun_elevation", pa.float32(), nullable=False),
-        pa.field("view_angle", pa.float32(), nullable=False),  # degrees off the facade normal
-        pa.field("camera_distance", pa.float32(), nullable=False),  # metres, 3-D
-        pa.field("fov", pa.float32(), nullable=False),  # degrees, horizontal
-        pa.field("occlusion", pa.float32(), nullable=False),  # share of the central box covered
-    ]
+    required_fields(
+        stem=pa.string(),
+        tar_file=pa.string(),
+        member_name=pa.string(),
+        dataset_id=pa.int32(),
+        patch_id=pa.int64(),
+        target_id=pa.int64(),
+        panorama_id=pa.int64(),
+        building_index=pa.int64(),
+        facade_index=pa.int64(),
+        side_facade=pa.bool_(),
+        duplicate_of=pa.int64(),
+        city=pa.string(),
+        koppen=pa.string(),
+        hemisphere=pa.string(),
+        style_family=pa.string(),
+        material=pa.string(),
+        roof=pa.string(),
+        floors=pa.int16(),
+        building_lat=pa.float64(),
+        building_lon=pa.float64(),
+        capture_date=pa.date32(),
+        season=pa.string(),
+        weather=pa.string(),
+        camera_model=pa.string(),
+        snow_cover=pa.bool_(),
+        sun_on_facade=pa.bool_(),
+        sun_elevation=pa.float32(),
+        view_angle=pa.float32(),  # degrees off the facade normal
+        camera_distance=pa.float32(),  # metres, 3-D
+        fov=pa.float32(),  # degrees, horizontal
+        occlusion=pa.float32(),  # share of the central box covered
+    )
 )
 
 
