@@ -68,6 +68,22 @@ def test_wire_derives_inputs_from_outputs(tmp_path: Path) -> None:
     assert cfg.index.input == cfg.aggregate.output == cfg.cluster.input
 
 
+def test_raw_tars_turn_synth_off_and_keep_the_configured_inputs(tmp_path: Path) -> None:
+    from sbe.pipeline import _skipped
+
+    f = tmp_path / "c.toml"
+    f.write_text(
+        '[pipeline]\nsource = "tars"\n[ingest]\ninputs = ["/data/3dsv"]\n'
+        '[embed]\ninput = "mine.parquet"\n[report]\nraw = "gen"\n'
+    )
+    cfg = load_config(f)
+    assert _skipped(cfg) == {"synth": "source is raw tars"}
+    wired = wire(cfg)
+    # synth does not run: the ingest and embed inputs stay as configured, the report has no world
+    assert wired.ingest.inputs == [Path("/data/3dsv")] and wired.embed.input == Path("mine.parquet")
+    assert wired.report.raw is None and wired.backbone.input == wired.ingest.output
+
+
 def test_demo_config_is_valid(tmp_path: Path) -> None:
     cfg = demo_config(tmp_path / "demo")
     assert cfg.workdir == (tmp_path / "demo").resolve()

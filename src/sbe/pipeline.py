@@ -53,12 +53,16 @@ class StageOutcome:
 
 
 def _skipped(cfg: SbeConfig) -> dict[str, str]:
-    """Stages ``sbe run`` will not run, with the reason (user skips, then what follows from them)."""
+    """Stages ``sbe run`` will not run, with the reason: the user's skips, the stages the config
+    turns off (:meth:`~sbe.stages.base.Stage.disabled_reason`), and what follows from them."""
     reasons: dict[str, str] = {}
     for name in PIPELINE_STAGES:
         stage = get_stage(name)
         if name in cfg.pipeline.skip:
             reasons[name] = "skipped by [pipeline] skip"
+            continue
+        if (off := stage.disabled_reason(cfg)) is not None:
+            reasons[name] = off
             continue
         for inp in stage.inputs:
             if inp.follows and inp.stage in reasons:
@@ -75,8 +79,6 @@ def wire(cfg: SbeConfig) -> SbeConfig:
     """
     c = cfg.model_copy(deep=True)
     not_run = set(_skipped(c))
-    if c.pipeline.source != "synth":
-        not_run.add("synth")
     for name in PIPELINE_STAGES:
         stage = get_stage(name)
         section = getattr(c, stage.section_name())

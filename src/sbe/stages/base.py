@@ -373,8 +373,14 @@ class Stage(ABC):
         """The folder this stage writes and locks (the section's ``output`` by default)."""
         return Path(cfg.output)  # type: ignore[attr-defined]
 
+    def disabled_reason(self, cfg: SbeConfig) -> str | None:
+        """Why the config turns this stage off for ``sbe run`` (``None`` = on). Decided from the
+        config alone, before anything runs, so the stages after it are wired around it."""
+        return None
+
     def skip_reason(self, cfg: SbeConfig) -> str | None:
-        """Why ``sbe run`` should not run this stage with ``cfg`` (``None`` = run it)."""
+        """Why ``sbe run`` should not run this stage now (``None`` = run it); asked when its
+        turn comes, so it may look at what the stages before it wrote."""
         return None
 
     def wire(self, cfg: SbeConfig, skipped: set[str]) -> None:

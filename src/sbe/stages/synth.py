@@ -178,7 +178,7 @@ class SynthStage(Stage):
     name = "synth"
     inputs = ()
 
-    def skip_reason(self, cfg: SbeConfig) -> str | None:
+    def disabled_reason(self, cfg: SbeConfig) -> str | None:
         return "source is raw tars" if cfg.pipeline.source != "synth" else None
 
     def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
