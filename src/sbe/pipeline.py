@@ -284,18 +284,27 @@ def run_stage_command(
 
 
 def run_command(
-    opts: RunOptions,
-    cfg: SbeConfig,
-    *,
-    notes: Log = None,
-    log: Log = None,
-    config: Path | None = None,
-    demo: bool = False,
-    **_: Any,
+    opts: RunOptions, cfg: SbeConfig, *, config: Path | None = None, **kw: Any
 ) -> tuple[dict[str, Any], Summary]:
-    """``sbe run``: the pipeline, one line per stage on ``notes``, then the key numbers."""
-    if config is None and not demo:
+    """``sbe run``: the pipeline of ``--config``, one line per stage, then the key numbers."""
+    if config is None:
         raise ConfigError("sbe run needs --config FILE (or run `sbe demo`)")
+    return _run_and_report(opts, cfg, **kw)
+
+
+def demo_command(
+    opts: RunOptions, cfg: SbeConfig, *, workdir: Path | None = None, **kw: Any
+) -> tuple[dict[str, Any], Summary]:
+    """``sbe demo``: the pipeline of the built-in config, outputs under ``workdir``."""
+    kw.pop("config", None)
+    return _run_and_report(opts, demo_config(workdir or Path("work/demo")), **kw)
+
+
+def _run_and_report(
+    opts: RunOptions, cfg: SbeConfig, *, notes: Log = None, log: Log = None, **_: Any
+) -> tuple[dict[str, Any], Summary]:
+    """The pipeline, one line per stage on ``notes`` (stage detail on ``log``), then the key
+    numbers."""
     if unknown := sorted(set(opts.restart) - set(PIPELINE_STAGES)):
         raise ConfigError(f"--restart: no stage {', '.join(unknown)}")
     workdir = cfg.workdir.expanduser().resolve()
@@ -323,14 +332,6 @@ def run_command(
     table = Table("key numbers", ["what", "value", "compared with"], [list(r) for r in rows])
     summary: Summary = [f"pipeline finished in {seconds:.1f} s", table]
     return payload, summary + ([f"report: {report}"] if report is not None else [])
-
-
-def demo_command(
-    opts: RunOptions, cfg: SbeConfig, *, workdir: Path | None = None, **kw: Any
-) -> tuple[dict[str, Any], Summary]:
-    """``sbe demo``: :func:`run_command` on the built-in config, outputs under ``workdir``."""
-    kw.pop("config", None)
-    return run_command(opts, demo_config(workdir or Path("work/demo")), demo=True, **kw)
 
 
 def serve_command(opts: ServeOptions, cfg: SbeConfig, **_: Any) -> tuple[dict[str, Any], Summary]:
