@@ -176,6 +176,8 @@ def test_config_errors_exit_2(tmp_path: Path, monkeypatch, capsys) -> None:
     assert code == 2 and lines == [f"error: config: config file not found: {tmp_path / 'none.toml'}"]  # fmt: skip
     code, lines = run_main(monkeypatch, capsys, "split", "--set", "novalue")
     assert code == 2 and len(lines) == 1 and "--set expects" in lines[0]
+    code, lines = run_main(monkeypatch, capsys, "run")
+    assert code == 2 and lines == ["error: config: sbe run needs --config FILE (or run `sbe demo`)"]
 
 
 def test_ctrl_c_says_what_is_kept_and_exits_130(monkeypatch) -> None:
