@@ -193,7 +193,9 @@ def test_calibrate_fits_on_val_and_reports_test(trained: Path, tmp_path: Path) -
     proj = Projector.from_pretrained(run / "best")
     test = load_split(trained / "split", "test")
     sims, same = split_pairs(proj.project(test.embeddings.float().numpy()), test.building_ids)
-    assert summary["test"] == pytest.approx(precision_recall(cal.same(sims), same), nan_ok=True)
+    expected, got = precision_recall(cal.same(sims), same), dict(summary["test"])
+    assert got.pop("precision_ci95") == pytest.approx(expected.pop("precision_ci95"))
+    assert got == pytest.approx(expected, nan_ok=True)
     assert summary["test"]["pairs"] == len(same)
     assert json.loads((run / "evaluate" / "test.json").read_text())["calibration"] == summary
     # up to date; another target refits (the target is in the hash), other [verify] keys do not
@@ -425,3 +427,15 @@ def test_verification_lines_show_counts_for_photos_and_shares_for_a_split() -> N
     assert lines[3].startswith("test sample re-ranked (100 queries, projector top 10): Recall@1 ")
     assert "22.0% -> 24.0% (ceiling 24.0%, gained 3, lost 1)" in lines[3]
     assert "1 queries kept the global order" in lines[2]
+
+
+def test_precision_carries_its_wilson_interval() -> None:
+    called = np.zeros(1000, bool)
+    called[:267] = True
+    same = np.zeros(1000, bool)
+    same[:262] = True  # 262 of the 267 called pairs are right
+    same[500:600] = True
+    pr = precision_recall(called, same)
+    assert pr["precision"] == pytest.approx(262 / 267) and pr["recall"] == pytest.approx(262 / 362)
+    assert pr["precision_ci95"] == pytest.approx([0.9569, 0.992], abs=1e-4)
+    assert precision_recall(np.zeros(4, bool), np.ones(4, bool))["precision_ci95"] is None

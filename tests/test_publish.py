@@ -479,6 +479,8 @@ def test_publish_carries_the_calibration_and_the_card_states_it(tmp_path: Path) 
     assert f"at least **{sim:.4f}**" in card
     assert f"| precision | {summary['test']['precision']:.3f} |" in card
     assert f"| recall | {summary['test']['recall']:.3f} |" in card
+    low, high = summary["test"]["precision_ci95"]
+    assert f"| precision, 95 % Wilson interval | {low:.3f} - {high:.3f} |" in card
     assert "precision of **0.950**" in card
     # the decision the card states is the one the file makes
     assert cal.same(sim + 1e-4)[0] and not cal.same(sim - 1e-4)[0]

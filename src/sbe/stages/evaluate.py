@@ -477,7 +477,8 @@ def verification_lines(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"same building? calibrated on val for precision {cal['target_precision']:.2f} "
             f"({at}): val precision {number(f['precision'], '%')} recall {number(f['recall'], '%')}; "
-            f"test precision {number(t['precision'], '%')} recall {number(t['recall'], '%')} "
+            f"test precision {number(t['precision'], '%')}{_interval(t)} "
+            f"recall {number(t['recall'], '%')} "
             f"({t['called']:,} of {t['pairs']:,} pairs called) -> {cal['file']}"
         )
     lm = (results.get("landmarks") or {}).get("rerank")
@@ -506,6 +507,12 @@ def verification_lines(results: dict[str, Any]) -> list[str]:
         if "cost" in vpr:
             lines.append(_cost(vpr["cost"]))
     return lines
+
+
+def _interval(counts: dict[str, Any]) -> str:
+    """`` (95% CI 95.7-99.2%)`` for a precision with its Wilson interval (none: ``""``)."""
+    ci = counts.get("precision_ci95")
+    return f" (95% CI {ci[0] * 100:.1f}-{ci[1] * 100:.1f}%)" if ci else ""
 
 
 def _top1_line(label: str, r: dict[str, Any], *, counts: bool) -> str:

@@ -153,17 +153,31 @@ def threshold_for_precision(prob: np.ndarray, same: np.ndarray, target: float) -
     return float(p[ok[-1]]) if len(ok) else float("inf")
 
 
-def precision_recall(called: np.ndarray, same: np.ndarray) -> dict[str, float]:
-    """Precision, recall and counts of a set of calls against labels."""
+def precision_recall(called: np.ndarray, same: np.ndarray) -> dict[str, Any]:
+    """Precision, recall and counts of a set of calls against labels.
+
+    Returns:
+        ``precision``, ``recall``, ``called``, ``positives``, ``pairs``, and
+        ``precision_ci95``: the 95 % Wilson interval of the precision (``[low, high]``; ``None``
+        when nothing is called), which says how far a precision measured on few calls can be
+        trusted.
+    """
+    from scipy.stats import binomtest
+
     tp = int((called & same).sum())
     n_called = int(called.sum())
     positives = int(same.sum())
+    ci = None
+    if n_called:
+        low, high = binomtest(tp, n_called).proportion_ci(0.95, method="wilson")
+        ci = [round(float(low), 4), round(float(high), 4)]
     return {
         "precision": tp / n_called if n_called else float("nan"),
         "recall": tp / positives if positives else float("nan"),
         "called": n_called,
         "positives": positives,
         "pairs": len(same),
+        "precision_ci95": ci,
     }
 
 

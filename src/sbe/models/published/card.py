@@ -220,6 +220,11 @@ def _calibration_lines(cal: dict[str, Any] | None) -> list[str]:
             "| pairs of the test split | value |",
             "|---|---|",
             f"| precision | {_ratio(test.get('precision'))} |",
+            *(
+                [f"| precision, 95 % Wilson interval | {_ratio(ci[0])} - {_ratio(ci[1])} |"]
+                if (ci := test.get("precision_ci95"))
+                else []
+            ),
             f"| recall | {_ratio(test.get('recall'))} |",
             f"| pairs called same / same-building pairs / all pairs | "
             f"{test.get('called', 0):,} / {test.get('positives', 0):,} / "
