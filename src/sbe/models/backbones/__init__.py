@@ -16,7 +16,7 @@ from sbe.models.backbones.base import Backbone, BackboneSpec, Encoder, Preproces
 from sbe.models.backbones.efficientnet import VARIANTS as EFFICIENTNET_VARIANTS
 from sbe.models.backbones.efficientnet import EfficientNetLiteBackbone, EfficientNetSpec
 from sbe.models.backbones.hf import HF_PREFIX, HFSpec
-from sbe.models.backbones.int8 import PRECISIONS, check_precision
+from sbe.models.backbones.int8 import PRECISIONS, check_precision, int8_backbone
 
 if TYPE_CHECKING:
     import numpy as np
@@ -125,7 +125,7 @@ def load_backbone(
                 "--runtime auto or onnx, or --precision fp32"
             )
         # no silent fallback: the user asked for the quantised model
-        return OnnxBackbone.int8(spec, calibration, threads=threads)
+        return int8_backbone(spec, calibration, threads=threads)
     if chosen == "onnx":
         if dev.type != "cpu":
             raise SbeError("runtime 'onnx' runs on the CPU; use --runtime torch with a GPU")

@@ -28,7 +28,7 @@ import json
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from sbe.data.preprocess import Preprocess, decode_batch
 from sbe.errors import SbeError
 from sbe.models.backbones.base import BackboneSpec, Encoder
 from sbe.storage import atomic_path
+
+if TYPE_CHECKING:
+    from sbe.models.backbones.onnx import OnnxBackbone
 
 PRECISIONS = ("fp32", "int8")
 #: images in a calibration sample unless the caller says otherwise
@@ -336,3 +339,26 @@ __all__ = [
     "parquet_calibration",
     "quantize_verified",
 ]
+
+
+def int8_backbone(
+    spec: BackboneSpec,
+    calibration: np.ndarray | str | None,
+    *,
+    encoder: Encoder | None = None,
+    threads: int | None = None,
+) -> OnnxBackbone:
+    """The statically quantised ONNX Runtime backbone of ``spec`` (:func:`quantize_verified`).
+
+    Args:
+        calibration: uint8 (N, crop, crop, 3) images, or the digest of a cached sample.
+        encoder: the torch encoder to export (built from ``spec`` when ``None``).
+        threads: ONNX Runtime intra-op threads.
+    """
+    from sbe.models.backbones.onnx import OnnxBackbone
+
+    if isinstance(calibration, str):
+        path, digest = quantize_verified(spec, calibration=calibration, encoder=encoder)
+    else:
+        path, digest = quantize_verified(spec, calibration, encoder=encoder)
+    return OnnxBackbone(spec, path, threads, precision="int8", calibration=digest)

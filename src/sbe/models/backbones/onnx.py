@@ -255,28 +255,6 @@ class OnnxBackbone(Backbone):
         self.session = make_session(self.path, self.threads)
 
     @classmethod
-    def int8(
-        cls,
-        spec: BackboneSpec,
-        calibration: np.ndarray | str | None,
-        *,
-        encoder: Encoder | None = None,
-        threads: int | None = None,
-    ) -> OnnxBackbone:
-        """The statically quantised model of ``spec`` (see :mod:`sbe.models.backbones.int8`).
-
-        Args:
-            calibration: uint8 (N, crop, crop, 3) images, or the digest of a cached sample.
-        """
-        from sbe.models.backbones.int8 import quantize_verified
-
-        if isinstance(calibration, str):
-            path, digest = quantize_verified(spec, calibration=calibration, encoder=encoder)
-        else:
-            path, digest = quantize_verified(spec, calibration, encoder=encoder)
-        return cls(spec, path, threads, precision="int8", calibration=digest)
-
-    @classmethod
     def from_spec(
         cls, spec: BackboneSpec, *, encoder: Encoder | None = None, threads: int | None = None
     ) -> OnnxBackbone:
