@@ -175,6 +175,13 @@ class BackboneConfig(Section):
         "auto",
         description="how token or feature maps become one vector; auto = the model's usual pooling",
     )
+    image_size: int = Field(
+        0,
+        ge=0,
+        description="input side in px: short-side resize and centre crop (0 = the model's own; "
+        "EfficientNet-Lite: any size >= 32; hf: only the processor's size)",
+    )
+    gem_p: float = Field(3.0, ge=1.0, description="GeM exponent when pooling = gem (1 = mean)")
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="auto = ONNX Runtime on CPU, torch on GPU"
     )

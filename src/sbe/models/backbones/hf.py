@@ -36,6 +36,7 @@ from sbe.models.backbones.base import (
     Preprocess,
     Resample,
     ResizeMode,
+    check_gem_p,
 )
 from sbe.models.backbones.pooling import GEM_P, POOLING_MODES, pool
 
@@ -261,9 +262,24 @@ class HFSpec(BackboneSpec):
         source: hub id (``facebook/dinov2-base``) or local folder, without the ``hf:`` prefix.
         pooling: ``auto``, ``cls``, ``pooler``, ``mean`` or ``gem``.
         revision: hub commit to pin (identities record it so a rebuild gets the same weights).
+        image_size: 0, or the input side the checkpoint's processor already crops to (another
+            size would silently change what the model was trained on: refused).
+        gem_p: the GeM exponent (>= 1) when ``pooling == "gem"``.
+
+    Raises:
+        SbeError: unreadable config, a pooling the model cannot give, ``image_size`` other than
+            the processor's, ``gem_p`` below 1.
     """
 
-    def __init__(self, source: str, pooling: str = "auto", revision: str | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        pooling: str = "auto",
+        revision: str | None = None,
+        *,
+        image_size: int = 0,
+        gem_p: float = GEM_P,
+    ) -> None:
         from transformers import AutoConfig
 
         if pooling not in POOLING_MODES:
@@ -300,9 +316,16 @@ class HFSpec(BackboneSpec):
                 f"hf:{source} ({self.model_type}) has no class token; use pooler or mean"
             )
         self.pooling = pooling
+        self.gem_p = check_gem_p(gem_p)
         self.preprocess = preprocess_from_processor_config(
             self._processor_config(), image_size=getattr(vc, "image_size", None)
         )
+        if image_size and image_size != self.preprocess.crop:
+            raise SbeError(
+                f"hf:{source}: image_size {image_size} differs from the "
+                f"{self.preprocess.crop} px its image processor crops to; use image_size 0 for "
+                "Hugging Face backbones"
+            )
 
     def _processor_config(self) -> dict[str, Any]:
         if self.local:
@@ -395,6 +418,7 @@ class HFSpec(BackboneSpec):
             self.pooling,
             self.num_prefix_tokens,
             interpolate,
+            self.gem_p,
         ).to(device)
         enc.normalize.float()
         self._check(enc, device)
