@@ -3,18 +3,23 @@
 ``GeM(x) = (mean_hw clamp(x, eps) ** p) ** (1 / p)`` per channel (Radenović, Tolias, Chum,
 "Fine-tuning CNN Image Retrieval with No Human Annotation", TPAMI 2018): p = 1 is average pooling,
 p -> inf max pooling; p = 3 is the usual fixed choice for retrieval. The learnable form trains
-``p`` with the rest of the head (one scalar, kept >= 1).
+``p`` by gradient (one scalar, kept >= 1).
 
-The EfficientNet-Lite backbones already pool with fixed p = 3 when asked for ``pooling="gem"``
-(:func:`sbe.models.backbones.pooling.gem`); this module is the layer a trained head would use.
+The EfficientNet-Lite backbones pool with a fixed exponent when asked for ``pooling="gem"``
+(``[backbone] gem_p``, :func:`sbe.models.backbones.pooling.gem`); :func:`fit_gem_exponent` is how
+a value for that setting is learned from labelled images (``benchmarks/pooling_resolution.py``).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sbe.models.backbones.pooling import GEM_EPS, GEM_P
+from sbe.training.losses import build_loss
+from sbe.training.samplers import PKSampler
 
 
 class GeM(nn.Module):
@@ -45,3 +50,79 @@ class GeM(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={float(self.p):.3f}, learnable={isinstance(self.p, nn.Parameter)}"
+
+
+def fit_gem_exponent(
+    feature_maps: np.ndarray | torch.Tensor,
+    labels: np.ndarray,
+    *,
+    p_init: float = GEM_P,
+    p_max: float = 16.0,
+    loss: str = "supcon",
+    identities_per_batch: int = 16,
+    images_per_identity: int = 4,
+    steps: int = 300,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> float:
+    """Learn the GeM exponent that best separates identities, from labelled conv feature maps.
+
+    Only ``p`` trains (``GeM(learnable=True)``, AdamW, no weight decay: decay would pull ``p``
+    toward 0, a meaningless value); the pooled vectors are L2-normalised and scored by a metric
+    loss of :mod:`sbe.training.losses` on P x K batches (:class:`~sbe.training.samplers.PKSampler`).
+    After each step ``p`` is projected back into ``[1, p_max]`` (1 = average pooling; the cap
+    keeps ``x ** p`` finite in float32).
+
+    Args:
+        feature_maps: (N, C, H, W) non-negative conv features (any float dtype; e.g. the
+            EfficientNet-Lite last conv layer, float16 to save memory).
+        labels: (N,) identity of each map (any integers; identities with one map only serve as
+            negatives).
+        p_init: the starting exponent.
+        p_max: the largest exponent allowed.
+        loss: a registered loss name (``supcon``, ``multi_similarity``, ``triplet``).
+        identities_per_batch, images_per_identity: P and K of each batch.
+        steps: optimisation steps.
+        lr: AdamW learning rate (units of ``p`` per step, roughly).
+        seed: seeds the batches and torch (the result is deterministic under a seed on CPU).
+
+    Returns:
+        The learned exponent, in ``[1, p_max]``.
+
+    Raises:
+        ValueError: shapes that disagree, or fewer than 2 identities with 2 or more maps.
+    """
+    maps = torch.as_tensor(feature_maps)
+    labels = np.asarray(labels)
+    if maps.dim() != 4 or len(labels) != maps.shape[0]:
+        raise ValueError(
+            f"fit_gem_exponent needs (N, C, H, W) maps and N labels, got {tuple(maps.shape)} "
+            f"and {labels.shape}"
+        )
+    if not 1.0 <= p_init <= p_max:
+        raise ValueError(f"p_init must lie in [1, p_max={p_max}], got {p_init}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    sampler = PKSampler(labels, identities_per_batch, images_per_identity, steps_per_epoch=steps)
+    sampler.start_epoch(rng)
+    gem = GeM(p_init, learnable=True)
+    criterion = build_loss(loss)
+    opt = torch.optim.AdamW(gem.parameters(), lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        batch = sampler.sample(rng)
+        rows = torch.from_numpy(batch.rows)
+        x = maps[rows].float()
+        emb = F.normalize(gem(x), dim=1)
+        y = torch.from_numpy(batch.labels)
+        triplets = (
+            torch.from_numpy(batch.anchors),
+            torch.from_numpy(batch.positives),
+            torch.from_numpy(batch.negatives),
+        )
+        value = criterion(emb, y, triplets)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        with torch.no_grad():
+            gem.p.clamp_(1.0, p_max)
+    return float(gem.p.detach())
