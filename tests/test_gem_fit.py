@@ -56,6 +56,9 @@ def test_sparse_identity_signal_raises_p_and_retrieval(one_torch_thread: None) -
     assert fit_gem_exponent(maps, labels, steps=100, seed=0) == p
     p16 = fit_gem_exponent(maps.astype(np.float16), labels, steps=100, seed=0)
     assert p16 == pytest.approx(p, abs=0.05)
+    # a fixed temperature and the other losses agree on the direction
+    assert fit_gem_exponent(maps, labels, steps=100, learn_temperature=False) > 5.0
+    assert fit_gem_exponent(maps, labels, steps=100, loss="multi_similarity") > 4.0
 
 
 def test_evenly_spread_identity_signal_lowers_p_to_average_pooling(one_torch_thread: None):
@@ -79,3 +82,19 @@ def test_bounds_and_bad_input(one_torch_thread: None) -> None:
     # the layer the fit trains: p = 1 is average pooling
     x = torch.from_numpy(maps[:3])
     torch.testing.assert_close(GeM(1.0)(x), x.mean(dim=(2, 3)), rtol=1e-4, atol=1e-4)
+
+
+def test_gem_layer_is_stable_at_large_exponents() -> None:
+    """Relative to each channel's peak: no underflow of eps ** p, no NaN gradient on a dead
+    channel, and the same value as the textbook formula where that one is finite."""
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.random((2, 4, 5, 5), dtype=np.float32) * 3)
+    x[:, 0] = 0.0  # a dead channel (all activations clamp to eps)
+    for p in (1.0, 3.0, 12.0):
+        gem = GeM(p, learnable=True)
+        y = gem(x)
+        naive = x.clamp(min=1e-6).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+        torch.testing.assert_close(y[:, 1:], naive[:, 1:], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(y[:, 0], torch.full((2,), 1e-6), rtol=1e-4, atol=1e-9)
+        y.sum().backward()
+        assert gem.p.grad is not None and torch.isfinite(gem.p.grad)
