@@ -12,6 +12,8 @@ a value for that setting is learned from labelled images (``benchmarks/pooling_r
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -127,7 +129,9 @@ def fit_gem_exponent(
     criterion = build_loss(loss, settings)
     params = list(gem.parameters())
     log_t: nn.Parameter | None = None
-    if learn_temperature and loss == "supcon":
+    # pytorch-metric-learning's SupConLoss divides by its `temperature` attribute: a tensor trains
+    supcon: Any = criterion.loss if loss == "supcon" else None
+    if learn_temperature and supcon is not None:
         log_t = nn.Parameter(torch.tensor(float(np.log(settings.temperature))))
         params.append(log_t)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -143,8 +147,7 @@ def fit_gem_exponent(
             torch.from_numpy(batch.negatives),
         )
         if log_t is not None:
-            # pytorch-metric-learning's SupConLoss divides by this attribute: a tensor trains
-            criterion.loss.temperature = log_t.exp()
+            supcon.temperature = log_t.exp()
         value = criterion(emb, y, triplets)
         if not torch.isfinite(value):
             raise FloatingPointError(f"fit_gem_exponent: the loss became {float(value)}")
