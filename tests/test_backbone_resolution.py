@@ -171,20 +171,32 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-@pytest.mark.slow  # synth -> ingest -> backbone -> split -> train -> publish -> embed (~30 s)
-def test_published_model_reproduces_a_256_px_gem4_pipeline(tmp_path: Path) -> None:
-    from transformers import AutoModel
+@pytest.fixture(scope="module")
+def resolution_world(tmp_path_factory: pytest.TempPathFactory, _cache: None):
+    """synth -> ingest -> backbone (256 px, GeM p = 4) -> split -> train -> publish -> embed.
 
+    Returns:
+        ``(config, work folder, {stage: status})``.
+    """
     from sbe.config import load_config
-    from sbe.models.projector import Projector
     from sbe.pipeline import run_pipeline
 
-    path = tmp_path / "tiny.toml"
+    root = tmp_path_factory.mktemp("resolution")
+    path = root / "tiny.toml"
     path.write_text(TINY_RESOLUTION)
     cfg = load_config(path)
     done = {o.stage: o.status for o in run_pipeline(cfg, show_progress=False)}
+    return cfg, root / "w", done
+
+
+@pytest.mark.slow  # the pipeline of `resolution_world` (~15-30 s)
+def test_published_model_reproduces_a_256_px_gem4_pipeline(resolution_world) -> None:
+    from transformers import AutoModel
+
+    from sbe.models.projector import Projector
+
+    cfg, work, done = resolution_world
     assert done["publish"] == done["embed"] == "done"
-    work = tmp_path / "w"
     ident = json.loads((work / "backbone" / "_manifest.json").read_text())["extra"]["backbone"]
     assert ident["preprocess"]["crop"] == 256 and ident["gem_p"] == 4.0
     model_dir = work / "model"
@@ -223,3 +235,40 @@ def test_published_model_reproduces_a_256_px_gem4_pipeline(tmp_path: Path) -> No
     data = [packaged["image_bytes"][int(i)].as_py() for i in rows]
     vecs = np.stack(embedded["embedding"].to_numpy(zero_copy_only=False)[:4]).astype(np.float32)
     assert cosine(model.embed_images(data), vecs).min() > 0.999
+
+
+@pytest.mark.slow
+def test_pooling_resolution_benchmark_runs(resolution_world, landmarks_dir: Path) -> None:
+    """The benchmark the defaults were chosen on still runs against the library (tiny sizes)."""
+    import subprocess
+    import sys
+
+    _, work, _ = resolution_world
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "pooling_resolution.py"
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(bench),
+            "--work",
+            str(work),
+            "--landmarks",
+            str(landmarks_dir),
+            "--sizes",
+            "224,64",
+            "--fit-images",
+            "60",
+            "--fit-steps",
+            "3",
+            "--threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = [ln.split() for ln in out.stdout.splitlines()]
+    table = [ln for ln in lines if len(ln) > 1 and ln[0].isdigit() and ln[1] in ("mean", "gem")]
+    assert len(table) == 2 * 4  # mean, p=3, p=2, learned at each size
+    base = next(ln for ln in table if ln[:2] == ["224", "mean"])
+    assert base[5] == "1.000" and base[-1] == "1.000"  # the baseline's own ratios
