@@ -132,16 +132,40 @@ def test_size_and_exponent_change_the_vectors(one_torch_thread: None) -> None:
     assert (a >= b - 1e-4).all()
 
 
-def test_hf_backbones_refuse_another_size_but_take_the_exponent(tmp_path: Path) -> None:
+def test_hf_backbones_take_another_size_and_the_exponent(tmp_path: Path) -> None:
+    """A DINOv2 whose processor resizes to 32 and crops 28 px, asked for 42 px (3 x 3 patches):
+    the resize scales with the crop, position embeddings are interpolated, the identity
+    round-trips, and a published model reproduces the pipeline's vectors."""
+    from test_publish import auto_model, cosine, pipeline_embedding
+    from test_publish_fixtures import jpeg, make_run, publish
+
     folder = tiny_dinov2(tmp_path / "dinov2")
-    with pytest.raises(SbeError, match=r"image_size 64 differs from the 28 px.*use image_size 0"):
-        resolve_spec(f"hf:{folder}", image_size=64)
-    spec = resolve_spec(f"hf:{folder}", "gem", image_size=28, gem_p=2.0)
+    with pytest.raises(SbeError, match=r"image_size 8 is too small.*processor's 28 px"):
+        resolve_spec(f"hf:{folder}", image_size=8)
+    spec = resolve_spec(f"hf:{folder}", "gem", image_size=42, gem_p=2.0)
     ident = spec.identity()
-    assert ident["gem_p"] == 2.0 and ident["preprocess"]["crop"] == 28
+    assert ident["gem_p"] == 2.0
+    assert (ident["preprocess"]["resize"], ident["preprocess"]["crop"]) == (48, 42)
+    native = resolve_spec(f"hf:{folder}").identity()["preprocess"]
+    assert {k: v for k, v in ident["preprocess"].items() if k not in ("resize", "crop")} == {
+        k: v for k, v in native.items() if k not in ("resize", "crop")
+    }
     assert resolve_spec(ident).identity() == ident
     bb = load_backbone(ident, runtime="torch", device="cpu")
     assert bb.encoder.gem_p == 2.0  # type: ignore[attr-defined]
+    x = probe_images(2, 42, seed=1)
+    small = load_backbone(resolve_spec(f"hf:{folder}", "gem", gem_p=2.0), runtime="torch")
+    assert not np.allclose(bb.embed(x), small.embed(probe_images(2, 28, seed=1)), rtol=1e-3)
+
+    make_run(tmp_path / "run", ident, num_hidden_layers=2, layer_norm=False, dropout=0.0)
+    model_dir = publish(tmp_path / "run", tmp_path / "model")
+    prep = json.loads((model_dir / "preprocessor_config.json").read_text())
+    assert prep["crop_size"] == {"height": 42, "width": 42}
+    rng = np.random.default_rng(3)
+    data = [jpeg(rng, size=60) for _ in range(3)]
+    want = np.concatenate([pipeline_embedding(d, ident, tmp_path / "run") for d in data])
+    got = auto_model(model_dir).embed_images(data)
+    assert cosine(got, want).min() >= 0.999
 
 
 TINY_RESOLUTION = """

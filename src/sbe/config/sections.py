@@ -179,7 +179,7 @@ class BackboneConfig(Section):
         0,
         ge=0,
         description="input side in px: short-side resize and centre crop (0 = the model's own; "
-        "EfficientNet-Lite: any size >= 32; hf: only the processor's size)",
+        "EfficientNet-Lite >= 32; hf: the processor's resize scaled to it)",
     )
     gem_p: float = Field(3.0, ge=1.0, description="GeM exponent when pooling = gem (1 = mean)")
     runtime: Literal["auto", "torch", "onnx"] = Field(

@@ -43,8 +43,8 @@ def resolve_spec(
             an identity dict from :meth:`Backbone.identity`.
         pooling: ``auto`` or an explicit mode; with an identity, ``auto`` means the recorded one.
         image_size: input side in px (0 = the model's default); with an identity, ignored: the
-            recorded ``preprocess`` crop is used (EfficientNet-Lite; a Hugging Face backbone
-            always takes its processor's size).
+            recorded ``preprocess`` crop is used (the rebuilt preprocessing must then equal the
+            recorded one).
         gem_p: GeM exponent for ``pooling="gem"``; with an identity, the recorded ``gem_p``.
 
     Raises:
@@ -74,8 +74,7 @@ def resolve_spec(
             name[len(HF_PREFIX) :],
             pooling,
             revision=revision,
-            # an identity's size is checked against the processor's below, with the rest of it
-            image_size=0 if identity is not None else image_size,
+            image_size=image_size,
             gem_p=gem_p,
         )
     else:
