@@ -6,6 +6,9 @@ The input is resized (short side) and centre-cropped to the size; the weights ar
 
 Usage:
     PYTHONPATH=src .venv/bin/python benchmarks/gem_pooling.py [--landmarks DIR] [--sizes 224,320,448]
+
+The synthetic val split and a learned exponent are scored together with these by
+``benchmarks/pooling_resolution.py`` (the measurement the defaults were chosen on).
 """
 
 from __future__ import annotations

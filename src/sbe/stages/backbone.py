@@ -449,7 +449,7 @@ class BackboneStage(Stage):
             n = _check_columns(p)
             names = pc.unique(pq.read_table(p, columns=["tar_file"])["tar_file"]).to_pylist()
             plan.append((p, n, resolve_tars(p, [str(x) for x in names], ingest_dir)))
-        spec = resolve_spec(cfg.model, cfg.pooling)
+        spec = resolve_spec(cfg.model, cfg.pooling, image_size=cfg.image_size, gem_p=cfg.gem_p)
         identity = spec.identity()
         inputs = [fingerprint_file(p) for p in parts]
         inputs += [

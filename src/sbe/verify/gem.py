@@ -3,18 +3,25 @@
 ``GeM(x) = (mean_hw clamp(x, eps) ** p) ** (1 / p)`` per channel (Radenović, Tolias, Chum,
 "Fine-tuning CNN Image Retrieval with No Human Annotation", TPAMI 2018): p = 1 is average pooling,
 p -> inf max pooling; p = 3 is the usual fixed choice for retrieval. The learnable form trains
-``p`` with the rest of the head (one scalar, kept >= 1).
+``p`` by gradient (one scalar, kept >= 1).
 
-The EfficientNet-Lite backbones already pool with fixed p = 3 when asked for ``pooling="gem"``
-(:func:`sbe.models.backbones.pooling.gem`); this module is the layer a trained head would use.
+The EfficientNet-Lite backbones pool with a fixed exponent when asked for ``pooling="gem"``
+(``[backbone] gem_p``, :func:`sbe.models.backbones.pooling.gem`); :func:`fit_gem_exponent` is how
+a value for that setting is learned from labelled images (``benchmarks/pooling_resolution.py``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from sbe.models.backbones.pooling import GEM_EPS, GEM_P
+from sbe.training.losses import LossSettings, build_loss
+from sbe.training.samplers import PKSampler
 
 
 class GeM(nn.Module):
@@ -41,7 +48,112 @@ class GeM(nn.Module):
         if x.dim() != 4:
             raise ValueError(f"GeM expects (B, C, H, W), got {tuple(x.shape)}")
         p = self.p.clamp(min=1.0)
-        return x.float().clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+        x = x.float().clamp(min=self.eps)
+        # the same value as mean(x ** p) ** (1 / p), computed relative to each channel's maximum:
+        # eps ** p underflows float32 past p ~ 6.5, and a dead (all-eps) channel would then give
+        # 0 ** (1 / p), whose gradient is NaN
+        peak = x.amax(dim=(2, 3), keepdim=True)
+        return (peak * (x / peak).pow(p).mean(dim=(2, 3), keepdim=True).pow(1.0 / p)).flatten(1)
 
     def extra_repr(self) -> str:
         return f"p={float(self.p):.3f}, learnable={isinstance(self.p, nn.Parameter)}"
+
+
+def fit_gem_exponent(
+    feature_maps: np.ndarray | torch.Tensor,
+    labels: np.ndarray,
+    *,
+    p_init: float = GEM_P,
+    p_max: float = 16.0,
+    loss: str = "supcon",
+    loss_settings: LossSettings | None = None,
+    learn_temperature: bool = True,
+    identities_per_batch: int = 16,
+    images_per_identity: int = 4,
+    steps: int = 300,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> float:
+    """Learn the GeM exponent that best separates identities, from labelled conv feature maps.
+
+    ``p`` trains (``GeM(learnable=True)``, AdamW, no weight decay: decay would pull ``p`` toward
+    0, a meaningless value); the pooled vectors are L2-normalised and scored by a metric loss of
+    :mod:`sbe.training.losses` on P x K batches (:class:`~sbe.training.samplers.PKSampler`).
+    After each step ``p`` is projected back into ``[1, p_max]`` (1 = average pooling).
+
+    With ``supcon`` the softmax temperature trains too (``learn_temperature``): raw backbone
+    cosines all lie within a few hundredths of each other, and ``p`` changes that spread, so with
+    a fixed temperature the loss can fall just by compressing or stretching every similarity. On
+    EfficientNet-Lite0 features of the demo's train split a fixed 0.1 drove ``p`` to 1, 0.03 to
+    7.3; a learned temperature settles near 0.07 from either start and ``p`` with it
+    (``docs/verify.md``). The softmax ignores a shift of an anchor's similarities, so with the
+    scale learned the loss scores how ``p`` separates identities, not how it moves the scale.
+
+    Args:
+        feature_maps: (N, C, H, W) non-negative conv features (any float dtype; e.g. the
+            EfficientNet-Lite last conv layer, float16 to save memory).
+        labels: (N,) identity of each map (any integers; identities with one map only serve as
+            negatives).
+        p_init: the starting exponent.
+        p_max: the largest exponent allowed.
+        loss: a registered loss name (``supcon``, ``multi_similarity``, ``triplet``).
+        loss_settings: its hyper-parameters (default: :class:`LossSettings`'s); with
+            ``learn_temperature`` the supcon temperature is the starting value.
+        learn_temperature: train the supcon temperature with ``p`` (ignored for other losses).
+        identities_per_batch, images_per_identity: P and K of each batch.
+        steps: optimisation steps.
+        lr: AdamW learning rate (units of ``p`` per step, roughly).
+        seed: seeds the batches and torch (the result is deterministic under a seed on CPU).
+
+    Returns:
+        The learned exponent, in ``[1, p_max]``.
+
+    Raises:
+        ValueError: shapes that disagree, or fewer than 2 identities with 2 or more maps.
+    """
+    maps = torch.as_tensor(feature_maps)
+    labels = np.asarray(labels)
+    if maps.dim() != 4 or len(labels) != maps.shape[0]:
+        raise ValueError(
+            f"fit_gem_exponent needs (N, C, H, W) maps and N labels, got {tuple(maps.shape)} "
+            f"and {labels.shape}"
+        )
+    if not 1.0 <= p_init <= p_max:
+        raise ValueError(f"p_init must lie in [1, p_max={p_max}], got {p_init}")
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    sampler = PKSampler(labels, identities_per_batch, images_per_identity, steps_per_epoch=steps)
+    sampler.start_epoch(rng)
+    gem = GeM(p_init, learnable=True)
+    settings = loss_settings or LossSettings()
+    criterion = build_loss(loss, settings)
+    params = list(gem.parameters())
+    log_t: nn.Parameter | None = None
+    # pytorch-metric-learning's SupConLoss divides by its `temperature` attribute: a tensor trains
+    supcon: Any = criterion.loss if loss == "supcon" else None
+    if learn_temperature and supcon is not None:
+        log_t = nn.Parameter(torch.tensor(float(np.log(settings.temperature))))
+        params.append(log_t)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        batch = sampler.sample(rng)
+        rows = torch.from_numpy(batch.rows)
+        x = maps[rows].float()
+        emb = F.normalize(gem(x), dim=1)
+        y = torch.from_numpy(batch.labels)
+        triplets = (
+            torch.from_numpy(batch.anchors),
+            torch.from_numpy(batch.positives),
+            torch.from_numpy(batch.negatives),
+        )
+        if log_t is not None:
+            supcon.temperature = log_t.exp()
+        value = criterion(emb, y, triplets)
+        if not torch.isfinite(value):
+            raise FloatingPointError(f"fit_gem_exponent: the loss became {float(value)}")
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        with torch.no_grad():
+            gem.p.clamp_(1.0, p_max)
+    return float(gem.p.detach())

@@ -17,6 +17,7 @@ from sbe.models.backbones.efficientnet import VARIANTS as EFFICIENTNET_VARIANTS
 from sbe.models.backbones.efficientnet import EfficientNetLiteBackbone, EfficientNetSpec
 from sbe.models.backbones.hf import HF_PREFIX, HFSpec
 from sbe.models.backbones.int8 import PRECISIONS, check_precision, int8_backbone
+from sbe.models.backbones.pooling import GEM_P
 
 if TYPE_CHECKING:
     import numpy as np
@@ -25,19 +26,31 @@ DEFAULT_BACKBONE = "efficientnet-lite0"
 RUNTIMES = ("auto", "torch", "onnx")
 
 #: identity keys that must match when a backbone is rebuilt from a recorded identity
-_IDENTITY_KEYS = ("name", "dim", "preprocess", "pooling")
+_IDENTITY_KEYS = ("name", "dim", "preprocess", "pooling", "gem_p", "weights")
 
 
-def resolve_spec(spec_or_identity: str | dict[str, Any], pooling: str = "auto") -> BackboneSpec:
+def resolve_spec(
+    spec_or_identity: str | dict[str, Any],
+    pooling: str = "auto",
+    *,
+    image_size: int = 0,
+    gem_p: float = GEM_P,
+) -> BackboneSpec:
     """Describe a backbone (no weights loaded) from a spec string or a recorded identity.
 
     Args:
         spec_or_identity: ``efficientnet-lite0``, ``efficientnet-lite2``, ``hf:<id or path>``, or
             an identity dict from :meth:`Backbone.identity`.
         pooling: ``auto`` or an explicit mode; with an identity, ``auto`` means the recorded one.
+        image_size: input side in px (0 = the model's default); with an identity, ignored: the
+            recorded ``preprocess`` crop is used (the rebuilt preprocessing must then equal the
+            recorded one).
+        gem_p: GeM exponent for ``pooling="gem"``; with an identity, the recorded ``gem_p``.
 
     Raises:
-        SbeError: unknown backbone, or an identity the current files no longer reproduce.
+        SbeError: unknown backbone, a size or exponent the backbone refuses, or an identity the
+            current files no longer reproduce (its name, dim, preprocessing, pooling, GeM
+            exponent or weights package differ from what they give now).
     """
     identity: dict[str, Any] | None = None
     if isinstance(spec_or_identity, dict):
@@ -47,13 +60,23 @@ def resolve_spec(spec_or_identity: str | dict[str, Any], pooling: str = "auto") 
         name = str(identity["name"])
         if pooling == "auto":
             pooling = identity.get("pooling", "auto")
+        gem_p = float(identity.get("gem_p", GEM_P))
+        recorded = identity.get("preprocess")
+        crop = recorded.get("crop") if isinstance(recorded, dict) else None
+        image_size = int(crop) if isinstance(crop, int | float) else 0
     else:
         name = str(spec_or_identity).strip()
     if name in EFFICIENTNET_VARIANTS:
-        spec: BackboneSpec = EfficientNetSpec(name, pooling)
+        spec: BackboneSpec = EfficientNetSpec(name, pooling, image_size=image_size, gem_p=gem_p)
     elif name.startswith(HF_PREFIX) and len(name) > len(HF_PREFIX):
         revision = identity.get("revision") if identity else None
-        spec = HFSpec(name[len(HF_PREFIX) :], pooling, revision=revision)
+        spec = HFSpec(
+            name[len(HF_PREFIX) :],
+            pooling,
+            revision=revision,
+            image_size=image_size,
+            gem_p=gem_p,
+        )
     else:
         raise SbeError(
             f"unknown backbone {name!r}: use {', '.join(sorted(EFFICIENTNET_VARIANTS))} "

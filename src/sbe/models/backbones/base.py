@@ -14,6 +14,7 @@ dimension), so a stage can decide whether its output is current before paying fo
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -24,7 +25,20 @@ from torch import nn
 
 # re-exported: Preprocess lives with the decoding, which must not need torch (decoder processes)
 from sbe.data.preprocess import Preprocess, Resample, ResizeMode  # noqa: F401
+from sbe.errors import SbeError
 from sbe.models.backbones.pooling import GEM_P
+
+
+def check_gem_p(p: float) -> float:
+    """``p`` as a float if it is a usable GeM exponent (finite, >= 1: 1 is average pooling).
+
+    Raises:
+        SbeError: anything else (the message names the ``gem_p`` setting).
+    """
+    p = float(p)
+    if not math.isfinite(p) or p < 1:
+        raise SbeError(f"gem_p must be a finite number >= 1 (1 = average pooling), got {p}")
+    return p
 
 
 class Normalize(nn.Module):
@@ -65,12 +79,14 @@ class BackboneSpec(ABC):
         dim: embedding dimension.
         preprocess: the input preparation the model expects.
         pooling: the resolved pooling mode (never ``"auto"``).
+        gem_p: the GeM exponent (used, and recorded in the identity, when ``pooling == "gem"``).
     """
 
     name: str
     dim: int
     preprocess: Preprocess
     pooling: str
+    gem_p: float = GEM_P
 
     @abstractmethod
     def identity(self) -> dict[str, Any]:
@@ -100,7 +116,7 @@ class BackboneSpec(ABC):
             **extra,
         }
         if self.pooling == "gem":
-            ident["gem_p"] = GEM_P
+            ident["gem_p"] = float(self.gem_p)
         return ident
 
     def num_parameters(self) -> int | None:

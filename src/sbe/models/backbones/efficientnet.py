@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from sbe.errors import SbeError
-from sbe.models.backbones.base import BackboneSpec, Encoder, Normalize, Preprocess
+from sbe.models.backbones.base import BackboneSpec, Encoder, Normalize, Preprocess, check_gem_p
 from sbe.models.backbones.cache import safetensors_copy
 from sbe.models.backbones.eager import TorchBackbone
 from sbe.models.backbones.pooling import GEM_P, pool_feature_map
@@ -45,6 +45,8 @@ VARIANTS: dict[str, tuple[str, str, str, str, int]] = {
 }
 DIM = 1280
 POOLINGS = ("mean", "gem")
+#: the smallest input side: five stride-2 stages leave a 1x1 feature map at 32 px
+MIN_IMAGE_SIZE = 32
 
 # TF-Lite input scaling of the original EfficientNet-Lite training: (x - 127) / 128 in 0-255 units.
 LITE_MEAN = (127.0, 127.0, 127.0)
@@ -72,11 +74,24 @@ def load_state_dict(name: str) -> dict[str, torch.Tensor]:
 
 
 class EfficientNetEncoder(Encoder):
-    """uint8 NHWC -> TF-Lite scaling -> EfficientNet-Lite conv features -> pooled (B, 1280)."""
+    """uint8 NHWC -> TF-Lite scaling -> EfficientNet-Lite conv features -> pooled (B, 1280).
+
+    Args:
+        name: the variant.
+        pooling: ``mean`` or ``gem``.
+        preprocess: the input preparation (default: the variant's native size).
+        gem_p: the GeM exponent when ``pooling == "gem"``.
+    """
 
     convolutional = True
 
-    def __init__(self, name: str, pooling: str = "mean", preprocess: Preprocess | None = None):
+    def __init__(
+        self,
+        name: str,
+        pooling: str = "mean",
+        preprocess: Preprocess | None = None,
+        gem_p: float = GEM_P,
+    ):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -85,6 +100,7 @@ class EfficientNetEncoder(Encoder):
         self.preprocess = preprocess or default_preprocess(name)
         self.dim = DIM
         self.pooling = pooling
+        self.gem_p = float(gem_p)
         self.normalize = Normalize(self.preprocess.mean, self.preprocess.std)
         self.net = EfficientNet.from_name(VARIANTS[name][0])
         self.net.load_state_dict(load_state_dict(name))
@@ -94,11 +110,27 @@ class EfficientNetEncoder(Encoder):
         x = self.normalize(images_u8_nhwc)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return pool_feature_map(self.net.extract_features(x), self.pooling, GEM_P)
+        return pool_feature_map(self.features(x), self.pooling, self.gem_p)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last conv layer's feature map: normalised float (B, 3, S, S) -> (B, 1280, h, w)
+        with h = w = ceil(S / 32) (non-negative: it follows a ReLU6)."""
+        return self.net.extract_features(x)
 
 
-def default_preprocess(name: str) -> Preprocess:
-    res = VARIANTS[name][4]
+def default_preprocess(name: str, image_size: int = 0) -> Preprocess:
+    """The variant's input preparation: short side resized to ``image_size`` px (0 = the
+    variant's native size: 224 for lite0, 260 for lite2), then a centre crop of the same side.
+
+    Raises:
+        SbeError: ``image_size`` below :data:`MIN_IMAGE_SIZE`.
+    """
+    if image_size and image_size < MIN_IMAGE_SIZE:
+        raise SbeError(
+            f"image_size {image_size} is too small for {name}: use 0 (its native "
+            f"{VARIANTS[name][4]} px) or at least {MIN_IMAGE_SIZE} px"
+        )
+    res = int(image_size) or VARIANTS[name][4]
     return Preprocess(resize=res, crop=res, mean=LITE_MEAN, std=LITE_STD)
 
 
@@ -108,7 +140,13 @@ class EfficientNetSpec(BackboneSpec):
     Args:
         name: the variant.
         pooling: ``mean`` (global average, the default; ``auto`` means this) or ``gem``.
-        preprocess: override the input preparation (only the normalisation check does this).
+        preprocess: override the input preparation (the normalisation check does this); takes
+            precedence over ``image_size``.
+        image_size: input side in px: short-side resize and centre crop (0 = native size).
+        gem_p: the GeM exponent (>= 1) when ``pooling == "gem"``.
+
+    Raises:
+        SbeError: unknown variant or pooling, ``image_size`` below 32, ``gem_p`` below 1.
     """
 
     def __init__(
@@ -116,6 +154,9 @@ class EfficientNetSpec(BackboneSpec):
         name: str = "efficientnet-lite0",
         pooling: str = "auto",
         preprocess: Preprocess | None = None,
+        *,
+        image_size: int = 0,
+        gem_p: float = GEM_P,
     ) -> None:
         if name not in VARIANTS:
             raise SbeError(
@@ -129,7 +170,8 @@ class EfficientNetSpec(BackboneSpec):
         self.name = name
         self.dim = DIM
         self.pooling = pooling
-        self.preprocess = preprocess or default_preprocess(name)
+        self.gem_p = check_gem_p(gem_p)
+        self.preprocess = preprocess or default_preprocess(name, image_size)
 
     def identity(self) -> dict[str, Any]:
         package = VARIANTS[self.name][1]
@@ -145,7 +187,7 @@ class EfficientNetSpec(BackboneSpec):
     def build(
         self, device: torch.device, dtype: torch.dtype = torch.float32
     ) -> EfficientNetEncoder:
-        enc = EfficientNetEncoder(self.name, self.pooling, self.preprocess).eval()
+        enc = EfficientNetEncoder(self.name, self.pooling, self.preprocess, self.gem_p).eval()
         enc.requires_grad_(False)
         # A small conv net: weights stay float32, autocast picks the GPU compute dtype.
         return enc.to(device=device)

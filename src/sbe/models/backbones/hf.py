@@ -18,6 +18,7 @@ transformers itself.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import warnings
@@ -36,6 +37,7 @@ from sbe.models.backbones.base import (
     Preprocess,
     Resample,
     ResizeMode,
+    check_gem_p,
 )
 from sbe.models.backbones.pooling import GEM_P, POOLING_MODES, pool
 
@@ -218,6 +220,28 @@ def preprocess_from_processor_config(
     )
 
 
+#: the smallest input side an ``hf:`` backbone is asked to take
+MIN_HF_IMAGE_SIZE = 16
+
+
+def rescaled_preprocess(pp: Preprocess, image_size: int) -> Preprocess:
+    """The processor's preparation at another input side: the crop becomes ``image_size`` and the
+    resize scales with it (short side 256 -> crop 224 becomes 293 -> 256), normalisation unchanged.
+
+    Raises:
+        SbeError: ``image_size`` below :data:`MIN_HF_IMAGE_SIZE`.
+    """
+    if image_size < MIN_HF_IMAGE_SIZE:
+        raise SbeError(
+            f"image_size {image_size} is too small: use 0 (the processor's {pp.crop} px) or at "
+            f"least {MIN_HF_IMAGE_SIZE} px"
+        )
+    resize = image_size
+    if pp.resize_mode == "short_side":
+        resize = max(image_size, round(pp.resize * image_size / pp.crop))
+    return dataclasses.replace(pp, resize=resize, crop=image_size)
+
+
 class HFEncoder(Encoder):
     """uint8 NHWC -> normalise -> transformers vision model -> pooled float32 (B, dim)."""
 
@@ -261,9 +285,25 @@ class HFSpec(BackboneSpec):
         source: hub id (``facebook/dinov2-base``) or local folder, without the ``hf:`` prefix.
         pooling: ``auto``, ``cls``, ``pooler``, ``mean`` or ``gem``.
         revision: hub commit to pin (identities record it so a rebuild gets the same weights).
+        image_size: input side in px (0 = the processor's crop); another size scales the
+            processor's resize in proportion and crops to it; patch models interpolate their
+            position embeddings (a model that cannot is refused when it loads).
+        gem_p: the GeM exponent (>= 1) when ``pooling == "gem"``.
+
+    Raises:
+        SbeError: unreadable config, a pooling the model cannot give, ``image_size`` below 16,
+            ``gem_p`` below 1.
     """
 
-    def __init__(self, source: str, pooling: str = "auto", revision: str | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        pooling: str = "auto",
+        revision: str | None = None,
+        *,
+        image_size: int = 0,
+        gem_p: float = GEM_P,
+    ) -> None:
         from transformers import AutoConfig
 
         if pooling not in POOLING_MODES:
@@ -300,9 +340,14 @@ class HFSpec(BackboneSpec):
                 f"hf:{source} ({self.model_type}) has no class token; use pooler or mean"
             )
         self.pooling = pooling
+        self.gem_p = check_gem_p(gem_p)
         self.preprocess = preprocess_from_processor_config(
             self._processor_config(), image_size=getattr(vc, "image_size", None)
         )
+        #: the processor's own crop (the size the model was trained at)
+        self.native_crop = self.preprocess.crop
+        if image_size and image_size != self.preprocess.crop:
+            self.preprocess = rescaled_preprocess(self.preprocess, image_size)
 
     def _processor_config(self) -> dict[str, Any]:
         if self.local:
@@ -395,6 +440,7 @@ class HFSpec(BackboneSpec):
             self.pooling,
             self.num_prefix_tokens,
             interpolate,
+            self.gem_p,
         ).to(device)
         enc.normalize.float()
         self._check(enc, device)
@@ -405,11 +451,21 @@ class HFSpec(BackboneSpec):
         crop = self.preprocess.crop
         x = torch.zeros((1, crop, crop, 3), dtype=torch.uint8, device=device)
         with torch.inference_mode():
-            out = enc.model(
-                pixel_values=enc.normalize(x).to(next(enc.model.parameters()).dtype),
-                return_dict=True,
-                **enc._kwargs,
-            )
+            try:
+                out = enc.model(
+                    pixel_values=enc.normalize(x).to(next(enc.model.parameters()).dtype),
+                    return_dict=True,
+                    **enc._kwargs,
+                )
+            except (RuntimeError, ValueError) as e:
+                if crop == self.native_crop:
+                    raise
+                # e.g. fixed position embeddings the model cannot interpolate
+                raise SbeError(
+                    f"hf:{self.source} does not run at image_size {crop} "
+                    f"({str(e).splitlines()[0][:200]}); use image_size 0 "
+                    f"(its processor's {self.native_crop} px)"
+                ) from None
             try:
                 feats = enc(x)
             except ValueError as e:
