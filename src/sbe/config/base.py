@@ -26,6 +26,9 @@ PRECISION_HELP = (
 #: ``json_schema_extra`` of a field that says how, not what: it stays out of the config hash, so
 #: changing it never makes a finished stage redo its work (devices, threads, workers, logging).
 RUNTIME: dict[str, Any] = {"hashed": False}
+#: marks a setting added after work folders existed: hashed only when it differs from its
+#: default, so a folder made before it (the same output) stays up to date
+HASHED_WHEN_SET: dict[str, Any] = {"hashed": "when set"}
 
 
 class Section(BaseModel):
@@ -58,13 +61,15 @@ class Section(BaseModel):
         """The settings that decide what a stage computes: every field but paths and runtime ones.
 
         Paths stay out because a stage fingerprints the files it reads (and where its output goes
-        does not change it); fields marked :data:`RUNTIME` stay out because they say how, not what.
+        does not change it); fields marked :data:`RUNTIME` stay out because they say how, not what;
+        fields marked :data:`HASHED_WHEN_SET` stay out while they hold their default.
         """
         data = self.model_dump(mode="json")
         skip = set(self._path_fields)
         for name, info in type(self).model_fields.items():
             extra = info.json_schema_extra
-            if isinstance(extra, dict) and extra.get("hashed") is False:
+            hashed = extra.get("hashed") if isinstance(extra, dict) else None
+            if hashed is False or (hashed == "when set" and data[name] == info.default):
                 skip.add(name)
         return {k: v for k, v in data.items() if k not in skip}
 

@@ -7,14 +7,22 @@ The model stages are in :mod:`sbe.config.model_sections`, the serving ones in
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import (
     Field,
     model_validator,
 )
 
-from sbe.config.base import PRECISION_HELP, RUNTIME, Device, Engine, Precision, Section
+from sbe.config.base import (
+    HASHED_WHEN_SET,
+    PRECISION_HELP,
+    RUNTIME,
+    Device,
+    Engine,
+    Precision,
+    Section,
+)
 
 
 # Typed default factories (a bare lambda infers list[int]/list[str], which the fields reject).
@@ -154,10 +162,7 @@ class LabelConfig(Section):
 
 
 class BackboneConfig(Section):
-    """Ingest parts + their tars -> <out>/<tar stem>-<first row>.parquet embeddings.
-
-    Ingest parts + tars -> ``<output>/<tar stem>-<first row>.parquet``.
-    """
+    """Ingest parts + their tars -> <out>/<tar stem>-<first row>.parquet embeddings."""
 
     examples: ClassVar[tuple[str, ...]] = (
         "sbe backbone --in work/images --out work/backbone",
@@ -180,8 +185,14 @@ class BackboneConfig(Section):
         ge=0,
         description="input side in px: short-side resize and centre crop (0 = the model's own; "
         "EfficientNet-Lite >= 32; hf: the processor's resize scaled to it)",
+        json_schema_extra=HASHED_WHEN_SET,
     )
-    gem_p: float = Field(3.0, ge=1.0, description="GeM exponent when pooling = gem (1 = mean)")
+    gem_p: float = Field(
+        3.0,
+        ge=1.0,
+        description="GeM exponent when pooling = gem (1 = mean)",
+        json_schema_extra=HASHED_WHEN_SET,
+    )
     runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto", description="auto = ONNX Runtime on CPU, torch on GPU"
     )
@@ -218,19 +229,6 @@ class BackboneConfig(Section):
         json_schema_extra=RUNTIME,
         description="local processes, or Ray tasks (a cluster, GPUs when present)",
     )
-
-    #: settings added after work folders existed: hashed only when set, so that a folder made
-    #: before them (same vectors) stays up to date
-    _hashed_when_set: ClassVar[dict[str, object]] = {"image_size": 0, "gem_p": 3.0}
-
-    def hashed_settings(self) -> dict[str, Any]:
-        """:meth:`Section.hashed_settings`, with ``image_size`` and ``gem_p`` left out at their
-        defaults (any other value changes the hash: it changes the vectors)."""
-        data = super().hashed_settings()
-        for name, default in self._hashed_when_set.items():
-            if data.get(name) == default:
-                data.pop(name, None)
-        return data
 
 
 class SplitConfig(Section):
