@@ -44,7 +44,7 @@ from sbe.models.backbones.efficientnet import EfficientNetEncoder, EfficientNetS
 from sbe.models.backbones.pooling import pool_feature_map
 from sbe.training.evaluation import default_landmarks_dir, read_landmarks
 from sbe.training.metrics import retrieval_metrics
-from sbe.verify.gem import fit_gem_exponent
+from sbe.verify.gem import GemFitSettings, fit_gem_exponent
 
 BASELINE = ("mean", 224)
 
@@ -167,9 +167,8 @@ def main() -> None:
         val_maps = feature_maps(enc, val_photos)
         lm_maps = feature_maps(enc, lm_photos)
         t1, c1 = time.perf_counter(), time.process_time()
-        p_fit = fit_gem_exponent(
-            fit_maps, train_labels[fit_rows], steps=args.fit_steps, seed=args.seed
-        )
+        fit = GemFitSettings(steps=args.fit_steps, seed=args.seed)
+        p_fit = fit_gem_exponent(fit_maps, train_labels[fit_rows], fit)
         t2, c2 = time.perf_counter(), time.process_time()
         print(
             f"{size} px: maps {tuple(val_maps.shape[1:])}, extraction {t1 - t0:.0f} s "

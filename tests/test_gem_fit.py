@@ -9,7 +9,7 @@ import torch
 
 from sbe.models.backbones.pooling import pool_feature_map
 from sbe.training.metrics import retrieval_metrics
-from sbe.verify.gem import GeM, fit_gem_exponent
+from sbe.verify.gem import GeM, GemFitSettings, fit_gem_exponent
 
 
 def toy_maps(
@@ -48,35 +48,35 @@ def map_at_r(maps: np.ndarray, labels: np.ndarray, p: float) -> float:
 
 def test_sparse_identity_signal_raises_p_and_retrieval(one_torch_thread: None) -> None:
     maps, labels = toy_maps("peaky", 1.5)
-    p = fit_gem_exponent(maps, labels, steps=100, seed=0)
+    p = fit_gem_exponent(maps, labels, GemFitSettings(steps=100, seed=0))
     assert 5.0 < p <= 16.0  # measured 6.66
     # the learned exponent retrieves far better than the fixed p = 3 it started from (0.99 vs 0.24)
     assert map_at_r(maps, labels, p) > map_at_r(maps, labels, 3.0) + 0.5
     # deterministic under a seed (same batches, same steps), float16 maps accepted
-    assert fit_gem_exponent(maps, labels, steps=100, seed=0) == p
-    p16 = fit_gem_exponent(maps.astype(np.float16), labels, steps=100, seed=0)
+    assert fit_gem_exponent(maps, labels, GemFitSettings(steps=100, seed=0)) == p
+    p16 = fit_gem_exponent(maps.astype(np.float16), labels, GemFitSettings(steps=100, seed=0))
     assert p16 == pytest.approx(p, abs=0.05)
     # a fixed temperature and the other losses agree on the direction
-    assert fit_gem_exponent(maps, labels, steps=100, learn_temperature=False) > 5.0
-    assert fit_gem_exponent(maps, labels, steps=100, loss="multi_similarity") > 4.0
+    assert fit_gem_exponent(maps, labels, GemFitSettings(steps=100, learn_temperature=False)) > 5.0
+    assert fit_gem_exponent(maps, labels, GemFitSettings(steps=100, loss="multi_similarity")) > 4.0
 
 
 def test_evenly_spread_identity_signal_lowers_p_to_average_pooling(one_torch_thread: None):
     maps, labels = toy_maps("spread", 4.0)
-    p = fit_gem_exponent(maps, labels, steps=100, seed=0)
+    p = fit_gem_exponent(maps, labels, GemFitSettings(steps=100, seed=0))
     assert 1.0 <= p < 1.5  # projected onto [1, p_max]: never below average pooling
     assert map_at_r(maps, labels, p) > map_at_r(maps, labels, 3.0) + 0.5  # 1.0 vs 0.11
 
 
 def test_bounds_and_bad_input(one_torch_thread: None) -> None:
     maps, labels = toy_maps("peaky", 1.5, ids=6)
-    assert fit_gem_exponent(maps, labels, steps=60, lr=0.5, p_max=4.0) <= 4.0
+    assert fit_gem_exponent(maps, labels, GemFitSettings(steps=60, lr=0.5, p_max=4.0)) <= 4.0
     with pytest.raises(ValueError, match="N labels"):
         fit_gem_exponent(maps, labels[:-1])
     with pytest.raises(ValueError, match="N labels"):
         fit_gem_exponent(maps[:, :, 0], labels)
     with pytest.raises(ValueError, match="p_init"):
-        fit_gem_exponent(maps, labels, p_init=0.5)
+        fit_gem_exponent(maps, labels, GemFitSettings(p_init=0.5))
     with pytest.raises(ValueError, match="at least 2 identities"):
         fit_gem_exponent(maps[:5], np.arange(5))
     # the layer the fit trains: p = 1 is average pooling

@@ -17,14 +17,7 @@ from pydantic import (
     ValidationError,
 )
 
-from sbe.config.base import (
-    PRECISION_HELP,
-    RUNTIME,
-    Device,
-    Engine,
-    Precision,
-    Section,
-)
+from sbe.config.base import PRECISION_HELP, RUNTIME, Device, Engine, Precision, Section
 from sbe.config.model_sections import (
     EvaluateConfig,
     GeoConfig,

@@ -12,6 +12,7 @@ a value for that setting is learned from labelled images (``benchmarks/pooling_r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sbe.models.backbones.pooling import GEM_EPS, GEM_P
+from sbe.settings import Record
 from sbe.training.losses import LossSettings, build_loss
 from sbe.training.samplers import PKSampler
 
@@ -59,20 +61,37 @@ class GeM(nn.Module):
         return f"p={float(self.p):.3f}, learnable={isinstance(self.p, nn.Parameter)}"
 
 
+@dataclass(frozen=True)
+class GemFitSettings(Record):
+    """How :func:`fit_gem_exponent` trains.
+
+    Attributes:
+        p_init: the starting exponent. p_max: the largest exponent allowed.
+        loss: a registered loss name (``supcon``, ``multi_similarity``, ``triplet``).
+        loss_settings: its hyper-parameters (default: :class:`LossSettings`'s); with
+            ``learn_temperature`` the supcon temperature is the starting value.
+        learn_temperature: train the supcon temperature with ``p`` (ignored for other losses).
+        identities_per_batch, images_per_identity: P and K of each batch.
+        steps: optimisation steps. lr: AdamW learning rate (units of ``p`` per step, roughly).
+        seed: seeds the batches and torch (the result is deterministic under a seed on CPU).
+    """
+
+    p_init: float = GEM_P
+    p_max: float = 16.0
+    loss: str = "supcon"
+    loss_settings: LossSettings | None = None
+    learn_temperature: bool = True
+    identities_per_batch: int = 16
+    images_per_identity: int = 4
+    steps: int = 300
+    lr: float = 0.05
+    seed: int = 0
+
+
 def fit_gem_exponent(
     feature_maps: np.ndarray | torch.Tensor,
     labels: np.ndarray,
-    *,
-    p_init: float = GEM_P,
-    p_max: float = 16.0,
-    loss: str = "supcon",
-    loss_settings: LossSettings | None = None,
-    learn_temperature: bool = True,
-    identities_per_batch: int = 16,
-    images_per_identity: int = 4,
-    steps: int = 300,
-    lr: float = 0.05,
-    seed: int = 0,
+    settings: GemFitSettings | None = None,
 ) -> float:
     """Learn the GeM exponent that best separates identities, from labelled conv feature maps.
 
@@ -94,16 +113,7 @@ def fit_gem_exponent(
             EfficientNet-Lite last conv layer, float16 to save memory).
         labels: (N,) identity of each map (any integers; identities with one map only serve as
             negatives).
-        p_init: the starting exponent.
-        p_max: the largest exponent allowed.
-        loss: a registered loss name (``supcon``, ``multi_similarity``, ``triplet``).
-        loss_settings: its hyper-parameters (default: :class:`LossSettings`'s); with
-            ``learn_temperature`` the supcon temperature is the starting value.
-        learn_temperature: train the supcon temperature with ``p`` (ignored for other losses).
-        identities_per_batch, images_per_identity: P and K of each batch.
-        steps: optimisation steps.
-        lr: AdamW learning rate (units of ``p`` per step, roughly).
-        seed: seeds the batches and torch (the result is deterministic under a seed on CPU).
+        settings: :class:`GemFitSettings` (default: its defaults).
 
     Returns:
         The learned exponent, in ``[1, p_max]``.
@@ -111,6 +121,7 @@ def fit_gem_exponent(
     Raises:
         ValueError: shapes that disagree, or fewer than 2 identities with 2 or more maps.
     """
+    f = settings or GemFitSettings()
     maps = torch.as_tensor(feature_maps)
     labels = np.asarray(labels)
     if maps.dim() != 4 or len(labels) != maps.shape[0]:
@@ -118,24 +129,26 @@ def fit_gem_exponent(
             f"fit_gem_exponent needs (N, C, H, W) maps and N labels, got {tuple(maps.shape)} "
             f"and {labels.shape}"
         )
-    if not 1.0 <= p_init <= p_max:
-        raise ValueError(f"p_init must lie in [1, p_max={p_max}], got {p_init}")
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    sampler = PKSampler(labels, identities_per_batch, images_per_identity, steps_per_epoch=steps)
+    if not 1.0 <= f.p_init <= f.p_max:
+        raise ValueError(f"p_init must lie in [1, p_max={f.p_max}], got {f.p_init}")
+    torch.manual_seed(f.seed)
+    rng = np.random.default_rng(f.seed)
+    sampler = PKSampler(
+        labels, f.identities_per_batch, f.images_per_identity, steps_per_epoch=f.steps
+    )
     sampler.start_epoch(rng)
-    gem = GeM(p_init, learnable=True)
-    settings = loss_settings or LossSettings()
-    criterion = build_loss(loss, settings)
+    gem = GeM(f.p_init, learnable=True)
+    loss_settings = f.loss_settings or LossSettings()
+    criterion = build_loss(f.loss, loss_settings)
     params = list(gem.parameters())
     log_t: nn.Parameter | None = None
     # pytorch-metric-learning's SupConLoss divides by its `temperature` attribute: a tensor trains
-    supcon: Any = criterion.loss if loss == "supcon" else None
-    if learn_temperature and supcon is not None:
-        log_t = nn.Parameter(torch.tensor(float(np.log(settings.temperature))))
+    supcon: Any = criterion.loss if f.loss == "supcon" else None
+    if f.learn_temperature and supcon is not None:
+        log_t = nn.Parameter(torch.tensor(float(np.log(loss_settings.temperature))))
         params.append(log_t)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    for _ in range(steps):
+    opt = torch.optim.AdamW(params, lr=f.lr, weight_decay=0.0)
+    for _ in range(f.steps):
         batch = sampler.sample(rng)
         rows = torch.from_numpy(batch.rows)
         x = maps[rows].float()
@@ -155,5 +168,5 @@ def fit_gem_exponent(
         value.backward()
         opt.step()
         with torch.no_grad():
-            gem.p.clamp_(1.0, p_max)
+            gem.p.clamp_(1.0, f.p_max)
     return float(gem.p.detach())
