@@ -71,7 +71,9 @@ class TorchBackbone(Backbone):
 
     @torch.inference_mode()
     def embed(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
+        arr = np.ascontiguousarray(images, dtype=np.uint8)
+        # a read-only batch (e.g. decoded from an immutable buffer) is copied: torch needs to own it
+        x = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
         if self._device.type == "cuda":
             x = x.pin_memory().to(self._device, non_blocking=True)
         with torch.autocast(
