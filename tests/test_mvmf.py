@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sbe.geo.koppen import is_land
 from sbe.geo.mvmf import (
+    ModeSearch,
     background_centres,
     build_centres,
     candidate_log_density,
@@ -221,6 +222,9 @@ def test_modes_pick_the_density_peak_and_report_shares() -> None:
     assert haversine_km(plain.lat[0, 0], plain.lon[0, 0], 48.85, 2.35) < 7
     # the second Paris centre is within the 25 km suppression radius: only two modes exist
     assert np.isnan(plain.lat[0, 2]) and plain.prob[0, 2] == 0.0
+    # a suppression radius beyond Paris-Madrid (1 050 km) leaves one mode
+    wide = mixture_modes(logits, log_k, centres, top_k=3, search=ModeSearch(min_separation_km=2000))
+    assert np.isnan(wide.lat[0, 1]) and wide.prob[0, 0] == pytest.approx(1.0, abs=1e-5)
 
 
 def _sample_vmf(mu: np.ndarray, kappa: float, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -141,6 +141,27 @@ class Modes:
     log_density: np.ndarray
 
 
+@dataclass(frozen=True)
+class ModeSearch:
+    """How :func:`mixture_modes` looks for modes.
+
+    Attributes:
+        top_components: candidates are the centres of a row's this many heaviest components...
+        per_component: ...plus up to this many extra candidates owned by each of them.
+        density_components: the density at a candidate sums this many heaviest components (the
+            rest carry negligible weight in a trained head; with K <= it the density is exact).
+        min_separation_km: each mode at least this far from those before (non-maximum
+            suppression).
+        chunk: rows per batch of the search (memory).
+    """
+
+    top_components: int = 16
+    per_component: int = 8
+    density_components: int = 48
+    min_separation_km: float = 25.0
+    chunk: int = 256
+
+
 @torch.no_grad()
 def mixture_modes(
     logits: Tensor,
@@ -150,37 +171,33 @@ def mixture_modes(
     extra_candidates: Tensor | None = None,
     extra_owner: Tensor | None = None,
     top_k: int = 5,
-    top_components: int = 16,
-    density_components: int = 48,
-    per_component: int = 8,
-    min_separation_km: float = 25.0,
-    chunk: int = 256,
+    search: ModeSearch | None = None,
 ) -> Modes:
     """Point predictions: arg-max of the mixture density over candidate points, plus runners-up.
 
-    Candidates of a row are the centres of its ``top_components`` heaviest components plus up to
-    ``per_component`` of the ``extra_candidates`` (e.g. training locations) owned by each of them.
-    The density at a candidate is summed over the row's ``density_components`` heaviest
-    components (the rest carry negligible weight in a trained head; with K <= that number the
-    density is exact). Modes are picked greedily by density, each at least ``min_separation_km``
-    from those before (non-maximum suppression).
+    Candidates of a row are the centres of its heaviest components plus the ``extra_candidates``
+    (e.g. training locations) owned by them; modes are picked greedily by density, apart from
+    each other (see :class:`ModeSearch`).
 
     Args:
         logits: (B, K). log_kappa: (K,). centres: (K, 3).
         extra_candidates: (P, 3) unit vectors, optional.
         extra_owner: (P,) int64 index of the centre each extra candidate belongs to.
         top_k: modes per row.
+        search: :class:`ModeSearch` (default: its defaults).
 
     Returns:
         :class:`Modes` with arrays of shape (B, top_k) (NaN / 0 where fewer modes exist).
     """
+    ms = search or ModeSearch()
+    chunk = ms.chunk
     b, k = logits.shape
-    m_cand = min(top_components, k)
-    m_dens = max(min(density_components, k), m_cand)
+    m_cand = min(ms.top_components, k)
+    m_dens = max(min(ms.density_components, k), m_cand)
     centres64 = centres.to(torch.float64)
     log_norm = log_vmf_normaliser(log_kappa)
     kappa = log_kappa.float().exp()
-    table = _owner_table(extra_candidates, extra_owner, k, per_component)
+    table = _owner_table(extra_candidates, extra_owner, k, ms.per_component)
     extra64 = None if extra_candidates is None else extra_candidates.to(torch.float64)
     out = Modes(
         lat=np.full((b, top_k), np.nan),
@@ -188,7 +205,7 @@ def mixture_modes(
         prob=np.zeros((b, top_k)),
         log_density=np.full((b, top_k), -np.inf),
     )
-    cos_sep = math.cos(min_separation_km / EARTH_RADIUS_KM)
+    cos_sep = math.cos(ms.min_separation_km / EARTH_RADIUS_KM)
     for s in range(0, b, chunk):
         log_w = torch.log_softmax(logits[s : s + chunk].float(), dim=-1)
         r = log_w.shape[0]
