@@ -51,7 +51,7 @@ def landmarks_dir() -> Path:
 # The ten-city world: the suite's assertions on labelling accuracy and corrupt packaged photos
 # were set on it; the gazetteer world (the default) has its own tests (test_synth_world.py,
 # test_geo_*) and runs in `make demo`.
-TINY_CONFIG = """
+TINY_WORLD = """
 workdir = "w"
 [synth]
 places = "cities10"
@@ -59,7 +59,10 @@ buildings = 40
 image_size = 96
 packaged = "packaged_images.parquet"
 packaged_buildings = 6
-[split]
+"""
+TINY_CONFIG = (
+    TINY_WORLD
+    + """[split]
 cell_size_m = 150
 [train]
 epochs = 3
@@ -70,6 +73,7 @@ k = 3
 [evaluate]
 landmarks = "{landmarks}"
 """
+)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import TINY_WORLD
 from pydantic import ValidationError
 from test_publish_fixtures import tiny_dinov2
 
@@ -168,15 +169,9 @@ def test_hf_backbones_take_another_size_and_the_exponent(tmp_path: Path) -> None
     assert cosine(got, want).min() >= 0.999
 
 
-TINY_RESOLUTION = """
-workdir = "w"
-[synth]
-places = "cities10"
-buildings = 40
-image_size = 96
-packaged = "packaged_images.parquet"
-packaged_buildings = 6
-[backbone]
+TINY_RESOLUTION = (
+    TINY_WORLD
+    + """[backbone]
 image_size = 256
 pooling = "gem"
 gem_p = 4.0
@@ -189,6 +184,7 @@ force = true
 [pipeline]
 skip = ["evaluate", "geo", "aggregate", "index", "cluster", "report"]
 """
+)
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
