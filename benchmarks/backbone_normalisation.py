@@ -5,7 +5,7 @@
    scaling shifts the mean and rescales the spread (``stem_statistics_gap``: mean |shift| in
    running-std units, mean |log std ratio|, over the live stem channels).
 2. Retrieval: leave-one-out cosine retrieval on the 26 real photos of 6 landmarks
-   (``/work/shared/data/landmarks-mini``): P@1 and mAP over the whole ranking.
+   (``../shared/data/landmarks-mini`` beside the checkout): P@1 and mAP over the whole ranking.
 
 Candidates: TF-Lite ``(x - 127) / 128`` (what the stage uses) and ImageNet mean/std.
 

@@ -21,7 +21,7 @@ Scores:
 Ratios are against the named baseline (``mean`` at 224 px, the shipped default).
 
 Usage:
-    PYTHONPATH=src .venv/bin/python benchmarks/pooling_resolution.py --work /work/demo-ref \\
+    PYTHONPATH=src .venv/bin/python benchmarks/pooling_resolution.py --work work/demo \\
         [--sizes 224,288,320] [--fit-images 800] [--threads 2] [--json out.json]
 """
 
