@@ -29,8 +29,7 @@ def test_train_settings_defaults_are_the_sections() -> None:
 def test_geo_settings_defaults_are_the_sections() -> None:
     section = GeoConfig()
     names = {f.name for f in dataclasses.fields(GeoSettings)}
-    # season_readout is the stage's choice (on for frozen features, off in joint training)
-    assert names - {"season_readout"} <= set(GeoConfig.model_fields)
+    assert names <= set(GeoConfig.model_fields)
     assert GeoSettings() == GeoSettings.of(section)
     assert GeoSettings.of(section.model_copy(update={"hidden_dim": 64}), seed=7).hidden_dim == 64
     with pytest.raises(TypeError):

@@ -48,23 +48,20 @@ def heads_from_config(
             names of :class:`GeoSettings` (e.g. the ``[geo]`` section) is converted.
         train_lat, train_lon: (N,) training coordinates in degrees.
         in_dim: size of the features the heads will read.
-        config_fields: extra :class:`GeoHeadsConfig` fields (``input_space``, ``backbone``, ``extra``).
+        config_fields: other :class:`GeoHeadsConfig` fields (``input_space``, ``backbone``,
+            ``extra``, ``season_readout``).
     """
     cfg = GeoSettings.of(cfg)
     centres = build_centres(train_lat, train_lon, cfg)
     gallery = gallery_locations(train_lat, train_lon, cfg.gallery_max)
+    # the fields the heads share with the settings (sizes, κ range, season) come from them
     heads = GeoHeads(
-        GeoHeadsConfig(
+        GeoHeadsConfig.of(
+            cfg,
             in_dim=in_dim,
-            hidden_dim=cfg.hidden_dim,
-            dropout=cfg.dropout,
             num_centres=len(centres.xyz),
             num_data_centres=centres.num_data,
             num_gallery=len(gallery),
-            log_kappa_min=cfg.log_kappa_min,
-            log_kappa_max=cfg.log_kappa_max,
-            season_hemisphere=cfg.season_hemisphere,
-            season_readout=cfg.season_readout,
             **config_fields,
         )
     )

@@ -28,9 +28,6 @@ class GeoSettings(Record):
         location_weight, climate_weight, season_weight: loss weights.
         season_loss: ``von_mises`` or ``cosine``.
         season_hemisphere: the season head predicts the local season (shifted in the south).
-        season_readout: the season head's direction is a closed-form linear read-out of the
-            embedding (:class:`sbe.geo.heads.GeoHeadsConfig`); only for frozen features: the
-            ``geo`` stage turns it on, joint training with the projector leaves it off.
         label_smoothing: of the climate classes.
         lr: learning rate of the heads.
         seed: centres (k-means) and initial weights.
@@ -50,7 +47,6 @@ class GeoSettings(Record):
     season_weight: float = 0.25
     season_loss: Literal["von_mises", "cosine"] = "von_mises"
     season_hemisphere: bool = True
-    season_readout: bool = False
     label_smoothing: float = 0.05
     lr: float = 1e-3
     seed: int = 0

@@ -56,7 +56,6 @@ from sbe.geo.season import (
     local_angle,
     season_params,
 )
-from sbe.geo.settings import GeoSettings
 from sbe.geo.trainer import FitSettings, fit, torch_threads
 from sbe.sphere import haversine_km, unit_to_latlon
 from sbe.stages.base import Input, Stage, StageContext, run_stage, settings_from
@@ -174,11 +173,12 @@ def _train(
     if len(tr.lat) == 0 or len(va.lat) == 0:
         raise SbeError(f"{split_dir}: the train and val splits must both have rows")
     heads = heads_from_config(
-        # the features are frozen here: the season direction is read out in closed form
-        GeoSettings.of(cfg, season_readout=True),
+        cfg,
         tr.lat,
         tr.lon,
         tr.features.shape[1],
+        # the features are frozen here: the season direction is read out in closed form
+        season_readout=True,
         input_space="projector" if projector is not None else "backbone",
         backbone=backbone_identity(split_dir),
         # relative to the heads' folder, so a moved work folder keeps working (GeoDir resolves)
@@ -188,11 +188,10 @@ def _train(
         },
     )
     head_cfg = heads.config
-    if head_cfg.season_readout:
-        w, b, lam = season_readout_of(tr, va)
-        heads.set_season_readout(w, b)
-        head_cfg.extra["season_readout_lambda"] = lam
-    criterion = loss_from_config(GeoSettings.of(cfg))
+    w, b, lam = season_readout_of(tr, va)
+    heads.set_season_readout(w, b)
+    head_cfg.extra["season_readout_lambda"] = lam
+    criterion = loss_from_config(cfg)
     records: list[dict[str, Any]] = []
 
     def on_resume(history: list[dict[str, Any]]) -> None:
