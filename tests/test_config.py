@@ -63,3 +63,30 @@ def test_config_show_cli(tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["config", "show", "--config", str(bad)])
     assert r.exit_code == 2
     assert "train.epoch: unknown key" in r.output
+
+
+def test_hashed_when_set_compares_values_of_any_type_with_their_defaults() -> None:
+    from pathlib import Path
+
+    from pydantic import Field
+
+    from sbe.config import IndexConfig
+    from sbe.config.base import HASHED_WHEN_SET, Section
+
+    class Later(Section):
+        kept: int = 1
+        path: Path = Field(Path("x"), json_schema_extra=HASHED_WHEN_SET)
+        items: list[int] = Field(default_factory=list, json_schema_extra=HASHED_WHEN_SET)
+        pair: tuple[int, int] = Field((1, 2), json_schema_extra=HASHED_WHEN_SET)
+
+    assert Later().hashed_settings() == {"kept": 1}
+    assert Later(items=[3], pair=(1, 3)).hashed_settings() == {
+        "kept": 1,
+        "items": [3],
+        "pair": [1, 3],
+    }
+    assert Later(path=Path("y")).hashed_settings() == {"kept": 1, "path": "y"}
+    # the index's local-feature settings came later: an index built before them stays current
+    base = IndexConfig().hashed_settings()
+    assert "local_features" not in base and "local_features_per_row" not in base
+    assert IndexConfig(local_features=True).hashed_settings()["local_features"] is True

@@ -69,7 +69,8 @@ class Section(BaseModel):
         for name, info in type(self).model_fields.items():
             extra = info.json_schema_extra
             hashed = extra.get("hashed") if isinstance(extra, dict) else None
-            if hashed is False or (hashed == "when set" and data[name] == info.default):
+            at_default = getattr(self, name) == info.get_default(call_default_factory=True)
+            if hashed is False or (hashed == "when set" and at_default):
                 skip.add(name)
         return {k: v for k, v in data.items() if k not in skip}
 

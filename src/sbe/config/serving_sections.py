@@ -12,7 +12,15 @@ from pydantic import (
     model_validator,
 )
 
-from sbe.config.base import PRECISION_HELP, RUNTIME, Device, Engine, Precision, Section
+from sbe.config.base import (
+    HASHED_WHEN_SET,
+    PRECISION_HELP,
+    RUNTIME,
+    Device,
+    Engine,
+    Precision,
+    Section,
+)
 
 
 class PublishConfig(Section):
@@ -155,9 +163,13 @@ class IndexConfig(Section):
         False,
         description="also store DISK local features of each row's photos (for search --rerank; "
         "[verify] max_keypoints/max_side)",
+        json_schema_extra=HASHED_WHEN_SET,
     )
     local_features_per_row: int = Field(
-        3, ge=1, description="photos per indexed row whose local features are stored"
+        3,
+        ge=1,
+        description="photos per indexed row whose local features are stored",
+        json_schema_extra=HASHED_WHEN_SET,
     )
     batch_rows: int = Field(
         65_536, ge=1, description="rows read per batch", json_schema_extra=RUNTIME
