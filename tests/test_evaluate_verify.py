@@ -439,3 +439,16 @@ def test_precision_carries_its_wilson_interval() -> None:
     assert pr["precision"] == pytest.approx(262 / 267) and pr["recall"] == pytest.approx(262 / 362)
     assert pr["precision_ci95"] == pytest.approx([0.9569, 0.992], abs=1e-4)
     assert precision_recall(np.zeros(4, bool), np.ones(4, bool))["precision_ci95"] is None
+
+
+def test_a_calibration_that_reaches_no_threshold_is_strict_json(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sims, same = rng.random(400), rng.random(400) < 0.5  # similarity says nothing: no threshold
+    cal = fit_calibration(sims, same, target_precision=0.99)
+    assert cal.threshold == float("inf")
+    d = cal.to_dict()
+    json.dumps(d, allow_nan=False)  # what the service's JSON responses require
+    assert d["threshold"] is None
+    cal.save(tmp_path / "c.json")
+    back = Calibration.load(tmp_path / "c.json")
+    assert back.threshold == float("inf") and not back.same(np.array([1.0])).any()

@@ -17,6 +17,7 @@ Fit on one split (val) and check on another (test): ``benchmarks/calibration.py`
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -101,7 +102,9 @@ class Calibration:
         return self.probability(similarity, matches) >= self.threshold
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, **asdict(self)}
+        """Plain JSON: a threshold no pair reaches (``inf``) and an undefined precision (NaN)
+        are ``None``, so the dict serialises anywhere (the service's strict JSON included)."""
+        return finite_json({"format": FORMAT, **asdict(self)})
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the calibration as JSON (atomic)."""
@@ -123,10 +126,23 @@ class Calibration:
             raise SbeError(f"{p} is not readable JSON: {e}") from None
         if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
             raise SbeError(f"{p} is not a same-building calibration ({FORMAT})")
+        if data.get("threshold") is None:  # no threshold reached the target: nothing is called
+            data["threshold"] = float("inf")
         try:
             return cls(**data)
         except TypeError as e:
             raise SbeError(f"{p}: malformed calibration ({e})") from None
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every non-finite float (inf, NaN), at any depth, replaced by ``None``."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def threshold_for_precision(prob: np.ndarray, same: np.ndarray, target: float) -> float:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from sbe.errors import SbeError
-from sbe.verify.calibration import Calibration, fit_calibration, precision_recall
+from sbe.verify.calibration import Calibration, finite_json, fit_calibration, precision_recall
 from sbe.verify.local import LocalFeatures, LocalMatcher
 from sbe.verify.rerank import Combine, reranked_order
 
@@ -126,8 +126,8 @@ def calibrate_splits(
         # None (not inf/NaN) when no threshold reaches the target / nothing is called: plain JSON
         "threshold": cal.threshold if np.isfinite(cal.threshold) else None,
         "similarity_threshold": similarity_threshold(cal),
-        "fit": _finite(cal.fit),
-        "test": _finite(test),
+        "fit": finite_json(cal.fit),
+        "test": finite_json(test),
         "sampled": {
             "fit": n_fit * (n_fit - 1) // 2 > max_pairs,
             "test": n_check * (n_check - 1) // 2 > max_pairs,
@@ -136,10 +136,6 @@ def calibrate_splits(
         },
     }
     return cal, summary
-
-
-def _finite(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: None if isinstance(v, float) and not np.isfinite(v) else v for k, v in d.items()}
 
 
 def similarity_threshold(cal: Calibration) -> float | None:
