@@ -520,3 +520,22 @@ def test_publish_refuses_a_malformed_calibration(tmp_path: Path) -> None:
     with pytest.raises(SbeError, match=r"calibration\.json is not readable JSON") as e:
         publish(run, tmp_path / "m")
     assert "\n" not in str(e.value)
+
+
+def test_card_states_each_calibration_once() -> None:
+    from sbe.models.published.card import _calibration_lines
+
+    never = "\n".join(_calibration_lines({"threshold": None, "target_precision": 0.99}))
+    assert "never calls two photos the same building" in never
+    assert "n/a" not in never and "at least" not in never
+    by_prob = "\n".join(
+        _calibration_lines({"threshold": 0.7, "target_precision": 0.95, "fit": {"precision": 0.95}})
+    )
+    assert by_prob.count("at least 0.700") == 1 and "cosine" not in by_prob
+    by_cos = "\n".join(
+        _calibration_lines(
+            {"threshold": 0.7, "similarity_threshold": 0.43, "target_precision": 0.95}
+        )
+    )
+    assert "cosine similarity of their embeddings is at least **0.4300**" in by_cos
+    assert by_cos.count("0.700") == 1

@@ -198,21 +198,26 @@ def _calibration_lines(cal: dict[str, Any] | None) -> list[str]:
     if cal is None:
         return []
     test, fit = cal.get("test") or {}, cal.get("fit") or {}
-    sim = cal.get("similarity_threshold")
+    sim, target = cal.get("similarity_threshold"), _ratio(cal.get("target_precision"))
     if cal.get("threshold") is None:
-        rule = "never: no threshold reached the target precision on validation"
-    elif sim is not None:
-        rule = f"the cosine similarity of their embeddings is at least **{float(sim):.4f}**"
-    else:
-        rule = f"the calibrated probability is at least {_ratio(cal.get('threshold'))}"
+        return [
+            '## "Same building?"',
+            "",
+            f"No threshold reached a precision of **{target}** on the validation split's pairs: "
+            "this model never calls two photos the same building.",
+            "",
+        ]
+    rule = f"their calibrated probability is at least {_ratio(cal.get('threshold'))}"
+    if sim is not None:
+        rule = (
+            f"the cosine similarity of their embeddings is at least **{float(sim):.4f}** ({rule})"
+        )
     lines = [
         '## "Same building?"',
         "",
-        f"Two photos are called the same building when {rule} (calibrated probability "
-        f">= {_ratio(cal.get('threshold'))}). The threshold was fitted on the pairs of the "
-        f"validation split for a precision of **{_ratio(cal.get('target_precision'))}** "
-        f"(reached there: precision {_ratio(fit.get('precision'))}, recall "
-        f"{_ratio(fit.get('recall'))}).",
+        f"Two photos are called the same building when {rule}. The threshold was fitted on the "
+        f"pairs of the validation split for a precision of **{target}** (reached there: "
+        f"precision {_ratio(fit.get('precision'))}, recall {_ratio(fit.get('recall'))}).",
         "",
     ]
     if test:
