@@ -124,9 +124,7 @@ class RunOptions(Section):
         "sbe run --config my.toml --restart train --json",
     )
 
-    restart: Stages = Field(
-        default_factory=list, description="run this stage from scratch (repeatable)"
-    )
+    restart: Stages = Field(default_factory=list, description="run this stage from scratch")
 
 
 class DemoOptions(RunOptions):

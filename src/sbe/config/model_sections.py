@@ -191,10 +191,7 @@ class VerifyConfig(Section):
 
 
 class TuneConfig(Section):
-    """Optuna search over the projector's head, loss and sampler settings.
-
-    Optuna search over the head, loss and sampler settings of ``[train]``.
-    """
+    """Optuna search over the projector's head, loss and sampler settings of ``[train]``."""
 
     examples: ClassVar[tuple[str, ...]] = (
         "sbe tune --in work/split --neighbors work/neighbors --out work/tune --trials 20",

@@ -32,10 +32,7 @@ def _default_band_percentiles() -> list[float]:
 
 
 class SynthConfig(Section):
-    """Write a synthetic street-view world in the raw 3D Street View format.
-
-    The synthetic street-view world (see docs/synth.md).
-    """
+    """Write a synthetic street-view world in the raw 3D Street View format (see docs/synth.md)."""
 
     examples: ClassVar[tuple[str, ...]] = (
         "sbe synth --out work/raw --buildings 300",
@@ -82,7 +79,8 @@ class SynthConfig(Section):
 class IngestConfig(Section):
     """Photos (3D Street View tars, image folders, WebDataset, Mapillary) -> an images table.
 
-    Raw tars (or folders of tars) -> ``<output>/<tar stem>.parquet``.
+    ``<output>/<tar stem>.parquet`` per tar; a photo folder in parts of
+    ``<folder name>-<first row>.parquet``.
     """
 
     examples: ClassVar[tuple[str, ...]] = (
@@ -120,10 +118,9 @@ class IngestConfig(Section):
 class LabelConfig(Section):
     """Give photos a building identity from footprints (see docs/footprints.md).
 
-    Ingest parts + building footprints -> the same parts with targets filled.
-
-    Each photo with a position and a heading gets the first footprint its heading ray hits (see
-    docs/footprints.md); the others are counted by reason and left out.
+    Ingest parts + building footprints -> the same parts with targets filled: each photo with a
+    position and a heading gets the first footprint its heading ray hits; the others are counted
+    by reason and left out.
     """
 
     examples: ClassVar[tuple[str, ...]] = (

@@ -213,8 +213,6 @@ class ClusterConfig(Section):
 class ReportConfig(Section):
     """One self-contained HTML page over the outputs of the other stages.
 
-    One self-contained HTML page over the other stages' outputs.
-
     Every input is optional: a missing one turns its section into a "not available" note."""
 
     examples: ClassVar[tuple[str, ...]] = (
