@@ -234,3 +234,24 @@ def test_run_json_and_key_numbers(tiny_pipeline) -> None:
     r = runner.invoke(app, ["run", "--config", config])
     assert r.exit_code == 0 and f"report: {report}\n" in r.stdout  # in full, not cut by a table
     assert "[14/14] report" in r.stderr
+
+
+def test_demo_applies_set_and_refuses_a_config_file(tmp_path: Path, monkeypatch, capsys) -> None:
+    import sbe.pipeline
+
+    seen = {}
+
+    def fake_run(opts, cfg, **_):
+        seen["cfg"] = cfg
+        return {}, []
+
+    monkeypatch.setattr(sbe.pipeline, "_run_and_report", fake_run)
+    runner = CliRunner()
+    r = runner.invoke(app, ["demo", "--workdir", str(tmp_path / "d"), "--set", "train.epochs=2"])
+    assert r.exit_code == 0, r.output
+    assert seen["cfg"].train.epochs == 2 and seen["cfg"].workdir == (tmp_path / "d").resolve()
+    (tmp_path / "x.toml").write_text("[train]\nepochs = 4\n")
+    code, lines = run_main(monkeypatch, capsys, "demo", "--config", str(tmp_path / "x.toml"))
+    assert code == 2 and lines == [
+        "error: config: sbe demo runs the built-in config; run your own with sbe run --config FILE"
+    ]

@@ -170,8 +170,11 @@ def run_pipeline(
     return outcomes
 
 
-def demo_config(workdir: str | Path) -> SbeConfig:
-    """The built-in demo config (``sbe/configs/demo.toml``) with its outputs under ``workdir``."""
+def demo_config(
+    workdir: str | Path, overrides: dict[str, dict[str, Any]] | None = None
+) -> SbeConfig:
+    """The built-in demo config (``sbe/configs/demo.toml``) with its outputs under ``workdir``
+    and ``overrides`` (``{section: {key: value}}``, e.g. from ``--set``) applied."""
     import tomllib
     from importlib import resources
 
@@ -179,7 +182,7 @@ def demo_config(workdir: str | Path) -> SbeConfig:
 
     data = tomllib.loads(resources.files("sbe.configs").joinpath("demo.toml").read_text())
     data["workdir"] = Path(workdir).expanduser().resolve()
-    return load_config_data(data)
+    return load_config_data(data, overrides)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -295,9 +298,14 @@ def run_command(
 def demo_command(
     opts: RunOptions, cfg: SbeConfig, *, workdir: Path | None = None, **kw: Any
 ) -> tuple[dict[str, Any], Summary]:
-    """``sbe demo``: the pipeline of the built-in config, outputs under ``workdir``."""
-    kw.pop("config", None)
-    return _run_and_report(opts, demo_config(workdir or Path("work/demo")), **kw)
+    """``sbe demo``: the pipeline of the built-in config (with any ``--set``), outputs under
+    ``workdir``."""
+    if kw.pop("config", None) is not None:
+        raise ConfigError(
+            "sbe demo runs the built-in config; run your own with sbe run --config FILE"
+        )
+    demo = demo_config(workdir or Path("work/demo"), kw.pop("overrides", None))
+    return _run_and_report(opts, demo, **kw)
 
 
 def _run_and_report(

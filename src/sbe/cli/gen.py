@@ -146,7 +146,8 @@ def command(name: str, model: type[BaseModel], runner: str, section: str = "") -
         model: the fields' model: a config section (``section`` given) or an options model.
         runner: called as ``runner(options, cfg, log=, notes=, workdir=)`` (``log``: every log
             line, with ``--verbose``; ``notes``: lines shown unless ``--quiet``; ``workdir``,
-            ``config``: as given; ``name``: ``section``; ``restart``: a stage's option). It returns
+            ``config``: as given; ``overrides``: the ``--set`` values by section; ``name``:
+            ``section``; ``restart``: a stage's option). It returns
             ``(payload, summary)``: ``--json`` prints the payload, else the summary is rendered.
         section: for a stage: its ``SbeConfig`` section; the values become config overrides.
     """
@@ -189,7 +190,14 @@ def command(name: str, model: type[BaseModel], runner: str, section: str = "") -
             paths, restart = {k: kw[k] for k in ("workdir", "config")}, kw.get("restart", False)
             with progress_default(False if kw["quiet"] else None):
                 payload, summary = fn(
-                    options, cfg, log=log, notes=notes, name=section, restart=restart, **paths
+                    options,
+                    cfg,
+                    log=log,
+                    notes=notes,
+                    name=section,
+                    restart=restart,
+                    overrides=overrides,
+                    **paths,
                 )
         except ConfigError as e:  # other user errors reach sbe.cli.main (tests see the exception)
             error(f"config: {e}")

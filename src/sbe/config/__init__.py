@@ -198,6 +198,21 @@ def load_config(
         base = path.resolve().parent
     wd = Path(data.get("workdir", ".")).expanduser()
     data["workdir"] = wd if wd.is_absolute() else (base / wd)
+    return load_config_data(data, overrides)
+
+
+def load_config_data(
+    data: dict[str, Any], overrides: dict[str, dict[str, Any]] | None = None
+) -> SbeConfig:
+    """Validate already-parsed config data (e.g. a packaged TOML) with per-section overrides.
+
+    Args:
+        data: the parsed TOML (changed in place by the overrides).
+        overrides: as in :func:`load_config`.
+
+    Raises:
+        ConfigError: unknown key or bad value, with the key named.
+    """
     for section, values in (overrides or {}).items():
         sec = data.setdefault(section, {})
         if not isinstance(sec, dict):
@@ -210,14 +225,6 @@ def load_config(
             elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
                 value = [v if v.is_absolute() else v.resolve() for v in value]
             sec[key] = value
-    try:
-        return SbeConfig.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(format_errors(e)) from None
-
-
-def load_config_data(data: dict[str, Any]) -> SbeConfig:
-    """Validate already-parsed config data (e.g. a packaged TOML); errors name the key."""
     try:
         return SbeConfig.model_validate(data)
     except ValidationError as e:
