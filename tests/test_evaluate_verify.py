@@ -146,6 +146,8 @@ def test_rerank_top1_fixes_wrong_global_answers_and_counts_fallbacks() -> None:
     before = c["pairs_matched"]
     rr.order(0, [2, 1], [0.9, 0.8])
     assert rr.counts.pairs_matched == before  # memoised
+    # an unreadable candidate (row 5) keeps its global place; the verified one moves up around it
+    assert rr.order(0, [2, 5, 1], [0.9, 0.85, 0.8]).tolist() == [2, 1, 0]
 
 
 # --- the stage --------------------------------------------------------------------------------

@@ -250,7 +250,8 @@ class ShortlistReranker:
     ) -> np.ndarray:
         """The new order of one shortlist (indices into ``candidates``, best first).
 
-        A query whose photo cannot be read keeps the global order (a counted fallback).
+        A query whose photo cannot be read keeps the global order (a counted fallback); so does
+        a candidate whose photo cannot be read (the rule of :func:`~sbe.verify.rerank.rerank_groups`).
         """
         t0, c0 = time.perf_counter(), time.process_time()
         self.counts.queries += 1
@@ -259,8 +260,10 @@ class ShortlistReranker:
                 self.counts.fallback_queries += 1
                 return np.arange(len(candidates))
             m = np.array([self.verified(query, c) for c in candidates], dtype=np.int64)
+            # as in search and the service: a candidate without features keeps its global place
+            missing = [not self.features(c) for c in candidates]
             order, _ = reranked_order(
-                similarities, m, combine=self.combine, min_matches=self.min_matches
+                similarities, m, missing, combine=self.combine, min_matches=self.min_matches
             )
             return order
         finally:
