@@ -98,3 +98,19 @@ def test_gem_layer_is_stable_at_large_exponents() -> None:
         torch.testing.assert_close(y[:, 0], torch.full((2,), 1e-6), rtol=1e-4, atol=1e-9)
         y.sum().backward()
         assert gem.p.grad is not None and torch.isfinite(gem.p.grad)
+
+
+def test_the_shipped_gem_is_exact_and_finite_at_large_p() -> None:
+    from sbe.modelcode.layers_sbe import gem
+
+    x = torch.rand(2, 49, 8) * 3
+    x[0, :, 0] = 0  # a dead channel
+    for p in (1.0, 3.0, 16.0):
+        ref = x.clamp(min=1e-6).double().pow(p).mean(1).pow(1 / p)
+        assert torch.allclose(gem(x, p).double(), ref, rtol=1e-5, atol=1e-9)
+    p = torch.tensor(16.0, requires_grad=True)
+    gem(x, p).sum().backward()
+    assert p.grad is not None and torch.isfinite(p.grad)
+    # the trainable layer pools exactly as the backbones do
+    maps = x.transpose(1, 2).reshape(2, 8, 7, 7)
+    assert torch.equal(GeM(4.0)(maps), gem(x, torch.tensor(4.0)))

@@ -70,18 +70,24 @@ GEM_P = 3.0
 GEM_EPS = 1e-6
 
 
-def gem(features: torch.Tensor, p: float = GEM_P, eps: float = GEM_EPS) -> torch.Tensor:
+def gem(
+    features: torch.Tensor, p: float | torch.Tensor = GEM_P, eps: float = GEM_EPS
+) -> torch.Tensor:
     """Generalised-mean pooling over the token axis.
 
     Args:
         features: float (B, N, C).
-        p: exponent (1 = mean, large = max).
+        p: exponent (1 = mean, large = max); a tensor when it is learned.
         eps: lower clamp, so the power and root stay defined.
 
     Returns:
         float (B, C).
     """
-    return features.clamp(min=eps).pow(p).mean(dim=1).pow(1.0 / p)
+    x = features.clamp(min=eps)
+    # mean(x ** p) ** (1 / p), taken relative to each channel's peak: eps ** p underflows float32
+    # past p ~ 6.5, and an all-eps channel would then give 0 ** (1 / p) (a NaN gradient)
+    peak = x.amax(dim=1, keepdim=True)
+    return (peak * (x / peak).pow(p).mean(dim=1, keepdim=True).pow(1.0 / p)).squeeze(1)
 
 
 def pool(

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sbe.models.backbones.pooling import GEM_EPS, GEM_P
+from sbe.models.backbones.pooling import GEM_EPS, GEM_P, gem
 from sbe.settings import Record
 from sbe.training.losses import LossSettings, build_loss
 from sbe.training.samplers import PKSampler
@@ -49,13 +49,8 @@ class GeM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"GeM expects (B, C, H, W), got {tuple(x.shape)}")
-        p = self.p.clamp(min=1.0)
-        x = x.float().clamp(min=self.eps)
-        # the same value as mean(x ** p) ** (1 / p), computed relative to each channel's maximum:
-        # eps ** p underflows float32 past p ~ 6.5, and a dead (all-eps) channel would then give
-        # 0 ** (1 / p), whose gradient is NaN
-        peak = x.amax(dim=(2, 3), keepdim=True)
-        return (peak * (x / peak).pow(p).mean(dim=(2, 3), keepdim=True).pow(1.0 / p)).flatten(1)
+        # the pooling the backbones ship (sbe.modelcode), with this layer's exponent
+        return gem(x.float().flatten(2).transpose(1, 2), self.p.clamp(min=1.0), self.eps)
 
     def extra_repr(self) -> str:
         return f"p={float(self.p):.3f}, learnable={isinstance(self.p, nn.Parameter)}"
