@@ -454,3 +454,14 @@ def test_a_calibration_that_reaches_no_threshold_is_strict_json(tmp_path: Path) 
     cal.save(tmp_path / "c.json")
     back = Calibration.load(tmp_path / "c.json")
     assert back.threshold == float("inf") and not back.same(np.array([1.0])).any()
+
+
+def test_an_undecodable_query_photo_is_named() -> None:
+    from sbe.stages.search import _name_query
+    from sbe.verify.gallery import Gallery, rerank_shortlists
+
+    rows, sims = np.array([[0, 1], [0, 1]]), np.array([[0.9, 0.8], [0.9, 0.8]])
+    good, bad = [b"label:1"], [b"bad"]
+    with pytest.raises(SbeError, match=r"^query 1: cannot decode") as e:
+        rerank_shortlists([good, bad], rows, sims, Gallery(photos=None), LabelMatcher())  # type: ignore[arg-type]
+    assert _name_query(str(e.value), ["a.jpg", "b.jpg"]).startswith("b.jpg: cannot decode")

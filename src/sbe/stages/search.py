@@ -263,7 +263,6 @@ def rerank_result(
     rerank: RerankSettings,
     *,
     labels: Sequence[str] | None = None,
-    matcher: Any = None,
 ) -> SearchResult:
     """Re-order each query's global top ``rerank.k`` by verified local matches.
 
@@ -276,7 +275,6 @@ def rerank_result(
         settings: extraction/matching settings (a store's extraction settings win).
         rerank: :class:`~sbe.verify.gallery.RerankSettings`.
         labels: query names for error messages.
-        matcher: an already loaded :class:`~sbe.verify.local.LocalMatcher` (the service's).
 
     Returns:
         The result with ``matches`` (``None``: the candidate had no photo, global place kept;
@@ -288,8 +286,7 @@ def rerank_result(
     from sbe.verify.gallery import rerank_answer
     from sbe.verify.local import LocalMatcher
 
-    if matcher is None:
-        matcher = LocalMatcher(gallery.settings_of(settings))
+    matcher = LocalMatcher(gallery.settings_of(settings))
     try:
         return rerank_answer(result, queries, gallery, matcher, rerank)[0]
     except SbeError as e:

@@ -41,7 +41,7 @@ from sbe.training.checkpoint import (
     write_dir_atomic,
 )
 from sbe.training.data import EmbeddingSet
-from sbe.training.losses import LossSettings, Triplets, build_loss, informative_triplets
+from sbe.training.losses import Triplets, build_loss, informative_triplets
 from sbe.training.metrics import retrieval_metrics, sample_queries
 from sbe.training.samplers import Batch, PKSampler, UCB1Bandit
 from sbe.training.schedule import FitResult, residual_param_groups, warmup_cosine_scheduler
@@ -184,8 +184,8 @@ class Trainer:
             self.bandit = UCB1Bandit(
                 self.sampler.n_bands, cfg.ucb_exploration, cfg.ucb_warmup_steps
             )
-        self.loss_settings: LossSettings = cfg  # the loss's own settings are part of them
-        self.loss_fn = build_loss(cfg.loss, self.loss_settings).to(self.device)
+        # TrainSettings extends LossSettings: the loss reads its own fields of it
+        self.loss_fn = build_loss(cfg.loss, cfg).to(self.device)
         groups = param_groups(self.model, cfg.lr, cfg.residual_lr_scale)
         self.geo = geo
         if geo is not None:

@@ -238,15 +238,18 @@ def rerank_shortlists(
         photos = [p for p in queries[q] if p is not None]
         if not photos:
             raise SbeError(f"query {q}: no photo to re-rank with")
-        ranked = rerank_groups(
-            photos,
-            [gallery.row_photos(int(rows[q, i])) for i in valid],
-            similarities[q, valid],
-            matcher,
-            combine=settings.combine,
-            min_matches=settings.min_matches,
-            weight=settings.weight,
-        )
+        try:
+            ranked = rerank_groups(
+                photos,
+                [gallery.row_photos(int(rows[q, i])) for i in valid],
+                similarities[q, valid],
+                matcher,
+                combine=settings.combine,
+                min_matches=settings.min_matches,
+                weight=settings.weight,
+            )
+        except SbeError as e:  # only a query photo fails here; the caller names query q
+            raise SbeError(f"query {q}: {e}") from None
         for new, r in enumerate(ranked):
             order[q, new] = valid[r.index]
             matches[q, new] = -1 if r.missing else r.matches
