@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -23,17 +23,14 @@ import numpy as np
 from sbe.errors import SbeError
 from sbe.verify.local import ImageInput, LocalFeatures, LocalMatcher, LocalSettings
 from sbe.verify.rerank import MIN_MATCHES, SUM_WEIGHT, Combine, rerank_groups
-from sbe.verify.same_building import load_calibration, same_building_columns
 from sbe.verify.store import LocalFeatureStore
 
 __all__ = [
     "Gallery",
     "RerankSettings",
     "Reranking",
-    "load_calibration",
     "open_store",
     "rerank_shortlists",
-    "same_building_columns",
 ]
 
 #: a candidate photo: stored features, encoded bytes, or ``None`` (not found)
@@ -98,7 +95,6 @@ class Gallery:
     store: LocalFeatureStore | None = None
     photos: Callable[[int, int], Sequence[bytes | None]] | None = None
     per_row: int = 3
-    counts: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.store is not None and self.store.rows is None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 
-from sbe.errors import SbeError
 from sbe.verify.calibration import Calibration
 
 
@@ -24,16 +23,7 @@ def load_calibration(path: str | os.PathLike[str]) -> Calibration | None:
     p = Path(path)
     if not p.is_file():
         return None
-    try:
-        return Calibration.load(p)
-    except SbeError:
-        raise
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        reason = " ".join(str(e).split())
-        raise SbeError(
-            f"{p}: not a same-building calibration ({reason}); refit it "
-            "(`sbe evaluate --calibrate`) or delete it"
-        ) from None
+    return Calibration.load(p)  # its errors name the file
 
 
 def same_building_columns(
