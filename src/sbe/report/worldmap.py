@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from sbe.geo import koppen
-from sbe.sphere import haversine_km, latlon_to_unit, unit_to_latlon
+from sbe.sphere import EARTH_RADIUS_KM, haversine_km, latlon_to_unit, unit_to_latlon
 
 #: Köppen-Geiger class colours (fine index order of :data:`sbe.geo.koppen.FINE_CODES`), after the
 #: conventional legend of Beck et al. 2018; index 0 is water.
@@ -83,12 +83,17 @@ def great_circle(
             omega
         )
     lat, lon = unit_to_latlon(pts)
+    return [r for r in _antimeridian_runs(lat, lon) if len(r) > 1]
+
+
+def _antimeridian_runs(lat: np.ndarray, lon: np.ndarray) -> list[list[tuple[float, float]]]:
+    """A polyline of (N,) degrees cut into runs wherever it jumps across the antimeridian."""
     runs: list[list[tuple[float, float]]] = [[]]
-    for i in range(len(lat)):
-        if runs[-1] and abs(lon[i] - runs[-1][-1][1]) > 180:
+    for la, lo in zip(lat.tolist(), lon.tolist(), strict=True):
+        if runs[-1] and abs(lo - runs[-1][-1][1]) > 180:
             runs.append([])
-        runs[-1].append((float(lat[i]), float(lon[i])))
-    return [r for r in runs if len(r) > 1]
+        runs[-1].append((la, lo))
+    return runs
 
 
 @dataclass(frozen=True)
@@ -307,19 +312,14 @@ def geodesic_circle(
     A circle on the sphere is no circle on a plate carrée map, so it is drawn as a polyline;
     radii beyond half the circumference are clipped to it.
     """
-    delta = min(float(radius_km), 20_000.0) / 6371.0088
+    delta = min(float(radius_km) / EARTH_RADIUS_KM, np.pi)
     phi, lam = np.radians(lat), np.radians(lon)
     b = np.linspace(0.0, 2 * np.pi, steps + 1)
     phi2 = np.arcsin(np.sin(phi) * np.cos(delta) + np.cos(phi) * np.sin(delta) * np.cos(b))
     lam2 = lam + np.arctan2(
         np.sin(b) * np.sin(delta) * np.cos(phi), np.cos(delta) - np.sin(phi) * np.sin(phi2)
     )
-    la, lo = np.degrees(phi2), (np.degrees(lam2) + 180.0) % 360.0 - 180.0
-    runs: list[list[tuple[float, float]]] = [[]]
-    for i in range(len(la)):
-        if runs[-1] and abs(lo[i] - runs[-1][-1][1]) > 180:
-            runs.append([])
-        runs[-1].append((float(la[i]), float(lo[i])))
+    runs = _antimeridian_runs(np.degrees(phi2), (np.degrees(lam2) + 180.0) % 360.0 - 180.0)
     if len(runs) > 2:  # the circle starts and ends on the same side: one run there
         runs = [runs[-1] + runs[0][1:], *runs[1:-1]]
     return [r for r in runs if len(r) > 1]
@@ -327,7 +327,7 @@ def geodesic_circle(
 
 def _mode_marks(points: Sequence[MapPoint], max_photos: int, width: int, height: int) -> list[str]:
     """The top-k modes of the first ``max_photos`` points that have modes: per mode a dot (area
-    growing with its mass), its 50 % radius (solid) and 90 % radius (dashed), and a line to the
+    growing with its mass), its 50 % radius (solid) and 90 % radius (dashed), and a square at the
     photo's true place; one colour per photo."""
     marks: list[str] = []
     shown = [p for p in points if p.modes][:max_photos]
