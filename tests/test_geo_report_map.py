@@ -41,7 +41,7 @@ def test_geodesic_circle_points_lie_at_the_radius_and_split_at_the_antimeridian(
 
 def test_modes_layer_draws_mass_and_both_radii_of_the_first_photos() -> None:
     pts = [_point(f"img{i}", MODES) for i in range(4)] + [MapPoint(1.0, 1.0, 2.0, 2.0, "bare")]
-    svg = world_map_svg(pts, None, mode_photos=2)
+    svg = world_map_svg(pts, None, mode_points=pts[:2])
     assert 'data-layer="modes"' in svg and 'data-layer="predictions"' in svg
     layer = svg.split('data-layer="modes">')[1].split('<g class="layer"')[0]
     assert re.findall(r'data-photo="([^"]+)"', layer) == ["img0", "img1"]
@@ -60,7 +60,7 @@ def test_modes_layer_draws_mass_and_both_radii_of_the_first_photos() -> None:
     assert "mass 60%, 50 % within 150 km, 90 % within 900 km" in layer
     # no modes: no layer
     assert 'data-layer="modes"' not in world_map_svg(pts, None)
-    assert 'data-layer="modes"' not in world_map_svg(pts[-1:], None, mode_photos=3)
+    assert 'data-layer="modes"' not in world_map_svg(pts[-1:], None, mode_points=pts[-1:])
 
 
 def test_geolocation_keeps_the_modes_and_the_section_offers_the_layer(tmp_path: Path) -> None:

@@ -320,10 +320,10 @@ def geo_section(
     drawn = [] if isinstance(buildings, str) else buildings[0]
     points = [] if isinstance(geo, str) else geo.points
     if points or drawn:
-        context["map"] = Markup(
-            world_map_svg(points, background_uri, buildings=drawn, mode_photos=MODE_PHOTOS)
-        )
         with_modes = [p for p in points if p.modes][:MODE_PHOTOS]
+        context["map"] = Markup(
+            world_map_svg(points, background_uri, buildings=drawn, mode_points=with_modes)
+        )
         context["mode_photos"] = with_modes
         context["layers"] = [
             (name, text)

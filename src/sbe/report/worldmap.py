@@ -164,7 +164,7 @@ def world_map_svg(
     background_uri: str | None,
     *,
     buildings: Sequence[MapBuilding] = (),
-    mode_photos: int = 0,
+    mode_points: Sequence[MapPoint] = (),
     width: int = 1440,
     height: int = 720,
     css_width: str = "100%",
@@ -179,7 +179,7 @@ def world_map_svg(
     (green); one x per predicted cell. Every mark has a tooltip with the numbers.
 
     The marks are up to three layers, each a ``<g data-layer=...>`` a page can hide:
-    ``predictions`` (the above), ``modes`` (for the first ``mode_photos`` points with modes: the
+    ``predictions`` (the above), ``modes`` (for each of ``mode_points``: the
     top-k modes of the predicted mixture, each a dot whose area grows with its mass and two
     geodesic circles holding 50 % (solid) and 90 % (dashed) of that mass, and a square at the
     true place, one colour per photo) and ``buildings`` (one purple dot per cell holding
@@ -188,7 +188,7 @@ def world_map_svg(
     Args:
         points: images to draw.
         buildings: the located buildings to draw (may be empty: no layer).
-        mode_photos: photos whose top-k modes are drawn (0: no modes layer).
+        mode_points: photos whose top-k modes are drawn (none, or none with modes: no layer).
         background_uri: a ``data:`` URI of the background (plate carrée, any size), or ``None``
             for a plain ocean colour.
         width, height: the SVG coordinate system (the map scales to ``css_width``).
@@ -274,7 +274,7 @@ def world_map_svg(
         body.append('<g class="layer" data-layer="predictions">')
         body += arcs + discs + crosses
         body.append("</g>")
-    modes = _mode_marks(points, mode_photos, width, height) if mode_photos > 0 else []
+    modes = _mode_marks(mode_points, width, height)
     if modes:
         body.append('<g class="layer" data-layer="modes">')
         body += modes
@@ -325,12 +325,12 @@ def geodesic_circle(
     return [r for r in runs if len(r) > 1]
 
 
-def _mode_marks(points: Sequence[MapPoint], max_photos: int, width: int, height: int) -> list[str]:
-    """The top-k modes of the first ``max_photos`` points that have modes: per mode a dot (area
+def _mode_marks(points: Sequence[MapPoint], width: int, height: int) -> list[str]:
+    """The top-k modes of each point that has modes: per mode a dot (area
     growing with its mass), its 50 % radius (solid) and 90 % radius (dashed), and a square at the
     photo's true place; one colour per photo."""
     marks: list[str] = []
-    shown = [p for p in points if p.modes][:max_photos]
+    shown = [p for p in points if p.modes]
     for i, p in enumerate(shown):
         colour = MODE_COLOURS[i % len(MODE_COLOURS)]
         name = escape(p.label or f"photo {i + 1}")
