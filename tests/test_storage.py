@@ -141,3 +141,15 @@ def test_uid_packing() -> None:
     assert arr.dtype == np.int64
     d, local = split_uid(arr)
     assert d.tolist() == [1, 2] and local.tolist() == [3, 4]
+
+
+def test_read_parquet_rows_reads_several_columns_across_row_groups(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sbe.storage.parquet import read_parquet_rows
+
+    table = pa.table({"a": list(range(10)), "b": [f"v{i}" for i in range(10)], "c": [0.0] * 10})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=4)
+    got = read_parquet_rows(tmp_path / "t.parquet", [9, 1, 5, 5, 42], ["a", "b"])
+    assert got == {1: {"a": 1, "b": "v1"}, 5: {"a": 5, "b": "v5"}, 9: {"a": 9, "b": "v9"}}

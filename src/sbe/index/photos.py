@@ -135,10 +135,11 @@ class PhotoTable:
 
     def read(self, rows: Sequence[int]) -> dict[int, bytes | None]:
         """Encoded image bytes of photo rows (``None`` for an empty or null cell)."""
-        got = read_parquet_rows(self.path, rows, self.image_column)
+        col = self.image_column
+        got = read_parquet_rows(self.path, rows, [col])
         return {
             int(r): (v if isinstance(v, bytes) and v else None)
-            for r, v in ((r, got.get(int(r))) for r in rows)
+            for r, v in ((r, got.get(int(r), {}).get(col)) for r in rows)
         }
 
 

@@ -78,20 +78,22 @@ def _osmid_images(
         if osmid not in first or row < first[osmid]:
             first[osmid] = row
     wanted = {o: first[o] for o in osmids if o in first}
+    got = read_parquet_rows(source, list(wanted.values()), columns or ["image_bytes"])
     if not columns:
-        blobs = read_parquet_rows(source, list(wanted.values()), "image_bytes")
         # image_bytes is a binary column: its values are bytes (or None when null)
-        return {o: cast("bytes | None", blobs.get(r)) for o, r in wanted.items()}, ""
-    refs = {c: read_parquet_rows(source, list(wanted.values()), c) for c in columns}
+        return {
+            o: cast("bytes | None", got.get(r, {}).get("image_bytes")) for o, r in wanted.items()
+        }, ""
     out: dict[Any, bytes | None] = {}
     for o, r in wanted.items():
         try:
+            ref = got[r]
             out[o] = read_located(
                 None,
-                str(refs["tar_file"][r]),
-                str(refs["member_name"][r]),
-                int(refs["tar_offset"][r]),  # type: ignore[call-overload]
-                int(refs["tar_size"][r]),  # type: ignore[call-overload]
+                str(ref["tar_file"]),
+                str(ref["member_name"]),
+                int(ref["tar_offset"]),
+                int(ref["tar_size"]),
             )
         except (ImageReadError, KeyError):
             out[o] = None

@@ -73,7 +73,11 @@ class PhotoSource(PhotoTable):
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-        blob = read_parquet_rows(self.path, [row], self.image_column).get(int(row))
+        blob = (
+            read_parquet_rows(self.path, [row], [self.image_column])
+            .get(int(row), {})
+            .get(self.image_column)
+        )
         out: bytes | None = None
         if isinstance(blob, bytes) and blob:
             try:

@@ -141,18 +141,12 @@ def parquet_calibration(
     """
     import pyarrow.parquet as pq
 
+    from sbe.storage.parquet import read_parquet_rows
+
     def make(preprocess: Preprocess) -> np.ndarray:
-        pf = pq.ParquetFile(path)
-        n = pf.metadata.num_rows
-        starts = np.cumsum(
-            [0] + [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
-        )
-        picks = calibration_indices(n, size, seed)
-        data: list[bytes | None] = []
-        for g in np.unique(np.searchsorted(starts, picks, side="right") - 1):
-            col = pf.read_row_group(int(g), columns=[column])[column]
-            local = picks[(picks >= starts[g]) & (picks < starts[g + 1])] - starts[g]
-            data += col.take(local).to_pylist()
+        picks = calibration_indices(pq.ParquetFile(path).metadata.num_rows, size, seed)
+        got = read_parquet_rows(path, picks.tolist(), [column])
+        data: list[bytes | None] = [got[int(p)][column] for p in picks]
 
         def read(i: int) -> bytes:
             if data[i] is None:
