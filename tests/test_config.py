@@ -90,3 +90,18 @@ def test_hashed_when_set_compares_values_of_any_type_with_their_defaults() -> No
     base = IndexConfig().hashed_settings()
     assert "local_features" not in base and "local_features_per_row" not in base
     assert IndexConfig(local_features=True).hashed_settings()["local_features"] is True
+
+
+def test_embed_shard_sets_the_two_validated_fields() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from sbe.config import EmbedConfig
+
+    c = EmbedConfig(shard="1/4")
+    assert (c.shard_index, c.shard_count, c.shard) == (1, 4, None)
+    assert {"shard_index", "shard_count"} <= c.model_fields_set
+    with pytest.raises(ValidationError, match="shard_index 4 must be < shard_count"):
+        EmbedConfig(shard="4/4")
+    with pytest.raises(ValidationError, match="K/N"):
+        EmbedConfig(shard="x")

@@ -3,8 +3,9 @@ each)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import (
     Field,
@@ -108,11 +109,19 @@ class EmbedConfig(Section):
         description="metadata columns of a folder/list/WebDataset input copied to sources.parquet",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _split_shard(cls, data: Any) -> Any:
+        """``shard = "K/N"`` becomes ``shard_index`` K and ``shard_count`` N (validated as such)."""
+        if isinstance(data, dict) and isinstance(shard := data.get("shard"), str):
+            if re.fullmatch(r"\d+/\d+", shard.strip()) is None:
+                raise ValueError(f"shard must be K/N (e.g. 2/8), got {shard!r}")
+            k, n = shard.strip().split("/")
+            data = {**data, "shard_index": int(k), "shard_count": int(n), "shard": None}
+        return data
+
     @model_validator(mode="after")
     def _check_shard(self) -> Self:
-        if self.shard is not None:
-            k, n = (int(v) for v in self.shard.split("/"))
-            self.__dict__.update(shard_index=k, shard_count=n, shard=None)
         if self.shard_index >= self.shard_count:
             raise ValueError(f"shard_index {self.shard_index} must be < shard_count")
         return self
