@@ -17,7 +17,7 @@ import typer
 from sbe import __version__
 from sbe.cli.base import error, out, state
 from sbe.cli.gen import add
-from sbe.config import PIPELINE_STAGES, SbeConfig
+from sbe.config import SECTION_NAMES, SbeConfig
 from sbe.config import commands as options
 from sbe.errors import SbeError, os_error_message
 
@@ -63,9 +63,11 @@ def _add(name: str, model: Any, runner: str, section: str = "") -> None:
     add(groups[group] if group else app, name, model, runner, section)
 
 
-# stages in pipeline order, with those outside `sbe run` beside their neighbours; then the others
-for n in PIPELINE_STAGES:
-    for stage in (n, *{"ingest": ("label",), "evaluate": ("tune",)}.get(n, ())):
+#: config sections that configure no stage of their own
+NOT_STAGES = ("pipeline", "verify")
+# one command per stage section, in the config's (pipeline) order; then the others
+for stage in SECTION_NAMES:
+    if stage not in NOT_STAGES:
         command = {"geo": "geo train", "index": "index build"}.get(stage, stage)
         _add(command, SbeConfig.model_fields[stage].annotation, STAGE, stage)
 for name, (model, runner) in OTHERS.items():
