@@ -11,7 +11,7 @@ from rich.table import Table
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 #: set by the command that runs: ``main`` prints a traceback only when ``verbose``
-state = {"verbose": False, "quiet": False}
+state = {"verbose": False}  # --verbose: main() then prints tracebacks
 
 INTERRUPTED = (
     "interrupted: finished stages and parts are kept; the folder that was being written is resumed "

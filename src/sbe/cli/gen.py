@@ -169,7 +169,7 @@ def command(name: str, model: type[BaseModel], runner: str, section: str = "") -
         from sbe.progress import progress_default  # rich.progress: not for --help
 
         values = _given(ctx, kw, fields)
-        state.update(quiet=kw["quiet"], verbose=kw["verbose"])
+        state["verbose"] = kw["verbose"]
         log, notes = (
             say if kw["verbose"] and not kw["quiet"] else None,
             None if kw["quiet"] else say,

@@ -78,7 +78,7 @@ class ReportStage(Stage):
     def summary(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
         missing = {k: v for k, v in m.extra.get("sections", {}).items() if v}
         lines = [f"{name}: not available: {'; '.join(why)}" for name, why in missing.items()]
-        return [manifest_table(m), *lines, f"report: {Path(cfg.output) / 'report.html'}"]
+        return [manifest_table(m), *lines, f"report: {Path(cfg.output) / REPORT_FILE}"]
 
     def run(self, cfg: ReportConfig, ctx: StageContext) -> Manifest:
         """Write ``cfg.output/report.html`` from the other stages' outputs.

@@ -27,6 +27,7 @@ from sbe.errors import SbeError
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.stages.summary import Summary
 from sbe.storage import Manifest, atomic_path, fingerprint_paths, write_json_atomic
+from sbe.storage.artifacts import TuneDir
 from sbe.training.data import load_split, split_path
 from sbe.training.loop import RESUME_FREE_KEYS
 from sbe.training.settings import TrainSettings
@@ -55,7 +56,7 @@ class TuneStage(Stage):
 
     def result_lines(self, m: Manifest, results: dict[str, Any], cfg: Any) -> Summary:
         best = f"best val mAP@R {m.extra['best_value']:.4f} (trial {m.extra['best_trial']})"
-        return [f"{best} -> {Path(cfg.output) / 'best_params.toml'}"]
+        return [f"{best} -> {TuneDir(cfg.output).path(TuneDir.BEST_TOML)}"]
 
     def run(self, cfg: TuneConfig, ctx: StageContext) -> Manifest:
         """Run ``cfg.trials`` trials of the shared study and write the best parameters so far.
@@ -127,7 +128,7 @@ class TuneStage(Stage):
             raise SbeError("no trial completed")
         best = study.best_trial
         params = dict(best.params)
-        with atomic_path(out / "best_params.toml") as tmp:
+        with atomic_path(out / TuneDir.BEST_TOML) as tmp:
             tmp.write_text(
                 f"# best of {counts['trials_complete']} complete trials of study "
                 f"{cfg.study_name!r}: val mAP@R {best.value:.4f} (trial {best.number}, "
@@ -143,10 +144,10 @@ class TuneStage(Stage):
             "metric": "val map@r (fixed seeded query set)",
             **counts,
         }
-        write_json_atomic(out / "best_params.json", summary)
+        write_json_atomic(out / TuneDir.BEST_JSON, summary)
         ctx.results.update(summary)
         return ctx.commit(
-            outputs=["best_params.toml", "best_params.json"], rows=counts, extra=summary
+            outputs=[TuneDir.BEST_TOML, TuneDir.BEST_JSON], rows=counts, extra=summary
         )
 
 

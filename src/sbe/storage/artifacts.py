@@ -584,6 +584,13 @@ class ClustersDir(ArtifactDir, stage="cluster", what="clusters"):
     CLUSTERS: ClassVar[str] = "clusters.parquet"
 
 
+class TuneDir(ArtifactDir, stage="tune", what="tuning study"):
+    """``sbe tune`` output: the best trial as a ``[train]`` snippet and as JSON."""
+
+    BEST_TOML: ClassVar[str] = "best_params.toml"
+    BEST_JSON: ClassVar[str] = "best_params.json"
+
+
 class ReportDir(ArtifactDir, stage="report", what="report"):
     """``sbe report`` output: ``report.html``."""
 
