@@ -448,3 +448,7 @@ def test_serve_passes_the_verify_section_to_every_worker(monkeypatch, tmp_path: 
     back = command.verify_settings_from_json(command.verify_settings_to_json(settings))
     assert back is not None and (back.local, back.rerank) == (settings.local, settings.rerank)
     assert command.verify_settings_from_json("") is None
+    # a worker of another version ignores keys it does not know
+    newer = '{"local": {"max_keypoints": 64, "added_later": 1}, "rerank": {"k": 3, "x": 0}}'
+    back = command.verify_settings_from_json(newer)
+    assert back is not None and back.local.max_keypoints == 64 and back.rerank.k == 3

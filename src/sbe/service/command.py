@@ -7,7 +7,6 @@ re-imports the app by name in each worker.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import os
@@ -53,7 +52,7 @@ def verify_settings_to_json(settings: ServiceSettings | None) -> str:
     if settings is None:
         return ""
     parts = {"local": settings.local, "rerank": settings.rerank}
-    return json.dumps({k: dataclasses.asdict(v) for k, v in parts.items() if v is not None})
+    return json.dumps({k: v.to_dict() for k, v in parts.items() if v is not None})
 
 
 def verify_settings_from_json(text: str) -> ServiceSettings | None:
@@ -66,8 +65,8 @@ def verify_settings_from_json(text: str) -> ServiceSettings | None:
     data = json.loads(text)
     local, rerank = data.get("local"), data.get("rerank")
     return ServiceSettings(
-        local=LocalSettings(**local) if local else None,
-        rerank=RerankSettings(**rerank) if rerank else None,
+        local=LocalSettings.from_dict(local) if local else None,
+        rerank=RerankSettings.from_dict(rerank) if rerank else None,
     )
 
 

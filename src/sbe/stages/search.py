@@ -41,13 +41,11 @@ def local_settings(cfg: VerifyConfig) -> LocalSettings:
     return same_named(LocalSettings, cfg)  # the fields [verify] does not set keep their defaults
 
 
-def rerank_settings(cfg: VerifyConfig, k: int | None = None, per_row: int = 3) -> RerankSettings:
+def rerank_settings(cfg: VerifyConfig, k: int | None = None) -> RerankSettings:
     """``[verify]`` -> :class:`~sbe.verify.gallery.RerankSettings` (``k`` overrides rerank_k)."""
     from sbe.verify.gallery import RerankSettings
 
-    return RerankSettings(
-        k=k or cfg.rerank_k, combine=cfg.combine, min_matches=cfg.min_matches, per_row=per_row
-    )
+    return same_named(RerankSettings, cfg, k=k or cfg.rerank_k)
 
 
 def load_vectors(path: str | Path, embedding_column: str = "embedding") -> np.ndarray:

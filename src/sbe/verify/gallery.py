@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 
 from sbe.errors import SbeError
+from sbe.settings import Record
 from sbe.verify.local import ImageInput, LocalFeatures, LocalMatcher, LocalSettings
 from sbe.verify.rerank import MIN_MATCHES, SUM_WEIGHT, Combine, rerank_groups
 from sbe.verify.store import LocalFeatureStore
@@ -39,7 +40,7 @@ R = TypeVar("R", bound="Shortlisted")
 
 
 @dataclass(frozen=True)
-class RerankSettings:
+class RerankSettings(Record):
     """How a shortlist is re-ranked (the extraction/matching settings are
     :class:`~sbe.verify.local.LocalSettings`).
 

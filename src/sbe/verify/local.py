@@ -19,6 +19,7 @@ from PIL import Image
 
 from sbe.data.images import ImageDecodeError, decode_opened, open_image
 from sbe.errors import SbeError
+from sbe.settings import Record
 from sbe.verify.weights import load_disk, load_lightglue
 
 #: an image as bytes (encoded), a PIL image, or uint8 HWC RGB.
@@ -33,7 +34,7 @@ MIN_SIDE = 32
 
 
 @dataclass(frozen=True)
-class LocalSettings:
+class LocalSettings(Record):
     """How local features are extracted and matched.
 
     Args:
