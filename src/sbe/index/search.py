@@ -14,7 +14,7 @@ it (useful as a sanity check: its rank is then 1).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -141,38 +141,33 @@ class SearchResult:
             columns={**moved, **{n: np.asarray(v) for n, v in columns.items()}},
         )
 
-    def reranked(
-        self, k: int, rerank: Callable[[np.ndarray, np.ndarray], Any], **notes: Any
-    ) -> SearchResult:
-        """Re-order each query's first ``k`` hits; the hits after them keep their order.
+    def reranked(self, rr: Any, notes: dict[str, Any] | None = None) -> SearchResult:
+        """Re-order each query's first ``k`` hits by a re-ranking of them; the hits after them
+        keep their order.
 
         Args:
-            k: hits re-ordered per query.
-            rerank: ``rerank(rows, similarity)`` of the first k columns (int64 / float (Q, k))
-                returning an object with ``order`` (int (Q, k), old position per new rank, -1 =
-                no hit), ``matches`` (int (Q, k), -1 = not checked) and ``score`` (float (Q, k))
-                (:func:`sbe.verify.gallery.rerank_shortlists` answers so).
-            **notes: recorded under ``notes["rerank"]``.
+            rr: the re-ranking of the first ``k`` columns (``k = rr.order.shape[1]``): ``order``
+                (int (Q, k), old position per new rank, -1 = no hit), ``matches`` (int (Q, k),
+                -1 = not checked) and ``score`` (float (Q, k)), as
+                :func:`sbe.verify.gallery.rerank_shortlists` answers.
+            notes: recorded under ``notes["rerank"]`` (beside ``k``).
 
         Returns:
             A new result with ``matches`` (``None`` where not checked) and ``score`` (NaN there)
             columns.
         """
         q_n, k_all = self.rows.shape
-        kr = min(int(k), k_all)
-        rr = rerank(self.rows[:, :kr], self.similarity[:, :kr])
+        kr = rr.order.shape[1]
         order = np.tile(np.arange(k_all, dtype=np.int64), (q_n, 1))
         order[:, :kr] = rr.order
         order[self.rows < 0] = -1
+        checked = (rr.order >= 0) & (rr.matches >= 0)
         matches = np.full((q_n, k_all), None, dtype=object)
+        matches[:, :kr] = np.where(checked, rr.matches.astype(object), None)  # Python ints
         score = np.full((q_n, k_all), np.nan)
-        for q in range(q_n):
-            for i in range(kr):
-                if rr.order[q, i] >= 0 and rr.matches[q, i] >= 0:
-                    matches[q, i] = int(rr.matches[q, i])
-                    score[q, i] = float(rr.score[q, i])
+        score[:, :kr] = np.where(checked, rr.score, np.nan)
         out = self.reordered(order, matches=matches, score=score)
-        return replace(out, notes={**self.notes, "rerank": {"k": kr, **notes}})
+        return replace(out, notes={**self.notes, "rerank": {"k": kr, **(notes or {})}})
 
     def match_counts(self) -> np.ndarray | None:
         """int64 (Q, k) verified matches after :meth:`reranked` (-1 = not checked), else None."""

@@ -152,9 +152,12 @@ class Shortlisted(Protocol):
     """A search answer that can re-order its shortlists (``sbe.index.search.SearchResult``)."""
 
     @property
-    def notes(self) -> dict[str, Any]: ...
+    def rows(self) -> np.ndarray: ...  # int64 (Q, k), -1 = no hit
 
-    def reranked(self, k: int, rerank: Callable[[np.ndarray, np.ndarray], Any]) -> Any: ...
+    @property
+    def similarity(self) -> np.ndarray: ...  # float (Q, k)
+
+    def reranked(self, rr: Any, notes: dict[str, Any] | None = None) -> Any: ...
 
 
 def rerank_answer(
@@ -175,16 +178,11 @@ def rerank_answer(
     Raises:
         SbeError: a query photo that does not decode (``query i: ...``).
     """
-    done: list[Reranking] = []
-
-    def run(rows: np.ndarray, sims: np.ndarray) -> Reranking:
-        done.append(rerank_shortlists(queries, rows, sims, gallery, matcher, settings))
-        return done[-1]
-
-    out = result.reranked(settings.k, run)
-    rr = done[0]
+    k = min(settings.k, result.rows.shape[1])
+    rr = rerank_shortlists(
+        queries, result.rows[:, :k], result.similarity[:, :k], gallery, matcher, settings
+    )
     notes = {
-        **out.notes["rerank"],
         "gallery": gallery.source,
         "checked": rr.checked,
         "missing": rr.missing,
@@ -192,7 +190,7 @@ def rerank_answer(
         "max_keypoints": matcher.settings.max_keypoints,
         "max_side": matcher.settings.max_side,
     }
-    return dataclasses.replace(out, notes={**out.notes, "rerank": notes}), rr
+    return result.reranked(rr, notes), rr
 
 
 def rerank_shortlists(
