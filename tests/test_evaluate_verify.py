@@ -465,3 +465,21 @@ def test_an_undecodable_query_photo_is_named() -> None:
     with pytest.raises(SbeError, match=r"^query 1: cannot decode") as e:
         rerank_shortlists([good, bad], rows, sims, Gallery(photos=None), LabelMatcher())  # type: ignore[arg-type]
     assert _name_query(str(e.value), ["a.jpg", "b.jpg"]).startswith("b.jpg: cannot decode")
+
+
+def test_rerank_reads_every_candidates_photos_in_one_call() -> None:
+    from sbe.verify.gallery import Gallery, rerank_shortlists
+
+    calls: list[list[int]] = []
+
+    def photos(rows, limit):
+        calls.append(list(rows))
+        return [[f"label:{r % 2}".encode()] for r in rows]
+
+    rows = np.array([[0, 1, 2], [2, 3, -1]])
+    sims = np.array([[0.9, 0.8, 0.7], [0.9, 0.8, np.nan]])
+    rr = rerank_shortlists(
+        [[b"label:1"], [b"label:0"]], rows, sims, Gallery(photos=photos), LabelMatcher()
+    )  # type: ignore[arg-type]
+    assert calls == [[0, 1, 2, 3]]  # the unique candidates of both queries, once
+    assert rr.order[0].tolist() == [1, 0, 2] and rr.order[1].tolist() == [0, 1, -1]

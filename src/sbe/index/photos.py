@@ -149,8 +149,8 @@ def row_photo_reader(
     id_column: str,
     ids: pa.ChunkedArray,
     photos: str | Path | None = None,
-) -> tuple[Callable[[int, int], list[bytes | None]] | None, Path | None]:
-    """``(row, limit) -> photo bytes`` of an index's rows, from its photo parquet.
+) -> tuple[Callable[[Sequence[int], int], list[list[bytes | None]]] | None, Path | None]:
+    """``(rows, limit) -> per row, its photo bytes`` of an index's rows, from its photo parquet.
 
     Args:
         index_root: the index folder.
@@ -160,9 +160,10 @@ def row_photo_reader(
         photos: a photo parquet to use instead of following the provenance.
 
     Returns:
-        ``(reader, parquet)``: ``reader(row, limit)`` lists up to ``limit`` photos of the row's
-        id (``None`` for an empty cell; an empty list when the id has none), or ``(None, None)``
-        when no photo parquet is found.
+        ``(reader, parquet)``: ``reader(rows, limit)`` lists, per row, up to ``limit`` photos of
+        the row's id (``None`` for an empty cell; an empty list when the id has none), finding
+        them in one pass over the ids and reading them in one pass over the file; or
+        ``(None, None)`` when no photo parquet is found.
     """
     source = None if source_path is None else Path(index_root) / source_path
     path = Path(photos) if photos is not None else find_photo_parquet(source, id_column)
@@ -170,9 +171,9 @@ def row_photo_reader(
         return None, None
     table = PhotoTable(path, id_column)
 
-    def reader(row: int, limit: int) -> list[bytes | None]:
-        rows = table.rows_of(ids[int(row)].as_py())[:limit]
-        got = table.read(rows)
-        return [got.get(r) for r in rows]
+    def reader(rows: Sequence[int], limit: int) -> list[list[bytes | None]]:
+        photo_rows = table.rows_of_many([ids[int(r)].as_py() for r in rows], limit)
+        got = table.read(sorted({r for pr in photo_rows for r in pr}))
+        return [[got.get(r) for r in pr] for pr in photo_rows]
 
     return reader, path

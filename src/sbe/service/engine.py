@@ -383,7 +383,7 @@ class Engine:
                 gallery, _ = self._reranker()
             except SbeError as e:
                 raise UploadError(503, f"re-ranking is not available: {e}") from None
-        photos = [p for r in self.index.rows_of(id_value) for p in gallery.row_photos(int(r))]
+        photos = [p for ps in gallery.rows_photos(self.index.rows_of(id_value)) for p in ps]
         photos = [p for p in photos if p is not None]
         if not photos:
             raise UploadError(

@@ -208,7 +208,7 @@ def run_query(
         gallery = open_gallery(index, photos=photos)
         if id_value is not None:
             rows = index.rows_of(id_value)
-            queries: list[list[Any]] = [[p for r in rows for p in gallery.row_photos(int(r))]]
+            queries: list[list[Any]] = [[p for ps in gallery.rows_photos(rows) for p in ps]]
             if not [p for p in queries[0] if p is not None]:
                 raise SbeError(
                     f"--rerank: {labels[0]} has no photo to match (photos: {gallery.source}); "

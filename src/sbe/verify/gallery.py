@@ -88,13 +88,14 @@ class Gallery:
 
     Args:
         store: the index's feature store (rows = index rows), or ``None``.
-        photos: ``row -> photo bytes`` (``None`` entries for photos that are not there), used
-            when there is no store; ``None`` = no photos at all (every candidate is missing).
+        photos: ``(rows, limit) -> per row, its photo bytes`` (``None`` entries for photos
+            that are not there), used when there is no store; one call reads every row asked;
+            ``None`` = no photos at all (every candidate is missing).
         per_row: photos per row asked of ``photos``.
     """
 
     store: LocalFeatureStore | None = None
-    photos: Callable[[int, int], Sequence[bytes | None]] | None = None
+    photos: Callable[[Sequence[int], int], Sequence[Sequence[bytes | None]]] | None = None
     per_row: int = 3
 
     def __post_init__(self) -> None:
@@ -108,15 +109,14 @@ class Gallery:
             return "store"
         return "on the fly" if self.photos is not None else "none"
 
-    def row_photos(self, row: int) -> list[Photo]:
-        """Row ``row``'s photos: stored features, or bytes (``None`` = missing)."""
+    def rows_photos(self, rows: Sequence[int] | np.ndarray) -> list[list[Photo]]:
+        """Each row's photos: stored features, or bytes (``None`` = missing), read in one go."""
         if self.store is not None:
-            if not 0 <= row < self.store.num_rows:
-                return []
-            return list(self.store.row_features(row))
-        if self.photos is None:
-            return []
-        return list(self.photos(row, self.per_row))
+            store = self.store
+            return [list(store.row_features(r)) if 0 <= r < store.num_rows else [] for r in rows]
+        if self.photos is None or not len(rows):
+            return [[] for _ in rows]
+        return [list(p) for p in self.photos([int(r) for r in rows], self.per_row)]
 
     def settings_of(self, settings: LocalSettings) -> LocalSettings:
         """The matcher settings to use: a store's extraction settings win (the query must be
@@ -226,6 +226,9 @@ def rerank_shortlists(
     matches = np.full((q_n, k), -1, dtype=np.int64)
     score = np.full((q_n, k), np.nan, dtype=np.float64)
     missing = checked = 0
+    # every candidate's photos in one read (a photo parquet is read per call, not per row)
+    wanted = np.unique(rows[rows >= 0]).tolist()
+    photos_of = dict(zip(wanted, gallery.rows_photos(wanted), strict=True))
     for q in range(q_n):
         valid = np.flatnonzero(rows[q] >= 0)
         if len(valid) == 0:
@@ -236,7 +239,7 @@ def rerank_shortlists(
         try:
             ranked = rerank_groups(
                 photos,
-                [gallery.row_photos(int(rows[q, i])) for i in valid],
+                [photos_of[int(rows[q, i])] for i in valid],
                 similarities[q, valid],
                 matcher,
                 combine=settings.combine,
