@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from sbe.mining.topk import top_k_excluding_self
 from sbe.report.places import Places
 from sbe.report.readers import (
     ReportOptions,
@@ -42,28 +43,6 @@ def pick_queries(building_ids: np.ndarray, n: int, seed: int) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(eligible, size=min(n, len(eligible)), replace=False)).astype(np.int64)
-
-
-def top_k_excluding_self(
-    vectors: np.ndarray, queries: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine top-k of the given rows among all rows, the query row itself excluded.
-
-    Args:
-        vectors: (N, D) float; rows are L2-normalised here.
-        queries: (Q,) row indices.
-        k: results per query (capped at N - 1).
-
-    Returns:
-        ``(rows, similarity)``: (Q, k) int64 and float32, best first (ties by row order).
-    """
-    v = np.asarray(vectors, dtype=np.float32)
-    v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-    sims = v[queries] @ v.T
-    sims[np.arange(len(queries)), queries] = -np.inf
-    k = min(k, len(v) - 1)
-    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return order.astype(np.int64), np.take_along_axis(sims, order, axis=1).astype(np.float32)
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from sbe.errors import SbeError
+from sbe.mining.topk import top_k_excluding_self
 from sbe.verify.calibration import Calibration, finite_json, fit_calibration, precision_recall
 from sbe.verify.local import LocalFeatures, LocalMatcher
 from sbe.verify.rerank import Combine, reranked_order
@@ -277,13 +278,7 @@ def shortlists(x: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, 
     Returns:
         ``(rows int64 (Q, k), similarities float64 (Q, k))``, best first.
     """
-    x = np.asarray(x, dtype=np.float64)
-    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
-    sims = x[queries] @ x.T
-    sims[np.arange(len(queries)), queries] = -np.inf
-    k = min(k, len(x) - 1)
-    rows = np.argsort(-sims, axis=1, kind="stable")[:, :k]
-    return rows.astype(np.int64), np.take_along_axis(sims, rows, axis=1)
+    return top_k_excluding_self(x, queries, k, dtype=np.float64)
 
 
 def rerank_top1(
