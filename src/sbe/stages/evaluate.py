@@ -41,7 +41,7 @@ from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.stages.search import local_settings
 from sbe.stages.summary import Summary, Table, number
 from sbe.storage import Manifest, fingerprint_paths, write_json_atomic
-from sbe.storage.artifacts import EvaluateDir, ModelDir, RunDir, SplitDir
+from sbe.storage.artifacts import EvaluateDir, ImagesDir, ModelDir, RunDir, SplitDir
 from sbe.training.data import EmbeddingSet, load_split
 from sbe.training.evaluation import (
     backbone_from_identity,
@@ -87,9 +87,11 @@ def images_dir_of(split_dir: SplitDir) -> Path | None:
 
 
 def _ingest_parts(images: Path | None) -> list[Path]:
-    if images is None or not images.is_dir():
+    """The ingest parts photos are read from (none: the re-ranking reports a counted fallback)."""
+    try:
+        return ImagesDir(images).parts() if images is not None else []
+    except SbeError:  # no folder, or no part in it
         return []
-    return sorted(p for p in images.glob("*.parquet") if not p.name.startswith((".", "_")))
 
 
 def _pair_split(data: EmbeddingSet, projector: Projector) -> tuple[np.ndarray, np.ndarray]:
