@@ -224,7 +224,9 @@ class EvaluateStage(Stage):
         outputs = [EvaluateDir.file_name(cfg.split)]
         out = EvaluateDir(ctx.out_dir)
         if cfg.calibrate:
-            results["calibration"] = self._calibrate(cfg, split_dir, projector, verify, out)
+            results["calibration"] = self._calibrate(
+                cfg, split_dir, projector, verify, out, loaded={cfg.split: data}
+            )
             if "skipped" not in results["calibration"]:
                 outputs.append(EvaluateDir.CALIBRATION)
         if matcher is not None:
@@ -293,14 +295,18 @@ class EvaluateStage(Stage):
         projector: Projector,
         verify: VerifyConfig,
         out: EvaluateDir,
+        loaded: dict[str, EmbeddingSet],
     ) -> dict[str, Any]:
+        """Fit on val, check on test; ``loaded``: splits already read (not read again)."""
         from sbe.verify.evaluation import calibrate_splits
 
         missing = [s for s in ("val", "test") if not split_dir.split_path(s).is_file()]
         if missing:
             return {"skipped": f"no {' or '.join(missing)} split in {split_dir.root}"}
-        fit = _pair_split(load_split(split_dir, "val"), projector)
-        check = _pair_split(load_split(split_dir, "test"), projector)
+        fit, check = (
+            _pair_split(loaded[s] if s in loaded else load_split(split_dir, s), projector)
+            for s in ("val", "test")
+        )
         try:
             cal, summary = calibrate_splits(
                 fit,
