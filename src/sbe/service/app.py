@@ -324,7 +324,8 @@ def create_app(
             result = await _to_thread(engine.rerank, result, [[u.data] for u in uploads])
             timing["rerank"] = round((time.perf_counter() - t2) * 1e3, 3)
             result = result.head(k)
-        # hits may make thumbnails (decoding): off the event loop too
+        # hits may make thumbnails (decoding): off the event loop too; calibrated once for all
+        result = engine.calibrated(result)
         hits = await _to_thread(lambda: [engine.hits(result, q) for q in range(len(uploads))])
         return {
             "k": k,
@@ -343,7 +344,7 @@ def create_app(
             raise UploadError(
                 422, f"vectors must all have dimension {engine.index.dim} (the index's)"
             )
-        result = engine.search_vectors(x, k)
+        result = engine.calibrated(engine.search_vectors(x, k))
         return {"k": k, "queries": [{"hits": engine.hits(result, q)} for q in range(len(x))]}
 
     @app.get("/search", summary="Nearest buildings of an indexed building or row")

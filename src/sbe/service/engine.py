@@ -28,9 +28,9 @@ from sbe.service.photos import PhotoSource, find_photo_parquet
 from sbe.service.stats import RequestStats
 from sbe.service.uploads import UploadError, UploadLimits, check_image
 from sbe.storage.artifacts import IndexDir
+from sbe.verify.same_building import load_calibration, with_same_building
 
 if TYPE_CHECKING:
-    from sbe.verify.calibration import Calibration
     from sbe.verify.gallery import Gallery, RerankSettings
     from sbe.verify.local import LocalMatcher, LocalSettings
 
@@ -86,20 +86,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def load_calibration(index_dir: Path) -> Calibration | None:
-    """The index's ``calibration.json`` (a :class:`~sbe.verify.calibration.Calibration`, as
-    ``sbe evaluate --calibrate`` fits it and ``sbe index build`` copies it), or ``None``.
-
-    Raises:
-        SbeError: the file exists but is not a calibration (names the file).
-    """
-    if not (index_dir / CALIBRATION_FILE).is_file():
-        return None  # sbe.verify (torch) is imported only when there is something to read
-    from sbe.verify.same_building import load_calibration as load
-
-    return load(index_dir / CALIBRATION_FILE)
-
-
 class EngineOptions(TypedDict, total=False):
     """The keyword options of :class:`Engine` (and of :func:`sbe.service.app.create_app`)."""
 
@@ -138,7 +124,7 @@ class Engine:
         t0 = time.perf_counter()
         self.index = SearchIndex.load(self.index_dir)
         self.info = self.index.info
-        self.calibration = load_calibration(self.index_dir)
+        self.calibration = load_calibration(self.index_dir / CALIBRATION_FILE)
         self.embedder = embedder
         chosen = model_dir or self.info.model_dir
         self.model_note = ""
@@ -286,13 +272,7 @@ class Engine:
     def calibrated(self, result: SearchResult) -> SearchResult:
         """``result`` with ``same_building`` / ``same_building_probability`` when the index has
         a calibration (a match-based one needs a re-ranked result: else ``None``)."""
-        if self.calibration is None or "same_building" in result.columns:
-            return result
-        from sbe.verify.same_building import same_building_columns
-
-        return result.with_columns(
-            **same_building_columns(self.calibration, result.similarity, result.match_counts())
-        )
+        return with_same_building(result, self.calibration)
 
     def hits(self, result: SearchResult, q: int = 0) -> list[dict[str, Any]]:
         """Query ``q``'s hits as JSON-ready dicts, with photo URLs and the calibrated answer."""

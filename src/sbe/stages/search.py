@@ -28,7 +28,6 @@ from sbe.stages.summary import Summary, Table
 from sbe.storage import to_numpy_matrix
 
 if TYPE_CHECKING:
-    from sbe.verify.calibration import Calibration
     from sbe.verify.gallery import Gallery, RerankSettings
     from sbe.verify.local import LocalSettings
 
@@ -314,26 +313,11 @@ def calibrate_result(index: SearchIndex, result: SearchResult) -> SearchResult:
     Raises:
         SbeError: the calibration file is not one.
     """
-    from sbe.verify.same_building import same_building_columns
-
-    cal = load_index_calibration(index)
-    if cal is None:
-        return result
-    return result.with_columns(
-        **same_building_columns(cal, result.similarity, result.match_counts())
-    )
-
-
-def load_index_calibration(index: SearchIndex) -> Calibration | None:
-    """The index folder's ``calibration.json``, or ``None``."""
     from sbe.storage.artifacts import IndexDir
+    from sbe.verify.same_building import load_calibration, with_same_building
 
     path = (index.root or Path.cwd()) / IndexDir.CALIBRATION
-    if not path.is_file():
-        return None  # before importing sbe.verify: an id search loads no model runtime (torch)
-    from sbe.verify.same_building import load_calibration
-
-    return load_calibration(path)
+    return with_same_building(result, load_calibration(path))
 
 
 def to_payload(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -57,3 +58,29 @@ def same_building_columns(
     for idx in zip(*np.nonzero(ok), strict=True):
         same[idx] = bool(prob[idx] >= calibration.threshold)
     return {"same_building": same, "same_building_probability": prob}
+
+
+class _Answer(Protocol):
+    """A search answer (``sbe.index.search.SearchResult``) the decision is added to."""
+
+    @property
+    def similarity(self) -> np.ndarray: ...
+
+    @property
+    def columns(self) -> dict[str, np.ndarray]: ...
+
+    def match_counts(self) -> np.ndarray | None: ...
+
+    def with_columns(self, **columns: np.ndarray) -> Any: ...
+
+
+A = TypeVar("A", bound=_Answer)
+
+
+def with_same_building(result: A, calibration: Calibration | None) -> A:
+    """``result`` with :func:`same_building_columns` added (once: a result that has them, or no
+    calibration, comes back as it is). Match counts are used when re-ranking ran."""
+    if calibration is None or "same_building" in result.columns:
+        return result
+    columns = same_building_columns(calibration, result.similarity, result.match_counts())
+    return cast(A, result.with_columns(**columns))
