@@ -158,23 +158,24 @@ STATE_SETTINGS = (
 
 def _state(
     status: str,
-    info: InputInfo | dict[str, Any],
+    info: dict[str, Any],
     model: dict[str, Any],
     cfg: EmbedConfig,
     plan: Plan,
     selected: int,
     counters: _Counters,
 ) -> dict[str, Any]:
-    """The ``state.json`` record: input and model identity, settings, counters."""
+    """The ``state.json`` record: input (its fingerprint) and model identity, settings,
+    counters."""
     return {
         "format": STATE_FORMAT,
         "stage": STAGE,
         "status": status,
-        "input": info if isinstance(info, dict) else info.fingerprint(),
+        "input": info,
         "model": model,
         "settings": cfg.model_dump(mode="json", include=set(STATE_SETTINGS)),
         "counters": {
-            "input_rows": info["num_rows"] if isinstance(info, dict) else info.num_rows,
+            "input_rows": info["num_rows"],
             "filtered_out": plan.filtered_out,
             "selected": selected,
             "chunks_total": counters.chunks_total,
@@ -397,12 +398,11 @@ class EmbedStage(Stage):
         # paths recorded relative to the output folder, so a moved work folder keeps working
         recorded_model = {**model, "model_dir": relpath(model["model_dir"], out_dir)}
 
-        def relative(info: InputInfo | dict[str, Any]) -> dict[str, Any]:
-            fp = info if isinstance(info, dict) else info.fingerprint()
-            return {**fp, "path": relpath(fp["path"], out_dir)} if fp.get("path") else fp
+        fp = ident if isinstance(ident, dict) else ident.fingerprint()
+        recorded_input = {**fp, "path": relpath(fp["path"], out_dir)} if fp.get("path") else fp
 
         def save_state(status: str) -> None:
-            state = _state(status, relative(ident), recorded_model, cfg, plan, selected, counters)
+            state = _state(status, recorded_input, recorded_model, cfg, plan, selected, counters)
             write_json_atomic(out_dir / STATE_NAME, state)
 
         save_state("running" if todo else "complete")
