@@ -44,6 +44,7 @@ from sbe.errors import SbeError
 from sbe.models.backbones import Backbone, load_backbone, resolve_spec
 from sbe.models.backbones.onnx import available_cores
 from sbe.models.backbones.pipeline import embed_stream
+from sbe.settings import same_named
 from sbe.stages.base import Input, Stage, StageContext, run_stage
 from sbe.stages.summary import Summary
 from sbe.storage import (
@@ -67,18 +68,6 @@ BACKBONE_FORMAT = 1
 SOURCE_COLUMNS = ("tar_file", "tar_offset", "tar_size")
 CARRIED_NAMES = tuple(f.name for f in CARRIED_FIELDS)
 DTYPES = {"float16": (np.float16, pa.float16()), "float32": (np.float32, pa.float32())}
-
-
-#: the ``[backbone]`` settings every :class:`PartTask` carries under the same names
-RUN_SETTINGS = (
-    "runtime",
-    "device",
-    "batch_size",
-    "decode_workers",
-    "dtype",
-    "threads",
-    "precision",
-)
 
 
 @dataclass(frozen=True)
@@ -466,13 +455,14 @@ class BackboneStage(Stage):
         chash = ctx.hash
 
         tasks: list[PartTask] = []
-        # how every part runs: the section's settings of the same names
-        how = cfg.model_dump(include=set(RUN_SETTINGS))
         for p, n, tars in plan:
             for start in range(0, n, cfg.part_rows):
                 stop = min(start + cfg.part_rows, n)
+                # how it runs (runtime, device, batch size...): the section's fields of those names
                 tasks.append(
-                    PartTask(
+                    same_named(
+                        PartTask,
+                        cfg,
                         source=str(p),
                         start=start,
                         stop=stop,
@@ -480,7 +470,6 @@ class BackboneStage(Stage):
                         output=str(out / part_name(p.stem, start)),
                         meta=part_meta(p, tars, start, stop, identity, cfg.dtype, chash),
                         backbone=identity,
-                        **how,
                     )
                 )
         # parts of other settings or other inputs never survive into this run's output

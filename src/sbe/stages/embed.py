@@ -503,9 +503,11 @@ def _run_engine(
             info=info,
             chunks=todo,
             writer=writer,
-            **cfg.model_dump(
-                include={"filter_valid", "batch_size", "decode_workers", "device", "runtime"}
-            ),
+            filter_valid=cfg.filter_valid,
+            batch_size=cfg.batch_size,
+            decode_workers=cfg.decode_workers,
+            device=cfg.device,
+            runtime=cfg.runtime,
             workers=cfg.ray_workers,
             gpus_per_worker=cfg.ray_gpus_per_worker,
         )
