@@ -83,6 +83,7 @@ def field_param(name: str, info: FieldInfo) -> P:
         decls[0], extra = f"{flag}/--no-{flag[2:]}", {}
     elif many:
         kind = str if base is not Path else Path
+    if many:
         help_ += " (repeatable, or comma-separated)" if base is not Path else " (repeatable)"
     kind = list[kind] if many else kind
     if default is None or default == []:

@@ -12,10 +12,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
+# the package's __init__ is loaded before this module and imports nothing of it
+from sbe.config import PipelineStage, SbeConfig
 from sbe.config.base import PRECISION_HELP, Precision, Section
-
-#: stage names ``--restart`` accepts (kept here so this module needs nothing from the package)
-Stages = list[str]
 
 
 class SearchOptions(Section):
@@ -124,7 +123,9 @@ class RunOptions(Section):
         "sbe run --config my.toml --restart train --json",
     )
 
-    restart: Stages = Field(default_factory=list, description="run this stage from scratch")
+    restart: list[PipelineStage] = Field(
+        default_factory=list, description="run this stage from scratch"
+    )
 
 
 class DemoOptions(RunOptions):
@@ -139,12 +140,11 @@ class ConfigShowOptions(Section):
     examples: ClassVar[tuple[str, ...]] = ("sbe config show --config my.toml",)
 
 
-def config_show(opts: ConfigShowOptions, cfg: object, **_: object) -> tuple[dict, list[str]]:
+def config_show(opts: ConfigShowOptions, cfg: SbeConfig, **_: object) -> tuple[dict, list[str]]:
     """``sbe config show``: the effective configuration as a TOML document (JSON with --json)."""
     import tomli_w
 
-    from sbe.config import SbeConfig, config_to_toml_dict
+    from sbe.config import config_to_toml_dict
 
-    assert isinstance(cfg, SbeConfig)
     data = config_to_toml_dict(cfg)
     return data, [tomli_w.dumps(data)]
