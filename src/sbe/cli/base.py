@@ -8,10 +8,12 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from sbe.report.cells import is_numeric
+
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 #: set by the command that runs: ``main`` prints a traceback only when ``verbose``
-state = {"verbose": False}  # --verbose: main() then prints tracebacks
+state = {"verbose": False}
 
 INTERRUPTED = (
     "interrupted: finished stages and parts are kept; the folder that was being written is resumed "
@@ -31,17 +33,6 @@ def say(message: Any) -> None:
     log_line(message if isinstance(message, str) else json.dumps(message, default=str))
 
 
-def _numeric(column: list[str]) -> bool:
-    """Every cell reads as a number (``1,234``, ``61.1%``, ``+0.01``, ``-``): right-align it."""
-    try:
-        for cell in column:
-            if cell != "-":
-                float(cell.replace(",", "").removesuffix("%"))
-    except ValueError:
-        return False
-    return bool(column)
-
-
 def render(summary: list[Any]) -> None:
     """Print a command's summary (:mod:`sbe.stages.summary`): lines, and tables as rich tables."""
     for item in summary:
@@ -56,7 +47,8 @@ def render(summary: list[Any]) -> None:
             min_width=len(item.title),
         )
         for i, col in enumerate(item.columns):
-            right = i > 0 and _numeric([row[i] for row in item.rows])
+            column = [row[i] for row in item.rows]
+            right = i > 0 and bool(column) and all(is_numeric(c) for c in column)
             table.add_column(
                 col, justify="right" if right else "left", style="bold" if i == 0 else None
             )

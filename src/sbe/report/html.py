@@ -10,7 +10,6 @@ everything.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -19,6 +18,7 @@ import jinja2
 from markupsafe import Markup
 
 from sbe.report import gather as g
+from sbe.report.cells import is_numeric
 from sbe.report.svg import Bars, Mark, Series, bar_chart, line_chart
 from sbe.report.worldmap import MapBuilding, error_colour, world_map_svg
 
@@ -53,14 +53,6 @@ def counts_text(counts: dict[str, int]) -> str:
     if not counts:
         return "none"
     return ", ".join(f"{k}: {v:,}" for k, v in sorted(counts.items()))
-
-
-_NUMERIC = re.compile(r"^[+-]?[\d,.]+%?( \([\d,./]+\))?$|^-$")
-
-
-def is_numeric(cell: Any) -> bool:
-    """Whether a table cell reads as a number (it is then right-aligned)."""
-    return bool(_NUMERIC.match(str(cell).strip()))
 
 
 @cache
