@@ -272,14 +272,16 @@ def report_file(cfg: SbeConfig) -> Path | None:
 def run_stage_command(
     sec: Any, cfg: SbeConfig, *, name: str, restart: bool = False, log: Log = None, **_: Any
 ) -> tuple[dict[str, Any], Summary]:
-    """One stage (``sbe split ...``). ``sbe report`` first wires its inputs to the other stages'
-    outputs in the work directory; values set in the config file or on the command line win."""
+    """One stage (``sbe split ...``). A stage that is ``wired_alone`` (``sbe report``) first
+    wires its inputs to the other stages' outputs in the work directory; values set in the config
+    file or on the command line win."""
     stage = get_stage(name)
-    if name == "report":
+    if stage.wired_alone:
         wired = wire(cfg)
-        given = {k: getattr(cfg.report, k) for k in cfg.report.model_fields_set}
-        wired.report = wired.report.model_copy(update=given)
-        cfg, sec = wired, wired.section("report")
+        section = stage.section_name()
+        given = {k: getattr(sec, k) for k in sec.model_fields_set}
+        setattr(wired, section, getattr(wired, section).model_copy(update=given))
+        cfg, sec = wired, wired.section(section)
     # looked up on the package at call time, so tests can stand in for the stage
     manifest, results = stages.run_stage(stage, sec, log=log, restart=restart, full_config=cfg)
     payload = {**results, "up_to_date": manifest.up_to_date, **manifest.model_dump(mode="json")}

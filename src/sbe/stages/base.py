@@ -349,11 +349,14 @@ class Stage(ABC):
         name: the command and manifest name, e.g. ``"split"``.
         section: the config section it reads (defaults to ``name``).
         inputs: config fields ``sbe run`` fills from upstream stages.
+        wired_alone: run as its own command too, its inputs are wired to the work directory's
+            stage outputs (values set in the config file or on the command line win).
     """
 
     name: ClassVar[str]
     section: ClassVar[str] = ""
     inputs: ClassVar[tuple[Input, ...]] = ()
+    wired_alone: ClassVar[bool] = False
 
     @classmethod
     def section_name(cls) -> str:

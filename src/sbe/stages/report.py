@@ -56,6 +56,7 @@ class ReportStage(Stage):
     """``sbe report``: see the module docstring."""
 
     name = "report"
+    wired_alone = True  # `sbe report --workdir DIR` finds every stage's output there
     inputs = (
         Input("raw", "synth"),
         Input("images", "ingest"),
