@@ -24,13 +24,14 @@ from typer.testing import CliRunner
 
 from sbe.cli import app
 from sbe.config import ReportConfig
+from sbe.data.tarstream import read_tar_member
 from sbe.geo import koppen
 from sbe.models.projector import Projector
 from sbe.pipeline import wire
 from sbe.report import gather as g
 from sbe.report.build import build_report
 from sbe.report.svg import Series, line_chart, nice_ticks
-from sbe.report.thumbs import ImageReadError, image_locations, read_tar_member
+from sbe.report.thumbs import ImageReadError, image_locations
 from sbe.report.worldmap import great_circle, koppen_background
 from sbe.stages import report as stage
 from sbe.storage import to_numpy_matrix

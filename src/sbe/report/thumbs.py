@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from PIL import Image, ImageOps
 
-from sbe.data import tarstream
 from sbe.data.images import ImageDecodeError, decode_rgb
 from sbe.data.tarstream import ImageReadError, read_image
 
@@ -51,16 +50,6 @@ def read_located(
         return read_image(path, member, offset, size)
     except ImageReadError as e:
         raise ImageReadError(f"{path}: {e}") from None
-
-
-def read_tar_member(tar_file: str | os.PathLike[str], offset: int, size: int) -> bytes:
-    """:func:`sbe.data.tarstream.read_tar_member`, its errors naming the tar."""
-    try:
-        return tarstream.read_tar_member(tar_file, offset, size)
-    except ImageReadError as e:
-        raise ImageReadError(
-            e if str(e).startswith("cannot open") else f"{tar_file}: {e}"
-        ) from None
 
 
 def image_locations(

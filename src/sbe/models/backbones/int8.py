@@ -328,6 +328,7 @@ __all__ = [
     "calibration_indices",
     "calibration_sample",
     "check_precision",
+    "int8_backbone",
     "int8_cache_path",
     "mean_cosine",
     "parquet_calibration",
