@@ -20,7 +20,6 @@ import numpy as np
 import torch
 
 from sbe.data.images import decode_rgb
-from sbe.models.backbones.base import Preprocess
 from sbe.models.backbones.eager import TorchBackbone
 from sbe.models.backbones.efficientnet import EfficientNetSpec, default_preprocess
 from sbe.training.evaluation import default_landmarks_dir, read_landmarks
@@ -44,12 +43,11 @@ def main() -> None:
     rows = []
     print(f"{'model':<20}{'size':>6}{'pooling':>9}{'correct@1':>11}{'mAP':>8}")
     for name in args.models.split(","):
-        base = default_preprocess(name)
         for size in sizes:
-            pp = Preprocess(size, size, base.mean, base.std)
+            pp = default_preprocess(name, size)  # what [backbone] image_size does
             crops = np.stack([pp.apply(p) for p in photos])
             for pooling in ("mean", "gem"):
-                bb = TorchBackbone(EfficientNetSpec(name, pooling=pooling, preprocess=pp), "cpu")
+                bb = TorchBackbone(EfficientNetSpec(name, pooling=pooling, image_size=size), "cpu")
                 m = retrieval_metrics(bb.embed(crops), labels, ks=(1,), full_map=True)
                 c = round(m["recall@1"] * len(paths))
                 rows.append(
